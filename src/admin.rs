@@ -1,0 +1,55 @@
+//! `RETENTION.POLICY`, `RETENTION.RELOAD`, `RETENTION.STATS [RESET]`.
+
+use std::collections::BTreeMap;
+
+use redis_module::redisvalue::RedisValueKey;
+use redis_module::{Context, RedisString, RedisValue};
+
+use crate::args::{Args, OptionSet};
+use crate::error::Result;
+use crate::state;
+use crate::stats;
+
+fn key(name: &str) -> RedisValueKey {
+    RedisValueKey::String(name.to_string())
+}
+
+/// `RETENTION.POLICY`: the rules in force as normalized JSON, their file and load time.
+pub fn cmd_policy(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    Args::new(args, "RETENTION.POLICY")?.done()?;
+    Ok(state::with_policy(|p| {
+        let mut m = BTreeMap::new();
+        m.insert(key("source"), RedisValue::BulkString(p.source.clone()));
+        m.insert(key("loaded_at_ms"), RedisValue::Integer(p.loaded_at_ms));
+        m.insert(
+            key("rules"),
+            RedisValue::Integer(p.policy.rules.len() as i64),
+        );
+        m.insert(
+            key("policy"),
+            RedisValue::BulkString(p.policy.to_json().to_string()),
+        );
+        RedisValue::OrderedMap(m)
+    }))
+}
+
+/// `RETENTION.RELOAD`: re-reads the policy file; on error the old policy stays.
+pub fn cmd_reload(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    Args::new(args, "RETENTION.RELOAD")?.done()?;
+    state::reload()?;
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// `RETENTION.STATS [RESET]`
+pub fn cmd_stats(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let mut args = Args::new(args, "RETENTION.STATS")?;
+    let reset = args
+        .next_option(&mut OptionSet::default(), &["RESET"])?
+        .is_some();
+    args.done()?;
+    if reset {
+        stats::reset();
+        return Ok(RedisValue::SimpleStringStatic("OK"));
+    }
+    Ok(stats::stats_reply(&stats::snapshot()))
+}

@@ -1,0 +1,122 @@
+//! Command arguments: a cursor over them with typed getters, and an option loop that
+//! rejects unknown and repeated option words with a message naming them.
+
+use std::collections::HashSet;
+use std::vec::IntoIter;
+
+use redis_module::RedisString;
+
+use crate::error::{Error, Result};
+
+pub struct Args {
+    command: &'static str,
+    rest: IntoIter<RedisString>,
+}
+
+/// The options already given, to reject repeats.
+#[derive(Default)]
+pub struct OptionSet {
+    seen: HashSet<&'static str>,
+}
+
+impl Args {
+    /// Skips the command name.
+    pub fn new(args: Vec<RedisString>, command: &'static str) -> Result<Args> {
+        let mut rest = args.into_iter();
+        rest.next().ok_or(Error::WrongArity)?;
+        Ok(Args { command, rest })
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    pub fn next_raw(&mut self, what: &str) -> Result<RedisString> {
+        self.rest
+            .next()
+            .ok_or_else(|| Error::arg(format!("{} needs {what}", self.command)))
+    }
+
+    pub fn next_bytes(&mut self, what: &str) -> Result<Vec<u8>> {
+        Ok(self.next_raw(what)?.as_slice().to_vec())
+    }
+
+    pub fn next_str(&mut self, what: &str) -> Result<String> {
+        let raw = self.next_raw(what)?;
+        raw.try_as_str()
+            .map(str::to_string)
+            .map_err(|_| Error::arg(format!("{what}: not valid UTF-8")))
+    }
+
+    pub fn next_i64(&mut self, what: &str) -> Result<i64> {
+        let text = self.next_raw(what)?.to_string_lossy();
+        parse_i64(&text)
+            .ok_or_else(|| Error::arg(format!("{what}: '{text}' is not an integer in range")))
+    }
+
+    /// The next option word (case-insensitive) out of `options`, or None at the end.
+    pub fn next_option(
+        &mut self,
+        seen: &mut OptionSet,
+        options: &[&'static str],
+    ) -> Result<Option<&'static str>> {
+        let Some(word) = self.rest.next() else {
+            return Ok(None);
+        };
+        let text = word.to_string_lossy();
+        let Some(option) = options.iter().find(|o| o.eq_ignore_ascii_case(&text)) else {
+            return Err(Error::arg(format!(
+                "unknown option '{text}' for {} (expected one of: {})",
+                self.command,
+                options.join(", ")
+            )));
+        };
+        if !seen.seen.insert(option) {
+            return Err(Error::arg(format!("option {option} given twice")));
+        }
+        Ok(Some(option))
+    }
+
+    /// Fails if arguments are left over.
+    pub fn done(mut self) -> Result<()> {
+        match self.rest.next() {
+            None => Ok(()),
+            Some(extra) => Err(Error::arg(format!(
+                "unexpected argument '{}' for {}",
+                extra.to_string_lossy(),
+                self.command
+            ))),
+        }
+    }
+}
+
+/// Strict integer parsing: no sign-less garbage, no spaces, no overflow.
+pub fn parse_i64(text: &str) -> Option<i64> {
+    if text.is_empty() || text.starts_with('+') || text.trim() != text {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_parsed_strictly() {
+        assert_eq!(parse_i64("42"), Some(42));
+        assert_eq!(parse_i64("-7"), Some(-7));
+        for bad in [
+            "",
+            " 1",
+            "1 ",
+            "+1",
+            "1e3",
+            "0x10",
+            "99999999999999999999",
+            "1.0",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{bad}");
+        }
+    }
+}

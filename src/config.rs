@@ -1,0 +1,135 @@
+//! Module configs (`retention.*`): storage, bounds, and what happens when one changes.
+//!
+//! Numeric configs live in atomics read on the hot path without locking. The policy file is
+//! special: setting it loads and validates the file, and a bad file is refused so that the
+//! policy in force never changes to something broken (`CONFIG SET` gets the error).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use redis_module::configuration::ConfigurationContext;
+use redis_module::{ConfigurationValue, RedisError, RedisString};
+
+pub const DEFAULT_SWEEP_BUDGET_US: i64 = 1000;
+pub const MIN_SWEEP_BUDGET_US: i64 = 50;
+/// A slice longer than this would be a stall no operator asks for on purpose.
+pub const MAX_SWEEP_BUDGET_US: i64 = 100_000;
+pub const DEFAULT_PASS_INTERVAL_S: i64 = 60;
+pub const MAX_PASS_INTERVAL_S: i64 = 7 * 24 * 3600;
+pub const DEFAULT_TRACK_QUEUE_MAX: i64 = 100_000;
+pub const MAX_TRACK_QUEUE_MAX: i64 = 10_000_000;
+pub const DEFAULT_PRESSURE_RATIO: &str = "0.8";
+
+pub static ENABLED: AtomicBool = AtomicBool::new(true);
+pub static DRY_RUN: AtomicBool = AtomicBool::new(false);
+pub static SWEEP_BUDGET_US: AtomicI64 = AtomicI64::new(DEFAULT_SWEEP_BUDGET_US);
+pub static PASS_INTERVAL_S: AtomicI64 = AtomicI64::new(DEFAULT_PASS_INTERVAL_S);
+pub static TRACK_NEW_KEYS: AtomicBool = AtomicBool::new(true);
+pub static TRACK_QUEUE_MAX: AtomicI64 = AtomicI64::new(DEFAULT_TRACK_QUEUE_MAX);
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+pub fn dry_run() -> bool {
+    DRY_RUN.load(Ordering::Relaxed)
+}
+pub fn sweep_budget_us() -> u64 {
+    SWEEP_BUDGET_US
+        .load(Ordering::Relaxed)
+        .max(MIN_SWEEP_BUDGET_US) as u64
+}
+pub fn pass_interval_ms() -> i64 {
+    PASS_INTERVAL_S.load(Ordering::Relaxed) * 1000
+}
+pub fn track_new_keys() -> bool {
+    TRACK_NEW_KEYS.load(Ordering::Relaxed)
+}
+pub fn track_queue_max() -> usize {
+    TRACK_QUEUE_MAX.load(Ordering::Relaxed).max(0) as usize
+}
+
+/// `retention.policy-file`: the path in force. Setting it loads the file first.
+pub struct PolicyFileConfig {
+    path: Mutex<String>,
+}
+
+pub static POLICY_FILE: PolicyFileConfig = PolicyFileConfig {
+    path: Mutex::new(String::new()),
+};
+
+impl PolicyFileConfig {
+    pub fn path(&self) -> String {
+        self.path.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl ConfigurationValue<RedisString> for PolicyFileConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.path().as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let path = val
+            .try_as_str()
+            .map_err(|_| RedisError::Str("ERR policy-file must be a UTF-8 path"))?
+            .to_string();
+        crate::state::install_policy_from_path(&path).map_err(RedisError::from)?;
+        if let Ok(mut p) = self.path.lock() {
+            *p = path;
+        }
+        Ok(())
+    }
+}
+
+/// `retention.pressure-ratio`: used/maxmemory ratio (0..1] at which pressure mode starts.
+/// Module configs have no float type, so it is a string validated on set.
+pub struct RatioConfig {
+    millis: AtomicI64,
+}
+
+pub static PRESSURE_RATIO: RatioConfig = RatioConfig {
+    millis: AtomicI64::new(800),
+};
+
+impl RatioConfig {
+    pub fn ratio(&self) -> f64 {
+        self.millis.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "ERR pressure-ratio must be a number in (0, 1], e.g. 0.8 (got '{text}')"
+        )),
+    }
+}
+
+impl ConfigurationValue<RedisString> for RatioConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, format!("{}", self.ratio()).as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.to_string_lossy();
+        let ratio = parse_ratio(&text).map_err(RedisError::String)?;
+        self.millis
+            .store((ratio * 1000.0).round() as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_accepts_only_the_unit_interval() {
+        assert_eq!(parse_ratio("0.8"), Ok(0.8));
+        assert_eq!(parse_ratio("1"), Ok(1.0));
+        for bad in ["0", "-0.1", "1.5", "abc", "", "NaN"] {
+            assert!(parse_ratio(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

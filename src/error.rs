@@ -1,0 +1,144 @@
+//! One error type for the whole module, turned into a Redis reply in one place.
+//!
+//! Messages carry their Redis error code (`ERR`, `WRONGTYPE`, `BUSY`, `NOPERM`) so that
+//! clients show them exactly as they show the server's own errors.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Wrong number of arguments: the server formats its standard message.
+    WrongArity,
+    /// A bad argument or option; the text says which and why.
+    Arg(String),
+    /// A key holds another type than the command needs.
+    WrongType,
+    /// Something else is running that this request would conflict with.
+    Busy(String),
+    /// The policy file (or a rule in it) is invalid.
+    Policy(String),
+    /// The caller lacks a permission.
+    NoPerm(String),
+    /// The server refused an operation the module asked for.
+    Server(String),
+}
+
+impl Error {
+    pub fn arg(msg: impl Into<String>) -> Self {
+        Error::Arg(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::WrongArity => f.write_str("ERR wrong number of arguments"),
+            Error::Arg(m) => write!(f, "ERR {m}"),
+            Error::WrongType => {
+                f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
+            }
+            Error::Busy(m) => write!(f, "BUSY {m}"),
+            Error::Policy(m) => write!(f, "ERR policy: {m}"),
+            Error::NoPerm(m) => write!(f, "NOPERM {m}"),
+            Error::Server(m) => write!(f, "ERR {m}"),
+        }
+    }
+}
+
+// No `std::error::Error` impl: the crate's blanket `From<E: Error> for RedisError` would
+// bypass the mapping below (which keeps WRONGTYPE and arity errors the server's own).
+
+impl From<Error> for RedisError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::WrongArity => RedisError::WrongArity,
+            Error::WrongType => RedisError::WrongType,
+            other => RedisError::String(other.to_string()),
+        }
+    }
+}
+
+impl From<RedisError> for Error {
+    fn from(e: RedisError) -> Self {
+        match e {
+            RedisError::WrongArity => Error::WrongArity,
+            RedisError::WrongType => Error::WrongType,
+            // The crate's own argument parsers say e.g. "Couldn't parse as integer".
+            RedisError::Str(s) => Error::Arg(s.trim_start_matches("ERR ").to_string()),
+            RedisError::String(s) => Error::Arg(s.trim_start_matches("ERR ").to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The signature every command handler of this module has.
+pub type Handler = fn(&Context, Vec<RedisString>) -> Result<RedisValue>;
+
+/// Runs a command handler so that neither an error nor a panic can reach the server:
+/// a Rust panic unwinding out of the `extern "C"` trampoline would abort redis-server.
+pub fn run_command(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
+    match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
+        Ok(result) => result.map_err(RedisError::from),
+        Err(panic) => {
+            let what = panic_message(&panic);
+            ctx.log_warning(&format!(
+                "retention: internal error (panic) in command: {what}"
+            ));
+            Err(RedisError::String(format!(
+                "ERR retention internal error: {what} (nothing was changed by the failing step; please report)"
+            )))
+        }
+    }
+}
+
+/// Runs a server callback (cron, timer, notification) and logs instead of aborting on panic.
+pub fn run_callback<T>(ctx: &Context, what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(panic) => {
+            let msg = panic_message(&panic);
+            ctx.log_warning(&format!(
+                "retention: internal error (panic) in {what}: {msg}"
+            ));
+            None
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_redis_error_codes() {
+        assert_eq!(Error::arg("bad").to_string(), "ERR bad");
+        assert!(Error::WrongType.to_string().starts_with("WRONGTYPE "));
+        assert!(Error::Busy("x".into()).to_string().starts_with("BUSY "));
+        assert_eq!(
+            Error::Policy("rule 'a': x".into()).to_string(),
+            "ERR policy: rule 'a': x"
+        );
+    }
+
+    #[test]
+    fn crate_errors_become_argument_errors_without_double_prefix() {
+        let e: Error = RedisError::String("ERR nope".into()).into();
+        assert_eq!(e.to_string(), "ERR nope");
+        let e: Error = RedisError::WrongArity.into();
+        assert_eq!(e, Error::WrongArity);
+    }
+}

@@ -1,0 +1,277 @@
+//! The one place that touches keys through the raw module API, and that replicates every
+//! change as a deterministic command (SPEC 5.3): key-API writes are not propagated by the
+//! server, so each one here is followed by its explicit `RM_Replicate`.
+
+use std::ffi::{c_void, CString};
+use std::os::raw::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+use redis_module::{raw, Context};
+
+use crate::policy::KeyType;
+
+fn key_type_of(code: c_int) -> Option<KeyType> {
+    match code as isize {
+        raw::REDISMODULE_KEYTYPE_STRING => Some(KeyType::String),
+        raw::REDISMODULE_KEYTYPE_LIST => Some(KeyType::List),
+        raw::REDISMODULE_KEYTYPE_HASH => Some(KeyType::Hash),
+        raw::REDISMODULE_KEYTYPE_SET => Some(KeyType::Set),
+        raw::REDISMODULE_KEYTYPE_ZSET => Some(KeyType::ZSet),
+        raw::REDISMODULE_KEYTYPE_MODULE => Some(KeyType::Module),
+        raw::REDISMODULE_KEYTYPE_STREAM => Some(KeyType::Stream),
+        _ => None,
+    }
+}
+
+/// A key handle the server gave us or that we opened; valid only while it is borrowed.
+pub struct KeyView {
+    key: NonNull<raw::RedisModuleKey>,
+}
+
+impl KeyView {
+    pub fn key_type(&self) -> Option<KeyType> {
+        // SAFETY: `key` is a live handle for the duration of the borrow.
+        key_type_of(unsafe { raw::RedisModule_KeyType.unwrap()(self.key.as_ptr()) })
+    }
+
+    /// Absolute expire time in Unix ms, or None when the key has no TTL.
+    pub fn abs_expire_ms(&self) -> Option<i64> {
+        // SAFETY: live, non-null handle (GetExpire on NULL crashes 7.0, hence NonNull).
+        let at = unsafe { raw::RedisModule_GetAbsExpire.unwrap()(self.key.as_ptr()) };
+        (at != raw::REDISMODULE_NO_EXPIRE as i64).then_some(at)
+    }
+
+    /// Idle time in ms when the eviction policy keeps LRU data (not under LFU).
+    pub fn idle_ms(&self) -> Option<i64> {
+        let mut idle: i64 = 0;
+        // SAFETY: live handle and a valid out-pointer.
+        let rc = unsafe { raw::RedisModule_GetLRU.unwrap()(self.key.as_ptr(), &mut idle) };
+        (rc == raw::REDISMODULE_OK as c_int).then_some(idle)
+    }
+}
+
+/// A key opened by us; closed on drop.
+pub struct OpenKey {
+    view: KeyView,
+}
+
+impl OpenKey {
+    /// Opens `name` for writing without touching its LRU/LFU data. None if it does not exist.
+    pub fn writable(ctx: &Context, name: *mut raw::RedisModuleString) -> Option<OpenKey> {
+        let mode =
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        // SAFETY: ctx and name are valid for this call; the handle is closed in Drop.
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name, mode as c_int) };
+        let key = NonNull::new(ptr.cast::<raw::RedisModuleKey>())?;
+        let open = OpenKey {
+            view: KeyView { key },
+        };
+        open.view.key_type().map(|_| open)
+    }
+
+    pub fn view(&self) -> &KeyView {
+        &self.view
+    }
+
+    fn set_abs_expire(&self, at_ms: i64) -> bool {
+        // SAFETY: live handle opened for writing.
+        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.view.key.as_ptr(), at_ms) };
+        rc == raw::REDISMODULE_OK as c_int
+    }
+}
+
+impl Drop for OpenKey {
+    fn drop(&mut self) {
+        // SAFETY: we opened this handle and close it exactly once.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.view.key.as_ptr()) };
+    }
+}
+
+/// Sets the key's absolute expire time and propagates it as `PEXPIREAT name at_ms`,
+/// so replicas and the AOF get the same instant rather than re-running the rule.
+pub fn expire_at(ctx: &Context, name: *mut raw::RedisModuleString, at_ms: i64) -> bool {
+    let Some(key) = OpenKey::writable(ctx, name) else {
+        return false;
+    };
+    if !key.set_abs_expire(at_ms) {
+        return false;
+    }
+    drop(key);
+    // SAFETY: valid ctx/name; "sl" = one RedisModuleString and one long long.
+    unsafe {
+        raw::RedisModule_SignalModifiedKey.unwrap()(ctx.ctx, name);
+        raw::RedisModule_Replicate.unwrap()(
+            ctx.ctx,
+            c"PEXPIREAT".as_ptr(),
+            c"sl".as_ptr(),
+            name,
+            at_ms as std::os::raw::c_longlong,
+        );
+        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
+            ctx.ctx,
+            raw::NotifyEvent::GENERIC.bits(),
+            c"expire".as_ptr(),
+            name,
+        );
+    }
+    true
+}
+
+/// The bytes of a module string (borrowed for as long as the string lives).
+pub fn string_bytes<'a>(s: *mut raw::RedisModuleString) -> &'a [u8] {
+    let mut len: usize = 0;
+    // SAFETY: `s` is a valid module string; StringPtrLen returns its buffer and length.
+    unsafe {
+        let ptr = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
+        if ptr.is_null() {
+            return &[];
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    }
+}
+
+/// An owned module string made from bytes (freed on drop).
+pub struct OwnedName {
+    ptr: NonNull<raw::RedisModuleString>,
+}
+
+impl OwnedName {
+    pub fn new(bytes: &[u8]) -> Option<OwnedName> {
+        // SAFETY: NULL ctx = unmanaged string, freed in Drop.
+        let ptr = unsafe {
+            raw::RedisModule_CreateString.unwrap()(
+                std::ptr::null_mut(),
+                bytes.as_ptr().cast::<c_char>(),
+                bytes.len(),
+            )
+        };
+        NonNull::new(ptr).map(|ptr| OwnedName { ptr })
+    }
+
+    pub fn as_ptr(&self) -> *mut raw::RedisModuleString {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for OwnedName {
+    fn drop(&mut self) {
+        // SAFETY: created unmanaged by us, freed once.
+        unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), self.ptr.as_ptr()) };
+    }
+}
+
+/// Resumable walk over the keyspace (RM_Scan). Each `step` visits about one hash bucket,
+/// which is the granularity the time budget needs. Not `Send`: main thread only.
+pub struct ScanCursor {
+    cursor: NonNull<raw::RedisModuleScanCursor>,
+}
+
+/// What the visitor sees for each key: its name and a read handle.
+pub type Visitor<'a> = dyn FnMut(&Context, *mut raw::RedisModuleString, &KeyView) + 'a;
+
+struct VisitState<'a, 'b> {
+    visitor: &'a mut Visitor<'b>,
+    panicked: bool,
+}
+
+extern "C" fn visit_trampoline(
+    ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    privdata: *mut c_void,
+) {
+    // SAFETY: privdata is the &mut VisitState passed to RM_Scan by `step`, alive for the call.
+    let state = unsafe { &mut *privdata.cast::<VisitState>() };
+    let Some(key) = NonNull::new(key) else {
+        return;
+    };
+    if state.panicked {
+        return;
+    }
+    let context = Context::new(ctx);
+    let view = KeyView { key };
+    // A panic must not unwind into the server (that aborts it): stop the walk instead.
+    let visit = catch_unwind(AssertUnwindSafe(|| (state.visitor)(&context, name, &view)));
+    if visit.is_err() {
+        state.panicked = true;
+    }
+}
+
+impl ScanCursor {
+    pub fn new() -> ScanCursor {
+        // SAFETY: plain constructor; destroyed in Drop.
+        let ptr = unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() };
+        ScanCursor {
+            cursor: NonNull::new(ptr).expect("RedisModule_ScanCursorCreate returned NULL"),
+        }
+    }
+
+    /// Visits the next bucket. Ok(true) while more keys remain; Err if the visitor panicked.
+    pub fn step(&mut self, ctx: &Context, visitor: &mut Visitor) -> Result<bool, ()> {
+        let mut state = VisitState {
+            visitor,
+            panicked: false,
+        };
+        // SAFETY: cursor and ctx are valid; `state` outlives the call.
+        let more = unsafe {
+            raw::RedisModule_Scan.unwrap()(
+                ctx.ctx,
+                self.cursor.as_ptr(),
+                Some(visit_trampoline),
+                (&mut state as *mut VisitState).cast::<c_void>(),
+            )
+        };
+        match state.panicked {
+            true => Err(()),
+            false => Ok(more != 0),
+        }
+    }
+}
+
+impl Default for ScanCursor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ScanCursor {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once.
+        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(self.cursor.as_ptr()) };
+    }
+}
+
+/// Reports a slow slice to the server's latency monitor (shown by `LATENCY LATEST`).
+pub fn latency_sample(event: &str, ms: i64) {
+    // SAFETY: the API table is filled once at load, before any callback runs.
+    let add = unsafe { raw::RedisModule_LatencyAddSample };
+    if let (Some(add), Ok(name)) = (add, CString::new(event)) {
+        // SAFETY: valid C string for the duration of the call.
+        unsafe { add(name.as_ptr(), ms) };
+    }
+}
+
+/// used_memory / maxmemory (0 when maxmemory is not set).
+pub fn used_memory_ratio() -> f64 {
+    // SAFETY: the API table is filled once at load; the function takes no arguments.
+    unsafe { raw::RedisModule_GetUsedMemoryRatio.map(|f| f() as f64) }.unwrap_or(0.0)
+}
+
+/// The id of the client running the current command.
+pub fn client_id(ctx: &Context) -> u64 {
+    // SAFETY: valid command context.
+    unsafe { raw::RedisModule_GetClientId.unwrap()(ctx.ctx) }
+}
+
+/// The database the current client has selected.
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: valid command context.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
+/// Number of keys in the context's selected database.
+pub fn db_size(ctx: &Context) -> u64 {
+    // SAFETY: valid context.
+    unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) }
+}

@@ -1,0 +1,93 @@
+//! redis-retention: keeps a Redis keyspace bounded from inside the server.
+//!
+//! This file only registers things with the server; each concern lives in its own module.
+
+pub mod admin;
+pub mod args;
+pub mod config;
+pub mod error;
+pub mod keyspace;
+pub mod policy;
+pub mod queue;
+pub mod runs;
+pub mod state;
+pub mod stats;
+pub mod sweep;
+pub mod time;
+pub mod trim;
+
+#[cfg(not(test))]
+mod registration {
+    use redis_module::configuration::ConfigurationFlags;
+    use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+    use crate::config::*;
+    use crate::error::run_command;
+    use crate::{admin, runs, state, stats, sweep};
+
+    /// Wraps a handler so errors and panics become replies (see `error::run_command`).
+    macro_rules! guarded {
+        ($handler:path) => {
+            |ctx: &Context, args: Vec<RedisString>| run_command(ctx, args, $handler)
+        };
+    }
+
+    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        if let Some(err) = state::take_startup_error() {
+            ctx.log_warning(&format!("retention: module not loaded: {err}"));
+            return Status::Err;
+        }
+        Status::Ok
+    }
+
+    #[redis_module_macros::cron_event_handler]
+    fn on_cron(ctx: &Context, _version: u64) {
+        sweep::on_cron_tick(ctx);
+    }
+
+    #[redis_module_macros::info_command_handler]
+    fn on_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+        stats::add_info(ctx)
+    }
+
+    redis_module! {
+        name: "retention",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [],
+        init: init,
+        commands: [
+            ["retention.sweep", guarded!(sweep::command::cmd_sweep), "admin write", 0, 0, 0, ""],
+            ["retention.status", guarded!(sweep::command::cmd_status), "readonly", 0, 0, 0, ""],
+            ["retention.policy", guarded!(admin::cmd_policy), "readonly", 0, 0, 0, ""],
+            ["retention.reload", guarded!(admin::cmd_reload), "admin", 0, 0, 0, ""],
+            ["retention.stats", guarded!(admin::cmd_stats), "readonly", 0, 0, 0, ""],
+            ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
+            ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
+            ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],
+            ["activeruns.page", guarded!(runs::cmd_page), "write", 1, 1, 1, ""],
+            ["activeruns.after", guarded!(runs::cmd_after), "write", 1, 1, 1, ""],
+            ["activeruns.count", guarded!(runs::cmd_count), "readonly fast", 1, 1, 1, ""],
+            ["activeruns.expire", guarded!(runs::cmd_expire), "write", 1, 1, 1, ""],
+            ["activeruns.migrate", guarded!(runs::cmd_migrate), "write", 1, 2, 1, ""],
+        ],
+        configurations: [
+            i64: [
+                ["sweep-budget-us", &SWEEP_BUDGET_US, DEFAULT_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US, MAX_SWEEP_BUDGET_US, ConfigurationFlags::DEFAULT, None],
+                ["pass-interval-s", &PASS_INTERVAL_S, DEFAULT_PASS_INTERVAL_S, 0, MAX_PASS_INTERVAL_S, ConfigurationFlags::DEFAULT, None],
+                ["track-queue-max", &TRACK_QUEUE_MAX, DEFAULT_TRACK_QUEUE_MAX, 0, MAX_TRACK_QUEUE_MAX, ConfigurationFlags::DEFAULT, None],
+            ],
+            string: [
+                ["policy-file", &POLICY_FILE, "", ConfigurationFlags::DEFAULT, None],
+                ["pressure-ratio", &PRESSURE_RATIO, DEFAULT_PRESSURE_RATIO, ConfigurationFlags::DEFAULT, None],
+            ],
+            bool: [
+                ["enabled", &ENABLED, true, ConfigurationFlags::DEFAULT, None],
+                ["dry-run", &DRY_RUN, false, ConfigurationFlags::DEFAULT, None],
+                ["track-new-keys", &TRACK_NEW_KEYS, true, ConfigurationFlags::DEFAULT, None],
+            ],
+            enum: [],
+            module_args_as_configuration: true,
+        ]
+    }
+}

@@ -1,0 +1,299 @@
+//! The retention policy: rules, what each one selects, and which rule governs a key.
+//!
+//! Pure Rust with no server calls, so every decision is unit-tested with plain values.
+
+pub mod duration;
+pub mod glob;
+mod parse;
+mod render;
+
+pub use glob::Glob;
+pub use parse::{parse_policy, PolicyError};
+
+/// The Redis types a rule can be restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    String,
+    List,
+    Set,
+    ZSet,
+    Hash,
+    Stream,
+    Module,
+}
+
+impl KeyType {
+    pub const ALL: [(&'static str, KeyType); 7] = [
+        ("string", KeyType::String),
+        ("list", KeyType::List),
+        ("set", KeyType::Set),
+        ("zset", KeyType::ZSet),
+        ("hash", KeyType::Hash),
+        ("stream", KeyType::Stream),
+        ("module", KeyType::Module),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("unknown")
+    }
+
+    pub fn from_name(name: &str) -> Option<KeyType> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub selector: Selector,
+    pub key_type: Option<KeyType>,
+    /// Act only on keys idle at least this long (needs an LRU eviction policy).
+    pub min_idle_ms: Option<i64>,
+    pub action: Action,
+    /// Overrides that apply while memory is under pressure (SPEC 5.6).
+    pub pressure: Option<PressureOverride>,
+}
+
+/// Which key names a rule claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Any of these globs.
+    Globs(Vec<Glob>),
+    /// Every key under `<prefix>:` (queue rules claim their whole prefix).
+    Prefix(Vec<u8>),
+    /// `<base>:index` and `<base>:data` for every base matching one of the globs.
+    RunBases(Vec<Glob>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Keep,
+    Ttl(TtlAction),
+    Trim(TrimAction),
+    Queue(QueueAction),
+    Runs(RunsAction),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlAction {
+    pub ttl_ms: i64,
+    /// Also lower an existing TTL that is longer than `ttl_ms`.
+    pub cap: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEnd {
+    /// Keep the head: the newest entries of an LPUSH producer.
+    Head,
+    /// Keep the tail: the newest entries of an RPUSH producer.
+    Tail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreUnit {
+    Milliseconds,
+    Seconds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrimAction {
+    pub max_len: Option<u64>,
+    pub max_age_ms: Option<i64>,
+    /// Streams only: `XTRIM ~` semantics (whole nodes only; much cheaper).
+    pub approx: bool,
+    /// Lists only.
+    pub keep: ListEnd,
+    /// Sorted sets only: unit of the timestamp scores used by `max_age`.
+    pub score_unit: ScoreUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFlavor {
+    BullMq,
+    Bull,
+}
+
+impl QueueFlavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueFlavor::BullMq => "bullmq",
+            QueueFlavor::Bull => "bull",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedRetention {
+    pub max_age_ms: Option<i64>,
+    pub max_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsRetention {
+    pub max_len: Option<u64>,
+    pub max_age_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueAction {
+    pub flavor: QueueFlavor,
+    pub prefix: String,
+    pub completed: Option<FinishedRetention>,
+    pub failed: Option<FinishedRetention>,
+    pub events: Option<EventsRetention>,
+    pub orphan_age_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunsAction {
+    pub max_age_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PressureOverride {
+    /// A shorter TTL used instead of the rule's own while under pressure.
+    pub ttl_ms: Option<i64>,
+}
+
+impl Selector {
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Selector::Globs(globs) => globs.iter().any(|g| g.matches(name)),
+            Selector::Prefix(prefix) => name.starts_with(prefix),
+            Selector::RunBases(globs) => run_base_of(name)
+                .map(|base| globs.iter().any(|g| g.matches(base)))
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// `runs:active:{w}:{p}:index` → `runs:active:{w}:{p}` (also for `:data`).
+pub fn run_base_of(name: &[u8]) -> Option<&[u8]> {
+    name.strip_suffix(b":index")
+        .or_else(|| name.strip_suffix(b":data"))
+}
+
+impl Rule {
+    pub fn selects(&self, name: &[u8], key_type: KeyType) -> bool {
+        self.key_type.is_none_or(|t| t == key_type) && self.selector.matches(name)
+    }
+
+    /// Queue and runs rules claim their keys whatever the type: a later rule must not
+    /// touch a queue's keys just because a type filter made this rule skip them.
+    fn claims(&self, name: &[u8]) -> bool {
+        matches!(self.selector, Selector::Prefix(_) | Selector::RunBases(_))
+            && self.selector.matches(name)
+    }
+}
+
+impl Policy {
+    pub fn empty() -> Policy {
+        Policy { rules: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The index of the first rule that governs this key, if any.
+    pub fn rule_for(&self, name: &[u8], key_type: KeyType) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.selects(name, key_type) || r.claims(name))
+    }
+
+    pub fn rule_index(&self, name: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == name)
+    }
+
+    /// The policy as normalized JSON (durations in their shortest exact unit).
+    pub fn to_json(&self) -> serde_json::Value {
+        render::policy_to_json(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: &str) -> Policy {
+        parse_policy(json).expect("valid policy")
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_keep_protects() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"protect","match":"bull:*:id","keep":true},
+                {"name":"all-bull","match":"bull:*","ttl":"7d"},
+                {"name":"rest","match":"*","ttl":"1h"}]}"#,
+        );
+        assert_eq!(p.rule_for(b"bull:q:id", KeyType::String), Some(0));
+        assert_eq!(p.rule_for(b"bull:q:1", KeyType::Hash), Some(1));
+        assert_eq!(p.rule_for(b"other", KeyType::Set), Some(2));
+    }
+
+    #[test]
+    fn type_filter_skips_to_the_next_rule() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"m","match":"metrics:*","type":"hash","ttl":"48h"},
+                {"name":"rest","match":"metrics:*","ttl":"1h"}]}"#,
+        );
+        assert_eq!(p.rule_for(b"metrics:a", KeyType::Hash), Some(0));
+        assert_eq!(p.rule_for(b"metrics:a", KeyType::String), Some(1));
+        assert_eq!(p.rule_for(b"nometrics", KeyType::String), None);
+    }
+
+    #[test]
+    fn queue_rule_claims_its_prefix_from_later_rules() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"q","queue":{"flavor":"bullmq","prefix":"bull"}},
+                {"name":"all","match":"*","ttl":"1d"}]}"#,
+        );
+        assert_eq!(p.rule_for(b"bull:q:id", KeyType::String), Some(0));
+        assert_eq!(p.rule_for(b"bull:q:events", KeyType::Stream), Some(0));
+        assert_eq!(p.rule_for(b"bullish", KeyType::String), Some(1));
+    }
+
+    #[test]
+    fn runs_rule_claims_index_and_data_of_matching_bases() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"runs","runs":{"match":"runs:active:*","max_age":"3h"}},
+                {"name":"all","match":"*","ttl":"1d"}]}"#,
+        );
+        assert_eq!(
+            p.rule_for(b"runs:active:{w}:p:index", KeyType::ZSet),
+            Some(0)
+        );
+        assert_eq!(
+            p.rule_for(b"runs:active:{w}:p:data", KeyType::Hash),
+            Some(0)
+        );
+        assert_eq!(p.rule_for(b"runs:active:{w}:p", KeyType::Hash), Some(1));
+    }
+
+    #[test]
+    fn normalized_json_round_trips() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"a","match":["x:*","y:*"],"type":"hash","ttl":"86400","cap":true,"min_idle":"30d"},
+                {"name":"b","match":"s:*","type":"stream","trim":{"max_len":10,"approx":true,"max_age":"7d"}},
+                {"name":"c","queue":{"flavor":"bull","prefix":"jobs","completed":{"max_age":"24h","max_count":500}}},
+                {"name":"d","runs":{"match":"runs:*"}}]}"#,
+        );
+        let again = parse_policy(&p.to_json().to_string()).expect("normalized parses");
+        assert_eq!(again, p);
+    }
+}

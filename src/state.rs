@@ -1,0 +1,77 @@
+//! The policy in force. Everything here lives on the server's main thread (all module
+//! callbacks run there with the GIL held), so plain thread-locals are enough.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+use crate::policy::{parse_policy, Policy};
+use crate::time::now_ms;
+
+pub struct PolicyInForce {
+    pub policy: Rc<Policy>,
+    /// The file it came from ("" = no policy file).
+    pub source: String,
+    pub loaded_at_ms: i64,
+}
+
+thread_local! {
+    static POLICY: RefCell<PolicyInForce> = RefCell::new(PolicyInForce {
+        policy: Rc::new(Policy::empty()),
+        source: String::new(),
+        loaded_at_ms: 0,
+    });
+    /// Set when the policy file given at startup could not be loaded: module load then fails.
+    static STARTUP_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A snapshot of the rules in force (cheap to clone; a pass keeps its own).
+pub fn policy() -> Rc<Policy> {
+    POLICY.with(|p| p.borrow().policy.clone())
+}
+
+pub fn with_policy<R>(f: impl FnOnce(&PolicyInForce) -> R) -> R {
+    POLICY.with(|p| f(&p.borrow()))
+}
+
+/// Reads, validates and installs the policy at `path` ("" = no rules). On any error the
+/// policy in force stays as it was.
+pub fn install_policy_from_path(path: &str) -> Result<()> {
+    let policy = match load_policy_file(path) {
+        Ok(p) => p,
+        Err(e) => {
+            STARTUP_ERROR.with(|s| *s.borrow_mut() = Some(e.to_string()));
+            return Err(e);
+        }
+    };
+    STARTUP_ERROR.with(|s| *s.borrow_mut() = None);
+    crate::stats::note_policy_rules(&policy);
+    crate::sweep::on_policy_changed();
+    POLICY.with(|p| {
+        *p.borrow_mut() = PolicyInForce {
+            policy: Rc::new(policy),
+            source: path.to_string(),
+            loaded_at_ms: now_ms(),
+        }
+    });
+    Ok(())
+}
+
+pub fn load_policy_file(path: &str) -> Result<Policy> {
+    if path.is_empty() {
+        return Ok(Policy::empty());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Policy(format!("cannot read policy file {path}: {e}")))?;
+    parse_policy(&text).map_err(|e| Error::Policy(format!("{path}: {e}")))
+}
+
+pub fn reload() -> Result<()> {
+    let path = with_policy(|p| p.source.clone());
+    install_policy_from_path(&path)
+}
+
+/// The error that made the startup policy fail to load, if it did.
+pub fn take_startup_error() -> Option<String> {
+    STARTUP_ERROR.with(|s| s.borrow_mut().take())
+}

@@ -1,0 +1,224 @@
+//! Counters since load (`RETENTION.STATS`, `INFO retention`) and the tally a pass reports.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use redis_module::redisvalue::RedisValueKey;
+use redis_module::{InfoContext, RedisResult, RedisValue};
+
+use crate::policy::Policy;
+
+/// What work did: kept per pass, per rule, and since load.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub keys_scanned: u64,
+    pub keys_matched: u64,
+    pub ttl_set: u64,
+    pub ttl_lowered: u64,
+    pub keys_deleted: u64,
+    pub entries_trimmed: u64,
+    pub jobs_removed: u64,
+    pub runs_expired: u64,
+    /// Keys a rule selected but that were of a type its action cannot handle.
+    pub skipped_wrong_type: u64,
+    pub errors: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.keys_scanned += other.keys_scanned;
+        self.keys_matched += other.keys_matched;
+        self.ttl_set += other.ttl_set;
+        self.ttl_lowered += other.ttl_lowered;
+        self.keys_deleted += other.keys_deleted;
+        self.entries_trimmed += other.entries_trimmed;
+        self.jobs_removed += other.jobs_removed;
+        self.runs_expired += other.runs_expired;
+        self.skipped_wrong_type += other.skipped_wrong_type;
+        self.errors += other.errors;
+    }
+
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("keys_scanned", self.keys_scanned),
+            ("keys_matched", self.keys_matched),
+            ("ttl_set", self.ttl_set),
+            ("ttl_lowered", self.ttl_lowered),
+            ("keys_deleted", self.keys_deleted),
+            ("entries_trimmed", self.entries_trimmed),
+            ("jobs_removed", self.jobs_removed),
+            ("runs_expired", self.runs_expired),
+            ("skipped_wrong_type", self.skipped_wrong_type),
+            ("errors", self.errors),
+        ]
+    }
+
+    /// Only the per-rule fields that say what the rule did.
+    fn rule_fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        self.fields()
+            .into_iter()
+            .filter(|(name, _)| *name != "keys_scanned")
+    }
+}
+
+/// Counters of the whole module since load (or the last `RETENTION.STATS RESET`).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub total: Tally,
+    pub per_rule: BTreeMap<String, Tally>,
+    pub passes: u64,
+    pub last_pass_ms: u64,
+    pub max_slice_us: u64,
+    /// Slices that ran over twice the budget (reported to the latency monitor).
+    pub slices_over_budget: u64,
+    pub cron_busy_us: u64,
+    pub tracked_keys: u64,
+    pub tracked_dropped: u64,
+    pub pressure_ticks: u64,
+}
+
+thread_local! {
+    static STATS: RefCell<Stats> = RefCell::new(Stats::default());
+}
+
+pub fn with_stats<R>(f: impl FnOnce(&mut Stats) -> R) -> R {
+    STATS.with(|s| f(&mut s.borrow_mut()))
+}
+
+pub fn snapshot() -> Stats {
+    STATS.with(|s| s.borrow().clone())
+}
+
+pub fn reset() {
+    STATS.with(|s| {
+        let mut s = s.borrow_mut();
+        let rules: Vec<String> = s.per_rule.keys().cloned().collect();
+        *s = Stats::default();
+        for name in rules {
+            s.per_rule.insert(name, Tally::default());
+        }
+    });
+}
+
+/// Makes every rule of a newly installed policy show up (with zeros) in STATS and INFO.
+pub fn note_policy_rules(policy: &Policy) {
+    with_stats(|s| {
+        for rule in &policy.rules {
+            s.per_rule.entry(rule.name.clone()).or_default();
+        }
+    });
+}
+
+pub fn record_slice(elapsed_us: u64, budget_us: u64) -> bool {
+    with_stats(|s| {
+        s.max_slice_us = s.max_slice_us.max(elapsed_us);
+        let over = elapsed_us > budget_us * 2;
+        if over {
+            s.slices_over_budget += 1;
+        }
+        over
+    })
+}
+
+fn key(name: &str) -> RedisValueKey {
+    RedisValueKey::String(name.to_string())
+}
+
+pub fn tally_reply(t: &Tally) -> BTreeMap<RedisValueKey, RedisValue> {
+    t.fields()
+        .iter()
+        .map(|(name, v)| (key(name), RedisValue::Integer(*v as i64)))
+        .collect()
+}
+
+pub fn rules_reply(per_rule: &BTreeMap<String, Tally>) -> RedisValue {
+    RedisValue::OrderedMap(
+        per_rule
+            .iter()
+            .map(|(name, t)| {
+                let fields = t
+                    .rule_fields()
+                    .map(|(n, v)| (key(n), RedisValue::Integer(v as i64)))
+                    .collect();
+                (key(name), RedisValue::OrderedMap(fields))
+            })
+            .collect(),
+    )
+}
+
+/// The reply of `RETENTION.STATS`: counters and a `rules` map.
+pub fn stats_reply(s: &Stats) -> RedisValue {
+    let mut m = tally_reply(&s.total);
+    for (name, v) in scalar_fields(s) {
+        m.insert(key(name), RedisValue::Integer(v as i64));
+    }
+    m.insert(key("rules"), rules_reply(&s.per_rule));
+    RedisValue::OrderedMap(m)
+}
+
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 8] {
+    [
+        ("passes", s.passes),
+        ("last_pass_ms", s.last_pass_ms),
+        ("max_slice_us", s.max_slice_us),
+        ("slices_over_budget", s.slices_over_budget),
+        ("cron_busy_us", s.cron_busy_us),
+        ("tracked_keys", s.tracked_keys),
+        ("tracked_dropped", s.tracked_dropped),
+        ("pressure_ticks", s.pressure_ticks),
+    ]
+}
+
+/// INFO field names allow `[A-Za-z0-9_]`: anything else in a rule name becomes `_`.
+fn info_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The `INFO retention` sections: `retention_stats` and `retention_rules`.
+pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
+    let s = snapshot();
+    let mut section = ctx.builder().add_section("stats");
+    for (name, v) in s.total.fields().into_iter().chain(scalar_fields(&s)) {
+        section = section.field(name, v.min(i64::MAX as u64) as i64)?;
+    }
+    let mut rules = section.build_section()?.add_section("rules");
+    for (name, t) in &s.per_rule {
+        let value = t
+            .rule_fields()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        rules = rules.field(&format!("rule_{}", info_safe(name)), value)?;
+    }
+    rules.build_section()?.build_info()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_field_by_field() {
+        let mut a = Tally {
+            keys_scanned: 3,
+            ttl_set: 1,
+            ..Tally::default()
+        };
+        a.add(&Tally {
+            keys_scanned: 2,
+            errors: 4,
+            ..Tally::default()
+        });
+        assert_eq!(a.keys_scanned, 5);
+        assert_eq!(a.ttl_set, 1);
+        assert_eq!(a.errors, 4);
+    }
+
+    #[test]
+    fn info_names_are_sanitized() {
+        assert_eq!(info_safe("bull-jobs:x y"), "bull_jobs_x_y");
+    }
+}

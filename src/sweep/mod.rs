@@ -1,0 +1,218 @@
+//! The sweep engine: one background pass driven by the server cron, and at most one
+//! command pass (`RETENTION.SWEEP`) driven by zero-delay timers, each advancing in slices
+//! of at most the time budget so other clients are served between slices.
+
+pub mod command;
+pub mod pass;
+pub mod plan;
+pub mod work;
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
+
+use crate::config;
+use crate::error::run_callback;
+use crate::keyspace;
+use crate::stats;
+use crate::time::now_ms;
+use pass::{Pass, PassKind, PassOptions, PassReport};
+
+/// A `RETENTION.SWEEP` in progress and the client waiting for its report.
+struct CommandPass {
+    pass: Pass,
+    client: BlockedClient,
+    client_id: u64,
+}
+
+#[derive(Default)]
+struct Engine {
+    command: Option<CommandPass>,
+    background: Option<Pass>,
+    /// Unix ms before which no new background pass starts (`pass-interval-s`).
+    next_background_ms: i64,
+    last_report: Option<PassReport>,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Engine> = RefCell::new(Engine::default());
+}
+
+fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
+    ENGINE.with(|e| f(&mut e.borrow_mut()))
+}
+
+/// Under memory pressure the sweeper may work harder: up to this many times its budget.
+const PRESSURE_BUDGET_FACTOR: u64 = 4;
+
+fn under_pressure() -> bool {
+    let ratio = keyspace::used_memory_ratio();
+    ratio > 0.0 && ratio >= config::PRESSURE_RATIO.ratio()
+}
+
+/// The server cron hook: continue (or start) the background pass for one budget.
+pub fn on_cron_tick(ctx: &Context) {
+    run_callback(ctx, "cron tick", || {
+        let flags = ctx.get_flags();
+        if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
+            // A replica receives the master's effects; it never decides on its own.
+            return;
+        }
+        if !config::enabled() {
+            return;
+        }
+        background_slice(ctx);
+    });
+}
+
+fn background_slice(ctx: &Context) {
+    let Some(mut pass) = take_background_pass() else {
+        return;
+    };
+    let pressure = under_pressure();
+    let budget = match pressure {
+        true => {
+            stats::with_stats(|s| s.pressure_ticks += 1);
+            pass.budget_us() * PRESSURE_BUDGET_FACTOR
+        }
+        false => pass.budget_us(),
+    };
+    let started = Instant::now();
+    let finished = pass.run_slice(ctx, budget, pressure);
+    let busy_us = started.elapsed().as_micros() as u64;
+    stats::with_stats(|s| s.cron_busy_us += busy_us);
+    with_engine(|e| match finished {
+        true => {
+            record_finished(e, &pass);
+            e.next_background_ms = now_ms() + config::pass_interval_ms();
+        }
+        false => e.background = Some(pass),
+    });
+}
+
+/// The background pass to advance now: the current one, or a new one when the pause
+/// after the last pass is over. None while a command pass runs (one scan at a time).
+fn take_background_pass() -> Option<Pass> {
+    with_engine(|e| {
+        if e.command.is_some() {
+            return None;
+        }
+        if let Some(pass) = e.background.take() {
+            return Some(pass);
+        }
+        if now_ms() < e.next_background_ms {
+            return None;
+        }
+        Some(Pass::new(
+            PassKind::Background,
+            PassOptions {
+                dry_run: config::dry_run(),
+                ..PassOptions::default()
+            },
+            crate::state::policy(),
+        ))
+    })
+}
+
+fn record_finished(e: &mut Engine, pass: &Pass) {
+    let report = pass.report();
+    stats::with_stats(|s| {
+        s.passes += 1;
+        s.last_pass_ms = report.duration_ms;
+    });
+    e.last_report = Some(report);
+}
+
+/// A new policy applies from now on: the background pass restarts with it at once.
+pub fn on_policy_changed() {
+    with_engine(|e| {
+        e.background = None;
+        e.next_background_ms = 0;
+    });
+}
+
+/// Why a command pass cannot start now, if it cannot.
+fn command_pass_busy() -> Option<String> {
+    with_engine(|e| {
+        e.command.as_ref().map(|c| {
+            format!(
+                "a RETENTION.SWEEP pass is already running (client id {}, started {} ms ago, {} keys visited); wait for its reply or watch RETENTION.STATUS",
+                c.client_id,
+                c.pass.elapsed_ms(),
+                c.pass.keys_visited()
+            )
+        })
+    })
+}
+
+/// Starts a command pass: blocks the caller and schedules the first slice.
+pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Result<RedisValue> {
+    if let Some(busy) = command_pass_busy() {
+        return Err(crate::error::Error::Busy(busy));
+    }
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA) {
+        return Err(crate::error::Error::arg(
+            "RETENTION.SWEEP cannot run inside MULTI or a script: it runs in slices between other clients' commands; call it directly",
+        ));
+    }
+    let pass = Pass::new(PassKind::Command, opts, crate::state::policy());
+    let client_id = keyspace::client_id(ctx);
+    let client = ctx.block_client();
+    with_engine(|e| {
+        e.command = Some(CommandPass {
+            pass,
+            client,
+            client_id,
+        })
+    });
+    schedule_command_slice(ctx);
+    Ok(RedisValue::NoReply)
+}
+
+fn schedule_command_slice(ctx: &Context) {
+    ctx.create_timer(Duration::ZERO, command_slice, ());
+}
+
+/// Timer callback: one slice of the command pass; replies when the pass is done.
+fn command_slice(ctx: &Context, _: ()) {
+    let Some(mut current) = with_engine(|e| e.command.take()) else {
+        return;
+    };
+    let budget = current.pass.budget_us();
+    let finished = run_callback(ctx, "RETENTION.SWEEP slice", || {
+        current.pass.run_slice(ctx, budget, under_pressure())
+    });
+    match finished {
+        Some(false) => {
+            with_engine(|e| e.command = Some(current));
+            schedule_command_slice(ctx);
+        }
+        Some(true) | None => {
+            let report = current.pass.report();
+            with_engine(|e| record_finished(e, &current.pass));
+            let reply = command::report_reply(&report);
+            let tsc = ThreadSafeContext::with_blocked_client(current.client);
+            tsc.reply(Ok(reply));
+        }
+    }
+}
+
+/// The reply of `RETENTION.STATUS`.
+pub fn status_reply(ctx: &Context) -> RedisValue {
+    let dbsize = keyspace::db_size(ctx);
+    with_engine(|e| {
+        let running = e
+            .command
+            .as_ref()
+            .map(|c| &c.pass)
+            .or(e.background.as_ref());
+        command::status_reply(
+            running,
+            e.last_report.as_ref(),
+            e.next_background_ms,
+            dbsize,
+        )
+    })
+}

@@ -1,0 +1,359 @@
+//! One pass over the keyspace: a resumable cursor, the rules it applies, what it changed,
+//! and the time-sliced loop that advances it.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use redis_module::{raw, Context};
+
+use super::plan::{idle_allows, plan_ttl, TtlPlan};
+use super::work::{plan_work, Planned, Progress, Work, WorkEnv};
+use crate::keyspace::{self, KeyView, ScanCursor};
+use crate::policy::{Action, Glob, Policy};
+use crate::stats::{self, Tally};
+use crate::time::now_ms;
+
+/// The clock is read once per this many scan steps (about one key each), as expire.c does:
+/// reading it per key would cost more than the work on a compliant key.
+const STEPS_PER_CLOCK_CHECK: u32 = 16;
+/// Queued work items (trims, queue cleanings) before the scan waits for them to drain;
+/// bounds the pass's memory to O(one batch).
+const MAX_PENDING_WORK: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    Background,
+    Command,
+}
+
+impl PassKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PassKind::Background => "background",
+            PassKind::Command => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    pub dry_run: bool,
+    /// Apply only this rule (index into the policy).
+    pub only_rule: Option<usize>,
+    /// Visit only keys matching this glob.
+    pub only_match: Option<Glob>,
+    /// Per-slice budget; None = the `retention.sweep-budget-us` in force at each slice.
+    pub budget_us: Option<u64>,
+    /// The database to sweep.
+    pub db: i32,
+}
+
+/// What a finished (or running) pass did.
+#[derive(Debug, Clone)]
+pub struct PassReport {
+    pub kind: PassKind,
+    pub dry_run: bool,
+    pub tally: Tally,
+    pub per_rule: Vec<(String, Tally)>,
+    pub started_ms: i64,
+    pub duration_ms: u64,
+    pub slices: u64,
+    pub max_slice_us: u64,
+    /// Set when the pass stopped early (e.g. an internal error); the text says why.
+    pub aborted: Option<String>,
+}
+
+/// The fixed inputs for applying the policy to one key.
+pub struct KeyRules<'a> {
+    pub policy: &'a Policy,
+    pub only_rule: Option<usize>,
+    pub only_match: Option<&'a Glob>,
+    pub env: WorkEnv,
+    pub under_pressure: bool,
+}
+
+/// Where the outcome of visiting keys goes.
+pub struct KeySink<'a> {
+    pub tally: &'a mut Tally,
+    pub per_rule: &'a mut [Tally],
+    pub pending: &'a mut VecDeque<(usize, Box<dyn Work>)>,
+}
+
+/// Applies the governing rule to one key: TTL rules act at once; trim/queue/runs rules
+/// queue a work item. Shared by full passes and the new-key fast path.
+pub fn apply_policy_to_key(
+    ctx: &Context,
+    name: *mut raw::RedisModuleString,
+    key: &KeyView,
+    rules: &KeyRules,
+    sink: &mut KeySink,
+) {
+    let name_bytes = keyspace::string_bytes(name);
+    if rules.only_match.is_some_and(|g| !g.matches(name_bytes)) {
+        return;
+    }
+    let Some(key_type) = key.key_type() else {
+        return;
+    };
+    let Some(index) = rules.policy.rule_for(name_bytes, key_type) else {
+        return;
+    };
+    if rules.only_rule.is_some_and(|only| only != index) {
+        return;
+    }
+    let rule = &rules.policy.rules[index];
+    let mut delta = Tally {
+        keys_matched: 1,
+        ..Tally::default()
+    };
+    if idle_allows(
+        rule.min_idle_ms,
+        rule.min_idle_ms.and_then(|_| key.idle_ms()),
+    ) {
+        match &rule.action {
+            Action::Ttl(action) => {
+                let ttl_ms = match (rules.under_pressure, &rule.pressure) {
+                    (true, Some(p)) => p.ttl_ms.unwrap_or(action.ttl_ms),
+                    _ => action.ttl_ms,
+                };
+                let plan = plan_ttl(action, ttl_ms, key.abs_expire_ms(), rules.env.now_ms);
+                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, &mut delta);
+            }
+            _ => match plan_work(rule, name_bytes, key_type) {
+                Planned::Nothing => {}
+                Planned::WrongType => delta.skipped_wrong_type += 1,
+                Planned::Work(work) => sink.pending.push_back((index, work)),
+            },
+        }
+    }
+    sink.tally.add(&delta);
+    if let Some(t) = sink.per_rule.get_mut(index) {
+        t.add(&delta);
+    }
+}
+
+fn apply_ttl_plan(
+    ctx: &Context,
+    name: *mut raw::RedisModuleString,
+    plan: TtlPlan,
+    dry_run: bool,
+    delta: &mut Tally,
+) {
+    let (at, counter) = match plan {
+        TtlPlan::Leave => return,
+        TtlPlan::Set(at) => (at, &mut delta.ttl_set),
+        TtlPlan::Lower(at) => (at, &mut delta.ttl_lowered),
+    };
+    if dry_run || keyspace::expire_at(ctx, name, at) {
+        *counter += 1;
+    } else {
+        delta.errors += 1;
+    }
+}
+
+pub struct Pass {
+    pub kind: PassKind,
+    pub opts: PassOptions,
+    policy: Rc<Policy>,
+    cursor: ScanCursor,
+    tally: Tally,
+    per_rule: Vec<Tally>,
+    pending: VecDeque<(usize, Box<dyn Work>)>,
+    scan_done: bool,
+    started_ms: i64,
+    started: Instant,
+    slices: u64,
+    max_slice_us: u64,
+    aborted: Option<String>,
+}
+
+impl Pass {
+    pub fn new(kind: PassKind, opts: PassOptions, policy: Rc<Policy>) -> Pass {
+        let rules = policy.rules.len();
+        Pass {
+            kind,
+            opts,
+            policy,
+            cursor: ScanCursor::new(),
+            tally: Tally::default(),
+            per_rule: vec![Tally::default(); rules],
+            pending: VecDeque::new(),
+            scan_done: false,
+            started_ms: now_ms(),
+            started: Instant::now(),
+            slices: 0,
+            max_slice_us: 0,
+            aborted: None,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.aborted.is_some() || (self.scan_done && self.pending.is_empty())
+    }
+
+    pub fn keys_visited(&self) -> u64 {
+        self.tally.keys_scanned
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn budget_us(&self) -> u64 {
+        self.opts
+            .budget_us
+            .unwrap_or_else(crate::config::sweep_budget_us)
+    }
+
+    /// Advances the pass for at most `budget_us` (plus one key's work); returns true when
+    /// the pass has finished.
+    pub fn run_slice(&mut self, ctx: &Context, budget_us: u64, under_pressure: bool) -> bool {
+        let start = Instant::now();
+        let deadline = start + Duration::from_micros(budget_us);
+        let env = WorkEnv {
+            now_ms: now_ms(),
+            dry_run: self.opts.dry_run,
+        };
+        // SAFETY: valid ctx; selecting the pass's db is what the caller asked for.
+        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.opts.db) };
+        let mut slice = Tally::default();
+        let mut rule_delta = vec![Tally::default(); self.per_rule.len()];
+        loop {
+            if !self.run_pending(ctx, &env, deadline, &mut slice, &mut rule_delta) {
+                break;
+            }
+            if self.scan_done || self.aborted.is_some() {
+                break;
+            }
+            self.scan_some(ctx, env, under_pressure, &mut slice, &mut rule_delta);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
+        self.is_finished()
+    }
+
+    /// Runs queued work until it is all done (true) or the deadline passes (false).
+    fn run_pending(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        slice: &mut Tally,
+        rule_delta: &mut [Tally],
+    ) -> bool {
+        while let Some((rule, work)) = self.pending.front_mut() {
+            let mut t = Tally::default();
+            let progress = work.step(ctx, env, deadline, &mut t);
+            slice.add(&t);
+            if let Some(r) = rule_delta.get_mut(*rule) {
+                r.add(&t);
+            }
+            if progress == Progress::Done {
+                self.pending.pop_front();
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn scan_some(
+        &mut self,
+        ctx: &Context,
+        env: WorkEnv,
+        under_pressure: bool,
+        slice: &mut Tally,
+        rule_delta: &mut [Tally],
+    ) {
+        let rules = KeyRules {
+            policy: &self.policy,
+            only_rule: self.opts.only_rule,
+            only_match: self.opts.only_match.as_ref(),
+            env,
+            under_pressure,
+        };
+        let mut sink = KeySink {
+            tally: slice,
+            per_rule: rule_delta,
+            pending: &mut self.pending,
+        };
+        for _ in 0..STEPS_PER_CLOCK_CHECK {
+            let step = self.cursor.step(ctx, &mut |ctx, name, key| {
+                sink.tally.keys_scanned += 1;
+                apply_policy_to_key(ctx, name, key, &rules, &mut sink);
+            });
+            match step {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.scan_done = true;
+                    break;
+                }
+                Err(()) => {
+                    sink.tally.errors += 1;
+                    self.aborted =
+                        Some("internal error while visiting a key (see the server log)".into());
+                    ctx.log_warning("retention: a key visit panicked; the pass was stopped");
+                    break;
+                }
+            }
+            if sink.pending.len() >= MAX_PENDING_WORK {
+                break;
+            }
+        }
+    }
+
+    fn finish_slice(
+        &mut self,
+        slice: &Tally,
+        rule_delta: &[Tally],
+        elapsed_us: u64,
+        budget_us: u64,
+    ) {
+        self.slices += 1;
+        self.max_slice_us = self.max_slice_us.max(elapsed_us);
+        self.tally.add(slice);
+        for (total, delta) in self.per_rule.iter_mut().zip(rule_delta) {
+            total.add(delta);
+        }
+        stats::with_stats(|s| {
+            s.total.add(slice);
+            for (rule, delta) in self.policy.rules.iter().zip(rule_delta) {
+                if *delta != Tally::default() {
+                    s.per_rule.entry(rule.name.clone()).or_default().add(delta);
+                }
+            }
+        });
+        if stats::record_slice(elapsed_us, budget_us) {
+            keyspace::latency_sample("retention-sweep", (elapsed_us / 1000) as i64);
+        }
+    }
+
+    pub fn report(&self) -> PassReport {
+        PassReport {
+            kind: self.kind,
+            dry_run: self.opts.dry_run,
+            tally: self.tally,
+            per_rule: self
+                .policy
+                .rules
+                .iter()
+                .zip(&self.per_rule)
+                .filter(|(r, _)| {
+                    self.opts.only_rule.is_none()
+                        || self.policy.rule_index(&r.name) == self.opts.only_rule
+                })
+                .map(|(r, t)| (r.name.clone(), *t))
+                .collect(),
+            started_ms: self.started_ms,
+            duration_ms: self.elapsed_ms(),
+            slices: self.slices,
+            max_slice_us: self.max_slice_us,
+            aborted: self.aborted.clone(),
+        }
+    }
+}

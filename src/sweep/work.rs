@@ -1,0 +1,53 @@
+//! Work that does not fit in one key visit: trimming a big collection, cleaning a queue,
+//! expiring a run set. The sweep queues such work and runs it step by step within the same
+//! time budget as the scan, so no single key can stall the server.
+
+use std::time::Instant;
+
+use redis_module::Context;
+
+use crate::policy::{Action, KeyType, Rule};
+use crate::stats::Tally;
+
+/// What a work item needs to know about the pass it runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkEnv {
+    pub now_ms: i64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Stopped at the deadline; call again.
+    More,
+    Done,
+}
+
+pub trait Work {
+    /// Does as much as fits before `deadline`, counting what it changed into `tally`.
+    fn step(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        tally: &mut Tally,
+    ) -> Progress;
+}
+
+/// What a rule's action makes of one key it governs: nothing more to do (the visit handled
+/// it or there is nothing to do), or a work item to run after the visit.
+pub enum Planned {
+    Nothing,
+    WrongType,
+    Work(Box<dyn Work>),
+}
+
+/// Builds the work item for a key governed by a trim, queue or runs rule.
+pub fn plan_work(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
+    match &rule.action {
+        Action::Keep | Action::Ttl(_) => Planned::Nothing,
+        Action::Trim(trim) => crate::trim::plan(trim, rule.key_type, name, key_type),
+        Action::Queue(queue) => crate::queue::plan(queue, name, key_type),
+        Action::Runs(runs) => crate::runs::plan(runs, name, key_type),
+    }
+}

@@ -1,0 +1,304 @@
+//! Test harness: real `redis-server` processes on free loopback ports, with the module built
+//! by `scripts/test` (release) loaded. Each server is killed when its guard drops, even when a
+//! test panics. The binary comes from `RETENTION_SERVER_BIN` (default `redis-server`) so the
+//! same suite runs on Valkey.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn server_bin() -> String {
+    std::env::var("RETENTION_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// The module under test: `RETENTION_MODULE`, else the release build, else the debug build.
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("RETENTION_MODULE") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("libredis_retention.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("module not built: run `cargo build --release` (scripts/test does) or set RETENTION_MODULE");
+}
+
+pub fn free_port() -> u16 {
+    // Bind port 0 and let the kernel choose; the tiny race with another process is acceptable
+    // in tests, and the server start is retried on a new port if it loses it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!(
+        "retention-test-{}-{}-{}",
+        std::process::id(),
+        tag,
+        n
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Writes `policy_json` to a file in `dir` and returns its path.
+pub fn write_policy(dir: &Path, policy_json: &str) -> PathBuf {
+    let path = dir.join("policy.json");
+    let mut f = std::fs::File::create(&path).expect("create policy file");
+    f.write_all(policy_json.as_bytes()).expect("write policy");
+    path
+}
+
+/// Options for one server.
+#[derive(Clone, Default)]
+pub struct ServerOpts {
+    /// Load the module (default true through `Server::start`).
+    pub no_module: bool,
+    /// Module arguments (`loadmodule path <args>`), e.g. `["policy-file", "/x.json"]`.
+    pub module_args: Vec<String>,
+    /// Extra `--name value` config pairs.
+    pub config: Vec<(String, String)>,
+}
+
+impl ServerOpts {
+    pub fn policy(mut self, path: &Path) -> Self {
+        self.module_args
+            .extend(["policy-file".to_string(), path.display().to_string()]);
+        self
+    }
+    pub fn module_arg(mut self, name: &str, value: &str) -> Self {
+        self.module_args.extend([name.to_string(), value.to_string()]);
+        self
+    }
+    pub fn config(mut self, name: &str, value: &str) -> Self {
+        self.config.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Pause the background sweeper so a test drives passes itself.
+    pub fn paused(self) -> Self {
+        self.module_arg("enabled", "no")
+    }
+}
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Server {
+    /// A server with the module loaded and the background sweeper paused.
+    pub fn start_paused(policy_json: Option<&str>) -> Server {
+        let dir = scratch_dir("srv");
+        let mut opts = ServerOpts::default().paused();
+        if let Some(json) = policy_json {
+            let path = write_policy(&dir, json);
+            opts = opts.policy(&path);
+        }
+        Server::start_in(dir, opts).expect("server start")
+    }
+
+    pub fn start(opts: ServerOpts) -> Result<Server, String> {
+        Server::start_in(scratch_dir("srv"), opts)
+    }
+
+    /// Starts a server in `dir`; Err carries the server log when it did not come up
+    /// (e.g. the module refused to load).
+    pub fn start_in(dir: PathBuf, opts: ServerOpts) -> Result<Server, String> {
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log = dir.join(format!("server-{port}.log"));
+            let mut cmd = Command::new(server_bin());
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(&log)
+                .arg("--save")
+                .arg("")
+                .arg("--appendonly")
+                .arg("no")
+                .arg("--enable-debug-command")
+                .arg("yes")
+                .arg("--daemonize")
+                .arg("no");
+            if !opts.no_module {
+                cmd.arg("--loadmodule").arg(module_path());
+                for a in &opts.module_args {
+                    cmd.arg(a);
+                }
+            }
+            for (k, v) in &opts.config {
+                cmd.arg(format!("--{k}")).arg(v);
+            }
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", server_bin()))?;
+            let mut server = Server {
+                port,
+                dir: dir.clone(),
+                child,
+            };
+            match server.wait_ready(Duration::from_secs(10)) {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                    last_err = format!("{e}\n--- server log ---\n{log_text}");
+                    // `server` drops here and is killed.
+                    if log_text.contains("Address already in use") {
+                        continue;
+                    }
+                    return Err(last_err);
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("server exited early: {status}"));
+            }
+            if let Ok(mut c) = self.try_conn() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("server did not answer PING in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        let c = self.try_conn().expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("set timeout");
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("server-{}.log", self.port)))
+            .unwrap_or_default()
+    }
+
+    /// Whether the server process is still alive (a panic must never abort it).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn digest(&self) -> String {
+        redis::cmd("DEBUG")
+            .arg("DIGEST")
+            .query(&mut self.conn())
+            .expect("DEBUG DIGEST")
+    }
+
+    /// Restarts the server process with the same dir (for AOF reloads) and options.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns true or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Attaches `replica` to `master` and waits until the initial sync is done.
+pub fn attach_replica(master: &Server, replica: &Server) {
+    let mut r = replica.conn();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port)
+        .query(&mut r)
+        .expect("REPLICAOF");
+    let synced = wait_until(Duration::from_secs(30), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut r)
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    });
+    assert!(synced, "replica did not sync");
+}
+
+/// Waits until the replica has processed everything the master sent so far.
+pub fn wait_replica_caught_up(master: &Server, replica: &Server) {
+    let mut m = master.conn();
+    let n: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query(&mut m)
+        .expect("WAIT");
+    assert_eq!(n, 1, "replica did not acknowledge");
+}
+
+/// Parses a flat `[field, value, ...]` reply (a RESP2 map) into pairs.
+pub fn flat_map(v: &redis::Value) -> Vec<(String, redis::Value)> {
+    let items = match v {
+        redis::Value::Array(items) => items.clone(),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        other => panic!("expected a map reply, got {other:?}"),
+    };
+    items
+        .chunks(2)
+        .map(|kv| {
+            let key: String = redis::from_redis_value(&kv[0]).expect("map key");
+            (key, kv[1].clone())
+        })
+        .collect()
+}
+
+/// The integer field `name` of a map reply.
+pub fn map_int(v: &redis::Value, name: &str) -> i64 {
+    let pairs = flat_map(v);
+    let (_, value) = pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("field {name} missing in {v:?}"));
+    redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not an integer"))
+}
