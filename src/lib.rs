@@ -3,6 +3,7 @@
 //! This file only registers things with the server; each concern lives in its own module.
 
 pub mod admin;
+pub mod alloc;
 pub mod args;
 pub mod config;
 pub mod error;
@@ -16,14 +17,13 @@ pub mod sweep;
 pub mod time;
 pub mod trim;
 
-#[cfg(not(test))]
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 
     use crate::config::*;
     use crate::error::run_command;
-    use crate::{admin, runs, state, stats, sweep};
+    use crate::{admin, queue, runs, state, stats, sweep, trim};
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
     macro_rules! guarded {
@@ -53,7 +53,7 @@ mod registration {
     redis_module! {
         name: "retention",
         version: 1,
-        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        allocator: (crate::alloc::ModuleAlloc, crate::alloc::ModuleAlloc),
         data_types: [],
         init: init,
         commands: [
@@ -62,6 +62,8 @@ mod registration {
             ["retention.policy", guarded!(admin::cmd_policy), "readonly", 0, 0, 0, ""],
             ["retention.reload", guarded!(admin::cmd_reload), "admin", 0, 0, 0, ""],
             ["retention.stats", guarded!(admin::cmd_stats), "readonly", 0, 0, 0, ""],
+            ["retention.trim", guarded!(trim::cmd_trim), "write", 1, 1, 1, ""],
+            ["retention.jobs", guarded!(queue::cmd_jobs), "write", 0, 0, 0, ""],
             ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
             ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
             ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],

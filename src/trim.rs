@@ -11,3 +11,13 @@ pub fn plan(
 ) -> Planned {
     Planned::Nothing
 }
+
+/// `RETENTION.TRIM <key> MAXLEN <n> | MAXAGE <duration> [DRYRUN]` (issue 5).
+pub fn cmd_trim(
+    _ctx: &redis_module::Context,
+    _args: Vec<redis_module::RedisString>,
+) -> crate::error::Result<redis_module::RedisValue> {
+    Err(crate::error::Error::arg(
+        "RETENTION.TRIM is not implemented yet",
+    ))
+}
