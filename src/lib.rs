@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod eventloop;
 pub mod keyspace;
 pub mod policy;
 pub mod queue;
@@ -19,11 +20,11 @@ pub mod trim;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
-    use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+    use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
 
     use crate::config::*;
     use crate::error::run_command;
-    use crate::{admin, queue, runs, state, stats, sweep, trim};
+    use crate::{admin, eventloop, queue, runs, state, stats, sweep, trim};
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
     macro_rules! guarded {
@@ -37,7 +38,22 @@ mod registration {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
+        if let Err(err) = eventloop::init(ctx, Some(on_event_loop)) {
+            ctx.log_warning(&format!("retention: module not loaded: {err}"));
+            return Status::Err;
+        }
         Status::Ok
+    }
+
+    extern "C" fn on_event_loop(
+        ctx: *mut raw::RedisModuleCtx,
+        _event: raw::RedisModuleEvent,
+        subevent: u64,
+        _data: *mut std::os::raw::c_void,
+    ) {
+        if eventloop::is_before_sleep(subevent) {
+            sweep::on_before_sleep(&Context::new(ctx));
+        }
     }
 
     #[redis_module_macros::cron_event_handler]

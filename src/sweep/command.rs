@@ -82,6 +82,7 @@ pub fn report_reply(report: &PassReport) -> RedisValue {
     m.insert(key("duration_ms"), int(report.duration_ms));
     m.insert(key("slices"), int(report.slices));
     m.insert(key("max_slice_us"), int(report.max_slice_us));
+    m.insert(key("budget_us"), int(report.budget_us));
     if let Some(why) = &report.aborted {
         m.insert(key("aborted"), RedisValue::BulkString(why.clone()));
     }

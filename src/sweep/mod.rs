@@ -8,12 +8,13 @@ pub mod plan;
 pub mod work;
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
 
 use crate::config;
 use crate::error::run_callback;
+use crate::eventloop;
 use crate::keyspace;
 use crate::stats;
 use crate::time::now_ms;
@@ -167,16 +168,13 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
             client_id,
         })
     });
-    schedule_command_slice(ctx);
+    // The first slice runs in this same event-loop iteration, before the server sleeps.
+    eventloop::arm();
     Ok(RedisValue::NoReply)
 }
 
-fn schedule_command_slice(ctx: &Context) {
-    ctx.create_timer(Duration::ZERO, command_slice, ());
-}
-
-/// Timer callback: one slice of the command pass; replies when the pass is done.
-fn command_slice(ctx: &Context, _: ()) {
+/// The event loop's before-sleep hook: one slice of the command pass, if one runs.
+pub fn on_before_sleep(ctx: &Context) {
     let Some(mut current) = with_engine(|e| e.command.take()) else {
         return;
     };
@@ -185,11 +183,9 @@ fn command_slice(ctx: &Context, _: ()) {
         current.pass.run_slice(ctx, budget, under_pressure())
     });
     match finished {
-        Some(false) => {
-            with_engine(|e| e.command = Some(current));
-            schedule_command_slice(ctx);
-        }
+        Some(false) => with_engine(|e| e.command = Some(current)),
         Some(true) | None => {
+            eventloop::disarm();
             let report = current.pass.report();
             with_engine(|e| record_finished(e, &current.pass));
             let reply = command::report_reply(&report);

@@ -9,7 +9,7 @@ use redis_module::{raw, Context};
 
 use super::plan::{idle_allows, plan_ttl, TtlPlan};
 use super::work::{plan_work, Planned, Progress, Work, WorkEnv};
-use crate::keyspace::{self, KeyView, ScanCursor};
+use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, Tally};
 use crate::time::now_ms;
@@ -60,6 +60,8 @@ pub struct PassReport {
     pub duration_ms: u64,
     pub slices: u64,
     pub max_slice_us: u64,
+    /// The per-slice budget in force when the report was made.
+    pub budget_us: u64,
     /// Set when the pass stopped early (e.g. an internal error); the text says why.
     pub aborted: Option<String>,
 }
@@ -78,18 +80,20 @@ pub struct KeySink<'a> {
     pub tally: &'a mut Tally,
     pub per_rule: &'a mut [Tally],
     pub pending: &'a mut VecDeque<(usize, Box<dyn Work>)>,
+    /// Expire times set but not yet replicated.
+    pub expires: &'a mut ExpireBatch,
 }
 
 /// Applies the governing rule to one key: TTL rules act at once; trim/queue/runs rules
 /// queue a work item. Shared by full passes and the new-key fast path.
 pub fn apply_policy_to_key(
     ctx: &Context,
-    name: *mut raw::RedisModuleString,
+    name: KeyName,
     key: &KeyView,
     rules: &KeyRules,
     sink: &mut KeySink,
 ) {
-    let name_bytes = keyspace::string_bytes(name);
+    let name_bytes = name.bytes();
     if rules.only_match.is_some_and(|g| !g.matches(name_bytes)) {
         return;
     }
@@ -118,7 +122,7 @@ pub fn apply_policy_to_key(
                     _ => action.ttl_ms,
                 };
                 let plan = plan_ttl(action, ttl_ms, key.abs_expire_ms(), rules.env.now_ms);
-                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, &mut delta);
+                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, sink.expires, &mut delta);
             }
             _ => match plan_work(rule, name_bytes, key_type) {
                 Planned::Nothing => {}
@@ -135,9 +139,10 @@ pub fn apply_policy_to_key(
 
 fn apply_ttl_plan(
     ctx: &Context,
-    name: *mut raw::RedisModuleString,
+    name: KeyName,
     plan: TtlPlan,
     dry_run: bool,
+    expires: &mut ExpireBatch,
     delta: &mut Tally,
 ) {
     let (at, counter) = match plan {
@@ -145,7 +150,7 @@ fn apply_ttl_plan(
         TtlPlan::Set(at) => (at, &mut delta.ttl_set),
         TtlPlan::Lower(at) => (at, &mut delta.ttl_lowered),
     };
-    if dry_run || keyspace::expire_at(ctx, name, at) {
+    if dry_run || keyspace::expire_at(ctx, name, at, expires) {
         *counter += 1;
     } else {
         delta.errors += 1;
@@ -160,6 +165,7 @@ pub struct Pass {
     tally: Tally,
     per_rule: Vec<Tally>,
     pending: VecDeque<(usize, Box<dyn Work>)>,
+    expires: ExpireBatch,
     scan_done: bool,
     started_ms: i64,
     started: Instant,
@@ -179,6 +185,7 @@ impl Pass {
             tally: Tally::default(),
             per_rule: vec![Tally::default(); rules],
             pending: VecDeque::new(),
+            expires: ExpireBatch::new(),
             scan_done: false,
             started_ms: now_ms(),
             started: Instant::now(),
@@ -231,6 +238,9 @@ impl Pass {
                 break;
             }
         }
+        // Replicate before returning to the server: effects and their propagation must
+        // belong to the same callback.
+        self.expires.flush(ctx);
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
         self.is_finished()
@@ -281,6 +291,7 @@ impl Pass {
             tally: slice,
             per_rule: rule_delta,
             pending: &mut self.pending,
+            expires: &mut self.expires,
         };
         for _ in 0..STEPS_PER_CLOCK_CHECK {
             let step = self.cursor.step(ctx, &mut |ctx, name, key| {
@@ -293,13 +304,16 @@ impl Pass {
                     self.scan_done = true;
                     break;
                 }
-                Err(()) => {
+                Err(_) => {
                     sink.tally.errors += 1;
                     self.aborted =
                         Some("internal error while visiting a key (see the server log)".into());
                     ctx.log_warning("retention: a key visit panicked; the pass was stopped");
                     break;
                 }
+            }
+            if sink.expires.is_full() {
+                sink.expires.flush(ctx);
             }
             if sink.pending.len() >= MAX_PENDING_WORK {
                 break;
@@ -353,6 +367,7 @@ impl Pass {
             duration_ms: self.elapsed_ms(),
             slices: self.slices,
             max_slice_us: self.max_slice_us,
+            budget_us: self.budget_us(),
             aborted: self.aborted.clone(),
         }
     }

@@ -22,12 +22,17 @@ pub fn module_path() -> PathBuf {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for profile in ["release", "debug"] {
-        let p = root.join("target").join(profile).join("libredis_retention.so");
+        let p = root
+            .join("target")
+            .join(profile)
+            .join("libredis_retention.so");
         if p.exists() {
             return p;
         }
     }
-    panic!("module not built: run `cargo build --release` (scripts/test does) or set RETENTION_MODULE");
+    panic!(
+        "module not built: run `cargo build --release` (scripts/test does) or set RETENTION_MODULE"
+    );
 }
 
 pub fn free_port() -> u16 {
@@ -78,7 +83,8 @@ impl ServerOpts {
         self
     }
     pub fn module_arg(mut self, name: &str, value: &str) -> Self {
-        self.module_args.extend([name.to_string(), value.to_string()]);
+        self.module_args
+            .extend([name.to_string(), value.to_string()]);
         self
     }
     pub fn config(mut self, name: &str, value: &str) -> Self {
@@ -134,6 +140,8 @@ impl Server {
                 .arg("--appendonly")
                 .arg("no")
                 .arg("--enable-debug-command")
+                .arg("yes")
+                .arg("--enable-module-command")
                 .arg("yes")
                 .arg("--daemonize")
                 .arg("no");
@@ -263,15 +271,22 @@ pub fn attach_replica(master: &Server, replica: &Server) {
     assert!(synced, "replica did not sync");
 }
 
+fn repl_offset(server: &Server) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut server.conn())
+        .expect("INFO replication");
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
 /// Waits until the replica has processed everything the master sent so far.
 pub fn wait_replica_caught_up(master: &Server, replica: &Server) {
-    let mut m = master.conn();
-    let n: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(10_000)
-        .query(&mut m)
-        .expect("WAIT");
-    assert_eq!(n, 1, "replica did not acknowledge");
+    let target = repl_offset(master);
+    let caught_up = wait_until(Duration::from_secs(30), || repl_offset(replica) >= target);
+    assert!(caught_up, "replica did not reach master offset {target}");
 }
 
 /// Parses a flat `[field, value, ...]` reply (a RESP2 map) into pairs.

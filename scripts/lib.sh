@@ -1,0 +1,38 @@
+# Shared by scripts/*: install what is missing on a fresh Debian machine, build the module.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODULE="$ROOT/target/release/libredis_retention.so"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian packages whose command or file is missing: ensure_pkg <check> <package...>
+ensure_pkg() {
+  local check="$1"; shift
+  if [ -e "$check" ] || command -v "$check" >/dev/null 2>&1; then return 0; fi
+  echo "==> installing $*" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_deps() {
+  ensure_pkg redis-server redis-server
+  ensure_pkg redis-cli redis-tools
+  # bindgen (used by the redis-module crate) needs libclang at build time.
+  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    ensure_pkg /nonexistent-libclang libclang-dev
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+  fi
+  # apt's redis-server package may start a service on 6379; we never rely on it.
+}
+
+build_module() {
+  echo "==> cargo build --release" >&2
+  (cd "$ROOT" && cargo build --release --quiet)
+}

@@ -1,0 +1,424 @@
+//! Issue 3 acceptance: loading, configs, TTL sweeps (command and background), DRYRUN,
+//! replication and AOF, and PING latency during a big sweep.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::{Commands, Connection, Value};
+
+const HOUR_MS: i64 = 3_600_000;
+
+const POLICY: &str = r#"{"rules":[
+  {"name":"protect","match":["bull:*:id","bull:*:meta"],"keep":true},
+  {"name":"celery","match":"celery-task-meta-*","type":"string","ttl":"1d"},
+  {"name":"metrics","match":"metrics:*","type":"hash","ttl":"48h"},
+  {"name":"capped","match":"session:*","ttl":"1h","cap":true},
+  {"name":"bull-rest","match":"bull:*","ttl":"7d"}
+]}"#;
+
+fn sweep(c: &mut Connection, extra: &[&str]) -> Value {
+    let mut cmd = redis::cmd("RETENTION.SWEEP");
+    for a in extra {
+        cmd.arg(*a);
+    }
+    cmd.query(c).expect("RETENTION.SWEEP")
+}
+
+fn rule_counter(report: &Value, rule: &str, field: &str) -> i64 {
+    let rules = flat_map(report)
+        .into_iter()
+        .find(|(k, _)| k == "rules")
+        .expect("rules in report")
+        .1;
+    let per_rule = flat_map(&rules)
+        .into_iter()
+        .find(|(k, _)| k == rule)
+        .unwrap_or_else(|| panic!("rule {rule} in report"))
+        .1;
+    map_int(&per_rule, field)
+}
+
+/// What the policy above must do to a key: Some(ttl in ms) to get, None = untouched.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Untouched,
+    TtlAbout(i64),
+}
+
+/// Builds a mixed keyspace of about `n` keys and returns what each key must end up as.
+fn populate_mixed(c: &mut Connection, n: usize) -> HashMap<String, Expect> {
+    let mut expect = HashMap::new();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let (name, e) = match i % 10 {
+            0 => (
+                format!("celery-task-meta-{i}"),
+                Expect::TtlAbout(24 * HOUR_MS),
+            ),
+            1 => (format!("metrics:{i}"), Expect::TtlAbout(48 * HOUR_MS)),
+            // A string under metrics:* does not fit the hash-only rule and no later rule matches.
+            2 => (format!("metrics:s{i}"), Expect::Untouched),
+            3 => (format!("bull:q{}:id", i % 97), Expect::Untouched),
+            4 => (
+                format!("bull:q{}:{i}", i % 97),
+                Expect::TtlAbout(7 * 24 * HOUR_MS),
+            ),
+            5 => (format!("session:{i}"), Expect::TtlAbout(HOUR_MS)),
+            6 => (format!("unrelated:{i}"), Expect::Untouched),
+            // Already expires sooner than the rule: left alone.
+            7 => (
+                format!("celery-task-meta-short-{i}"),
+                Expect::TtlAbout(60_000),
+            ),
+            // Longer TTL without cap: never lowered (and never lengthened).
+            8 => (
+                format!("bull:q:long{i}"),
+                Expect::TtlAbout(30 * 24 * HOUR_MS),
+            ),
+            // Longer TTL with cap: lowered to the rule's hour.
+            _ => (format!("session:long{i}"), Expect::TtlAbout(HOUR_MS)),
+        };
+        match i % 10 {
+            1 => {
+                pipe.hset(&name, "f", "v").ignore();
+            }
+            4 => {
+                pipe.hset(&name, "data", "{}").ignore();
+            }
+            7 => {
+                pipe.set_ex(&name, "v", 60).ignore();
+            }
+            8 => {
+                pipe.set_ex(&name, "v", 30 * 24 * 3600).ignore();
+            }
+            9 => {
+                pipe.set_ex(&name, "v", 10 * 3600).ignore();
+            }
+            _ => {
+                pipe.set(&name, "v").ignore();
+            }
+        }
+        if expect.insert(name, e).is_some() {
+            // bull:q<n>:id repeats: the same key, same expectation.
+        }
+        if i % 5000 == 4999 {
+            let _: () = pipe.query(c).expect("populate");
+            pipe = redis::pipe();
+        }
+    }
+    let _: () = pipe.query(c).expect("populate");
+    expect
+}
+
+fn check_end_state(c: &mut Connection, expect: &HashMap<String, Expect>) {
+    let names: Vec<&String> = expect.keys().collect();
+    for chunk in names.chunks(5000) {
+        let mut pipe = redis::pipe();
+        for name in chunk {
+            pipe.pttl(*name);
+        }
+        let ttls: Vec<i64> = pipe.query(c).expect("PTTL");
+        for (name, ttl) in chunk.iter().zip(ttls) {
+            match expect[*name] {
+                Expect::Untouched => assert_eq!(ttl, -1, "{name} must have no TTL"),
+                Expect::TtlAbout(want) => {
+                    // Tolerance: the test's own runtime plus a margin.
+                    let tolerance = 120_000;
+                    assert!(
+                        ttl <= want && ttl > want - tolerance,
+                        "{name}: PTTL {ttl}, expected about {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn module_loads_with_and_without_policy_and_budget_config_applies() {
+    let bare = Server::start(ServerOpts::default()).expect("start without policy");
+    let mut c = bare.conn();
+    let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
+    assert_eq!(map_int(&policy, "rules"), 0);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.sweep-budget-us")
+        .arg(500)
+        .query(&mut c)
+        .unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("retention.sweep-budget-us")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec!["retention.sweep-budget-us", "500"]);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(20_000)
+        .query(&mut c)
+        .unwrap();
+    let report = sweep(&mut c, &[]);
+    assert_eq!(
+        map_int(&report, "budget_us"),
+        500,
+        "the pass uses the new budget"
+    );
+    assert_eq!(map_int(&report, "keys_scanned"), 20_000);
+
+    let with_policy = Server::start_paused(Some(POLICY));
+    let mut c = with_policy.conn();
+    let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
+    assert_eq!(map_int(&policy, "rules"), 5);
+    let all: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("retention.*")
+        .query(&mut c)
+        .unwrap();
+    for name in [
+        "retention.enabled",
+        "retention.policy-file",
+        "retention.sweep-budget-us",
+        "retention.pass-interval-s",
+        "retention.dry-run",
+    ] {
+        assert!(
+            all.iter().any(|n| n == name),
+            "{name} missing from CONFIG GET retention.*"
+        );
+    }
+}
+
+#[test]
+fn module_load_command_works_at_runtime() {
+    let server = Server::start(ServerOpts {
+        no_module: true,
+        ..ServerOpts::default()
+    })
+    .expect("plain server");
+    let mut c = server.conn();
+    let path = module_path();
+    let _: () = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(path.to_str().unwrap())
+        .query(&mut c)
+        .expect("MODULE LOAD without policy");
+    let policy_path = write_policy(&server.dir, POLICY);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.policy-file")
+        .arg(policy_path.to_str().unwrap())
+        .query(&mut c)
+        .expect("policy via CONFIG SET");
+    let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
+    assert_eq!(map_int(&policy, "rules"), 5);
+}
+
+#[test]
+fn one_sweep_applies_exactly_the_rules_and_dryrun_changes_nothing() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut c = server.conn();
+    let expect = populate_mixed(&mut c, 100_000);
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+
+    let before = server.digest();
+    let dry = sweep(&mut c, &["DRYRUN"]);
+    assert_eq!(server.digest(), before, "DRYRUN changed the dataset");
+    assert_eq!(map_int(&dry, "dry_run"), 1);
+
+    let real = sweep(&mut c, &[]);
+    for field in ["keys_scanned", "keys_matched", "ttl_set", "ttl_lowered"] {
+        assert_eq!(
+            map_int(&dry, field),
+            map_int(&real, field),
+            "{field}: DRYRUN differs"
+        );
+    }
+    assert_eq!(map_int(&real, "keys_scanned"), dbsize);
+    assert_eq!(
+        map_int(&real, "ttl_set"),
+        40_000,
+        "keys of classes 0, 1, 4, 5 (3 is kept)"
+    );
+    assert_eq!(
+        map_int(&real, "ttl_lowered"),
+        10_000,
+        "only capped session:long* keys"
+    );
+    assert_eq!(rule_counter(&real, "capped", "ttl_lowered"), 10_000);
+    assert_eq!(rule_counter(&real, "protect", "ttl_set"), 0);
+    assert_eq!(map_int(&real, "errors"), 0);
+    check_end_state(&mut c, &expect);
+
+    // A second pass finds nothing left to do.
+    let again = sweep(&mut c, &[]);
+    assert_eq!(
+        map_int(&again, "ttl_set") + map_int(&again, "ttl_lowered"),
+        0
+    );
+}
+
+#[test]
+fn rule_and_match_options_restrict_the_pass() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut c = server.conn();
+    populate_mixed(&mut c, 10_000);
+    let only_celery = sweep(&mut c, &["RULE", "celery"]);
+    assert_eq!(map_int(&only_celery, "ttl_set"), 1_000);
+    let ttl: i64 = c.ttl("bull:q4:4").unwrap();
+    assert_eq!(ttl, -1, "RULE celery touched a bull key");
+    let only_bull = sweep(&mut c, &["MATCH", "bull:q4:*"]);
+    assert!(map_int(&only_bull, "ttl_set") > 0);
+    let ttl: i64 = c.ttl("metrics:1").unwrap();
+    assert_eq!(ttl, -1, "MATCH bull:q4:* touched metrics:1");
+}
+
+#[test]
+fn background_sweeper_reaches_the_same_end_state() {
+    let dir = scratch_dir("bg");
+    let policy = write_policy(&dir, POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("enabled", "no")
+            .config("hz", "50"),
+    )
+    .expect("start");
+    let mut c = server.conn();
+    let expect = populate_mixed(&mut c, 20_000);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.sweep-budget-us")
+        .arg(5000)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.enabled")
+        .arg("yes")
+        .query(&mut c)
+        .unwrap();
+    let done = wait_until(Duration::from_secs(60), || {
+        let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+        map_int(&stats, "passes") >= 1
+    });
+    assert!(done, "no background pass finished in 60 s");
+    check_end_state(&mut c, &expect);
+    let info: String = redis::cmd("INFO").arg("retention").query(&mut c).unwrap();
+    assert!(
+        info.contains("retention_ttl_set:"),
+        "INFO retention: {info}"
+    );
+    assert!(
+        info.contains("retention_rule_celery:"),
+        "INFO retention: {info}"
+    );
+}
+
+#[test]
+fn other_clients_keep_being_served_during_a_1m_key_sweep() {
+    let server = Server::start_paused(Some(
+        r#"{"rules":[{"name":"all","match":"key:*","ttl":"1h"}]}"#,
+    ));
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1_000_000)
+        .query(&mut c)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        let mut p = server.conn();
+        std::thread::spawn(move || {
+            let mut max = Duration::ZERO;
+            let mut count = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _: String = redis::cmd("PING").query(&mut p).expect("PING");
+                max = max.max(t.elapsed());
+                count += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (max, count)
+        })
+    };
+    let started = Instant::now();
+    let report = sweep(&mut c, &[]);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (max_ping, pings) = pinger.join().expect("pinger");
+    assert_eq!(map_int(&report, "ttl_set"), 1_000_000);
+    assert!(
+        pings > 10,
+        "the other client was not served during the sweep ({pings} PINGs)"
+    );
+    println!(
+        "1M-key sweep: {:?} ({} slices, max slice {} us); other client: {} PINGs, max latency {:?}",
+        took,
+        map_int(&report, "slices"),
+        map_int(&report, "max_slice_us"),
+        pings,
+        max_ping
+    );
+}
+
+#[test]
+fn replica_and_aof_end_byte_identical() {
+    let dir = scratch_dir("aof");
+    let policy = write_policy(&dir, POLICY);
+    let opts = ServerOpts::default()
+        .policy(&policy)
+        .paused()
+        .config("appendonly", "yes")
+        .config("appendfsync", "always");
+    let master = Server::start_in(dir.clone(), opts.clone()).expect("master");
+    let replica = Server::start(ServerOpts::default().policy(&policy)).expect("replica");
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+    populate_mixed(&mut c, 20_000);
+    sweep(&mut c, &[]);
+    wait_replica_caught_up(&master, &replica);
+    let digest = master.digest();
+    assert_eq!(digest, replica.digest(), "replica differs from master");
+
+    let ttls_before: Vec<i64> = {
+        let mut pipe = redis::pipe();
+        for k in [
+            "celery-task-meta-0",
+            "metrics:1",
+            "session:5",
+            "session:long9",
+        ] {
+            pipe.cmd("PEXPIRETIME").arg(k);
+        }
+        pipe.query(&mut c).unwrap()
+    };
+    drop(c);
+    let mut master = master;
+    master.kill();
+    let restarted = Server::start_in(dir, opts).expect("restart from AOF");
+    assert_eq!(restarted.digest(), digest, "AOF reload differs");
+    let mut c = restarted.conn();
+    let ttls_after: Vec<i64> = {
+        let mut pipe = redis::pipe();
+        for k in [
+            "celery-task-meta-0",
+            "metrics:1",
+            "session:5",
+            "session:long9",
+        ] {
+            pipe.cmd("PEXPIRETIME").arg(k);
+        }
+        pipe.query(&mut c).unwrap()
+    };
+    assert_eq!(
+        ttls_before, ttls_after,
+        "absolute expire times differ after AOF reload"
+    );
+}
