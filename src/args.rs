@@ -66,7 +66,8 @@ impl Args {
         let text = word.to_string_lossy();
         let Some(option) = options.iter().find(|o| o.eq_ignore_ascii_case(&text)) else {
             return Err(Error::arg(format!(
-                "unknown option '{text}' for {} (expected one of: {})",
+                "unknown option '{}' for {} (expected one of: {})",
+                shown(word.as_slice()),
                 self.command,
                 options.join(", ")
             )));
@@ -83,11 +84,28 @@ impl Args {
             None => Ok(()),
             Some(extra) => Err(Error::arg(format!(
                 "unexpected argument '{}' for {}",
-                extra.to_string_lossy(),
+                shown(extra.as_slice()),
                 self.command
             ))),
         }
     }
+}
+
+/// User input echoed in an error: printable ASCII as is, other bytes as `\xNN` (an error
+/// reply cannot carry raw control bytes), cut to a readable length.
+pub fn shown(bytes: &[u8]) -> String {
+    const MAX_SHOWN: usize = 64;
+    let mut out = String::new();
+    for &b in bytes.iter().take(MAX_SHOWN) {
+        match b {
+            b' '..=b'~' if b != b'\\' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > MAX_SHOWN {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Strict integer parsing: no sign-less garbage, no spaces, no overflow.
@@ -101,6 +119,13 @@ pub fn parse_i64(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_input_is_escaped_and_bounded() {
+        assert_eq!(shown(b"ok"), "ok");
+        assert_eq!(shown(b"\xff\x00\r\n\\"), "\\xff\\x00\\x0d\\x0a\\x5c");
+        assert_eq!(shown(&[b'a'; 70]).len(), 64 + 3);
+    }
 
     #[test]
     fn integers_are_parsed_strictly() {
