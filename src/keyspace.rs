@@ -54,6 +54,8 @@ impl<'a> KeyName<'a> {
 /// A key handle the server gave us or that we opened; valid only while it is borrowed.
 pub struct KeyView {
     key: NonNull<raw::RedisModuleKey>,
+    /// Opened for writing (by us); the scan's handles are read-only.
+    writable: bool,
 }
 
 impl KeyView {
@@ -93,7 +95,10 @@ impl OpenKey {
             unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.as_ptr(), mode as c_int) };
         let key = NonNull::new(ptr.cast::<raw::RedisModuleKey>())?;
         let open = OpenKey {
-            view: KeyView { key },
+            view: KeyView {
+                key,
+                writable: true,
+            },
         };
         open.view.key_type().map(|_| open)
     }
@@ -101,10 +106,12 @@ impl OpenKey {
     pub fn view(&self) -> &KeyView {
         &self.view
     }
+}
 
+impl KeyView {
     fn set_abs_expire(&self, at_ms: i64) -> bool {
-        // SAFETY: live handle opened for writing.
-        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.view.key.as_ptr(), at_ms) };
+        // SAFETY: live handle; the server refuses (ERR) if it is not writable.
+        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };
         rc == raw::REDISMODULE_OK as c_int
     }
 }
@@ -118,14 +125,21 @@ impl Drop for OpenKey {
 
 /// Sets the key's absolute expire time, queueing its replication in `batch`. The change is
 /// signalled like `PEXPIREAT` does (WATCH, keyspace event) so clients cannot tell the two apart.
-pub fn expire_at(ctx: &Context, name: KeyName, at_ms: i64, batch: &mut ExpireBatch) -> bool {
-    let Some(key) = OpenKey::writable(ctx, name) else {
-        return false;
+pub fn expire_at(
+    ctx: &Context,
+    name: KeyName,
+    key: &KeyView,
+    at_ms: i64,
+    batch: &mut ExpireBatch,
+) -> bool {
+    let done = match key.writable {
+        true => key.set_abs_expire(at_ms),
+        // The scan's handle is read-only: reopen (one more lookup, unavoidable on 7.0).
+        false => OpenKey::writable(ctx, name).is_some_and(|k| k.view().set_abs_expire(at_ms)),
     };
-    if !key.set_abs_expire(at_ms) {
+    if !done {
         return false;
     }
-    drop(key);
     // SAFETY: valid ctx and name for the duration of the calls.
     unsafe {
         raw::RedisModule_SignalModifiedKey.unwrap()(ctx.ctx, name.as_ptr());
@@ -329,7 +343,10 @@ extern "C" fn visit_trampoline(
         return;
     }
     let context = Context::new(ctx);
-    let view = KeyView { key };
+    let view = KeyView {
+        key,
+        writable: false,
+    };
     // A panic must not unwind into the server (that aborts it): stop the walk instead.
     let visit = catch_unwind(AssertUnwindSafe(|| (state.visitor)(&context, name, &view)));
     if visit.is_err() {

@@ -20,10 +20,12 @@ pub mod trim;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
-    use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+    use redis_module::{
+        raw, redis_module, Context, InfoContext, NotifyEvent, RedisResult, RedisString, Status,
+    };
 
     use crate::config::*;
-    use crate::error::run_command;
+    use crate::error::{run_callback, run_command};
     use crate::{admin, eventloop, queue, runs, state, stats, sweep, trim};
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
@@ -54,6 +56,12 @@ mod registration {
         if eventloop::is_before_sleep(subevent) {
             sweep::on_before_sleep(&Context::new(ctx));
         }
+    }
+
+    fn on_key_event(ctx: &Context, event: NotifyEvent, name: &str, key: &[u8]) {
+        run_callback(ctx, "keyspace notification", || {
+            sweep::track::on_key_event(ctx, event, name, key)
+        });
     }
 
     #[redis_module_macros::cron_event_handler]
@@ -88,6 +96,9 @@ mod registration {
             ["activeruns.count", guarded!(runs::cmd_count), "readonly fast", 1, 1, 1, ""],
             ["activeruns.expire", guarded!(runs::cmd_expire), "write", 1, 1, 1, ""],
             ["activeruns.migrate", guarded!(runs::cmd_migrate), "write", 1, 2, 1, ""],
+        ],
+        event_handlers: [
+            [@NEW @STRING @ZSET: on_key_event],
         ],
         configurations: [
             i64: [

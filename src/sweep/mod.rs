@@ -5,6 +5,7 @@
 pub mod command;
 pub mod pass;
 pub mod plan;
+pub mod track;
 pub mod work;
 
 use std::cell::RefCell;
@@ -56,7 +57,9 @@ fn under_pressure() -> bool {
 pub fn on_cron_tick(ctx: &Context) {
     run_callback(ctx, "cron tick", || {
         let flags = ctx.get_flags();
-        if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
+        let acting = flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING);
+        track::set_noting(acting);
+        if !acting {
             // A replica receives the master's effects; it never decides on its own.
             return;
         }
@@ -173,8 +176,28 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
     Ok(RedisValue::NoReply)
 }
 
-/// The event loop's before-sleep hook: one slice of the command pass, if one runs.
+/// The event loop's before-sleep hook: handle noted new keys, then one slice of the
+/// command pass if one runs.
 pub fn on_before_sleep(ctx: &Context) {
+    if track::pending() {
+        run_callback(ctx, "new-key tracking", || {
+            let flags = ctx.get_flags();
+            if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
+                track::process(ctx, config::sweep_budget_us());
+            }
+        });
+    }
+    command_pass_slice(ctx);
+    // Keep the loop spinning while work is left; otherwise it would sleep until the next
+    // timer or client event (up to a cron period).
+    let busy = track::pending() || with_engine(|e| e.command.is_some());
+    match busy {
+        true => eventloop::arm(),
+        false => eventloop::disarm(),
+    }
+}
+
+fn command_pass_slice(ctx: &Context) {
     let Some(mut current) = with_engine(|e| e.command.take()) else {
         return;
     };
@@ -185,7 +208,6 @@ pub fn on_before_sleep(ctx: &Context) {
     match finished {
         Some(false) => with_engine(|e| e.command = Some(current)),
         Some(true) | None => {
-            eventloop::disarm();
             let report = current.pass.report();
             with_engine(|e| record_finished(e, &current.pass));
             let reply = command::report_reply(&report);

@@ -122,7 +122,15 @@ pub fn apply_policy_to_key(
                     _ => action.ttl_ms,
                 };
                 let plan = plan_ttl(action, ttl_ms, key.abs_expire_ms(), rules.env.now_ms);
-                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, sink.expires, &mut delta);
+                apply_ttl_plan(
+                    ctx,
+                    name,
+                    key,
+                    plan,
+                    rules.env.dry_run,
+                    sink.expires,
+                    &mut delta,
+                );
             }
             _ => match plan_work(rule, name_bytes, key_type) {
                 Planned::Nothing => {}
@@ -140,6 +148,7 @@ pub fn apply_policy_to_key(
 fn apply_ttl_plan(
     ctx: &Context,
     name: KeyName,
+    key: &KeyView,
     plan: TtlPlan,
     dry_run: bool,
     expires: &mut ExpireBatch,
@@ -150,7 +159,7 @@ fn apply_ttl_plan(
         TtlPlan::Set(at) => (at, &mut delta.ttl_set),
         TtlPlan::Lower(at) => (at, &mut delta.ttl_lowered),
     };
-    if dry_run || keyspace::expire_at(ctx, name, at, expires) {
+    if dry_run || keyspace::expire_at(ctx, name, key, at, expires) {
         *counter += 1;
     } else {
         delta.errors += 1;

@@ -1,0 +1,201 @@
+//! The event-driven fast path (SPEC 5.2): keys created without a TTL (and strings
+//! overwritten by SET, which drops a TTL), and writes to queue state sets, are noted from keyspace notifications and handled on the next event-loop
+//! iteration, so steady-state cost follows new keys, not keyspace size. Writes are not
+//! allowed inside a notification callback (Redis 7.0), hence the queue in between.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use redis_module::{raw, Context, NotifyEvent};
+
+use super::pass::{apply_policy_to_key, KeyRules, KeySink};
+use super::work::{Progress, Work, WorkEnv};
+use crate::config;
+use crate::keyspace::{ExpireBatch, OpenKey, OwnedName};
+use crate::policy::{Action, Policy, Selector};
+use crate::stats::{self, Tally};
+use crate::time::now_ms;
+
+/// A key noted by a notification, waiting to be looked at.
+struct Noted {
+    db: i32,
+    name: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    keys: VecDeque<Noted>,
+    /// Queue state sets already noted: one `ZADD completed` per finished job must not
+    /// queue the same cleaning thousands of times.
+    queue_sets: HashSet<(i32, Vec<u8>)>,
+    work: VecDeque<(usize, Box<dyn Work>)>,
+}
+
+thread_local! {
+    static TRACKER: RefCell<Tracker> = RefCell::new(Tracker::default());
+    /// Refreshed on every cron tick: notifications must be cheap, and a replica or a
+    /// loading server must not note anything (it only applies the master's effects).
+    static NOTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called from the cron tick with the server's current role. `retention.enabled no`
+/// stops all background work, this included.
+pub fn set_noting(acting: bool) {
+    let noting = acting && config::enabled() && config::track_new_keys();
+    NOTING.with(|n| n.set(noting));
+    if !noting {
+        TRACKER.with(|t| {
+            let mut t = t.borrow_mut();
+            t.keys.clear();
+            t.queue_sets.clear();
+        });
+    }
+}
+
+pub fn pending() -> bool {
+    TRACKER.with(|t| {
+        let t = t.borrow();
+        !t.keys.is_empty() || !t.work.is_empty()
+    })
+}
+
+/// Whether a queue rule wants to hear about writes to this state set.
+fn is_queue_state_set(policy: &Policy, name: &[u8]) -> bool {
+    (name.ends_with(b":completed") || name.ends_with(b":failed"))
+        && policy.rules.iter().any(|r| {
+            matches!(r.action, Action::Queue(_))
+                && matches!(&r.selector, Selector::Prefix(p) if name.starts_with(p))
+        })
+}
+
+/// The keyspace-notification callback: note the key, nothing else.
+pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &[u8]) {
+    if !NOTING.with(Cell::get) {
+        return;
+    }
+    let policy = crate::state::policy();
+    if policy.is_empty() {
+        return;
+    }
+    // SAFETY: valid notification context.
+    let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+    // A plain SET over an existing key drops its TTL without a "new" event: note it too.
+    let is_new = event.contains(NotifyEvent::NEW) || event_name == "set";
+    TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.keys.len() >= config::track_queue_max() {
+            // Left for the next full pass, which visits every key anyway.
+            stats::with_stats(|s| s.tracked_dropped += 1);
+            return;
+        }
+        // SET on a new key fires "new" then "set": note it once.
+        let just_noted = t.keys.back().is_some_and(|n| n.db == db && n.name == name);
+        if is_new && !just_noted {
+            t.keys.push_back(Noted {
+                db,
+                name: name.to_vec(),
+            });
+        } else if is_queue_state_set(&policy, name) && t.queue_sets.insert((db, name.to_vec())) {
+            t.keys.push_back(Noted {
+                db,
+                name: name.to_vec(),
+            });
+        }
+    });
+}
+
+/// Applies the policy to noted keys until done or `budget_us` has passed.
+pub fn process(ctx: &Context, budget_us: u64) {
+    let deadline = Instant::now() + Duration::from_micros(budget_us);
+    let policy = crate::state::policy();
+    let env = WorkEnv {
+        now_ms: now_ms(),
+        dry_run: config::dry_run(),
+    };
+    let mut tally = Tally::default();
+    let mut per_rule = vec![Tally::default(); policy.rules.len()];
+    let mut expires = ExpireBatch::new();
+    let mut work = TRACKER.with(|t| std::mem::take(&mut t.borrow_mut().work));
+    let mut visited = 0u64;
+    let mut selected_db = None;
+    while Instant::now() < deadline {
+        let Some(noted) = next_key() else { break };
+        visited += 1;
+        if selected_db != Some(noted.db) {
+            // SAFETY: valid context; the db index came from the server.
+            unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, noted.db) };
+            selected_db = Some(noted.db);
+        }
+        let Some(name) = OwnedName::new(&noted.name) else {
+            continue;
+        };
+        // Open for writing at once: a TTL is then set without a second lookup.
+        let Some(key) = OpenKey::writable(ctx, name.name()) else {
+            continue;
+        };
+        let rules = KeyRules {
+            policy: &policy,
+            only_rule: None,
+            only_match: None,
+            env,
+            under_pressure: false,
+        };
+        let mut sink = KeySink {
+            tally: &mut tally,
+            per_rule: &mut per_rule,
+            pending: &mut work,
+            expires: &mut expires,
+        };
+        apply_policy_to_key(ctx, name.name(), key.view(), &rules, &mut sink);
+        drop(key);
+        if expires.is_full() {
+            expires.flush(ctx);
+        }
+    }
+    expires.flush(ctx);
+    run_work(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
+    TRACKER.with(|t| t.borrow_mut().work = work);
+    stats::with_stats(|s| {
+        s.tracked_keys += visited;
+        s.total.add(&tally);
+        for (rule, delta) in policy.rules.iter().zip(&per_rule) {
+            if *delta != Tally::default() {
+                s.per_rule.entry(rule.name.clone()).or_default().add(delta);
+            }
+        }
+    });
+}
+
+fn next_key() -> Option<Noted> {
+    TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        let noted = t.keys.pop_front()?;
+        t.queue_sets.remove(&(noted.db, noted.name.clone()));
+        Some(noted)
+    })
+}
+
+fn run_work(
+    ctx: &Context,
+    env: &WorkEnv,
+    deadline: Instant,
+    work: &mut VecDeque<(usize, Box<dyn Work>)>,
+    tally: &mut Tally,
+    per_rule: &mut [Tally],
+) {
+    while let Some((rule, item)) = work.front_mut() {
+        if Instant::now() >= deadline {
+            return;
+        }
+        let mut t = Tally::default();
+        let progress = item.step(ctx, env, deadline, &mut t);
+        tally.add(&t);
+        if let Some(r) = per_rule.get_mut(*rule) {
+            r.add(&t);
+        }
+        if progress == Progress::Done {
+            work.pop_front();
+        }
+    }
+}

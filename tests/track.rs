@@ -1,0 +1,159 @@
+//! The new-key fast path: keys created (or overwritten by SET) without a TTL get their
+//! policy TTL within a couple of cron ticks, without any full pass.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::{Connection, Value};
+
+const POLICY: &str = r#"{"rules":[
+  {"name":"keep","match":"celery-task-meta-keep*","keep":true},
+  {"name":"celery","match":"celery-task-meta-*","ttl":"1d"}
+]}"#;
+
+fn passes(c: &mut Connection) -> i64 {
+    let stats: Value = redis::cmd("RETENTION.STATS").query(c).unwrap();
+    map_int(&stats, "passes")
+}
+
+fn start() -> Server {
+    let dir = scratch_dir("track");
+    let policy = write_policy(&dir, POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "3600")
+            .config("hz", "10"),
+    )
+    .expect("start");
+    let mut c = server.conn();
+    // The first background pass runs on the empty keyspace at startup; none after it.
+    assert!(wait_until(Duration::from_secs(5), || passes(&mut c) == 1));
+    server
+}
+
+#[test]
+fn new_keys_get_their_ttl_within_two_ticks_without_a_full_pass() {
+    let server = start();
+    let mut c = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.set(format!("celery-task-meta-{i}"), "r").ignore();
+        pipe.set(format!("celery-task-meta-keep{i}"), "r").ignore();
+        pipe.set(format!("other:{i}"), "r").ignore();
+    }
+    let written = Instant::now();
+    let _: () = pipe.query(&mut c).unwrap();
+    // hz 10: two ticks are 200 ms; the fast path usually acts on the next loop iteration.
+    let all_set = wait_until(Duration::from_secs(5), || {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("celery-task-meta-4999")
+            .query(&mut c)
+            .unwrap();
+        ttl > 0
+    });
+    let waited = written.elapsed();
+    assert!(all_set, "no TTL after 5 s");
+    println!("new keys got their TTL {waited:?} after the write");
+    for i in (0..5000).step_by(97) {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("celery-task-meta-{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert!(ttl > 86_000 && ttl <= 86_400, "celery-task-meta-{i}: {ttl}");
+        let kept: i64 = redis::cmd("TTL")
+            .arg(format!("celery-task-meta-keep{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(kept, -1);
+        let other: i64 = redis::cmd("TTL")
+            .arg(format!("other:{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(other, -1);
+    }
+    // SET over an existing key drops its TTL; the fast path restores the policy's.
+    let _: () = redis::cmd("SET")
+        .arg("celery-task-meta-1")
+        .arg("again")
+        .query(&mut c)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("celery-task-meta-1")
+            .query(&mut c)
+            .unwrap();
+        ttl > 0
+    }));
+    assert_eq!(
+        passes(&mut c),
+        1,
+        "a full pass ran: the fast path was not what acted"
+    );
+    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+    assert!(map_int(&stats, "tracked_keys") >= 15_000);
+}
+
+#[test]
+fn tracking_stops_when_disabled_and_on_replicas() {
+    let server = start();
+    let replica = Server::start(ServerOpts::default().policy(&server.dir.join("policy.json")))
+        .expect("replica");
+    attach_replica(&server, &replica);
+    let mut c = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.track-new-keys")
+        .arg("no")
+        .query(&mut c)
+        .unwrap();
+    // Let one cron tick see the new setting.
+    std::thread::sleep(Duration::from_millis(300));
+    let _: () = redis::cmd("SET")
+        .arg("celery-task-meta-x")
+        .arg("r")
+        .query(&mut c)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("celery-task-meta-x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ttl, -1, "tracking acted while disabled");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.track-new-keys")
+        .arg("yes")
+        .query(&mut c)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _: () = redis::cmd("SET")
+        .arg("celery-task-meta-y")
+        .arg("r")
+        .query(&mut c)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("celery-task-meta-y")
+            .query(&mut c)
+            .unwrap();
+        ttl > 0
+    }));
+    wait_replica_caught_up(&server, &replica);
+    assert_eq!(
+        server.digest(),
+        replica.digest(),
+        "replica differs after fast-path TTLs"
+    );
+    let mut r = replica.conn();
+    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut r).unwrap();
+    assert_eq!(
+        map_int(&stats, "tracked_keys"),
+        0,
+        "the replica acted on its own"
+    );
+}
