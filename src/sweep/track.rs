@@ -91,12 +91,11 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &
         }
         // SET on a new key fires "new" then "set": note it once.
         let just_noted = t.keys.back().is_some_and(|n| n.db == db && n.name == name);
-        if is_new && !just_noted {
-            t.keys.push_back(Noted {
-                db,
-                name: name.to_vec(),
-            });
-        } else if is_queue_state_set(&policy, name) && t.queue_sets.insert((db, name.to_vec())) {
+        let wanted = match is_new {
+            true => !just_noted,
+            false => is_queue_state_set(&policy, name) && t.queue_sets.insert((db, name.to_vec())),
+        };
+        if wanted {
             t.keys.push_back(Noted {
                 db,
                 name: name.to_vec(),
