@@ -29,9 +29,12 @@ fn parse_sweep_args(args: Vec<RedisString>, db: i32) -> Result<PassOptions> {
         ..PassOptions::default()
     };
     let policy = crate::state::policy();
-    while let Some(option) = args.next_option(&mut seen, &["DRYRUN", "RULE", "MATCH", "BUDGET"])? {
+    while let Some(option) =
+        args.next_option(&mut seen, &["DRYRUN", "RULE", "MATCH", "BUDGET", "NOOP"])?
+    {
         match option {
             "DRYRUN" => opts.dry_run = true,
+            "NOOP" => opts.noop = true,
             "RULE" => {
                 let name = args.next_str("RULE <name>")?;
                 let index = policy.rule_index(&name).ok_or_else(|| {

@@ -9,7 +9,7 @@ pub mod track;
 pub mod work;
 
 use std::cell::RefCell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
 
@@ -35,6 +35,8 @@ struct Engine {
     /// Unix ms before which no new background pass starts (`pass-interval-s`).
     next_background_ms: i64,
     last_report: Option<PassReport>,
+    /// A backlog timer is scheduled.
+    backlog_timer: bool,
 }
 
 thread_local! {
@@ -47,6 +49,10 @@ fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
 
 /// Under memory pressure the sweeper may work harder: up to this many times its budget.
 const PRESSURE_BUDGET_FACTOR: u64 = 4;
+/// While a background pass finds work (a backlog of keys without TTL), it also runs
+/// between cron ticks, resting this many budgets after each slice: at most 1/(1+N) of a
+/// core. On a compliant keyspace it runs only from the cron (budget × hz, ~1% of a core).
+const BACKLOG_REST_FACTOR: u32 = 4;
 
 fn under_pressure() -> bool {
     let ratio = keyspace::used_memory_ratio();
@@ -92,6 +98,35 @@ fn background_slice(ctx: &Context) {
             e.next_background_ms = now_ms() + config::pass_interval_ms();
         }
         false => e.background = Some(pass),
+    });
+    schedule_backlog_slice(ctx);
+}
+
+/// While the background pass finds work, it also runs from a timer between cron ticks.
+fn schedule_backlog_slice(ctx: &Context) {
+    let due = with_engine(|e| {
+        let backlog = e.command.is_none()
+            && !e.backlog_timer
+            && e.background.as_ref().is_some_and(Pass::found_backlog);
+        if backlog {
+            e.backlog_timer = true;
+        }
+        backlog.then(|| e.background.as_ref().map(Pass::budget_us))
+    });
+    if let Some(Some(budget_us)) = due {
+        let rest = Duration::from_micros(budget_us) * BACKLOG_REST_FACTOR;
+        ctx.create_timer(rest.max(Duration::from_millis(1)), backlog_tick, ());
+    }
+}
+
+fn backlog_tick(ctx: &Context, _: ()) {
+    with_engine(|e| e.backlog_timer = false);
+    run_callback(ctx, "background backlog slice", || {
+        let flags = ctx.get_flags();
+        let acting = flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING);
+        if acting && config::enabled() {
+            background_slice(ctx);
+        }
     });
 }
 

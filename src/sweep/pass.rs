@@ -45,6 +45,9 @@ pub struct PassOptions {
     pub only_match: Option<Glob>,
     /// Per-slice budget; None = the `retention.sweep-budget-us` in force at each slice.
     pub budget_us: Option<u64>,
+    /// Visit every key and do nothing else: the module API's iteration floor, for
+    /// benchmarks (`RETENTION.SWEEP NOOP`).
+    pub noop: bool,
     /// The database to sweep.
     pub db: i32,
 }
@@ -181,6 +184,7 @@ pub struct Pass {
     slices: u64,
     max_slice_us: u64,
     aborted: Option<String>,
+    last_slice_changed: bool,
 }
 
 impl Pass {
@@ -201,7 +205,14 @@ impl Pass {
             slices: 0,
             max_slice_us: 0,
             aborted: None,
+            last_slice_changed: false,
         }
+    }
+
+    /// Whether the pass is finding work to do (TTLs set, entries trimmed, ...): the
+    /// background sweeper then works harder, as expire.c's fast cycle does.
+    pub fn found_backlog(&self) -> bool {
+        self.last_slice_changed
     }
 
     pub fn is_finished(&self) -> bool {
@@ -302,10 +313,13 @@ impl Pass {
             pending: &mut self.pending,
             expires: &mut self.expires,
         };
+        let noop = self.opts.noop;
         for _ in 0..STEPS_PER_CLOCK_CHECK {
             let step = self.cursor.step(ctx, &mut |ctx, name, key| {
                 sink.tally.keys_scanned += 1;
-                apply_policy_to_key(ctx, name, key, &rules, &mut sink);
+                if !noop {
+                    apply_policy_to_key(ctx, name, key, &rules, &mut sink);
+                }
             });
             match step {
                 Ok(true) => {}
@@ -338,6 +352,13 @@ impl Pass {
         budget_us: u64,
     ) {
         self.slices += 1;
+        self.last_slice_changed = slice.ttl_set
+            + slice.ttl_lowered
+            + slice.keys_deleted
+            + slice.entries_trimmed
+            + slice.jobs_removed
+            + slice.runs_expired
+            > 0;
         self.max_slice_us = self.max_slice_us.max(elapsed_us);
         self.tally.add(slice);
         for (total, delta) in self.per_rule.iter_mut().zip(rule_delta) {
