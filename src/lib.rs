@@ -98,7 +98,7 @@ mod registration {
             ["activeruns.migrate", guarded!(runs::cmd_migrate), "write", 1, 2, 1, ""],
         ],
         event_handlers: [
-            [@NEW @STRING @ZSET: on_key_event],
+            [@NEW @ZSET: on_key_event],
         ],
         configurations: [
             i64: [

@@ -18,7 +18,9 @@ pub fn server_bin() -> String {
 /// The module under test: `RETENTION_MODULE`, else the release build, else the debug build.
 pub fn module_path() -> PathBuf {
     if let Ok(p) = std::env::var("RETENTION_MODULE") {
-        return PathBuf::from(p);
+        // The server changes to its --dir before loading modules: pass an absolute path.
+        let path = PathBuf::from(p);
+        return path.canonicalize().unwrap_or(path);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for profile in ["release", "debug"] {

@@ -1,0 +1,480 @@
+//! `scripts/bench`: redis-retention against the ways people clean a keyspace today, side by
+//! side in one run, on the same freshly populated keyspace (SPEC 6, issue 4).
+//!
+//! Usage: cargo run --release --example bench -- [--keys N] [--smoke]
+//! `--smoke` checks that every approach reached the right end state (no timing checks).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::{Connection, Value};
+
+const PREFIX: &str = "celery-task-meta-";
+const TTL_S: i64 = 86_400;
+const POLICY: &str = r#"{"rules":[{"name":"celery","match":"celery-task-meta-*","ttl":"1d"},
+                                  {"name":"bench","match":"key:*","ttl":"1h"}]}"#;
+/// The sequential cron loop manages a few thousand keys/s: measure it on a sample.
+const CRON_SAMPLE_KEYS: u64 = 30_000;
+
+struct Args {
+    keys: u64,
+    smoke: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        keys: 1_000_000,
+        smoke: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--keys" => {
+                args.keys = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--keys needs a number")
+            }
+            "--smoke" => args.smoke = true,
+            other => panic!("unknown argument {other} (use --keys N, --smoke)"),
+        }
+    }
+    args
+}
+
+struct Row {
+    approach: &'static str,
+    keys: u64,
+    secs: f64,
+    ping: PingStats,
+    note: String,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.keys as f64 / self.secs.max(1e-9)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct PingStats {
+    max_ms: f64,
+    p99_ms: f64,
+    count: usize,
+}
+
+/// A client that sends PING every millisecond and records how long each took.
+struct Pinger {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<f64>>,
+}
+
+impl Pinger {
+    fn start(server: &Server) -> Pinger {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let mut c = server.conn();
+        let handle = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _: String = redis::cmd("PING").query(&mut c).expect("PING");
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            samples
+        });
+        Pinger { stop, handle }
+    }
+
+    fn finish(self) -> PingStats {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut s = self.handle.join().expect("pinger");
+        s.sort_by(|a, b| a.total_cmp(b));
+        let pick = |q: f64| {
+            s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        PingStats {
+            max_ms: s.last().copied().unwrap_or(0.0),
+            p99_ms: pick(0.99),
+            count: s.len(),
+        }
+    }
+}
+
+fn plain_server() -> Server {
+    Server::start(ServerOpts {
+        no_module: true,
+        ..ServerOpts::default()
+    })
+    .expect("plain server")
+}
+
+fn module_server(enabled: bool) -> Server {
+    let dir = scratch_dir("bench");
+    let policy = write_policy(&dir, POLICY);
+    let opts = ServerOpts::default()
+        .policy(&policy)
+        .module_arg("enabled", if enabled { "yes" } else { "no" })
+        .module_arg("track-new-keys", "no");
+    Server::start_in(dir, opts).expect("module server")
+}
+
+fn populate(c: &mut Connection, keys: u64) {
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .arg(PREFIX)
+        .query(c)
+        .expect("DEBUG POPULATE");
+}
+
+/// Keys still without a TTL (a server-side count; fine for a check).
+fn keys_without_ttl(c: &mut Connection) -> i64 {
+    redis::cmd("EVAL")
+        .arg("local n,cur=0,'0' repeat local r=redis.call('SCAN',cur,'COUNT',1000) cur=r[1] for _,k in ipairs(r[2]) do if redis.call('PTTL',k)==-1 then n=n+1 end end until cur=='0' return n")
+        .arg(0)
+        .query(c)
+        .expect("count keys without TTL")
+}
+
+fn timed<T>(server: &Server, f: impl FnOnce() -> T) -> (T, f64, PingStats) {
+    let pinger = Pinger::start(server);
+    std::thread::sleep(Duration::from_millis(20));
+    let t = Instant::now();
+    let out = f();
+    let secs = t.elapsed().as_secs_f64();
+    (out, secs, pinger.finish())
+}
+
+/// 1. What cron scripts do: SCAN COUNT 100, then TTL and EXPIRE per key, one round trip each.
+fn cron_loop(keys: u64) -> Row {
+    let server = plain_server();
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let sample = keys.min(CRON_SAMPLE_KEYS);
+    let (done, secs, ping) = timed(&server, || {
+        let mut cursor = 0u64;
+        let mut done = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{PREFIX}*"))
+                .arg("COUNT")
+                .arg(100)
+                .query(&mut c)
+                .unwrap();
+            for k in batch {
+                let ttl: i64 = redis::cmd("TTL").arg(&k).query(&mut c).unwrap();
+                if ttl == -1 {
+                    let _: i64 = redis::cmd("EXPIRE")
+                        .arg(&k)
+                        .arg(TTL_S)
+                        .query(&mut c)
+                        .unwrap();
+                }
+                done += 1;
+            }
+            cursor = next;
+            if cursor == 0 || done >= sample {
+                break done;
+            }
+        }
+    });
+    Row {
+        approach: "cron script: SCAN 100 + TTL + EXPIRE per key",
+        keys: done,
+        secs,
+        ping,
+        note: format!("measured on the first {done} keys"),
+    }
+}
+
+/// 2. A pipelined client: SCAN COUNT 1000, pipelined TTLs, pipelined EXPIREs.
+fn pipelined(keys: u64, smoke: bool) -> Row {
+    let server = plain_server();
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let (_, secs, ping) = timed(&server, || {
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{PREFIX}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut c)
+                .unwrap();
+            let mut ttls = redis::pipe();
+            for k in &batch {
+                ttls.cmd("TTL").arg(k);
+            }
+            let ttls: Vec<i64> = ttls.query(&mut c).unwrap();
+            let mut expires = redis::pipe();
+            for (k, ttl) in batch.iter().zip(ttls) {
+                if ttl == -1 {
+                    expires.cmd("EXPIRE").arg(k).arg(TTL_S).ignore();
+                }
+            }
+            let _: () = expires.query(&mut c).unwrap();
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    });
+    if smoke {
+        assert_eq!(keys_without_ttl(&mut c), 0, "pipelined client left keys");
+    }
+    Row {
+        approach: "pipelined client: SCAN 1000 + pipelined TTL/EXPIRE",
+        keys,
+        secs,
+        ping,
+        note: String::new(),
+    }
+}
+
+/// 3. A Lua EVAL loop: fast, but the server answers nobody until it ends.
+fn lua_loop(keys: u64, smoke: bool) -> Row {
+    let server = plain_server();
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let script = format!(
+        "local cur='0' repeat local r=redis.call('SCAN',cur,'MATCH','{PREFIX}*','COUNT',1000) cur=r[1] \
+         for _,k in ipairs(r[2]) do if redis.call('TTL',k)==-1 then redis.call('EXPIRE',k,{TTL_S}) end end until cur=='0' return 1"
+    );
+    let (_, secs, ping) = timed(&server, || {
+        let _: i64 = redis::cmd("EVAL")
+            .arg(&script)
+            .arg(0)
+            .query(&mut c)
+            .unwrap();
+    });
+    if smoke {
+        assert_eq!(keys_without_ttl(&mut c), 0, "Lua loop left keys");
+    }
+    Row {
+        approach: "Lua EVAL loop: SCAN + TTL + EXPIRE server-side",
+        keys,
+        secs,
+        ping,
+        note: "one EVAL: blocks every client".into(),
+    }
+}
+
+fn sweep(c: &mut Connection, args: &[&str]) -> Value {
+    let mut cmd = redis::cmd("RETENTION.SWEEP");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(c).expect("RETENTION.SWEEP")
+}
+
+/// 4 and 5. RETENTION.SWEEP assigning TTLs, then again on the compliant keyspace, next to
+/// a no-op module scan of the same keyspace.
+fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
+    let server = module_server(false);
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let (report, secs, ping) = timed(&server, || sweep(&mut c, &[]));
+    assert_eq!(
+        map_int(&report, "ttl_set") as u64,
+        keys,
+        "SWEEP did not set every TTL"
+    );
+    if smoke {
+        assert_eq!(keys_without_ttl(&mut c), 0);
+    }
+    let mut rows = vec![Row {
+        approach: "RETENTION.SWEEP (assigning TTLs)",
+        keys,
+        secs,
+        ping,
+        note: format!(
+            "{} slices, max slice {} us",
+            map_int(&report, "slices"),
+            map_int(&report, "max_slice_us")
+        ),
+    }];
+    let (report, secs, ping) = timed(&server, || sweep(&mut c, &[]));
+    assert_eq!(
+        map_int(&report, "ttl_set"),
+        0,
+        "a compliant keyspace needed changes"
+    );
+    rows.push(Row {
+        approach: "RETENTION.SWEEP (already compliant)",
+        keys,
+        secs,
+        ping,
+        note: String::new(),
+    });
+    let (report, secs, ping) = timed(&server, || sweep(&mut c, &["NOOP"]));
+    assert_eq!(map_int(&report, "keys_scanned") as u64, keys);
+    rows.push(Row {
+        approach: "no-op module scan (iteration floor)",
+        keys,
+        secs,
+        ping,
+        note: "RETENTION.SWEEP NOOP".into(),
+    });
+    rows
+}
+
+/// 6. The background sweeper from the server cron: time until every key has its TTL.
+fn background(keys: u64, smoke: bool) -> Row {
+    let server = module_server(false);
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let (_, secs, ping) = timed(&server, || {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("retention.enabled")
+            .arg("yes")
+            .query(&mut c)
+            .unwrap();
+        let done = wait_until(Duration::from_secs(600), || {
+            let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+            map_int(&stats, "ttl_set") as u64 >= keys
+        });
+        assert!(
+            done,
+            "the background sweeper did not converge in 10 minutes"
+        );
+    });
+    if smoke {
+        assert_eq!(keys_without_ttl(&mut c), 0);
+    }
+    Row {
+        approach: "background sweeper (cron, default budget)",
+        keys,
+        secs,
+        ping,
+        note: "time to reach the end state".into(),
+    }
+}
+
+fn redis_benchmark_rps(port: u16, requests: u64) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set",
+            "-r",
+            "100000000",
+            "-n",
+            &requests.to_string(),
+            "-q",
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark (package redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split(',').nth(1))
+        .filter_map(|v| v.trim_matches('"').parse::<f64>().ok())
+        .next()
+        .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
+}
+
+/// 7. Steady state: SET throughput with and without the module (new keys tracked), and
+/// how long a new key waits for its policy TTL.
+fn steady_state(requests: u64, smoke: bool) -> String {
+    let plain = plain_server();
+    let without = redis_benchmark_rps(plain.port, requests);
+    drop(plain);
+    let dir = scratch_dir("steady");
+    let policy = write_policy(&dir, POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "3600"),
+    )
+    .expect("module server");
+    // Let the first (empty) background pass finish so only the fast path acts below.
+    std::thread::sleep(Duration::from_millis(300));
+    let with = redis_benchmark_rps(server.port, requests);
+    let mut c = server.conn();
+    let left = keys_without_ttl(&mut c);
+    if smoke {
+        assert_eq!(left, 0, "keys written by redis-benchmark kept no TTL");
+    }
+    let mut waits = Vec::new();
+    for i in 0..200 {
+        let key = format!("key:wait{i}");
+        let t = Instant::now();
+        let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut c).unwrap();
+        while redis::cmd("PTTL").arg(&key).query::<i64>(&mut c).unwrap() < 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "{key} got no TTL");
+        }
+        waits.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    waits.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "| SET throughput (redis-benchmark -t set -r 1e8, {requests} requests) | {without:.0} req/s without the module | {with:.0} req/s with it | ratio {:.3} (cost {:.1}%) |\n\
+         | new key without TTL → policy TTL (SET, then PTTL until set; 200 keys) | max {:.2} ms | p99 {:.2} ms | {} keys left without TTL after the benchmark |",
+        with / without,
+        (1.0 - with / without) * 100.0,
+        waits.last().copied().unwrap_or(0.0),
+        waits[(waits.len() * 99 / 100).min(waits.len() - 1)],
+        left
+    )
+}
+
+fn main() {
+    let args = parse_args();
+    let keys = args.keys;
+    eprintln!(
+        "populating {keys} keys per approach ({} run)",
+        if args.smoke { "smoke" } else { "full" }
+    );
+    let mut rows = vec![
+        cron_loop(keys),
+        pipelined(keys, args.smoke),
+        lua_loop(keys, args.smoke),
+    ];
+    rows.extend(module_sweeps(keys, args.smoke));
+    rows.push(background(keys, args.smoke));
+    let steady = steady_state(if args.smoke { 20_000 } else { 300_000 }, args.smoke);
+
+    let module_rate = rows[3].rate();
+    println!("\nredis-retention benchmark: {keys} keys `{PREFIX}<n>` without TTL, rule ttl 1d; server {}", server_bin());
+    println!("\n| approach | keys | seconds | keys/s | module sweep is × faster | PING max ms | PING p99 ms | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.3} | {:.0} | {:.1} | {:.2} | {:.2} | {} |",
+            r.approach,
+            r.keys,
+            r.secs,
+            r.rate(),
+            module_rate / r.rate(),
+            r.ping.max_ms,
+            r.ping.p99_ms,
+            r.note
+        );
+    }
+    let compliant = rows[4].rate() / rows[5].rate();
+    println!("\ncompliant pass / no-op module scan throughput: {compliant:.2} (target >= 0.8)");
+    println!(
+        "module sweep vs Lua: {:.1}x (target >= 5), vs cron script: {:.0}x (target >= 100)",
+        module_rate / rows[2].rate(),
+        module_rate / rows[0].rate()
+    );
+    println!("\n| steady state | | | |\n|---|---|---|---|\n{steady}");
+    let _ = rows.iter().map(|r| r.ping.count).sum::<usize>();
+}
