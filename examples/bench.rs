@@ -390,8 +390,8 @@ fn redis_benchmark_rps(port: u16, requests: u64) -> f64 {
         .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
 }
 
-/// 7. Steady state: SET throughput with and without the module (new keys tracked), and
-/// how long a new key waits for its policy TTL.
+/// 7. Steady state: SET throughput with and without the module (new keys tracked),
+/// and how long a new key waits for its policy TTL.
 fn steady_state(requests: u64, smoke: bool) -> String {
     let plain = plain_server();
     let without = redis_benchmark_rps(plain.port, requests);
