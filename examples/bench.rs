@@ -156,7 +156,7 @@ fn timed<T>(server: &Server, f: impl FnOnce() -> T) -> (T, f64, PingStats) {
     (out, secs, pinger.finish())
 }
 
-/// 1. What cron scripts do: SCAN COUNT 100, then TTL and EXPIRE per key, one round trip each.
+/// Approach 1: What cron scripts do: SCAN COUNT 100, then TTL and EXPIRE per key, one round trip each.
 fn cron_loop(keys: u64) -> Row {
     let server = plain_server();
     let mut c = server.conn();
@@ -200,7 +200,7 @@ fn cron_loop(keys: u64) -> Row {
     }
 }
 
-/// 2. A pipelined client: SCAN COUNT 1000, pipelined TTLs, pipelined EXPIREs.
+/// Approach 2: A pipelined client: SCAN COUNT 1000, pipelined TTLs, pipelined EXPIREs.
 fn pipelined(keys: u64, smoke: bool) -> Row {
     let server = plain_server();
     let mut c = server.conn();
@@ -246,7 +246,7 @@ fn pipelined(keys: u64, smoke: bool) -> Row {
     }
 }
 
-/// 3. A Lua EVAL loop: fast, but the server answers nobody until it ends.
+/// Approach 3: A Lua EVAL loop: fast, but the server answers nobody until it ends.
 fn lua_loop(keys: u64, smoke: bool) -> Row {
     let server = plain_server();
     let mut c = server.conn();
@@ -282,7 +282,7 @@ fn sweep(c: &mut Connection, args: &[&str]) -> Value {
     cmd.query(c).expect("RETENTION.SWEEP")
 }
 
-/// 4 and 5. RETENTION.SWEEP assigning TTLs, then again on the compliant keyspace, next to
+/// Approaches 4 and 5: RETENTION.SWEEP assigning TTLs, then again on the compliant keyspace, next to
 /// a no-op module scan of the same keyspace.
 fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
     let server = module_server(false);
@@ -333,7 +333,7 @@ fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
     rows
 }
 
-/// 6. The background sweeper from the server cron: time until every key has its TTL.
+/// Approach 6: The background sweeper from the server cron: time until every key has its TTL.
 fn background(keys: u64, smoke: bool) -> Row {
     let server = module_server(false);
     let mut c = server.conn();
@@ -390,7 +390,7 @@ fn redis_benchmark_rps(port: u16, requests: u64) -> f64 {
         .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
 }
 
-/// 7. Steady state: SET throughput with and without the module (new keys tracked),
+/// Approach 7: Steady state: SET throughput with and without the module (new keys tracked),
 /// and how long a new key waits for its policy TTL.
 fn steady_state(requests: u64, smoke: bool) -> String {
     let plain = plain_server();
