@@ -24,7 +24,7 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 
-    fn pick<'a>(&mut self, from: &'a [u8]) -> u8 {
+    fn pick(&mut self, from: &[u8]) -> u8 {
         from[self.below(from.len())]
     }
 
