@@ -1,0 +1,335 @@
+//! `RETENTION.TRIM <key> [MAXLEN <n>] [MAXAGE <duration>] [APPROX] [KEEP HEAD|TAIL]
+//! [SCOREUNIT MS|S] [DRYRUN]`: trims one key now with the same code as the sweep and
+//! replies with the number of entries removed (or, with DRYRUN, that would be).
+//!
+//! Small trims finish inside the command. A trim that does not fit in one sweep budget
+//! blocks the caller and continues in zero-delay timer slices of one budget each, so other
+//! clients are served in between. Inside MULTI or a script the caller asked for atomicity
+//! and the client cannot block: the trim then runs to completion inline, as the native
+//! XTRIM/LTRIM/ZREMRANGEBYRANK it replaces would.
+
+use std::time::{Duration, Instant};
+
+use redis_module::{
+    raw, BlockedClient, Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue,
+    ThreadSafeContext,
+};
+
+use super::work::{Failure, Shape, TrimWork};
+use crate::args::parse_i64;
+use crate::error::{run_callback, Error, Result};
+use crate::policy::duration::parse_duration_ms;
+use crate::policy::{ListEnd, ScoreUnit, TrimAction};
+use crate::stats::{self, Tally};
+use crate::sweep::work::{Progress, Work, WorkEnv};
+use crate::time::now_ms;
+use crate::{config, keyspace};
+
+const OPTIONS: [&str; 6] = ["MAXLEN", "MAXAGE", "APPROX", "KEEP", "SCOREUNIT", "DRYRUN"];
+
+/// The parsed options of one `RETENTION.TRIM`.
+#[derive(Debug, Clone, PartialEq)]
+struct TrimRequest {
+    action: TrimAction,
+    dry_run: bool,
+    /// Type-specific options the caller gave, checked once the key's type is known.
+    approx_given: bool,
+    keep_given: bool,
+    score_unit_given: bool,
+}
+
+/// Parses the words after the key: each option at most once, in any order.
+fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
+    let mut req = TrimRequest {
+        action: TrimAction {
+            max_len: None,
+            max_age_ms: None,
+            approx: false,
+            keep: ListEnd::Head,
+            score_unit: ScoreUnit::Milliseconds,
+        },
+        dry_run: false,
+        approx_given: false,
+        keep_given: false,
+        score_unit_given: false,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut rest = words.iter();
+    while let Some(word) = rest.next() {
+        let text = String::from_utf8_lossy(word);
+        let option = OPTIONS
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(&text))
+            .ok_or_else(|| {
+                Error::arg(format!(
+                    "unknown option '{text}' for RETENTION.TRIM (expected one of: {})",
+                    OPTIONS.join(", ")
+                ))
+            })?;
+        if seen.contains(option) {
+            return Err(Error::arg(format!("option {option} given twice")));
+        }
+        seen.push(option);
+        let mut value = |what: &str| {
+            rest.next()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .ok_or_else(|| Error::arg(format!("{option} needs {what}")))
+        };
+        match *option {
+            "MAXLEN" => {
+                let text = value("a count")?;
+                let n = parse_i64(&text).filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::arg(format!("MAXLEN must be a whole number >= 0 (got '{text}')"))
+                })?;
+                req.action.max_len = Some(n as u64);
+            }
+            "MAXAGE" => {
+                let text = value("a duration such as 7d, 24h or 3600 (seconds)")?;
+                let ms =
+                    parse_duration_ms(&text).map_err(|e| Error::arg(format!("MAXAGE: {e}")))?;
+                req.action.max_age_ms = Some(ms);
+            }
+            "APPROX" => {
+                req.action.approx = true;
+                req.approx_given = true;
+            }
+            "KEEP" => {
+                let text = value("HEAD or TAIL")?;
+                req.action.keep = match text.to_ascii_uppercase().as_str() {
+                    "HEAD" => ListEnd::Head,
+                    "TAIL" => ListEnd::Tail,
+                    _ => {
+                        return Err(Error::arg(format!(
+                            "KEEP must be HEAD or TAIL (got '{text}')"
+                        )))
+                    }
+                };
+                req.keep_given = true;
+            }
+            "SCOREUNIT" => {
+                let text = value("MS or S")?;
+                req.action.score_unit = match text.to_ascii_uppercase().as_str() {
+                    "MS" => ScoreUnit::Milliseconds,
+                    "S" => ScoreUnit::Seconds,
+                    _ => {
+                        return Err(Error::arg(format!(
+                            "SCOREUNIT must be MS or S (got '{text}')"
+                        )))
+                    }
+                };
+                req.score_unit_given = true;
+            }
+            _ => req.dry_run = true,
+        }
+    }
+    if req.action.max_len.is_none() && req.action.max_age_ms.is_none() {
+        return Err(Error::arg(
+            "RETENTION.TRIM needs MAXLEN <n> and/or MAXAGE <duration>",
+        ));
+    }
+    Ok(req)
+}
+
+/// Rejects options that do not apply to the key's type (as the policy parser does for rules).
+fn check_fits(req: &TrimRequest, shape: Shape) -> Result<()> {
+    let only = |given: bool, option: &str, for_type: Shape| match given && shape != for_type {
+        true => Err(Error::arg(format!(
+            "{option} only applies to a {} (this key is a {})",
+            shape_name(for_type),
+            shape_name(shape)
+        ))),
+        false => Ok(()),
+    };
+    only(req.approx_given, "APPROX", Shape::Stream)?;
+    only(req.keep_given, "KEEP", Shape::List)?;
+    only(req.score_unit_given, "SCOREUNIT", Shape::ZSet)?;
+    if shape == Shape::List && req.action.max_age_ms.is_some() {
+        return Err(Error::arg(
+            "MAXAGE does not apply to a list (a list has no timestamps); use MAXLEN",
+        ));
+    }
+    Ok(())
+}
+
+fn shape_name(shape: Shape) -> &'static str {
+    match shape {
+        Shape::Stream => "stream",
+        Shape::List => "list",
+        Shape::ZSet => "zset",
+    }
+}
+
+pub fn cmd_trim(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    if args.len() < 2 {
+        return Err(Error::WrongArity);
+    }
+    let words: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
+    let req = parse_options(&words)?;
+    let key = &args[1];
+    let shape = match ctx.open_key(key).key_type() {
+        RawKeyType::Empty => return Ok(RedisValue::Integer(0)),
+        RawKeyType::Stream => Shape::Stream,
+        RawKeyType::List => Shape::List,
+        RawKeyType::ZSet => Shape::ZSet,
+        _ => return Err(Error::WrongType),
+    };
+    check_fits(&req, shape)?;
+    let job = TrimJob {
+        work: TrimWork::new(key.as_slice().to_vec(), shape, req.action),
+        env: WorkEnv {
+            now_ms: now_ms(),
+            dry_run: req.dry_run,
+        },
+        db: keyspace::selected_db(ctx),
+    };
+    let may_block = !ctx
+        .get_flags()
+        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA);
+    run_in_command(ctx, job, may_block)
+}
+
+/// A `RETENTION.TRIM` in progress.
+struct TrimJob {
+    work: TrimWork,
+    env: WorkEnv,
+    db: i32,
+}
+
+impl TrimJob {
+    /// One slice of at most the sweep budget (at least one bounded call).
+    fn slice(&mut self, ctx: &Context) -> Progress {
+        let budget_us = config::sweep_budget_us();
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let progress = self.work.step(
+            ctx,
+            &self.env,
+            started + Duration::from_micros(budget_us),
+            &mut tally,
+        );
+        // Counted like sweep slices: `max_slice_us` and over-budget slices in STATS.
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        if stats::record_slice(elapsed_us, budget_us) {
+            keyspace::latency_sample("retention-trim", (elapsed_us / 1000) as i64);
+        }
+        if !self.env.dry_run {
+            stats::with_stats(|s| s.total.add(&tally));
+        }
+        progress
+    }
+
+    fn reply(&self) -> Result<RedisValue> {
+        match self.work.failure() {
+            None => Ok(RedisValue::Integer(
+                self.work.removed().min(i64::MAX as u64) as i64,
+            )),
+            Some(Failure::WrongType) => Err(Error::WrongType),
+            Some(Failure::Server(msg)) => Err(Error::Server(msg.clone())),
+        }
+    }
+}
+
+fn run_in_command(ctx: &Context, mut job: TrimJob, may_block: bool) -> Result<RedisValue> {
+    loop {
+        if job.slice(ctx) == Progress::Done {
+            return job.reply();
+        }
+        if may_block {
+            break;
+        }
+    }
+    let client = ctx.block_client();
+    ctx.create_timer(Duration::ZERO, continue_blocked, (job, client));
+    Ok(RedisValue::NoReply)
+}
+
+/// Timer callback: one more slice of a blocked `RETENTION.TRIM`; replies when done.
+fn continue_blocked(ctx: &Context, (mut job, client): (TrimJob, BlockedClient)) {
+    // SAFETY: valid timer context; the trim runs in the caller's database.
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, job.db) };
+    let progress = run_callback(ctx, "RETENTION.TRIM slice", || job.slice(ctx));
+    let reply = match progress {
+        Some(Progress::More) => {
+            ctx.create_timer(Duration::ZERO, continue_blocked, (job, client));
+            return;
+        }
+        Some(Progress::Done) => job.reply(),
+        None => Err(Error::Server(
+            "RETENTION.TRIM stopped by an internal error (see the server log)".into(),
+        )),
+    };
+    let tsc = ThreadSafeContext::with_blocked_client(client);
+    tsc.reply(reply.map_err(Into::into));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<TrimRequest> {
+        let bytes: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        parse_options(&bytes)
+    }
+
+    fn err(words: &[&str]) -> String {
+        parse(words).expect_err("should fail").to_string()
+    }
+
+    #[test]
+    fn options_parse_in_any_order_and_case() {
+        let r = parse(&["maxage", "7d", "MAXLEN", "100", "approx", "DryRun"]).expect("valid");
+        assert_eq!(r.action.max_len, Some(100));
+        assert_eq!(r.action.max_age_ms, Some(7 * 86_400_000));
+        assert!(r.action.approx && r.approx_given && r.dry_run);
+        let r = parse(&["MAXLEN", "0", "KEEP", "tail"]).expect("valid");
+        assert_eq!(r.action.keep, ListEnd::Tail);
+        assert!(!r.dry_run);
+        let r = parse(&["MAXAGE", "3600", "SCOREUNIT", "s"]).expect("valid");
+        assert_eq!(r.action.max_age_ms, Some(3_600_000));
+        assert_eq!(r.action.score_unit, ScoreUnit::Seconds);
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        for (words, want) in [
+            (&[][..], "needs MAXLEN"),
+            (&["DRYRUN"][..], "needs MAXLEN"),
+            (&["MAXLEN"][..], "MAXLEN needs a count"),
+            (&["MAXLEN", "-1"][..], "whole number >= 0"),
+            (&["MAXLEN", "1.5"][..], "whole number >= 0"),
+            (&["MAXLEN", "99999999999999999999"][..], "whole number >= 0"),
+            (&["MAXAGE", "7x"][..], "MAXAGE: bad duration"),
+            (&["MAXAGE", "0"][..], "greater than zero"),
+            (&["MAXLEN", "1", "MAXLEN", "2"][..], "given twice"),
+            (&["MAXLEN", "1", "KEEP", "middle"][..], "HEAD or TAIL"),
+            (&["MAXLEN", "1", "SCOREUNIT", "us"][..], "MS or S"),
+            (&["MAXLEN", "1", "LIMIT", "5"][..], "unknown option 'LIMIT'"),
+        ] {
+            let e = err(words);
+            assert!(e.starts_with("ERR "), "{e}");
+            assert!(e.contains(want), "{words:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn options_must_fit_the_key_type() {
+        let r = parse(&["MAXAGE", "1d"]).expect("valid");
+        assert!(check_fits(&r, Shape::List)
+            .expect_err("list has no age")
+            .to_string()
+            .contains("MAXAGE does not apply to a list"));
+        assert!(check_fits(&r, Shape::Stream).is_ok());
+        assert!(check_fits(&r, Shape::ZSet).is_ok());
+        let r = parse(&["MAXLEN", "1", "APPROX"]).expect("valid");
+        assert!(check_fits(&r, Shape::Stream).is_ok());
+        assert!(check_fits(&r, Shape::ZSet)
+            .expect_err("approx is for streams")
+            .to_string()
+            .contains("APPROX only applies to a stream"));
+        let r = parse(&["MAXLEN", "1", "KEEP", "TAIL"]).expect("valid");
+        assert!(check_fits(&r, Shape::Stream).is_err());
+        let r = parse(&["MAXLEN", "1", "SCOREUNIT", "S"]).expect("valid");
+        assert!(check_fits(&r, Shape::List).is_err());
+        assert!(check_fits(&r, Shape::ZSet).is_ok());
+    }
+}

@@ -1,0 +1,343 @@
+//! Runs a trim against the server in bounded calls, resumable across slices.
+//!
+//! Every change is a replicated `RM_Call` of a deterministic command: `LTRIM` with explicit
+//! non-negative indexes, `ZREMRANGEBYRANK` from rank 0, `XTRIM` with an explicit id or count
+//! (the server itself rewrites `~` trims to their exact outcome before propagating them).
+//! Each call removes a bounded number of entries, and the deadline is checked between calls.
+
+use std::time::Instant;
+
+use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context};
+
+use super::plan::{
+    entries_to_remove, exclusive_score_bound, list_trim_range, stream_cutoff_ms,
+    stream_step_repeats, stream_steps, xtrim_args, zset_cutoff_score, zset_step_stop_rank, Chunk,
+    StreamStep,
+};
+use crate::policy::{KeyType, TrimAction};
+use crate::stats::Tally;
+use crate::sweep::work::{Progress, Work, WorkEnv};
+
+/// The collection types a trim applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Stream,
+    List,
+    ZSet,
+}
+
+impl Shape {
+    pub fn of(key_type: KeyType) -> Option<Shape> {
+        match key_type {
+            KeyType::Stream => Some(Shape::Stream),
+            KeyType::List => Some(Shape::List),
+            KeyType::ZSet => Some(Shape::ZSet),
+            _ => None,
+        }
+    }
+}
+
+/// Why a trim stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The key changed type since it was planned.
+    WrongType,
+    /// The server refused a call; the text is its error.
+    Server(String),
+}
+
+/// Progress of a dry-run count of stream entries older than the cutoff (XRANGE pages).
+#[derive(Debug, Default)]
+struct OlderCount {
+    counted: u64,
+    /// Id of the last entry counted: the next page starts after it.
+    after: Option<Vec<u8>>,
+    finished: bool,
+}
+
+/// Trimming one key: created by `trim::plan` (sweep) or `RETENTION.TRIM`.
+pub struct TrimWork {
+    name: Vec<u8>,
+    shape: Shape,
+    trim: TrimAction,
+    /// Pinned at the first step, so a trim spanning slices uses one cutoff throughout.
+    now_ms: Option<i64>,
+    chunk: Chunk,
+    removed: u64,
+    stream_steps: Vec<StreamStep>,
+    stream_at: usize,
+    older: OlderCount,
+    failure: Option<Failure>,
+}
+
+impl TrimWork {
+    pub fn new(name: Vec<u8>, shape: Shape, trim: TrimAction) -> TrimWork {
+        TrimWork {
+            name,
+            shape,
+            trim,
+            now_ms: None,
+            chunk: Chunk::new(),
+            removed: 0,
+            stream_steps: Vec::new(),
+            stream_at: 0,
+            older: OlderCount::default(),
+            failure: None,
+        }
+    }
+
+    /// Entries removed so far (in a dry run: that would be removed).
+    pub fn removed(&self) -> u64 {
+        self.removed
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// One bounded server call (plus cheap reads). Ok(true) while there is more to do.
+    fn call_once(&mut self, ctx: &Context, now_ms: i64, dry_run: bool) -> Result<bool, Failure> {
+        match (self.shape, dry_run) {
+            (Shape::List, _) => self.list_once(ctx, dry_run),
+            (Shape::ZSet, _) => self.zset_once(ctx, now_ms, dry_run),
+            (Shape::Stream, false) => self.stream_once(ctx),
+            (Shape::Stream, true) => self.stream_count_once(ctx, now_ms),
+        }
+    }
+
+    fn list_once(&mut self, ctx: &Context, dry_run: bool) -> Result<bool, Failure> {
+        let len = call_count(ctx, Access::Read, "LLEN", &[&self.name])?;
+        let remove = entries_to_remove(len, self.trim.max_len, 0);
+        if remove == 0 || dry_run {
+            self.removed += remove;
+            return Ok(false);
+        }
+        let now_removing = remove.min(self.chunk.size());
+        let (start, stop) = list_trim_range(len, now_removing, self.trim.keep);
+        let (start, stop) = (start.to_string(), stop.to_string());
+        let started = Instant::now();
+        call(
+            ctx,
+            Access::Write,
+            "LTRIM",
+            &[&self.name, start.as_bytes(), stop.as_bytes()],
+        )?;
+        self.chunk
+            .observe(now_removing, started.elapsed().as_micros() as u64);
+        self.removed += now_removing;
+        Ok(now_removing < remove)
+    }
+
+    fn zset_once(&mut self, ctx: &Context, now_ms: i64, dry_run: bool) -> Result<bool, Failure> {
+        let len = call_count(ctx, Access::Read, "ZCARD", &[&self.name])?;
+        let older = match self.trim.max_age_ms {
+            Some(age) => {
+                let cutoff = zset_cutoff_score(now_ms, age, self.trim.score_unit);
+                let below = exclusive_score_bound(cutoff);
+                call_count(
+                    ctx,
+                    Access::Read,
+                    "ZCOUNT",
+                    &[&self.name, b"-inf", below.as_bytes()],
+                )?
+            }
+            None => 0,
+        };
+        let remove = entries_to_remove(len, self.trim.max_len, older);
+        if dry_run {
+            self.removed += remove;
+            return Ok(false);
+        }
+        let Some(stop) = zset_step_stop_rank(remove, self.chunk.size()) else {
+            return Ok(false);
+        };
+        let stop = stop.to_string();
+        let started = Instant::now();
+        let n = call_count(
+            ctx,
+            Access::Write,
+            "ZREMRANGEBYRANK",
+            &[&self.name, b"0", stop.as_bytes()],
+        )?;
+        self.chunk.observe(n, started.elapsed().as_micros() as u64);
+        self.removed += n;
+        Ok(n > 0 && n < remove)
+    }
+
+    fn stream_once(&mut self, ctx: &Context) -> Result<bool, Failure> {
+        let Some(step) = self.stream_steps.get(self.stream_at).copied() else {
+            return Ok(false);
+        };
+        let [a, b, c] = xtrim_args(step);
+        let n = call_count(
+            ctx,
+            Access::Write,
+            "XTRIM",
+            &[&self.name, a.as_bytes(), b.as_bytes(), c.as_bytes()],
+        )?;
+        self.removed += n;
+        if !stream_step_repeats(step, n) {
+            self.stream_at += 1;
+        }
+        Ok(self.stream_at < self.stream_steps.len())
+    }
+
+    /// Dry run: counts the entries older than the cutoff one XRANGE page per call, then
+    /// reports what an exact trim would remove (an approximate one removes at most that).
+    fn stream_count_once(&mut self, ctx: &Context, now_ms: i64) -> Result<bool, Failure> {
+        let cutoff_ms = match self.trim.max_age_ms {
+            Some(age) if !self.older.finished => stream_cutoff_ms(now_ms, age),
+            _ => 0,
+        };
+        if cutoff_ms > 0 {
+            self.count_older_page(ctx, cutoff_ms)?;
+            if !self.older.finished {
+                return Ok(true);
+            }
+        }
+        let len = call_count(ctx, Access::Read, "XLEN", &[&self.name])?;
+        self.removed = entries_to_remove(len, self.trim.max_len, self.older.counted);
+        Ok(false)
+    }
+
+    fn count_older_page(&mut self, ctx: &Context, cutoff_ms: u64) -> Result<(), Failure> {
+        let start = match &self.older.after {
+            Some(id) => [b"(".as_slice(), id].concat(),
+            None => b"-".to_vec(),
+        };
+        let end = format!("({cutoff_ms}-0");
+        let page = self.chunk.size();
+        let count = page.to_string();
+        let started = Instant::now();
+        let reply = call(
+            ctx,
+            Access::Read,
+            "XRANGE",
+            &[
+                &self.name,
+                &start,
+                end.as_bytes(),
+                b"COUNT",
+                count.as_bytes(),
+            ],
+        )?;
+        let CallReply::Array(entries) = &reply else {
+            return Err(Failure::Server("XRANGE: unexpected reply".into()));
+        };
+        let got = entries.len() as u64;
+        self.older.counted += got;
+        self.older.after = entries
+            .len()
+            .checked_sub(1)
+            .and_then(|last| entries.get(last))
+            .and_then(entry_id);
+        self.older.finished = got < page || self.older.after.is_none();
+        self.chunk
+            .observe(got, started.elapsed().as_micros() as u64);
+        Ok(())
+    }
+}
+
+impl Work for TrimWork {
+    fn step(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        tally: &mut Tally,
+    ) -> Progress {
+        let now_ms = match self.now_ms {
+            Some(t) => t,
+            None => {
+                self.now_ms = Some(env.now_ms);
+                self.stream_steps = stream_steps(&self.trim, env.now_ms);
+                env.now_ms
+            }
+        };
+        let before = self.removed;
+        // At least one call per step, so a late start still makes progress.
+        let progress = loop {
+            match self.call_once(ctx, now_ms, env.dry_run) {
+                Ok(true) if Instant::now() < deadline => {}
+                Ok(true) => break Progress::More,
+                Ok(false) => break Progress::Done,
+                Err(failure) => {
+                    self.note_failure(ctx, failure, tally);
+                    break Progress::Done;
+                }
+            }
+        };
+        tally.entries_trimmed += self.removed - before;
+        progress
+    }
+}
+
+impl TrimWork {
+    fn note_failure(&mut self, ctx: &Context, failure: Failure, tally: &mut Tally) {
+        match &failure {
+            Failure::WrongType => tally.skipped_wrong_type += 1,
+            Failure::Server(msg) => {
+                tally.errors += 1;
+                ctx.log_warning(&format!(
+                    "retention: trimming key '{}' failed: {msg}",
+                    String::from_utf8_lossy(&self.name)
+                ));
+            }
+        }
+        self.failure = Some(failure);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// Executed and propagated to replicas and the AOF as the command itself.
+    Write,
+}
+
+fn call(
+    ctx: &Context,
+    access: Access,
+    command: &str,
+    args: &[&[u8]],
+) -> Result<CallReply<'static>, Failure> {
+    let builder = CallOptionsBuilder::new().errors_as_replies();
+    let options = match access {
+        Access::Read => builder.build(),
+        Access::Write => builder.replicate().build(),
+    };
+    let reply: CallResult<'static> = ctx.call_ext(command, &options, args);
+    reply.map_err(|e| {
+        let text = e.to_string();
+        match text.starts_with("WRONGTYPE") {
+            true => Failure::WrongType,
+            false => Failure::Server(format!("{command}: {text}")),
+        }
+    })
+}
+
+fn call_count(
+    ctx: &Context,
+    access: Access,
+    command: &str,
+    args: &[&[u8]],
+) -> Result<u64, Failure> {
+    match call(ctx, access, command, args)? {
+        CallReply::I64(n) => Ok(n.to_i64().max(0) as u64),
+        other => Err(Failure::Server(format!(
+            "{command}: expected an integer reply, got {other:?}"
+        ))),
+    }
+}
+
+/// The id of one XRANGE entry (`[id, [field, value, ...]]`).
+fn entry_id(entry: CallResult<'_>) -> Option<Vec<u8>> {
+    let Ok(CallReply::Array(entry)) = entry else {
+        return None;
+    };
+    let id = match entry.get(0)? {
+        Ok(CallReply::String(id)) => Some(id.as_bytes().to_vec()),
+        _ => None,
+    };
+    id
+}
