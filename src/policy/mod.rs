@@ -211,6 +211,12 @@ impl Policy {
             .position(|r| r.selects(name, key_type) || r.claims(name))
     }
 
+    /// Whether some rule could govern a key of this name, whatever its type: lets the new-key
+    /// path drop names no rule is about without opening the key.
+    pub fn may_govern(&self, name: &[u8]) -> bool {
+        self.rules.iter().any(|r| r.selector.matches(name))
+    }
+
     pub fn rule_index(&self, name: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.name == name)
     }
@@ -240,6 +246,13 @@ mod tests {
         assert_eq!(p.rule_for(b"bull:q:id", KeyType::String), Some(0));
         assert_eq!(p.rule_for(b"bull:q:1", KeyType::Hash), Some(1));
         assert_eq!(p.rule_for(b"other", KeyType::Set), Some(2));
+    }
+
+    #[test]
+    fn may_govern_ignores_types_but_not_names() {
+        let p = policy(r#"{"rules":[{"name":"m","match":"metrics:*","type":"hash","ttl":"48h"}]}"#);
+        assert!(p.may_govern(b"metrics:a"));
+        assert!(!p.may_govern(b"other"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, _event_name: &str, name: 
         return;
     }
     let policy = crate::state::policy();
-    if policy.is_empty() {
+    if !policy.may_govern(name) {
         return;
     }
     // SAFETY: valid notification context.
