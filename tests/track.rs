@@ -81,7 +81,8 @@ fn new_keys_get_their_ttl_within_two_ticks_without_a_full_pass() {
         "a full pass ran: the fast path was not what acted"
     );
     let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
-    assert!(map_int(&stats, "tracked_keys") >= 15_000);
+    // other:* keys match no rule: dropped in the notification, never opened.
+    assert_eq!(map_int(&stats, "tracked_keys"), 10_000);
 }
 
 #[test]
