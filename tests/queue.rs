@@ -710,6 +710,10 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
     cmd(&mut c, &["ZREM", "bull:q:completed", "amb:1"]);
     cmd(&mut c, &["RPUSH", "bull:q:dangling:logs", "x"]);
     cmd(&mut c, &["RPUSH", "bull:q:wait", "dangling"]);
+    // A Bull queue under the prefix of a bullmq rule: its keys are not judged by it.
+    bull_queue(&mut c, "bull:bq:");
+    finished_job(&mut c, "bull:bq:", "completed", "x", old);
+    cmd(&mut c, &["ZREM", "bull:bq:completed", "x"]);
 
     let first = sweep(&mut c);
     assert_eq!(map_int(&first, "jobs_removed"), 2, "{first:?}");
@@ -731,6 +735,7 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
         assert!(!exists(&mut c, gone), "{gone}");
     }
     for kept in [
+        "bull:bq:x",
         "bull:q:k1",
         "bull:q:child",
         "bull:q:lk",

@@ -5,8 +5,52 @@
 //! (explicit keys and ids; for XADD `*` and XTRIM `~` the server itself rewrites the
 //! arguments into the generated id / exact threshold before propagating). Errors come back
 //! as replies (`E`), never as panics; a read that fails is "in doubt" to the callers.
+//!
+//! The reads done once per job (does a key exist, a few hash fields, a string) use the key
+//! API instead of RM_Call: several times cheaper, which is what makes a queue with millions
+//! of finished jobs cleanable at a few microseconds per job. Keys are opened NOTOUCH so the
+//! cleaner's reads do not refresh the keys' LRU/LFU data.
 
-use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context};
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::{
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
+};
+
+/// A key opened for reading through the key API; closed on drop.
+struct ReadKey {
+    key: NonNull<raw::RedisModuleKey>,
+}
+
+impl ReadKey {
+    /// None when the key does not exist (or has logically expired).
+    fn open(ctx: &Context, name: &[u8]) -> Option<ReadKey> {
+        let name = RedisString::create_from_slice(ctx.ctx, name);
+        let mode = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        // SAFETY: valid ctx and name; the handle is closed in Drop.
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, mode as c_int) };
+        let key = NonNull::new(ptr.cast::<raw::RedisModuleKey>())?;
+        let open = ReadKey { key };
+        (open.key_type() != raw::REDISMODULE_KEYTYPE_EMPTY as c_int).then_some(open)
+    }
+
+    fn key_type(&self) -> c_int {
+        // SAFETY: live handle.
+        unsafe { raw::RedisModule_KeyType.unwrap()(self.key.as_ptr()) }
+    }
+
+    fn is(&self, key_type: isize) -> bool {
+        self.key_type() as isize == key_type
+    }
+}
+
+impl Drop for ReadKey {
+    fn drop(&mut self) {
+        // SAFETY: opened by us, closed once.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.key.as_ptr()) };
+    }
+}
 
 /// `(member, score text)` pairs of a sorted-set range.
 pub type ScoredMembers = Vec<(Vec<u8>, Vec<u8>)>;
@@ -70,9 +114,9 @@ impl<'c> Calls<'c> {
         }
     }
 
-    /// Number of the given keys that exist.
+    /// Whether any of the given keys exists.
     pub fn exists(&self, keys: &[&[u8]]) -> bool {
-        self.int("EXISTS", keys).is_some_and(|n| n > 0)
+        keys.iter().any(|k| ReadKey::open(self.ctx, k).is_some())
     }
 
     pub fn key_type(&self, name: &[u8]) -> Option<String> {
@@ -82,29 +126,55 @@ impl<'c> Calls<'c> {
         }
     }
 
+    /// The value of a string key (None when missing or not a string).
     pub fn get(&self, name: &[u8]) -> Option<Vec<u8>> {
-        self.bulk("GET", &[name]).ok().flatten()
+        let key = ReadKey::open(self.ctx, name)?;
+        if !key.is(raw::REDISMODULE_KEYTYPE_STRING) {
+            return None;
+        }
+        let mut len: usize = 0;
+        // SAFETY: live string key opened for reading; the DMA pointer is read before close.
+        unsafe {
+            let ptr = raw::RedisModule_StringDMA.unwrap()(
+                key.key.as_ptr(),
+                &mut len,
+                raw::REDISMODULE_READ as c_int,
+            );
+            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec())
+        }
     }
 
     pub fn hget(&self, name: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, ()> {
-        self.bulk("HGET", &[name, field])
+        self.hmget(name, &[field]).map(|mut v| v.pop().flatten())
     }
 
-    /// HMGET: one value per field (None = not set). Err on a non-hash key.
+    /// HMGET: one value per field (None = not set; all None for a missing key). Err on a
+    /// key of another type.
     pub fn hmget(&self, name: &[u8], fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ()> {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(fields.len() + 1);
-        args.push(name);
-        args.extend_from_slice(fields);
-        match self.call("HMGET", &args) {
-            Ok(CallReply::Array(items)) => Ok(items
-                .iter()
-                .map(|item| match item {
-                    Ok(CallReply::String(s)) => Some(s.as_bytes().to_vec()),
-                    _ => None,
-                })
-                .collect()),
-            _ => Err(()),
+        let Some(key) = ReadKey::open(self.ctx, name) else {
+            return Ok(vec![None; fields.len()]);
+        };
+        if !key.is(raw::REDISMODULE_KEYTYPE_HASH) {
+            return Err(());
         }
+        let mut values = vec![std::ptr::null_mut(); fields.len()];
+        let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
+        // Field names are ours (no NUL bytes); an error here is doubt, not a panic.
+        raw::hash_get_multi(key.key.as_ptr(), &fields, &mut values).map_err(|_| ())?;
+        Ok(values
+            .into_iter()
+            .map(|ptr| {
+                (!ptr.is_null()).then(|| {
+                    // Takes ownership: freed when `value` drops.
+                    let value = RedisString::from_redis_module_string(self.ctx.ctx, ptr);
+                    value.as_slice().to_vec()
+                })
+            })
+            .collect())
+    }
+
+    pub fn hexists(&self, hash: &[u8], field: &[u8]) -> Result<bool, ()> {
+        self.hget(hash, field).map(|v| v.is_some())
     }
 
     /// Is `member` in the sorted set? Err when the key is not a sorted set.
@@ -114,12 +184,6 @@ impl<'c> Calls<'c> {
 
     pub fn sismember(&self, set: &[u8], member: &[u8]) -> Result<bool, ()> {
         self.int("SISMEMBER", &[set, member])
-            .map(|n| n == 1)
-            .ok_or(())
-    }
-
-    pub fn hexists(&self, hash: &[u8], field: &[u8]) -> Result<bool, ()> {
-        self.int("HEXISTS", &[hash, field])
             .map(|n| n == 1)
             .ok_or(())
     }

@@ -58,6 +58,15 @@ pub fn parent_waits_for(calls: &Calls, job_key: &[u8], parent_key: Option<&[u8]>
         .unwrap_or(true)
 }
 
+/// Queues for deletion those of `keys` that exist. Most jobs have no sub-keys; a lookup is
+/// several times cheaper than deleting a missing key, and the replicated UNLINK then names
+/// only keys that are really deleted.
+fn add_existing(calls: &Calls, batch: &mut Batch, keys: Vec<Vec<u8>>) {
+    batch
+        .keys
+        .extend(keys.into_iter().filter(|k| calls.exists(&[k])));
+}
+
 /// Adds a BullMQ job to the batch if it may go. `fields` = HMGET parentKey deid.
 fn add_bullmq(calls: &Calls, batch: &mut Batch, base: &[u8], id: &[u8]) -> bool {
     let job_key = key(&[base, id]);
@@ -72,10 +81,10 @@ fn add_bullmq(calls: &Calls, batch: &mut Batch, base: &[u8], id: &[u8]) -> bool 
         let de = key(&[base, b"de:", deid]);
         if calls.get(&de).as_deref() == Some(id) {
             batch.keys.push(de);
-            batch.keys.push(key(&[base, b"dn:", deid]));
+            add_existing(calls, batch, vec![key(&[base, b"dn:", deid])]);
         }
     }
-    batch.keys.extend(job_keys(QueueFlavor::BullMq, &job_key));
+    add_existing(calls, batch, job_keys(QueueFlavor::BullMq, &job_key));
     batch.ids.push(id.to_vec());
     true
 }
@@ -109,7 +118,7 @@ fn add_bull(
             Err(()) => return false,
         }
     }
-    batch.keys.extend(job_keys(QueueFlavor::Bull, &job_key));
+    add_existing(calls, batch, job_keys(QueueFlavor::Bull, &job_key));
     batch.ids.push(id.to_vec());
     true
 }
@@ -171,8 +180,9 @@ impl<'a> QueueCtx<'a> {
             ok &= calls.write("UNLINK", &args).is_some();
         }
         let mut sets: Vec<Vec<u8>> = set.map(|s| vec![s.to_vec()]).unwrap_or_default();
-        if self.flavor == QueueFlavor::Bull {
-            sets.push(key(&[self.base, b"priority"]));
+        let priority = key(&[self.base, b"priority"]);
+        if self.flavor == QueueFlavor::Bull && calls.exists(&[&priority]) {
+            sets.push(priority);
         }
         for set in &sets {
             for chunk in batch.ids.chunks(ARGS_PER_COMMAND) {

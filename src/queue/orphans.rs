@@ -24,6 +24,7 @@ use redis_module::Context;
 
 use super::calls::{key, Calls};
 use super::counters;
+use super::detect::{flavor_evidence, Evidence};
 use super::jobs::{self, Batch, QueueCtx};
 use super::layout::{
     base_candidates, is_structure_id, parse_ms, state_zsets, STATE_LISTS, STATE_SETS,
@@ -88,6 +89,13 @@ fn resolve_base(calls: &Calls, prefix_len: usize, job_key: &[u8]) -> Option<usiz
         }
     }
     found
+}
+
+/// Whether the queue at `base` looks like the rule's flavor (a rule for one library never
+/// judges the other's keys: their job sub-keys differ).
+fn flavor_matches(calls: &Calls, flavor: QueueFlavor, base: &[u8]) -> bool {
+    let is_bullmq = flavor_evidence(calls, base) == Evidence::BullMq;
+    is_bullmq == (flavor == QueueFlavor::BullMq)
 }
 
 /// Whether anything of the queue still refers to job `id` (None = could not tell).
@@ -246,7 +254,7 @@ impl OrphanCheck {
             return;
         };
         let (base, id) = name.split_at(base_len);
-        if is_structure_id(id) {
+        if is_structure_id(id) || !flavor_matches(calls, self.flavor, base) {
             return;
         }
         if is_referenced(calls, self.flavor, base, id, fields[2].as_deref()) != Some(false) {
@@ -286,7 +294,7 @@ impl OrphanCheck {
             return;
         };
         let (base, id) = job_key.split_at(base_len);
-        if is_structure_id(id) {
+        if is_structure_id(id) || !flavor_matches(calls, self.flavor, base) {
             return;
         }
         // A state set that still lists the id (its hash missing) is the library's business.
