@@ -48,7 +48,6 @@ pub struct CleanFinished {
     window: Option<Window>,
     offset: u64,
     unreported: u64,
-    events_emitted: u64,
     pub removed: u64,
     /// Filled in dry runs (up to DRYRUN_IDS_MAX).
     pub ids: Vec<Vec<u8>>,
@@ -74,7 +73,6 @@ impl CleanFinished {
             window: None,
             offset: 0,
             unreported: 0,
-            events_emitted: 0,
             removed: 0,
             ids: Vec::new(),
             done: false,
@@ -164,7 +162,6 @@ impl CleanFinished {
             ],
         );
         self.unreported = 0;
-        self.events_emitted += 1;
     }
 
     fn queue_matches_flavor(&self, calls: &Calls) -> bool {
