@@ -1,0 +1,246 @@
+//! The queue cleaner's access to the keyspace: `RM_Call` with explicit arguments.
+//!
+//! Reads run without propagation. Every write goes through `write`, which runs the command
+//! with the `!` flag so the server propagates it to replicas and the AOF exactly as run
+//! (explicit keys and ids; for XADD `*` and XTRIM `~` the server itself rewrites the
+//! arguments into the generated id / exact threshold before propagating). Errors come back
+//! as replies (`E`), never as panics; a read that fails is "in doubt" to the callers.
+//!
+//! The reads done once per job (does a key exist, a few hash fields, a string) use the key
+//! API instead of RM_Call: several times cheaper, which is what makes a queue with millions
+//! of finished jobs cleanable at a few microseconds per job. Keys are opened NOTOUCH so the
+//! cleaner's reads do not refresh the keys' LRU/LFU data.
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::{
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
+};
+
+/// A key opened for reading through the key API; closed on drop.
+struct ReadKey {
+    key: NonNull<raw::RedisModuleKey>,
+}
+
+impl ReadKey {
+    /// None when the key does not exist (or has logically expired).
+    fn open(ctx: &Context, name: &[u8]) -> Option<ReadKey> {
+        let name = RedisString::create_from_slice(ctx.ctx, name);
+        let mode = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        // SAFETY: valid ctx and name; the handle is closed in Drop.
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, mode as c_int) };
+        let key = NonNull::new(ptr.cast::<raw::RedisModuleKey>())?;
+        let open = ReadKey { key };
+        (open.key_type() != raw::REDISMODULE_KEYTYPE_EMPTY as c_int).then_some(open)
+    }
+
+    fn key_type(&self) -> c_int {
+        // SAFETY: live handle.
+        unsafe { raw::RedisModule_KeyType.unwrap()(self.key.as_ptr()) }
+    }
+
+    fn is(&self, key_type: isize) -> bool {
+        self.key_type() as isize == key_type
+    }
+}
+
+impl Drop for ReadKey {
+    fn drop(&mut self) {
+        // SAFETY: opened by us, closed once.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.key.as_ptr()) };
+    }
+}
+
+/// `(member, score text)` pairs of a sorted-set range.
+pub type ScoredMembers = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub struct Calls<'c> {
+    ctx: &'c Context,
+    read: CallOptions,
+    write: CallOptions,
+}
+
+/// A key name built from parts (`<base><id>:logs`, ...).
+pub fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+impl<'c> Calls<'c> {
+    pub fn new(ctx: &'c Context) -> Calls<'c> {
+        Calls {
+            ctx,
+            read: CallOptionsBuilder::new().errors_as_replies().build(),
+            write: CallOptionsBuilder::new()
+                .errors_as_replies()
+                .replicate()
+                .build(),
+        }
+    }
+
+    fn call(&self, cmd: &str, args: &[&[u8]]) -> CallResult<'static> {
+        self.ctx.call_ext::<_, CallResult>(cmd, &self.read, args)
+    }
+
+    /// Runs a write and propagates it verbatim. Returns its integer reply, if any.
+    pub fn write(&self, cmd: &str, args: &[&[u8]]) -> Option<i64> {
+        match self.ctx.call_ext::<_, CallResult>(cmd, &self.write, args) {
+            Ok(CallReply::I64(n)) => Some(n.to_i64()),
+            Ok(_) => Some(0),
+            Err(e) => {
+                self.ctx.log_warning(&format!(
+                    "retention: queue cleaner: {cmd} failed: {}",
+                    e.to_utf8_string().unwrap_or_default()
+                ));
+                None
+            }
+        }
+    }
+
+    fn int(&self, cmd: &str, args: &[&[u8]]) -> Option<i64> {
+        match self.call(cmd, args) {
+            Ok(CallReply::I64(n)) => Some(n.to_i64()),
+            _ => None,
+        }
+    }
+
+    /// Bulk-string reply; Ok(None) for a nil reply, Err for an error (e.g. WRONGTYPE).
+    fn bulk(&self, cmd: &str, args: &[&[u8]]) -> Result<Option<Vec<u8>>, ()> {
+        match self.call(cmd, args) {
+            Ok(CallReply::String(s)) => Ok(Some(s.as_bytes().to_vec())),
+            Ok(CallReply::Null(_)) => Ok(None),
+            Ok(CallReply::I64(n)) => Ok(Some(n.to_i64().to_string().into_bytes())),
+            _ => Err(()),
+        }
+    }
+
+    /// Whether any of the given keys exists.
+    pub fn exists(&self, keys: &[&[u8]]) -> bool {
+        keys.iter().any(|k| ReadKey::open(self.ctx, k).is_some())
+    }
+
+    pub fn key_type(&self, name: &[u8]) -> Option<String> {
+        match self.call("TYPE", &[name]) {
+            Ok(CallReply::String(s)) => s.to_string(),
+            _ => None,
+        }
+    }
+
+    /// The value of a string key (None when missing or not a string).
+    pub fn get(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let key = ReadKey::open(self.ctx, name)?;
+        if !key.is(raw::REDISMODULE_KEYTYPE_STRING) {
+            return None;
+        }
+        let mut len: usize = 0;
+        // SAFETY: live string key opened for reading; the DMA pointer is read before close.
+        unsafe {
+            let ptr = raw::RedisModule_StringDMA.unwrap()(
+                key.key.as_ptr(),
+                &mut len,
+                raw::REDISMODULE_READ as c_int,
+            );
+            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec())
+        }
+    }
+
+    pub fn hget(&self, name: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        self.hmget(name, &[field]).map(|mut v| v.pop().flatten())
+    }
+
+    /// HMGET: one value per field (None = not set; all None for a missing key). Err on a
+    /// key of another type.
+    pub fn hmget(&self, name: &[u8], fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ()> {
+        let Some(key) = ReadKey::open(self.ctx, name) else {
+            return Ok(vec![None; fields.len()]);
+        };
+        if !key.is(raw::REDISMODULE_KEYTYPE_HASH) {
+            return Err(());
+        }
+        let mut values = vec![std::ptr::null_mut(); fields.len()];
+        let fields: Vec<Vec<u8>> = fields.iter().map(|f| f.to_vec()).collect();
+        // Field names are ours (no NUL bytes); an error here is doubt, not a panic.
+        raw::hash_get_multi(key.key.as_ptr(), &fields, &mut values).map_err(|_| ())?;
+        Ok(values
+            .into_iter()
+            .map(|ptr| {
+                (!ptr.is_null()).then(|| {
+                    // Takes ownership: freed when `value` drops.
+                    let value = RedisString::from_redis_module_string(self.ctx.ctx, ptr);
+                    value.as_slice().to_vec()
+                })
+            })
+            .collect())
+    }
+
+    pub fn hexists(&self, hash: &[u8], field: &[u8]) -> Result<bool, ()> {
+        self.hget(hash, field).map(|v| v.is_some())
+    }
+
+    /// Is `member` in the sorted set? Err when the key is not a sorted set.
+    pub fn zscore_present(&self, zset: &[u8], member: &[u8]) -> Result<bool, ()> {
+        self.bulk("ZSCORE", &[zset, member]).map(|v| v.is_some())
+    }
+
+    pub fn sismember(&self, set: &[u8], member: &[u8]) -> Result<bool, ()> {
+        self.int("SISMEMBER", &[set, member])
+            .map(|n| n == 1)
+            .ok_or(())
+    }
+
+    pub fn llen(&self, list: &[u8]) -> Result<i64, ()> {
+        self.int("LLEN", &[list]).ok_or(())
+    }
+
+    pub fn lindex(&self, list: &[u8], index: i64) -> Option<Vec<u8>> {
+        self.bulk("LINDEX", &[list, index.to_string().as_bytes()])
+            .ok()
+            .flatten()
+    }
+
+    /// Is `element` in the list? Err when the key is not a list.
+    pub fn lpos_present(&self, list: &[u8], element: &[u8]) -> Result<bool, ()> {
+        match self.call("LPOS", &[list, element]) {
+            Ok(CallReply::I64(_)) => Ok(true),
+            Ok(CallReply::Null(_)) => Ok(false),
+            _ => Err(()),
+        }
+    }
+
+    /// Cardinality of a sorted set (0 when missing); Err on another type.
+    pub fn zcard(&self, zset: &[u8]) -> Result<u64, ()> {
+        self.int("ZCARD", &[zset])
+            .map(|n| n.max(0) as u64)
+            .ok_or(())
+    }
+
+    /// Members of ranks `start..=stop` with their scores as the server prints them.
+    pub fn zrange_with_scores(
+        &self,
+        zset: &[u8],
+        start: u64,
+        stop: u64,
+    ) -> Result<ScoredMembers, ()> {
+        let (start, stop) = (start.to_string(), stop.to_string());
+        let args: [&[u8]; 4] = [zset, start.as_bytes(), stop.as_bytes(), b"WITHSCORES"];
+        let Ok(CallReply::Array(items)) = self.call("ZRANGE", &args) else {
+            return Err(());
+        };
+        let flat: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| match item {
+                Ok(CallReply::String(s)) => s.as_bytes().to_vec(),
+                Ok(CallReply::Double(d)) => d.to_double().to_string().into_bytes(),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect())
+    }
+
+    pub fn xlen(&self, stream: &[u8]) -> Option<i64> {
+        self.int("XLEN", &[stream])
+    }
+}

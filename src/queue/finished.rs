@@ -1,0 +1,234 @@
+//! Cleaning one finished set (`<base>completed` or `<base>failed`) by age and count, in
+//! bounded batches so that a queue with millions of finished jobs spans many slices.
+//!
+//! Each batch reads the oldest members by rank (`ZRANGE <offset> <offset+n> WITHSCORES`),
+//! decides which may go, and deletes them in the same atomic step (see `jobs`). Members
+//! that stay (locked, waited for by a parent, or every member in a dry run) are stepped over
+//! with `offset`; everything else that goes shrinks the set, so the next batch starts at the
+//! same offset. The first member that is neither too old nor beyond the newest `max_count`
+//! ends the work: both criteria select a prefix of the set's ascending order.
+
+use std::time::Instant;
+
+use redis_module::Context;
+
+use super::calls::{key, Calls};
+use super::counters;
+use super::detect::{flavor_evidence, Evidence};
+use super::jobs::{Batch, QueueCtx};
+use super::layout::{parse_score, FinishedSet, Reason, Window};
+use crate::policy::{FinishedRetention, QueueFlavor};
+use crate::stats::Tally;
+use crate::sweep::work::{Progress, Work, WorkEnv};
+
+/// Members read per batch: small enough that one batch stays well under a 1 ms budget.
+const BATCH: u64 = 64;
+/// The library's clean emits one `cleaned` event per call of at most this many jobs.
+const EVENT_EVERY: u64 = 10_000;
+/// Ids kept for a DRYRUN reply.
+pub const DRYRUN_IDS_MAX: usize = 100_000;
+
+/// When to append the library's `cleaned` event to a BullMQ queue's events stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    /// Like `queue.clean()`: at the end even when nothing was removed.
+    Always,
+    /// Background retention: only when jobs were removed (no stream growth on idle queues).
+    WhenRemoved,
+}
+
+pub struct CleanFinished {
+    flavor: QueueFlavor,
+    base: Vec<u8>,
+    set: FinishedSet,
+    retention: FinishedRetention,
+    /// Background work checks that the queue looks like the rule's flavor first.
+    verify_flavor: bool,
+    events: EventMode,
+    window: Option<Window>,
+    offset: u64,
+    unreported: u64,
+    pub removed: u64,
+    /// Filled in dry runs (up to DRYRUN_IDS_MAX).
+    pub ids: Vec<Vec<u8>>,
+    done: bool,
+}
+
+impl CleanFinished {
+    pub fn new(
+        flavor: QueueFlavor,
+        base: Vec<u8>,
+        set: FinishedSet,
+        retention: FinishedRetention,
+        verify_flavor: bool,
+        events: EventMode,
+    ) -> CleanFinished {
+        CleanFinished {
+            flavor,
+            base,
+            set,
+            retention,
+            verify_flavor,
+            events,
+            window: None,
+            offset: 0,
+            unreported: 0,
+            removed: 0,
+            ids: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn set_key(&self) -> Vec<u8> {
+        key(&[&self.base, self.set.name().as_bytes()])
+    }
+
+    /// One batch: Ok(true) when the set has nothing more to clean.
+    fn batch(&mut self, calls: &Calls, window: &Window, dry_run: bool) -> Result<bool, ()> {
+        let set_key = self.set_key();
+        let card = calls.zcard(&set_key)?;
+        if self.offset >= card {
+            return Ok(true);
+        }
+        // Batches end on the library's event boundaries so each `cleaned` event counts
+        // exactly EVENT_EVERY jobs, as one call of its clean does.
+        let size = match dry_run {
+            true => BATCH,
+            false => BATCH.min(EVENT_EVERY - self.unreported % EVENT_EVERY),
+        };
+        let members = calls.zrange_with_scores(&set_key, self.offset, self.offset + size - 1)?;
+        let queue = QueueCtx::new(calls, self.flavor, &self.base);
+        let mut batch = Batch::default();
+        let mut kept = 0u64;
+        let mut ended = (members.len() as u64) < size;
+        for (i, (id, score)) in members.iter().enumerate() {
+            let rank = self.offset + i as u64;
+            let Some(score) = parse_score(score) else {
+                return Err(());
+            };
+            let Some(reason) = window.reason(card, rank, score) else {
+                ended = true;
+                break;
+            };
+            // Bull's clean checks the hash's own time for the age criterion.
+            let bull_cutoff = match reason {
+                Reason::Age => window.cutoff_ms,
+                Reason::Count => None,
+            };
+            if !queue.add(calls, &mut batch, id, bull_cutoff) {
+                kept += 1;
+            }
+        }
+        let n = batch.ids.len() as u64;
+        if dry_run {
+            self.offset += kept + n;
+            let room = DRYRUN_IDS_MAX.saturating_sub(self.ids.len());
+            self.ids.extend(batch.ids.into_iter().take(room));
+        } else {
+            self.offset += kept;
+            if !queue.commit(calls, &batch, Some(&set_key)) {
+                return Err(());
+            }
+            self.unreported += n;
+        }
+        self.removed += n;
+        Ok(ended)
+    }
+
+    /// `XADD <base>events * event cleaned count <n>`, as `cleanJobsInSet-3.lua` does.
+    fn emit_cleaned(&mut self, calls: &Calls, at_end: bool) {
+        if self.flavor != QueueFlavor::BullMq {
+            return; // Bull's clean emits its `cleaned` event in the client only.
+        }
+        let due = match (at_end, self.events) {
+            (false, _) => self.unreported >= EVENT_EVERY,
+            (true, EventMode::Always) => true,
+            (true, EventMode::WhenRemoved) => self.unreported > 0,
+        };
+        if !due {
+            return;
+        }
+        let count = self.unreported.to_string();
+        let events = key(&[&self.base, b"events"]);
+        calls.write(
+            "XADD",
+            &[
+                &events,
+                b"*",
+                b"event",
+                b"cleaned",
+                b"count",
+                count.as_bytes(),
+            ],
+        );
+        self.unreported = 0;
+    }
+
+    fn queue_matches_flavor(&self, calls: &Calls) -> bool {
+        match flavor_evidence(calls, &self.base) {
+            Evidence::BullMq => self.flavor == QueueFlavor::BullMq,
+            Evidence::NotBullMq => self.flavor == QueueFlavor::Bull,
+        }
+    }
+
+    fn finish(&mut self, calls: &Calls, dry_run: bool) -> Progress {
+        if !dry_run {
+            self.emit_cleaned(calls, true);
+        }
+        self.done = true;
+        Progress::Done
+    }
+}
+
+impl Work for CleanFinished {
+    fn step(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        tally: &mut Tally,
+    ) -> Progress {
+        if self.done {
+            return Progress::Done;
+        }
+        let calls = Calls::new(ctx);
+        let window = match self.window {
+            Some(w) => w,
+            None => {
+                if self.verify_flavor && !self.queue_matches_flavor(&calls) {
+                    tally.skipped_wrong_type += 1;
+                    self.done = true;
+                    return Progress::Done;
+                }
+                // The age cutoff is fixed once, as the library's clean fixes its timestamp.
+                let w = Window::new(&self.retention, env.now_ms);
+                self.window = Some(w);
+                w
+            }
+        };
+        loop {
+            let before = self.removed;
+            let outcome = self.batch(&calls, &window, env.dry_run);
+            let n = self.removed - before;
+            tally.jobs_removed += n;
+            if !env.dry_run && n > 0 {
+                counters::record_finished(&self.base, self.set, n);
+            }
+            match outcome {
+                Ok(false) => {}
+                Ok(true) => return self.finish(&calls, env.dry_run),
+                Err(()) => {
+                    // The set changed type or a write failed: stop; the next pass retries.
+                    tally.errors += 1;
+                    return self.finish(&calls, env.dry_run);
+                }
+            }
+            if !env.dry_run {
+                self.emit_cleaned(&calls, false);
+            }
+            if Instant::now() >= deadline {
+                return Progress::More;
+            }
+        }
+    }
+}
