@@ -20,6 +20,7 @@ pub mod trim;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
+    use redis_module::server_events::FlushSubevent;
     use redis_module::{
         raw, redis_module, Context, InfoContext, NotifyEvent, RedisResult, RedisString, Status,
     };
@@ -62,6 +63,13 @@ mod registration {
         run_callback(ctx, "keyspace notification", || {
             sweep::track::on_key_event(ctx, event, name, key)
         });
+    }
+
+    #[redis_module_macros::flush_event_handler]
+    fn on_flush(ctx: &Context, event: FlushSubevent) {
+        if event == FlushSubevent::Ended {
+            run_callback(ctx, "flush", queue::orphans::on_flush);
+        }
     }
 
     #[redis_module_macros::cron_event_handler]

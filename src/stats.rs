@@ -98,6 +98,7 @@ pub fn reset() {
             s.per_rule.insert(name, Tally::default());
         }
     });
+    crate::queue::counters::reset();
 }
 
 /// Makes every rule of a newly installed policy show up (with zeros) in STATS and INFO.
@@ -153,6 +154,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
         m.insert(key(name), RedisValue::Integer(v as i64));
     }
     m.insert(key("rules"), rules_reply(&s.per_rule));
+    m.insert(key("queues"), crate::queue::counters::stats_reply());
     RedisValue::OrderedMap(m)
 }
 
@@ -176,7 +178,7 @@ fn info_safe(name: &str) -> String {
         .collect()
 }
 
-/// The `INFO retention` sections: `retention_stats` and `retention_rules`.
+/// The `INFO retention` sections: `retention_stats`, `retention_rules`, `retention_queues`.
 pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
     let s = snapshot();
     let mut section = ctx.builder().add_section("stats");
@@ -192,7 +194,11 @@ pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
             .join(",");
         rules = rules.field(&format!("rule_{}", info_safe(name)), value)?;
     }
-    rules.build_section()?.build_info()?;
+    let mut queues = rules.build_section()?.add_section("queues");
+    for (name, value) in crate::queue::counters::info_fields() {
+        queues = queues.field(&info_safe(&name), value)?;
+    }
+    queues.build_section()?.build_info()?;
     Ok(())
 }
 
