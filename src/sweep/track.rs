@@ -74,7 +74,7 @@ fn is_queue_state_set(policy: &Policy, name: &[u8]) -> bool {
 }
 
 /// The keyspace-notification callback: note the key, nothing else.
-pub fn on_key_event(ctx: &Context, event: NotifyEvent, _event_name: &str, name: &[u8]) {
+pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &[u8]) {
     if !NOTING.with(Cell::get) {
         return;
     }
@@ -93,7 +93,10 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, _event_name: &str, name: 
             return;
         }
         let wanted = is_new
-            || (is_queue_state_set(&policy, name) && t.queue_sets.insert((db, name.to_vec())));
+            // Finished jobs arrive by ZADD; our own cleaning ZREMs must not re-queue the set.
+            || (event_name == "zadd"
+                && is_queue_state_set(&policy, name)
+                && t.queue_sets.insert((db, name.to_vec())));
         if wanted {
             t.keys.push_back(Noted {
                 db,
