@@ -121,7 +121,7 @@ pub fn cmd_expire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 /// Removes every run with a score below `cutoff_ms` from both keys; returns how many.
 pub fn expire_older_than(set: &RunSet, cutoff_ms: i64) -> Result<u64> {
     use super::server::{Bound, Order};
-    let expired = set.range_by_score(
+    let expired = set.ids_by_score(
         Bound::Inclusive(f64::NEG_INFINITY),
         Bound::Exclusive(cutoff_ms as f64),
         Order::Asc,
@@ -134,7 +134,7 @@ pub fn expire_older_than(set: &RunSet, cutoff_ms: i64) -> Result<u64> {
     // One compact, deterministic command for the index; the data hash gets exactly the
     // ids that command removes (read above, in the same atomic command).
     let removed = set.index_remove_older_than(cutoff_ms)?;
-    let ids: Vec<&[u8]> = expired.iter().map(|e| e.id.as_slice()).collect();
+    let ids: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
     set.data_remove(&ids)?;
     Ok(removed)
 }

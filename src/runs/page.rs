@@ -5,7 +5,7 @@
 use redis_module::{Context, RedisString, RedisValue};
 
 use super::names::shown;
-use super::server::{Bound, Entry, Order, RunSet};
+use super::server::{reply_page, Documents, Item, Order, RunSet};
 use super::MAX_PAGE_SIZE;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 /// Re-reads of a window after repairing holes in it. Each round removes every hole it saw,
 /// so a page comes back short only when the index is mostly holes; the next call goes on.
 const MAX_REPAIR_ROUNDS: usize = 4;
+/// Up to this rank PAGE walks the index with the key API (moving an iterator is a pointer
+/// step); deeper pages use ZRANGE's O(log N) rank lookup.
+const MAX_ITER_SKIP: u64 = 1000;
+/// Equal-score entries AFTER walks past before it looks the marker's rank up instead.
+const MAX_TIES_WALKED: u64 = 64;
 
 /// `ACTIVERUNS.PAGE <base> <page> <size> [ASC|DESC] [WITHSCORES]`
 /// → `[total, [id, json, (score,) ...]]`, page 1 = newest (DESC, the default).
@@ -36,12 +41,12 @@ pub fn cmd_page(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let order = order.unwrap_or(Order::Desc);
     let set = RunSet::open(ctx, base.as_slice())?;
     let start = (page - 1).saturating_mul(size);
-    if start >= set.count()? {
-        return Ok(reply(set.count()?, &[], with_scores));
-    }
-    let stop = start.saturating_add(size - 1);
-    let rows = rows_with_repair(&set, |set| set.range_by_rank(start, stop, order))?;
-    Ok(reply(set.count()?, &rows, with_scores))
+    let (total, items, docs) = match set.count()? {
+        count if start >= count => (count, Vec::new(), Documents::none()),
+        _ => rows_with_repair(&set, |set| window_by_rank(set, start, size, order))?,
+    };
+    reply_page(ctx, total, &items, &docs, with_scores);
+    Ok(RedisValue::NoReply)
 }
 
 /// `ACTIVERUNS.AFTER <base> <score> <id> <size> [ASC|DESC]`
@@ -66,8 +71,10 @@ pub fn cmd_after(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     args.done()?;
     let set = RunSet::open(ctx, base.as_slice())?;
     let marker = marker.as_slice();
-    let rows = rows_with_repair(&set, |set| window_after(set, score, marker, size, order))?;
-    Ok(reply(set.count()?, &rows, true))
+    let (total, items, docs) =
+        rows_with_repair(&set, |set| window_after(set, score, marker, size, order))?;
+    reply_page(ctx, total, &items, &docs, true);
+    Ok(RedisValue::NoReply)
 }
 
 fn order_word(word: &str, already: Option<Order>) -> Result<Order> {
@@ -81,125 +88,94 @@ fn order_word(word: &str, already: Option<Order>) -> Result<Order> {
     })
 }
 
-/// The `size` entries strictly after (score, marker) in `order`.
+/// The window of PAGE: `size` entries from rank `start`.
+fn window_by_rank(set: &RunSet, start: u64, size: u64, order: Order) -> Result<Vec<Item>> {
+    if start <= MAX_ITER_SKIP {
+        return Ok(set.view()?.items_from_end(start, size, order));
+    }
+    // Deep pages: the skiplist finds a rank in O(log N), which only ZRANGE exposes.
+    let ids = set.ids_by_rank(start, start + size - 1, order)?;
+    let view = set.view()?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| {
+            let id = RedisString::create_from_slice(set.ctx_ptr(), id);
+            view.score(&id).map(|score| Item { id, score })
+        })
+        .collect())
+}
+
+/// The window of AFTER: the `size` entries strictly after (score, marker) in `order`.
 fn window_after(
     set: &RunSet,
     score: f64,
     marker: &[u8],
     size: u64,
     order: Order,
-) -> Result<Vec<Entry>> {
-    // Usual case: the marker is the last run of the previous page and is still there.
+) -> Result<Vec<Item>> {
+    // Usual case: walk from the score, past the few runs that share it.
+    if let Some(items) = set
+        .view()?
+        .items_after(score, marker, size, order, MAX_TIES_WALKED)
+    {
+        return Ok(items);
+    }
+    // Many runs share the score (e.g. migrated without a start time). If the marker is
+    // still there its rank is found in O(log N).
     if set.score(marker)? == Some(score) {
         if let Some(rank) = set.rank(marker, order)? {
-            return set.range_by_rank(rank + 1, rank + size, order);
+            return window_by_rank(set, rank + 1, size, order);
         }
     }
-    // The marker left (or moved): continue by value. First the runs with the same score
-    // that sort after the marker, then the strictly later scores.
-    let ties = set.range_by_score(
-        Bound::Inclusive(score),
-        Bound::Inclusive(score),
-        order,
-        0,
-        None,
-    )?;
-    let mut out: Vec<Entry> = ties
-        .into_iter()
-        .filter(|e| match order {
-            Order::Asc => e.id.as_slice() > marker,
-            Order::Desc => e.id.as_slice() < marker,
-        })
-        .take(size as usize)
-        .collect();
-    let missing = size - out.len() as u64;
-    if missing > 0 {
-        let end = match order {
-            Order::Asc => f64::INFINITY,
-            Order::Desc => f64::NEG_INFINITY,
-        };
-        out.extend(set.range_by_score(
-            Bound::Exclusive(score),
-            Bound::Inclusive(end),
-            order,
-            0,
-            Some(missing),
-        )?);
-    }
-    Ok(out)
-}
-
-/// An entry and its document.
-struct Row {
-    entry: Entry,
-    doc: RedisString,
+    // The marker left: walk the ties.
+    Ok(set
+        .view()?
+        .items_after(score, marker, size, order, u64::MAX)
+        .unwrap_or_default())
 }
 
 /// Reads the window and the documents of its ids; ids without a document are removed from
 /// the index and the window is read again (the window function sees the repaired index).
 fn rows_with_repair(
     set: &RunSet,
-    window: impl Fn(&RunSet) -> Result<Vec<Entry>>,
-) -> Result<Vec<Row>> {
+    window: impl Fn(&RunSet) -> Result<Vec<Item>>,
+) -> Result<(u64, Vec<Item>, Documents)> {
     let mut round = 0;
     loop {
-        let entries = window(set)?;
-        let ids: Vec<&[u8]> = entries.iter().map(|e| e.id.as_slice()).collect();
-        let docs = set.documents(&ids)?;
-        let holes: Vec<&[u8]> = ids
+        let items = window(set)?;
+        let docs = set.documents_of(&items)?;
+        let holes: Vec<&[u8]> = items
             .iter()
-            .zip(&docs)
-            .filter(|(_, d)| d.is_none())
-            .map(|(id, _)| *id)
+            .enumerate()
+            .filter(|(i, _)| docs.is_missing(*i))
+            .map(|(_, item)| item.id.as_slice())
             .collect();
-        if !holes.is_empty() {
-            if !set.data_exists()? {
-                // Every indexed id is a hole: one UNLINK instead of ZREMs page by page.
-                set.unlink_index()?;
-                return Ok(Vec::new());
-            }
-            set.index_remove(&holes)?;
+        if holes.is_empty() {
+            return Ok((set.count()?, items, docs));
         }
+        if !set.data_exists()? {
+            // Every indexed id is a hole: one UNLINK instead of ZREMs page by page.
+            set.unlink_index()?;
+            return Ok((0, Vec::new(), Documents::none()));
+        }
+        set.index_remove(&holes)?;
         round += 1;
-        if holes.is_empty() || round > MAX_REPAIR_ROUNDS {
-            return Ok(entries
-                .into_iter()
-                .zip(docs)
-                .filter_map(|(entry, doc)| doc.map(|doc| Row { entry, doc }))
-                .collect());
+        if round > MAX_REPAIR_ROUNDS {
+            // A short page; the holes seen are gone, the reply leaves them out.
+            return Ok((set.count()?, items, docs));
         }
     }
-}
-
-fn reply(total: u64, rows: &[Row], with_scores: bool) -> RedisValue {
-    let per_row = if with_scores { 3 } else { 2 };
-    let mut items = Vec::with_capacity(rows.len() * per_row);
-    for row in rows {
-        items.push(RedisValue::StringBuffer(row.entry.id.clone()));
-        items.push(RedisValue::BulkRedisString(row.doc.clone()));
-        if with_scores {
-            items.push(RedisValue::Integer(score_reply(row.entry.score)));
-        }
-    }
-    RedisValue::Array(vec![
-        RedisValue::Integer(total as i64),
-        RedisValue::Array(items),
-    ])
-}
-
-/// Scores written by this module are integer ms; a fractional score written by another
-/// tool is shown rounded down (and ±inf saturates).
-fn score_reply(score: f64) -> i64 {
-    score.floor() as i64
 }
 
 /// An integer in 1..=max.
 fn positive(arg: &RedisString, what: &str, max: u64) -> Result<u64> {
-    let text = shown(arg.as_slice());
-    parse_i64(&text)
+    std::str::from_utf8(arg.as_slice())
+        .ok()
+        .and_then(parse_i64)
         .filter(|n| *n >= 1 && (*n as u64) <= max)
         .map(|n| n as u64)
         .ok_or_else(|| {
+            let text = shown(arg.as_slice());
             let range = match max {
                 m if m == i64::MAX as u64 => "a positive integer".to_string(),
                 m => format!("an integer from 1 to {m}"),
@@ -210,16 +186,20 @@ fn positive(arg: &RedisString, what: &str, max: u64) -> Result<u64> {
 
 /// An integer score (Unix ms), or `+inf`/`-inf` to start a walk from either end.
 fn position_score(arg: &RedisString) -> Result<f64> {
-    let text = shown(arg.as_slice());
-    match text.to_ascii_lowercase().as_str() {
-        "+inf" | "inf" => return Ok(f64::INFINITY),
-        "-inf" => return Ok(f64::NEG_INFINITY),
-        _ => {}
+    let bytes = arg.as_slice();
+    if bytes.eq_ignore_ascii_case(b"+inf") || bytes.eq_ignore_ascii_case(b"inf") {
+        return Ok(f64::INFINITY);
     }
-    parse_i64(&text)
+    if bytes.eq_ignore_ascii_case(b"-inf") {
+        return Ok(f64::NEG_INFINITY);
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(parse_i64)
         .filter(|n| n.unsigned_abs() < (1 << 53))
         .map(|n| n as f64)
         .ok_or_else(|| {
+            let text = shown(bytes);
             Error::arg(format!(
                 "score must be an integer (the score of the last run seen) or +inf/-inf (got '{text}')"
             ))

@@ -67,12 +67,12 @@ impl Reconcile {
             *self = Reconcile::Done;
             return Ok(Repaired { holes, orphans: 0 });
         }
-        let entries = set.range_by_rank(rank, rank + RECONCILE_BATCH - 1, Order::Asc)?;
+        let entries = set.ids_by_rank(rank, rank + RECONCILE_BATCH - 1, Order::Asc)?;
         if entries.is_empty() {
             *self = Reconcile::Orphans { cursor: 0 };
             return Ok(Repaired::default());
         }
-        let ids: Vec<&[u8]> = entries.iter().map(|e| e.id.as_slice()).collect();
+        let ids: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
         let have = set.have_documents(&ids)?;
         let holes: Vec<&[u8]> = ids
             .iter()

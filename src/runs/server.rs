@@ -22,13 +22,6 @@ use crate::policy::KeyType;
 /// that no single command in the replication stream is huge.
 pub const WRITE_CHUNK: usize = 512;
 
-/// One index entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub id: Vec<u8>,
-    pub score: f64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     /// Oldest first (ZRANGE order: score, then id bytes).
@@ -176,6 +169,217 @@ pub fn key_facts(ctx: &Context, name: &[u8]) -> Option<KeyFacts> {
     })
 }
 
+/// An index entry as the key API gives it (the id is a server string, no copy).
+pub struct Item {
+    pub id: RedisString,
+    pub score: f64,
+}
+
+/// The index opened for reading, for the fast paths of PAGE and AFTER. Must be dropped
+/// before anything is written (see the module comment).
+pub struct View<'c> {
+    ctx: &'c Context,
+    index: Option<ReadKey>,
+}
+
+impl View<'_> {
+    pub fn score(&self, id: &RedisString) -> Option<f64> {
+        self.index.as_ref()?.zset_score(id)
+    }
+
+    /// Entries `skip..skip + size` counted from the newest (DESC) or oldest (ASC) end.
+    /// Skipping only moves the iterator, so this is cheap for small `skip`.
+    pub fn items_from_end(&self, skip: u64, size: u64, order: Order) -> Vec<Item> {
+        let Some(index) = &self.index else {
+            return Vec::new();
+        };
+        let mut it = ZsetIter::new(self.ctx, index, f64::NEG_INFINITY, f64::INFINITY, order);
+        for _ in 0..skip {
+            if !it.advance() {
+                return Vec::new();
+            }
+        }
+        it.take(size)
+    }
+
+    /// Up to `size` entries strictly after (score, marker) in `order`. None when more than
+    /// `max_ties` entries share `score` and sort before the marker: walking past them one
+    /// by one would cost more than finding the marker's rank.
+    pub fn items_after(
+        &self,
+        score: f64,
+        marker: &[u8],
+        size: u64,
+        order: Order,
+        max_ties: u64,
+    ) -> Option<Vec<Item>> {
+        let Some(index) = &self.index else {
+            return Some(Vec::new());
+        };
+        // The walk starts at the first entry whose score is not past `score` in `order`
+        // and skips the equal-score entries up to and including the marker.
+        let (min, max) = match order {
+            Order::Asc => (score, f64::INFINITY),
+            Order::Desc => (f64::NEG_INFINITY, score),
+        };
+        let mut it = ZsetIter::new(self.ctx, index, min, max, order);
+        let mut skipped = 0;
+        loop {
+            let Some((id, s)) = it.peek() else {
+                return Some(Vec::new());
+            };
+            let before_or_at_marker = s == score
+                && match order {
+                    Order::Asc => id.as_slice() <= marker,
+                    Order::Desc => id.as_slice() >= marker,
+                };
+            if !before_or_at_marker {
+                break;
+            }
+            skipped += 1;
+            if skipped > max_ties {
+                return None;
+            }
+            if !it.advance() {
+                return Some(Vec::new());
+            }
+        }
+        Some(it.take(size))
+    }
+}
+
+/// A key-API range iterator over a zset, walking towards higher (ASC) or lower (DESC)
+/// scores; stopped on drop.
+struct ZsetIter<'k> {
+    ctx: &'k Context,
+    key: &'k ReadKey,
+    order: Order,
+    ended: bool,
+}
+
+impl<'k> ZsetIter<'k> {
+    fn new(ctx: &'k Context, key: &'k ReadKey, min: f64, max: f64, order: Order) -> Self {
+        let k = key.key.as_ptr();
+        // SAFETY: live zset handle; the iterator state lives in the handle until Stop.
+        let rc = unsafe {
+            match order {
+                Order::Asc => raw::RedisModule_ZsetFirstInScoreRange.unwrap()(k, min, max, 0, 0),
+                Order::Desc => raw::RedisModule_ZsetLastInScoreRange.unwrap()(k, min, max, 0, 0),
+            }
+        };
+        // SAFETY: as above.
+        let ended = rc != raw::REDISMODULE_OK as c_int
+            || unsafe { raw::RedisModule_ZsetRangeEndReached.unwrap()(k) } != 0;
+        ZsetIter {
+            ctx,
+            key,
+            order,
+            ended,
+        }
+    }
+
+    /// The current entry (a new string owned by `ctx`).
+    fn peek(&self) -> Option<(RedisString, f64)> {
+        if self.ended {
+            return None;
+        }
+        let mut score = 0.0f64;
+        // SAFETY: live handle with an active range.
+        let ele = unsafe {
+            raw::RedisModule_ZsetRangeCurrentElement.unwrap()(self.key.key.as_ptr(), &mut score)
+        };
+        (!ele.is_null()).then(|| {
+            (
+                RedisString::from_redis_module_string(self.ctx.ctx, ele),
+                score,
+            )
+        })
+    }
+
+    /// Moves on; false at the end of the range.
+    fn advance(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let k = self.key.key.as_ptr();
+        // SAFETY: live handle with an active range.
+        let moved = unsafe {
+            match self.order {
+                Order::Asc => raw::RedisModule_ZsetRangeNext.unwrap()(k),
+                Order::Desc => raw::RedisModule_ZsetRangePrev.unwrap()(k),
+            }
+        };
+        self.ended = moved == 0;
+        !self.ended
+    }
+
+    fn take(mut self, n: u64) -> Vec<Item> {
+        let mut out = Vec::with_capacity(n.min(1024) as usize);
+        while (out.len() as u64) < n {
+            let Some((id, score)) = self.peek() else {
+                break;
+            };
+            out.push(Item { id, score });
+            if !self.advance() {
+                break;
+            }
+        }
+        out
+    }
+}
+
+impl Drop for ZsetIter<'_> {
+    fn drop(&mut self) {
+        // SAFETY: live handle; stopping an inactive range is a no-op.
+        unsafe { raw::RedisModule_ZsetRangeStop.unwrap()(self.key.key.as_ptr()) };
+    }
+}
+
+/// The documents of a window (None = the id has no document: a hole).
+pub struct Documents {
+    docs: Vec<Option<RedisString>>,
+}
+
+impl Documents {
+    pub fn none() -> Documents {
+        Documents { docs: Vec::new() }
+    }
+
+    pub fn is_missing(&self, i: usize) -> bool {
+        !matches!(self.docs.get(i), Some(Some(_)))
+    }
+}
+
+/// Writes `[total, [id, json, (score,) ...]]` to the client, leaving out ids without a
+/// document. Infallible by construction: nothing may fail once a reply has begun.
+pub fn reply_page(ctx: &Context, total: u64, items: &[Item], docs: &Documents, scores: bool) {
+    let present: Vec<usize> = (0..items.len()).filter(|i| !docs.is_missing(*i)).collect();
+    let per_row = if scores { 3 } else { 2 };
+    let c = ctx.ctx;
+    // SAFETY: command context; every element replied is live (items and docs are borrowed).
+    unsafe {
+        raw::RedisModule_ReplyWithArray.unwrap()(c, 2);
+        raw::RedisModule_ReplyWithLongLong.unwrap()(c, total as i64);
+        raw::RedisModule_ReplyWithArray.unwrap()(c, (present.len() * per_row) as _);
+        for i in present {
+            let item = &items[i];
+            raw::RedisModule_ReplyWithString.unwrap()(c, item.id.inner);
+            if let Some(Some(doc)) = docs.docs.get(i) {
+                raw::RedisModule_ReplyWithString.unwrap()(c, doc.inner);
+            }
+            if scores {
+                raw::RedisModule_ReplyWithLongLong.unwrap()(c, score_reply(item.score));
+            }
+        }
+    }
+}
+
+/// Scores written by this module are integer ms; a fractional score written by another
+/// tool is shown rounded down (and ±inf saturates).
+pub fn score_reply(score: f64) -> i64 {
+    score.floor() as i64
+}
+
 pub fn in_cluster(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::CLUSTER)
 }
@@ -231,6 +435,18 @@ impl<'c> RunSet<'c> {
         open_typed(self.ctx, &self.data, KeyType::Hash)
     }
 
+    pub fn ctx_ptr(&self) -> *mut raw::RedisModuleCtx {
+        self.ctx.ctx
+    }
+
+    /// The index opened for reading.
+    pub fn view(&self) -> Result<View<'c>> {
+        Ok(View {
+            ctx: self.ctx,
+            index: self.open_index()?,
+        })
+    }
+
     /// ZCARD of the index.
     pub fn count(&self) -> Result<u64> {
         Ok(self.open_index()?.map_or(0, |k| k.len()))
@@ -283,6 +499,22 @@ impl<'c> RunSet<'c> {
             .collect())
     }
 
+    /// The document of each item (HGET through the key API, reusing the index's own id
+    /// strings: measured as cheap as an HMGET through RM_Call, without its extra copies).
+    pub fn documents_of(&self, items: &[Item]) -> Result<Documents> {
+        let Some(data) = self.open_data()? else {
+            return Ok(Documents {
+                docs: items.iter().map(|_| None).collect(),
+            });
+        };
+        Ok(Documents {
+            docs: items
+                .iter()
+                .map(|item| data.hash_get(self.ctx, &item.id))
+                .collect(),
+        })
+    }
+
     /// Which ids have a data entry.
     pub fn have_documents(&self, ids: &[&[u8]]) -> Result<Vec<bool>> {
         let Some(data) = self.open_data()? else {
@@ -296,28 +528,27 @@ impl<'c> RunSet<'c> {
 
     // ---- reads through RM_Call (rank and range queries have no key-API equivalent) ----
 
-    /// Entries at ranks `start..=stop` in `order` (ZRANGE ... [REV] WITHSCORES).
-    pub fn range_by_rank(&self, start: u64, stop: u64, order: Order) -> Result<Vec<Entry>> {
+    /// Ids at ranks `start..=stop` in `order` (ZRANGE ... [REV], no scores: Redis 7.0
+    /// formats RESP2 doubles with printf, which would cost more than the whole lookup).
+    pub fn ids_by_rank(&self, start: u64, stop: u64, order: Order) -> Result<Vec<Vec<u8>>> {
         let (start, stop) = (start.to_string(), stop.to_string());
         let mut args: Vec<&[u8]> = vec![&self.names.index, start.as_bytes(), stop.as_bytes()];
         if order == Order::Desc {
             args.push(b"REV");
         }
-        args.push(b"WITHSCORES");
-        entries_of(read_call(self.ctx, "ZRANGE", &args)?)
+        ids_of(read_call(self.ctx, "ZRANGE", &args)?)
     }
 
-    /// Entries with scores between the bounds, walking in `order` from `from` towards
-    /// `to`, skipping `skip` and returning at most `limit`
-    /// (ZRANGE ... BYSCORE [REV] [LIMIT skip limit] WITHSCORES).
-    pub fn range_by_score(
+    /// Ids with scores between the bounds, walking in `order` from `from` towards `to`,
+    /// skipping `skip` and returning at most `limit` (ZRANGE ... BYSCORE [REV] LIMIT).
+    pub fn ids_by_score(
         &self,
         from: Bound,
         to: Bound,
         order: Order,
         skip: u64,
         limit: Option<u64>,
-    ) -> Result<Vec<Entry>> {
+    ) -> Result<Vec<Vec<u8>>> {
         let (from, to) = (from.arg(), to.arg());
         let skip = skip.to_string();
         // LIMIT with a negative count means "all the rest".
@@ -328,8 +559,7 @@ impl<'c> RunSet<'c> {
             args.push(b"REV");
         }
         args.extend([&b"LIMIT"[..], skip.as_bytes(), limit.as_bytes()]);
-        args.push(b"WITHSCORES");
-        entries_of(read_call(self.ctx, "ZRANGE", &args)?)
+        ids_of(read_call(self.ctx, "ZRANGE", &args)?)
     }
 
     /// ZRANK / ZREVRANK.
@@ -531,27 +761,18 @@ fn int_reply(reply: CallReply, cmd: &str) -> Result<u64> {
     }
 }
 
-/// `[id, score, id, score, ...]` (RESP2 WITHSCORES) into entries.
-fn entries_of(reply: CallReply) -> Result<Vec<Entry>> {
+/// A ZRANGE reply (no scores) into ids.
+fn ids_of(reply: CallReply) -> Result<Vec<Vec<u8>>> {
     let CallReply::Array(items) = reply else {
         return Err(unexpected("ZRANGE"));
     };
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut it = items.iter();
-    while let (Some(id), Some(score)) = (it.next(), it.next()) {
-        let (Ok(CallReply::String(id)), Ok(CallReply::String(score))) = (id, score) else {
-            return Err(unexpected("ZRANGE"));
-        };
-        let score = std::str::from_utf8(score.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| unexpected("ZRANGE score"))?;
-        out.push(Entry {
-            id: id.as_bytes().to_vec(),
-            score,
-        });
-    }
-    Ok(out)
+    items
+        .iter()
+        .map(|id| match id {
+            Ok(CallReply::String(s)) => Ok(s.as_bytes().to_vec()),
+            _ => Err(unexpected("ZRANGE")),
+        })
+        .collect()
 }
 
 #[cfg(test)]

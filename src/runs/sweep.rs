@@ -115,7 +115,7 @@ impl RunSetSweep {
         dry_run: bool,
         tally: &mut Tally,
     ) -> Result<()> {
-        let batch = set.range_by_score(
+        let batch = set.ids_by_score(
             Bound::Inclusive(f64::NEG_INFINITY),
             Bound::Exclusive(cutoff_ms as f64),
             Order::Asc,
@@ -135,7 +135,7 @@ impl RunSetSweep {
             tally.runs_expired += batch.len() as u64;
             return Ok(());
         }
-        let ids: Vec<&[u8]> = batch.iter().map(|e| e.id.as_slice()).collect();
+        let ids: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         tally.runs_expired += set.index_remove(&ids)?;
         set.data_remove(&ids)?;
         Ok(())
