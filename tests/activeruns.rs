@@ -287,6 +287,118 @@ fn after_walks_stably_while_runs_come_and_go() {
 }
 
 #[test]
+fn deep_pages_and_many_equal_scores_follow_zrange_order() {
+    let s = server();
+    let mut c = s.conn();
+    // Deep pages (past the iterator's skip limit) use ZRANGE's rank lookup.
+    let b = "runs:{deep}";
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.cmd("ACTIVERUNS.ADD")
+            .arg(b)
+            .arg(format!("r{i:05}"))
+            .arg("{}")
+            .arg("SCORE")
+            .arg(i / 3)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let rev: Vec<String> = redis::cmd("ZREVRANGE")
+        .arg(format!("{b}:index"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let fwd: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{b}:index"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    for (page_no, size) in [(1, 7), (20, 50), (21, 50), (59, 51), (60, 50), (3, 1000)] {
+        let start = (page_no as usize - 1) * size as usize;
+        let (total, rows) = page(&mut c, b, page_no, size, &["WITHSCORES"]);
+        assert_eq!(total, 3000);
+        let want: Vec<String> = rev
+            .iter()
+            .skip(start)
+            .take(size as usize)
+            .cloned()
+            .collect();
+        assert_eq!(ids(&rows), want, "DESC page {page_no} size {size}");
+        for r in &rows {
+            let i: i64 = r.0[1..].parse().unwrap();
+            assert_eq!(r.2, Some(i / 3));
+        }
+        let (_, rows) = page(&mut c, b, page_no, size, &["ASC"]);
+        let want: Vec<String> = fwd
+            .iter()
+            .skip(start)
+            .take(size as usize)
+            .cloned()
+            .collect();
+        assert_eq!(ids(&rows), want, "ASC page {page_no} size {size}");
+    }
+    // Many runs with one score (a migration without start times): AFTER past a marker
+    // that exists (rank lookup), that is gone (walk), near either end.
+    let t = "runs:{ties}";
+    let mut p = redis::pipe();
+    for i in 0..300 {
+        p.cmd("ACTIVERUNS.ADD")
+            .arg(t)
+            .arg(format!("t{i:03}"))
+            .arg("{}")
+            .arg("SCORE")
+            .arg(5000)
+            .ignore();
+    }
+    p.cmd("ACTIVERUNS.ADD")
+        .arg(t)
+        .arg("older")
+        .arg("{}")
+        .arg("SCORE")
+        .arg(10)
+        .ignore();
+    p.cmd("ACTIVERUNS.ADD")
+        .arg(t)
+        .arg("newer")
+        .arg("{}")
+        .arg("SCORE")
+        .arg(9000)
+        .ignore();
+    let _: () = p.query(&mut c).unwrap();
+    let (_, rows) = after(&mut c, t, "5000", "t150", 3, "DESC");
+    assert_eq!(ids(&rows), ["t149", "t148", "t147"]);
+    let (_, rows) = after(&mut c, t, "5000", "t150", 3, "ASC");
+    assert_eq!(ids(&rows), ["t151", "t152", "t153"]);
+    let (_, rows) = after(&mut c, t, "5000", "t002", 4, "DESC");
+    assert_eq!(ids(&rows), ["t001", "t000", "older"]);
+    let (_, rows) = after(&mut c, t, "5000", "t298", 4, "ASC");
+    assert_eq!(ids(&rows), ["t299", "newer"]);
+    assert_eq!(int(&mut c, &["ACTIVERUNS.DEL", t, "t150"]), 1);
+    let (_, rows) = after(&mut c, t, "5000", "t150", 2, "DESC");
+    assert_eq!(ids(&rows), ["t149", "t148"]);
+    let (_, rows) = after(&mut c, t, "5000", "t150", 2, "ASC");
+    assert_eq!(ids(&rows), ["t151", "t152"]);
+    let (_, rows) = after(&mut c, t, "5000", "t1505", 2, "ASC");
+    assert_eq!(ids(&rows), ["t151", "t152"]);
+    // Walking all of it by keyset visits every run once.
+    let mut seen = Vec::new();
+    let (mut score, mut id) = ("+inf".to_string(), String::new());
+    loop {
+        let (_, rows) = after(&mut c, t, &score, &id, 37, "DESC");
+        let Some(last) = rows.last().cloned() else {
+            break;
+        };
+        seen.extend(ids(&rows));
+        (score, id) = (last.2.unwrap().to_string(), last.0);
+    }
+    let (_, all) = page(&mut c, t, 1, 1000, &[]);
+    assert_eq!(seen, ids(&all));
+    assert_eq!(seen.len(), 301);
+}
+
+#[test]
 fn page_repairs_holes_and_replicates_the_repair() {
     let m = server();
     let r = server();
@@ -748,6 +860,52 @@ fn bad_input_is_refused_and_changes_nothing() {
     key.extend_from_slice(b":data");
     let n: i64 = redis::cmd("HLEN").arg(key).query(&mut c).unwrap();
     assert_eq!(n, 1);
+}
+
+#[test]
+fn acl_key_patterns_govern_run_sets_by_their_base() {
+    let s = server();
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "runs",
+            "on",
+            ">pw",
+            "~runs:active:*",
+            "+@all",
+        ],
+    );
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "other", "on", ">pw", "~jobs:*", "+@all"],
+    );
+    let client = |user: &str| {
+        let url = format!("redis://{user}:pw@127.0.0.1:{}/", s.port);
+        redis::Client::open(url).unwrap().get_connection().unwrap()
+    };
+    let mut runs = client("runs");
+    let b = "runs:active:{acl}:p";
+    assert_eq!(add(&mut runs, b, "r1", "{}", 1000), 1);
+    let (total, _) = page(&mut runs, b, 1, 10, &[]);
+    assert_eq!(total, 1);
+    let mut other = client("other");
+    for args in [
+        vec!["ACTIVERUNS.ADD", b, "r2", "{}"],
+        vec!["ACTIVERUNS.PAGE", b, "1", "10"],
+        vec!["ACTIVERUNS.GET", b, "r1"],
+        vec!["ACTIVERUNS.DEL", b, "r1"],
+        vec!["ACTIVERUNS.MIGRATE", "jobs:legacy", b],
+    ] {
+        let e = err(&mut other, &args);
+        assert!(
+            e.contains("NOPERM") || e.contains("permission"),
+            "{args:?}: {e}"
+        );
+    }
+    assert_eq!(int(&mut admin, &["ACTIVERUNS.COUNT", b]), 1);
 }
 
 #[test]

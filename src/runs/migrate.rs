@@ -16,7 +16,7 @@ use redis_module::{Context, RedisString, RedisValue, ScanKeyCursor};
 use super::commands::validate_json;
 use super::names::{shown, validate_id};
 use super::server::{key_facts, write_call, RunSet};
-use super::timestamp::ms_from_json;
+use super::timestamp::{json_field, ms_from_json};
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
@@ -209,11 +209,10 @@ fn check_entry(
             validate_json(doc)?;
             None
         }
-        Some(field) => {
-            let value: serde_json::Value = serde_json::from_slice(doc)
-                .map_err(|e| Error::arg(format!("invalid JSON document: {e}")))?;
-            value.get(field).and_then(ms_from_json)
-        }
+        Some(field) => json_field(doc, field)
+            .map_err(|e| Error::arg(format!("invalid JSON document: {e}")))?
+            .as_ref()
+            .and_then(ms_from_json),
     };
     Ok(LegacyRun {
         id: id.to_vec(),
