@@ -1,0 +1,207 @@
+//! ACTIVERUNS.PAGE (by position) and ACTIVERUNS.AFTER (by keyset): one round trip,
+//! O(log N + size), and never a hole: an indexed id without a document is removed from the
+//! index (replicated as ZREM) and the window is read again.
+
+use redis_module::{Context, RedisString, RedisValue};
+
+use super::names::shown;
+use super::server::{reply_page, Documents, Item, Order, RunSet};
+use super::MAX_PAGE_SIZE;
+use crate::args::{parse_i64, Args, OptionSet};
+use crate::error::{Error, Result};
+
+/// Re-reads of a window after repairing holes in it. Each round removes every hole it saw,
+/// so a page comes back short only when the index is mostly holes; the next call goes on.
+const MAX_REPAIR_ROUNDS: usize = 4;
+/// Up to this rank PAGE walks the index with the key API (moving an iterator is a pointer
+/// step); deeper pages use ZRANGE's O(log N) rank lookup.
+const MAX_ITER_SKIP: u64 = 1000;
+/// Equal-score entries AFTER walks past before it looks the marker's rank up instead.
+const MAX_TIES_WALKED: u64 = 64;
+
+/// `ACTIVERUNS.PAGE <base> <page> <size> [ASC|DESC] [WITHSCORES]`
+/// → `[total, [id, json, (score,) ...]]`, page 1 = newest (DESC, the default).
+pub fn cmd_page(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    if !(4..=6).contains(&args.len()) {
+        return Err(Error::WrongArity);
+    }
+    let mut args = Args::new(args, "ACTIVERUNS.PAGE")?;
+    let base = args.next_raw("a run-set base")?;
+    let page = positive(&args.next_raw("a page number")?, "page", i64::MAX as u64)?;
+    let size = positive(&args.next_raw("a page size")?, "size", MAX_PAGE_SIZE)?;
+    let mut order = None;
+    let mut with_scores = false;
+    let mut seen = OptionSet::default();
+    while let Some(option) = args.next_option(&mut seen, &["ASC", "DESC", "WITHSCORES"])? {
+        match option {
+            "WITHSCORES" => with_scores = true,
+            word => order = Some(order_word(word, order)?),
+        }
+    }
+    let order = order.unwrap_or(Order::Desc);
+    let set = RunSet::open(ctx, base.as_slice())?;
+    let start = (page - 1).saturating_mul(size);
+    let (total, items, docs) = match set.count()? {
+        count if start >= count => (count, Vec::new(), Documents::none()),
+        _ => rows_with_repair(&set, |set| window_by_rank(set, start, size, order))?,
+    };
+    reply_page(ctx, total, &items, &docs, with_scores);
+    Ok(RedisValue::NoReply)
+}
+
+/// `ACTIVERUNS.AFTER <base> <score> <id> <size> [ASC|DESC]`
+/// → `[total, [id, json, score, ...]]`: the `size` runs that follow the position
+/// (score, id) in the given order (DESC by default), whether or not that run still exists.
+/// Scores are always included: the last one is the next call's position. Start a walk
+/// with `+inf` (DESC) or `-inf` (ASC) and any id.
+pub fn cmd_after(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    if !(5..=6).contains(&args.len()) {
+        return Err(Error::WrongArity);
+    }
+    let mut args = Args::new(args, "ACTIVERUNS.AFTER")?;
+    let base = args.next_raw("a run-set base")?;
+    let score = position_score(&args.next_raw("a score")?)?;
+    let marker = args.next_raw("an id")?;
+    let size = positive(&args.next_raw("a size")?, "size", MAX_PAGE_SIZE)?;
+    let mut seen = OptionSet::default();
+    let order = match args.next_option(&mut seen, &["ASC", "DESC"])? {
+        Some(word) => order_word(word, None)?,
+        None => Order::Desc,
+    };
+    args.done()?;
+    let set = RunSet::open(ctx, base.as_slice())?;
+    let marker = marker.as_slice();
+    let (total, items, docs) =
+        rows_with_repair(&set, |set| window_after(set, score, marker, size, order))?;
+    reply_page(ctx, total, &items, &docs, true);
+    Ok(RedisValue::NoReply)
+}
+
+fn order_word(word: &str, already: Option<Order>) -> Result<Order> {
+    if already.is_some() {
+        return Err(Error::arg("give only one of ASC and DESC"));
+    }
+    Ok(if word == "ASC" {
+        Order::Asc
+    } else {
+        Order::Desc
+    })
+}
+
+/// The window of PAGE: `size` entries from rank `start`.
+fn window_by_rank(set: &RunSet, start: u64, size: u64, order: Order) -> Result<Vec<Item>> {
+    if start <= MAX_ITER_SKIP {
+        return Ok(set.view()?.items_from_end(start, size, order));
+    }
+    // Deep pages: the skiplist finds a rank in O(log N), which only ZRANGE exposes.
+    let ids = set.ids_by_rank(start, start + size - 1, order)?;
+    let view = set.view()?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| {
+            let id = RedisString::create_from_slice(set.ctx_ptr(), id);
+            view.score(&id).map(|score| Item { id, score })
+        })
+        .collect())
+}
+
+/// The window of AFTER: the `size` entries strictly after (score, marker) in `order`.
+fn window_after(
+    set: &RunSet,
+    score: f64,
+    marker: &[u8],
+    size: u64,
+    order: Order,
+) -> Result<Vec<Item>> {
+    // Usual case: walk from the score, past the few runs that share it.
+    if let Some(items) = set
+        .view()?
+        .items_after(score, marker, size, order, MAX_TIES_WALKED)
+    {
+        return Ok(items);
+    }
+    // Many runs share the score (e.g. migrated without a start time). If the marker is
+    // still there its rank is found in O(log N).
+    if set.score(marker)? == Some(score) {
+        if let Some(rank) = set.rank(marker, order)? {
+            return window_by_rank(set, rank + 1, size, order);
+        }
+    }
+    // The marker left: walk the ties.
+    Ok(set
+        .view()?
+        .items_after(score, marker, size, order, u64::MAX)
+        .unwrap_or_default())
+}
+
+/// Reads the window and the documents of its ids; ids without a document are removed from
+/// the index and the window is read again (the window function sees the repaired index).
+fn rows_with_repair(
+    set: &RunSet,
+    window: impl Fn(&RunSet) -> Result<Vec<Item>>,
+) -> Result<(u64, Vec<Item>, Documents)> {
+    let mut round = 0;
+    loop {
+        let items = window(set)?;
+        let docs = set.documents_of(&items)?;
+        let holes: Vec<&[u8]> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| docs.is_missing(*i))
+            .map(|(_, item)| item.id.as_slice())
+            .collect();
+        if holes.is_empty() {
+            return Ok((set.count()?, items, docs));
+        }
+        if !set.data_exists()? {
+            // Every indexed id is a hole: one UNLINK instead of ZREMs page by page.
+            set.unlink_index()?;
+            return Ok((0, Vec::new(), Documents::none()));
+        }
+        set.index_remove(&holes)?;
+        round += 1;
+        if round > MAX_REPAIR_ROUNDS {
+            // A short page; the holes seen are gone, the reply leaves them out.
+            return Ok((set.count()?, items, docs));
+        }
+    }
+}
+
+/// An integer in 1..=max.
+fn positive(arg: &RedisString, what: &str, max: u64) -> Result<u64> {
+    std::str::from_utf8(arg.as_slice())
+        .ok()
+        .and_then(parse_i64)
+        .filter(|n| *n >= 1 && (*n as u64) <= max)
+        .map(|n| n as u64)
+        .ok_or_else(|| {
+            let text = shown(arg.as_slice());
+            let range = match max {
+                m if m == i64::MAX as u64 => "a positive integer".to_string(),
+                m => format!("an integer from 1 to {m}"),
+            };
+            Error::arg(format!("{what} must be {range} (got '{text}')"))
+        })
+}
+
+/// An integer score (Unix ms), or `+inf`/`-inf` to start a walk from either end.
+fn position_score(arg: &RedisString) -> Result<f64> {
+    let bytes = arg.as_slice();
+    if bytes.eq_ignore_ascii_case(b"+inf") || bytes.eq_ignore_ascii_case(b"inf") {
+        return Ok(f64::INFINITY);
+    }
+    if bytes.eq_ignore_ascii_case(b"-inf") {
+        return Ok(f64::NEG_INFINITY);
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(parse_i64)
+        .filter(|n| n.unsigned_abs() < (1 << 53))
+        .map(|n| n as f64)
+        .ok_or_else(|| {
+            let text = shown(bytes);
+            Error::arg(format!(
+                "score must be an integer (the score of the last run seen) or +inf/-inf (got '{text}')"
+            ))
+        })
+}

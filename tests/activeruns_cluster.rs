@@ -1,0 +1,323 @@
+//! ACTIVERUNS.* on a 3-node Redis Cluster (loopback), driven by a cluster client that
+//! routes each command by the slot of its first key (the run-set base).
+//!
+//! Needs the `cluster` feature of the `redis` dev-dependency.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{map_int, scratch_dir, wait_until, write_policy, Server, ServerOpts};
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{Connection, Value};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+fn cli_bin() -> String {
+    std::env::var("RETENTION_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_string())
+}
+
+/// Three masters with the module loaded, slots spread by `redis-cli --cluster create`.
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn start(policy_json: &str) -> Cluster {
+        let nodes: Vec<Server> = (0..3)
+            .map(|_| {
+                let dir = scratch_dir("cluster");
+                let policy = write_policy(&dir, policy_json);
+                let opts = ServerOpts::default()
+                    .paused()
+                    .policy(&policy)
+                    .config("cluster-enabled", "yes")
+                    .config("cluster-config-file", "nodes.conf")
+                    .config("cluster-node-timeout", "5000");
+                Server::start_in(dir, opts).expect("cluster node start")
+            })
+            .collect();
+        let mut create = Command::new(cli_bin());
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { nodes };
+        let ready = wait_until(Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut n.conn())
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            })
+        });
+        assert!(ready, "cluster did not become ready");
+        cluster
+    }
+
+    fn client(&self) -> ClusterConnection {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect();
+        ClusterClient::new(urls)
+            .expect("cluster client")
+            .get_connection()
+            .expect("cluster connection")
+    }
+
+    /// The node that serves `key`'s slot.
+    fn owner(&self, key: &str) -> Connection {
+        for n in &self.nodes {
+            let mut c = n.conn();
+            // A node answers a keyed read for its own slots and MOVED for others.
+            let r: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(key).query(&mut c);
+            if r.is_ok() {
+                return c;
+            }
+        }
+        panic!("no node serves {key}");
+    }
+
+    fn total_keys(&self) -> i64 {
+        self.nodes
+            .iter()
+            .map(|n| redis::cmd("DBSIZE").query::<i64>(&mut n.conn()).unwrap())
+            .sum()
+    }
+}
+
+fn q<T: redis::FromRedisValue>(c: &mut ClusterConnection, args: &[&str]) -> redis::RedisResult<T> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+const POLICY: &str = r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+
+#[test]
+fn commands_route_by_the_base_and_keep_both_keys_in_its_slot() {
+    let cluster = Cluster::start(POLICY);
+    let mut c = cluster.client();
+    let now = now_ms();
+    // Twenty run sets, hash-tagged by workspace: they spread over the three nodes.
+    let bases: Vec<String> = (0..20)
+        .map(|w| format!("runs:active:{{ws{w}}}:proj"))
+        .collect();
+    for (w, base) in bases.iter().enumerate() {
+        for i in 0..5 {
+            let score = (now - i * 60_000).to_string();
+            let added: i64 = q(
+                &mut c,
+                &[
+                    "ACTIVERUNS.ADD",
+                    base,
+                    &format!("r{i}"),
+                    &format!(r#"{{"w":{w},"i":{i}}}"#),
+                    "SCORE",
+                    &score,
+                ],
+            )
+            .unwrap();
+            assert_eq!(added, 1);
+        }
+    }
+    let mut owners = std::collections::BTreeSet::new();
+    for base in &bases {
+        let mut node = cluster.owner(base);
+        let here: i64 = redis::cmd("EXISTS")
+            .arg(format!("{base}:index"))
+            .arg(format!("{base}:data"))
+            .query(&mut node)
+            .unwrap();
+        assert_eq!(
+            here, 2,
+            "{base}: both keys live on the node of the base's slot"
+        );
+        owners.insert(
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query::<String>(&mut node)
+                .unwrap(),
+        );
+        assert_eq!(q::<i64>(&mut c, &["ACTIVERUNS.COUNT", base]).unwrap(), 5);
+        let page: Value = q(&mut c, &["ACTIVERUNS.PAGE", base, "1", "2", "WITHSCORES"]).unwrap();
+        let Value::Array(parts) = page else {
+            panic!("{page:?}")
+        };
+        assert_eq!(parts[0], Value::Int(5));
+        let Value::Array(rows) = &parts[1] else {
+            panic!()
+        };
+        assert_eq!(redis::from_redis_value::<String>(&rows[0]).unwrap(), "r0");
+        let after: Value = q(
+            &mut c,
+            &["ACTIVERUNS.AFTER", base, &now.to_string(), "r0", "10"],
+        )
+        .unwrap();
+        let Value::Array(parts) = after else { panic!() };
+        let Value::Array(rows) = &parts[1] else {
+            panic!()
+        };
+        assert_eq!(rows.len(), 4 * 3);
+        let doc: String = q(&mut c, &["ACTIVERUNS.GET", base, "r1"]).unwrap();
+        assert!(doc.contains(r#""i":1"#));
+    }
+    assert_eq!(
+        owners.len(),
+        3,
+        "the run sets are spread over all three nodes"
+    );
+    // DEL and EXPIRE through the cluster client.
+    assert_eq!(
+        q::<i64>(&mut c, &["ACTIVERUNS.DEL", &bases[0], "r0", "r1"]).unwrap(),
+        2
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["ACTIVERUNS.EXPIRE", &bases[1], "150s"]).unwrap(),
+        2
+    );
+    // MIGRATE a legacy hash into itself.
+    let legacy = "runs:active:{legacy}:p";
+    let _: i64 = q(
+        &mut c,
+        &[
+            "HSET",
+            legacy,
+            "a",
+            r#"{"t":1714566600000}"#,
+            "b",
+            r#"{"t":"2024-05-01T12:30:01Z"}"#,
+        ],
+    )
+    .unwrap();
+    let reply: Value = q(
+        &mut c,
+        &["ACTIVERUNS.MIGRATE", legacy, legacy, "SCOREFIELD", "t"],
+    )
+    .unwrap();
+    assert_eq!(map_int(&reply, "migrated"), 2);
+    assert_eq!(q::<i64>(&mut c, &["ACTIVERUNS.COUNT", legacy]).unwrap(), 2);
+}
+
+#[test]
+fn a_base_without_a_hash_tag_is_refused_clearly() {
+    let cluster = Cluster::start(POLICY);
+    let mut c = cluster.client();
+    let before = cluster.total_keys();
+    let base = "runs:active:ws:proj";
+    for args in [
+        vec!["ACTIVERUNS.ADD", base, "r1", "{}"],
+        vec!["ACTIVERUNS.PAGE", base, "1", "10"],
+        vec!["ACTIVERUNS.COUNT", base],
+        vec!["ACTIVERUNS.EXPIRE", base, "1h"],
+        vec!["ACTIVERUNS.MIGRATE", base, base],
+    ] {
+        let err = q::<Value>(&mut c, &args).unwrap_err().to_string();
+        assert!(
+            err.contains("hash tag") && err.contains("{ws}"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(cluster.total_keys(), before, "nothing was written");
+    // Legacy hash and base in different slots: the server's own CROSSSLOT check.
+    let err = q::<Value>(&mut c, &["ACTIVERUNS.MIGRATE", "legacy:{a}", "runs:{b}"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CROSSSLOT") || err.to_lowercase().contains("slot"),
+        "{err}"
+    );
+}
+
+#[test]
+fn slots_computed_by_the_module_match_the_server() {
+    let cluster = Cluster::start(POLICY);
+    let mut node = cluster.nodes[0].conn();
+    for key in [
+        "foo",
+        "runs:active:{ws}:proj",
+        "runs:active:{ws}:proj:index",
+        "runs:active:ws:proj:data",
+        "{user1000}.following",
+        "a{}b",
+        "a{b",
+        "{}",
+        "ü{ñ}x",
+    ] {
+        let server: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut node)
+            .unwrap();
+        assert_eq!(
+            redis_retention::runs::key_hash_slot(key.as_bytes()),
+            server,
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn runs_rule_sweeps_each_node_and_skips_untagged_bases() {
+    let cluster = Cluster::start(POLICY);
+    let mut c = cluster.client();
+    let old = (now_ms() - 2 * 3_600_000).to_string();
+    let fresh = now_ms().to_string();
+    let bases: Vec<String> = (0..12).map(|w| format!("runs:{{s{w}}}")).collect();
+    for base in &bases {
+        let _: i64 = q(
+            &mut c,
+            &["ACTIVERUNS.ADD", base, "old", "{}", "SCORE", &old],
+        )
+        .unwrap();
+        let _: i64 = q(
+            &mut c,
+            &["ACTIVERUNS.ADD", base, "new", "{}", "SCORE", &fresh],
+        )
+        .unwrap();
+        let _: i64 = q(&mut c, &["HSET", &format!("{base}:data"), "orphan", "{}"]).unwrap();
+    }
+    // Written by another tool, without a hash tag: the two keys may live on two nodes.
+    let _: i64 = q(&mut c, &["ZADD", "runs:untagged:index", &old, "x"]).unwrap();
+    let _: i64 = q(&mut c, &["HSET", "runs:untagged:data", "x", "{}"]).unwrap();
+    let mut expired = 0;
+    for n in &cluster.nodes {
+        let report: Value = redis::cmd("RETENTION.SWEEP").query(&mut n.conn()).unwrap();
+        expired += map_int(&report, "runs_expired");
+    }
+    assert_eq!(expired, 12);
+    for base in &bases {
+        let ids: Vec<String> = q(&mut c, &["HKEYS", &format!("{base}:data")]).unwrap();
+        assert_eq!(ids, ["new"], "{base}: expired run and orphan gone");
+        assert_eq!(q::<i64>(&mut c, &["ACTIVERUNS.COUNT", base]).unwrap(), 1);
+    }
+    assert_eq!(
+        q::<i64>(&mut c, &["ZCARD", "runs:untagged:index"]).unwrap(),
+        1
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["HLEN", "runs:untagged:data"]).unwrap(),
+        1
+    );
+}
