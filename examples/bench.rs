@@ -420,7 +420,10 @@ fn steady_state(requests: u64, smoke: bool) -> String {
         left == 0
     });
     if smoke {
-        assert!(settled, "{left} keys written by redis-benchmark kept no TTL");
+        assert!(
+            settled,
+            "{left} keys written by redis-benchmark kept no TTL"
+        );
     }
     let mut waits = Vec::new();
     for i in 0..200 {

@@ -56,9 +56,22 @@ impl From<Error> for RedisError {
         match e {
             Error::WrongArity => RedisError::WrongArity,
             Error::WrongType => RedisError::WrongType,
-            other => RedisError::String(other.to_string()),
+            other => RedisError::String(ascii_safe(&other.to_string())),
         }
     }
+}
+
+/// The crate writes error replies byte-truncating non-ASCII characters, which makes them
+/// invalid UTF-8 that clients fail to parse: escape such characters (and control bytes).
+fn ascii_safe(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            ' '..='~' => out.push(c),
+            other => out.push_str(&format!("\\u{{{:x}}}", other as u32)),
+        }
+    }
+    out
 }
 
 impl From<RedisError> for Error {
@@ -132,6 +145,15 @@ mod tests {
             Error::Policy("rule 'a': x".into()).to_string(),
             "ERR policy: rule 'a': x"
         );
+    }
+
+    #[test]
+    fn replies_are_ascii_whatever_the_message() {
+        let e: RedisError = Error::arg("no rule named 'é\n'").into();
+        match e {
+            RedisError::String(s) => assert_eq!(s, "ERR no rule named '\\u{e9}\\u{a}'"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod registration {
             ["activeruns.after", guarded!(runs::cmd_after), "write", 1, 1, 1, ""],
             ["activeruns.count", guarded!(runs::cmd_count), "readonly fast", 1, 1, 1, ""],
             ["activeruns.expire", guarded!(runs::cmd_expire), "write", 1, 1, 1, ""],
-            ["activeruns.migrate", guarded!(runs::cmd_migrate), "write", 1, 2, 1, ""],
+            ["activeruns.migrate", guarded!(runs::cmd_migrate), "write deny-oom", 1, 2, 1, ""],
         ],
         event_handlers: [
             [@NEW @ZSET: on_key_event],
