@@ -422,3 +422,65 @@ fn replica_and_aof_end_byte_identical() {
         "absolute expire times differ after AOF reload"
     );
 }
+
+#[test]
+fn memory_pressure_applies_the_pressure_ttl_and_works_under_noeviction() {
+    let server = Server::start_paused(Some(
+        r#"{"rules":[{"name":"c","match":"c:*","ttl":"1d","pressure":{"ttl":"1h"}}]}"#,
+    ));
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(50_000)
+        .arg("c")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("c:calm")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    // Without pressure: the normal TTL.
+    let _: Value = redis::cmd("RETENTION.SWEEP")
+        .arg("MATCH")
+        .arg("c:calm")
+        .query(&mut c)
+        .unwrap();
+    let calm: i64 = c.ttl("c:calm").unwrap();
+    assert!(calm > 86_000, "no pressure yet: {calm}");
+
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    for (k, v) in [
+        ("maxmemory", (used + used / 20).to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+        ("retention.pressure-ratio", "0.5".to_string()),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut c)
+            .unwrap();
+    }
+    let report: Value = redis::cmd("RETENTION.SWEEP").query(&mut c).unwrap();
+    assert_eq!(
+        map_int(&report, "ttl_set"),
+        50_000,
+        "the sweep must run under noeviction"
+    );
+    let ttl: i64 = c.ttl("c:1").unwrap();
+    assert!(
+        ttl > 3_000 && ttl <= 3_600,
+        "pressure TTL expected, got {ttl}"
+    );
+    let untouched: i64 = c.ttl("c:calm").unwrap();
+    assert!(
+        untouched > 86_000,
+        "an existing TTL is never changed by pressure: {untouched}"
+    );
+}
