@@ -12,7 +12,8 @@ use redis_module::{raw, Context};
 
 use crate::policy::KeyType;
 
-fn key_type_of(code: c_int) -> Option<KeyType> {
+/// The policy's name for a `RedisModule_KeyType` code (None for empty or unknown types).
+pub fn key_type_of(code: c_int) -> Option<KeyType> {
     match code as isize {
         raw::REDISMODULE_KEYTYPE_STRING => Some(KeyType::String),
         raw::REDISMODULE_KEYTYPE_LIST => Some(KeyType::List),

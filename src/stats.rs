@@ -110,6 +110,18 @@ pub fn note_policy_rules(policy: &Policy) {
     });
 }
 
+/// Adds work done to the totals and to the counters of the rules that did it.
+pub fn record_work(policy: &Policy, total: &Tally, per_rule: &[Tally]) {
+    with_stats(|s| {
+        s.total.add(total);
+        for (rule, delta) in policy.rules.iter().zip(per_rule) {
+            if *delta != Tally::default() {
+                s.per_rule.entry(rule.name.clone()).or_default().add(delta);
+            }
+        }
+    });
+}
+
 pub fn record_slice(elapsed_us: u64, budget_us: u64) -> bool {
     with_stats(|s| {
         s.max_slice_us = s.max_slice_us.max(elapsed_us);

@@ -77,16 +77,7 @@ impl ReadKey {
     fn key_type(&self) -> Option<KeyType> {
         // SAFETY: live handle.
         let code = unsafe { raw::RedisModule_KeyType.unwrap()(self.key.as_ptr()) };
-        match code as isize {
-            raw::REDISMODULE_KEYTYPE_STRING => Some(KeyType::String),
-            raw::REDISMODULE_KEYTYPE_LIST => Some(KeyType::List),
-            raw::REDISMODULE_KEYTYPE_HASH => Some(KeyType::Hash),
-            raw::REDISMODULE_KEYTYPE_SET => Some(KeyType::Set),
-            raw::REDISMODULE_KEYTYPE_ZSET => Some(KeyType::ZSet),
-            raw::REDISMODULE_KEYTYPE_MODULE => Some(KeyType::Module),
-            raw::REDISMODULE_KEYTYPE_STREAM => Some(KeyType::Stream),
-            _ => None,
-        }
+        crate::keyspace::key_type_of(code)
     }
 
     fn len(&self) -> u64 {

@@ -364,14 +364,7 @@ impl Pass {
         for (total, delta) in self.per_rule.iter_mut().zip(rule_delta) {
             total.add(delta);
         }
-        stats::with_stats(|s| {
-            s.total.add(slice);
-            for (rule, delta) in self.policy.rules.iter().zip(rule_delta) {
-                if *delta != Tally::default() {
-                    s.per_rule.entry(rule.name.clone()).or_default().add(delta);
-                }
-            }
-        });
+        stats::record_work(&self.policy, slice, rule_delta);
         if stats::record_slice(elapsed_us, budget_us) {
             keyspace::latency_sample("retention-sweep", (elapsed_us / 1000) as i64);
         }

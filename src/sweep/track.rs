@@ -159,13 +159,8 @@ pub fn process(ctx: &Context, budget_us: u64) {
     TRACKER.with(|t| t.borrow_mut().work = work);
     stats::with_stats(|s| {
         s.tracked_keys += visited;
-        s.total.add(&tally);
-        for (rule, delta) in policy.rules.iter().zip(&per_rule) {
-            if *delta != Tally::default() {
-                s.per_rule.entry(rule.name.clone()).or_default().add(delta);
-            }
-        }
     });
+    stats::record_work(&policy, &tally, &per_rule);
 }
 
 fn next_key() -> Option<Noted> {
