@@ -2,17 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisString, RedisValue};
 
 use crate::args::{Args, OptionSet};
 use crate::error::Result;
 use crate::state;
-use crate::stats;
-
-fn key(name: &str) -> RedisValueKey {
-    RedisValueKey::String(name.to_string())
-}
+use crate::stats::{self, key};
 
 /// `RETENTION.POLICY`: the rules in force as normalized JSON, their file and load time.
 pub fn cmd_policy(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {

@@ -133,7 +133,8 @@ pub fn record_slice(elapsed_us: u64, budget_us: u64) -> bool {
     })
 }
 
-fn key(name: &str) -> RedisValueKey {
+/// A map key for a reply field.
+pub fn key(name: &str) -> RedisValueKey {
     RedisValueKey::String(name.to_string())
 }
 

@@ -11,7 +11,7 @@ use crate::config::{MAX_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US};
 use crate::error::{Error, Result};
 use crate::keyspace;
 use crate::policy::Glob;
-use crate::stats;
+use crate::stats::{self, key};
 use crate::time::now_ms;
 
 /// `RETENTION.SWEEP [DRYRUN] [RULE <name>] [MATCH <glob>] [BUDGET <us>]`
@@ -63,10 +63,6 @@ fn parse_sweep_args(args: Vec<RedisString>, db: i32) -> Result<PassOptions> {
         }
     }
     Ok(opts)
-}
-
-fn key(name: &str) -> RedisValueKey {
-    RedisValueKey::String(name.to_string())
 }
 
 fn int(v: u64) -> RedisValue {

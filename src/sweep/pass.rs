@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis_module::{raw, Context};
 
 use super::plan::{idle_allows, plan_ttl, TtlPlan};
-use super::work::{plan_work, Planned, Progress, Work, WorkEnv};
+use super::work::{plan_work, run_queue, Planned, WorkEnv, WorkQueue};
 use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, Tally};
@@ -82,7 +82,7 @@ pub struct KeyRules<'a> {
 pub struct KeySink<'a> {
     pub tally: &'a mut Tally,
     pub per_rule: &'a mut [Tally],
-    pub pending: &'a mut VecDeque<(usize, Box<dyn Work>)>,
+    pub pending: &'a mut WorkQueue,
     /// Expire times set but not yet replicated.
     pub expires: &'a mut ExpireBatch,
 }
@@ -176,7 +176,7 @@ pub struct Pass {
     cursor: ScanCursor,
     tally: Tally,
     per_rule: Vec<Tally>,
-    pending: VecDeque<(usize, Box<dyn Work>)>,
+    pending: WorkQueue,
     expires: ExpireBatch,
     scan_done: bool,
     started_ms: i64,
@@ -247,7 +247,8 @@ impl Pass {
         let mut slice = Tally::default();
         let mut rule_delta = vec![Tally::default(); self.per_rule.len()];
         loop {
-            if !self.run_pending(ctx, &env, deadline, &mut slice, &mut rule_delta) {
+            let pending = &mut self.pending;
+            if !run_queue(ctx, &env, deadline, pending, &mut slice, &mut rule_delta) {
                 break;
             }
             if self.scan_done || self.aborted.is_some() {
@@ -264,32 +265,6 @@ impl Pass {
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
         self.is_finished()
-    }
-
-    /// Runs queued work until it is all done (true) or the deadline passes (false).
-    fn run_pending(
-        &mut self,
-        ctx: &Context,
-        env: &WorkEnv,
-        deadline: Instant,
-        slice: &mut Tally,
-        rule_delta: &mut [Tally],
-    ) -> bool {
-        while let Some((rule, work)) = self.pending.front_mut() {
-            let mut t = Tally::default();
-            let progress = work.step(ctx, env, deadline, &mut t);
-            slice.add(&t);
-            if let Some(r) = rule_delta.get_mut(*rule) {
-                r.add(&t);
-            }
-            if progress == Progress::Done {
-                self.pending.pop_front();
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-        }
-        true
     }
 
     fn scan_some(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use redis_module::{raw, Context, NotifyEvent};
 
 use super::pass::{apply_policy_to_key, KeyRules, KeySink};
-use super::work::{Progress, Work, WorkEnv};
+use super::work::{run_queue, WorkEnv, WorkQueue};
 use crate::config;
 use crate::keyspace::{ExpireBatch, OpenKey, OwnedName};
 use crate::policy::{Action, Policy, Selector};
@@ -33,7 +33,7 @@ struct Tracker {
     /// Queue state sets already noted: one `ZADD completed` per finished job must not
     /// queue the same cleaning thousands of times.
     queue_sets: HashSet<(i32, Vec<u8>)>,
-    work: VecDeque<(usize, Box<dyn Work>)>,
+    work: WorkQueue,
 }
 
 thread_local! {
@@ -155,7 +155,7 @@ pub fn process(ctx: &Context, budget_us: u64) {
         }
     }
     expires.flush(ctx);
-    run_work(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
+    run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
     TRACKER.with(|t| t.borrow_mut().work = work);
     stats::with_stats(|s| {
         s.tracked_keys += visited;
@@ -172,28 +172,4 @@ fn next_key() -> Option<Noted> {
         }
         Some(noted)
     })
-}
-
-fn run_work(
-    ctx: &Context,
-    env: &WorkEnv,
-    deadline: Instant,
-    work: &mut VecDeque<(usize, Box<dyn Work>)>,
-    tally: &mut Tally,
-    per_rule: &mut [Tally],
-) {
-    while let Some((rule, item)) = work.front_mut() {
-        if Instant::now() >= deadline {
-            return;
-        }
-        let mut t = Tally::default();
-        let progress = item.step(ctx, env, deadline, &mut t);
-        tally.add(&t);
-        if let Some(r) = per_rule.get_mut(*rule) {
-            r.add(&t);
-        }
-        if progress == Progress::Done {
-            work.pop_front();
-        }
-    }
 }

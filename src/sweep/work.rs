@@ -2,6 +2,7 @@
 //! expiring a run set. The sweep queues such work and runs it step by step within the same
 //! time budget as the scan, so no single key can stall the server.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use redis_module::Context;
@@ -32,6 +33,36 @@ pub trait Work {
         deadline: Instant,
         tally: &mut Tally,
     ) -> Progress;
+}
+
+/// Work items waiting to run, each with the index of the rule that queued it.
+pub type WorkQueue = VecDeque<(usize, Box<dyn Work>)>;
+
+/// Steps queued work in order until it is all done or the deadline passes, counting into
+/// `tally` and the queuing rule's counters. True when the queue is empty with time left.
+pub fn run_queue(
+    ctx: &Context,
+    env: &WorkEnv,
+    deadline: Instant,
+    queue: &mut WorkQueue,
+    tally: &mut Tally,
+    per_rule: &mut [Tally],
+) -> bool {
+    while let Some((rule, work)) = queue.front_mut() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let mut t = Tally::default();
+        let progress = work.step(ctx, env, deadline, &mut t);
+        tally.add(&t);
+        if let Some(r) = per_rule.get_mut(*rule) {
+            r.add(&t);
+        }
+        if progress == Progress::Done {
+            queue.pop_front();
+        }
+    }
+    Instant::now() < deadline
 }
 
 /// What a rule's action makes of one key it governs: nothing more to do (the visit handled
