@@ -8,12 +8,15 @@
 
 use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
+use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
 
 thread_local! {
     static WAKE_PIPE: Cell<Option<(c_int, c_int)>> = const { Cell::new(None) };
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// When the event loop last woke up (its after-sleep hook).
+    static AWAKE_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Called by the event loop while the pipe is readable; the byte stays so the loop keeps
@@ -75,7 +78,20 @@ pub fn disarm() {
     }
 }
 
-/// Whether an event-loop callback is the before-sleep one.
-pub fn is_before_sleep(subevent: u64) -> bool {
+/// Called for both event-loop hooks: remembers when the loop woke up. True for the
+/// before-sleep hook, the one that does work.
+pub fn note_hook(subevent: u64) -> bool {
+    if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_AFTER_SLEEP {
+        AWAKE_SINCE.with(|a| a.set(Some(Instant::now())));
+    }
     subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP
+}
+
+/// How long the server has been busy in this event-loop iteration: the clients' commands
+/// and timers (the server cron included) since the loop woke up.
+pub fn busy_this_iteration() -> Duration {
+    AWAKE_SINCE
+        .with(Cell::get)
+        .map(|since| since.elapsed())
+        .unwrap_or_default()
 }

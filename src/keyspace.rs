@@ -182,6 +182,15 @@ impl ExpireBatch {
         self.names.len() >= EXPIRE_BATCH_MAX
     }
 
+    /// Expire times queued so far.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     fn push(&mut self, name: KeyName, at_ms: i64) {
         // SAFETY: keeps the name alive past the scan callback; released in `flush`.
         unsafe { raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), name.as_ptr()) };

@@ -54,7 +54,7 @@ mod registration {
         subevent: u64,
         _data: *mut std::os::raw::c_void,
     ) {
-        if eventloop::is_before_sleep(subevent) {
+        if eventloop::note_hook(subevent) {
             sweep::on_before_sleep(&Context::new(ctx));
         }
     }

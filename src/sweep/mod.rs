@@ -1,6 +1,6 @@
 //! The sweep engine: one background pass driven by the server cron, and at most one
-//! command pass (`RETENTION.SWEEP`) driven by zero-delay timers, each advancing in slices
-//! of at most the time budget so other clients are served between slices.
+//! command pass (`RETENTION.SWEEP`) driven by the event loop's before-sleep hook, each
+//! advancing in bounded slices so other clients are served between slices.
 
 pub mod command;
 pub mod pass;
@@ -81,13 +81,13 @@ fn background_slice(ctx: &Context) {
         return;
     };
     let pressure = under_pressure();
-    let budget = match pressure {
+    let budget = share_of_iteration(match pressure {
         true => {
             stats::with_stats(|s| s.pressure_ticks += 1);
             pass.budget_us() * PRESSURE_BUDGET_FACTOR
         }
         false => pass.budget_us(),
-    };
+    });
     let started = Instant::now();
     let finished = pass.run_slice(ctx, budget, pressure);
     let busy_us = started.elapsed().as_micros() as u64;
@@ -211,18 +211,47 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
     Ok(RedisValue::NoReply)
 }
 
+/// A reply computed in an event-loop iteration is written only after the before-sleep hook,
+/// and a request that arrives while the hook runs is read in the next iteration and answered
+/// after the hook has run once more: a client can wait through two holds. Holding the loop
+/// for half the budget per iteration keeps every client's wait within one budget.
+const HOLDS_PER_WAIT: u64 = 2;
+/// The module's share of an iteration never drops below this fraction of its hold, so a
+/// pass progresses however busy the server is.
+const MIN_SHARE_DIVISOR: u64 = 4;
+
+/// What is left of `hold_us` for the module in this event-loop iteration once the server's
+/// own work in it (clients' commands, the cron's rehashing and expiring) is counted: the
+/// module fills the budget, it never stacks a whole budget on top of the server's work.
+fn share_of_iteration(hold_us: u64) -> u64 {
+    let busy_us = eventloop::busy_this_iteration().as_micros() as u64;
+    hold_us
+        .saturating_sub(busy_us)
+        .max(hold_us / MIN_SHARE_DIVISOR)
+}
+
 /// The event loop's before-sleep hook: handle noted new keys, then one slice of the
-/// command pass if one runs.
+/// command pass if one runs, together for at most half the budget.
 pub fn on_before_sleep(ctx: &Context) {
+    let started = Instant::now();
+    let command_budget = with_engine(|e| e.command.as_ref().map(|c| c.pass.budget_us()));
+    let budget_us = command_budget.unwrap_or_else(config::sweep_budget_us);
+    let hold_us = share_of_iteration(budget_us / HOLDS_PER_WAIT).max(1);
     if track::pending() {
+        // New keys first, leaving a running SWEEP at least half of the hold.
+        let track_us = match command_budget {
+            Some(_) => hold_us / 2,
+            None => hold_us,
+        };
         run_callback(ctx, "new-key tracking", || {
             let flags = ctx.get_flags();
             if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
-                track::process(ctx, config::sweep_budget_us());
+                track::process(ctx, track_us);
             }
         });
     }
-    command_pass_slice(ctx);
+    let spent_us = started.elapsed().as_micros() as u64;
+    command_pass_slice(ctx, hold_us.saturating_sub(spent_us).max(hold_us / 2));
     // Keep the loop spinning while work is left; otherwise it would sleep until the next
     // timer or client event (up to a cron period).
     let busy = track::pending() || with_engine(|e| e.command.is_some());
@@ -232,13 +261,12 @@ pub fn on_before_sleep(ctx: &Context) {
     }
 }
 
-fn command_pass_slice(ctx: &Context) {
+fn command_pass_slice(ctx: &Context, slice_us: u64) {
     let Some(mut current) = with_engine(|e| e.command.take()) else {
         return;
     };
-    let budget = current.pass.budget_us();
     let finished = run_callback(ctx, "RETENTION.SWEEP slice", || {
-        current.pass.run_slice(ctx, budget, under_pressure())
+        current.pass.run_slice(ctx, slice_us, under_pressure())
     });
     match finished {
         Some(false) => with_engine(|e| e.command = Some(current)),

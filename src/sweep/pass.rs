@@ -14,8 +14,10 @@ use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, Tally};
 use crate::time::now_ms;
 
-/// The clock is read once per this many scan steps (about one key each), as expire.c does:
-/// reading it per key would cost more than the work on a compliant key.
+/// On keys that need nothing the clock is read once per this many scan steps (about one
+/// key each), as expire.c does: reading it per key would cost more than the work. After a
+/// step that set a TTL it is read at once: such a key can cost tens of microseconds (see
+/// `scan_some`), and slices must end on time.
 const STEPS_PER_CLOCK_CHECK: u32 = 16;
 /// Queued work items (trims, queue cleanings) before the scan waits for them to drain;
 /// bounds the pass's memory to O(one batch).
@@ -290,6 +292,7 @@ impl Pass {
         };
         let noop = self.opts.noop;
         for _ in 0..STEPS_PER_CLOCK_CHECK {
+            let queued = sink.expires.len();
             let step = self.cursor.step(ctx, &mut |ctx, name, key| {
                 sink.tally.keys_scanned += 1;
                 if !noop {
@@ -310,10 +313,14 @@ impl Pass {
                     break;
                 }
             }
+            // Setting TTLs in scan order is the server's worst case: the keys of adjacent
+            // buckets share their low hash bits, so while the expires table is small they
+            // pile into few of its chains and each lookup there walks them.
+            let set_ttl = sink.expires.len() != queued;
             if sink.expires.is_full() {
                 sink.expires.flush(ctx);
             }
-            if sink.pending.len() >= MAX_PENDING_WORK {
+            if set_ttl || sink.pending.len() >= MAX_PENDING_WORK {
                 break;
             }
         }
