@@ -32,6 +32,17 @@ ensure_deps() {
   # apt's redis-server package may start a service on 6379; we never rely on it.
 }
 
+# Node and the pinned packages of the Node workspace (tests/compat: ioredis, bullmq, bull).
+ensure_node_packages() {
+  ensure_pkg node nodejs
+  ensure_pkg npm npm
+  local dir="$ROOT/tests/compat"
+  # npm ci wipes node_modules: skip it when the installed tree is newer than the lockfile.
+  if [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then return 0; fi
+  echo "==> npm ci (tests/compat)" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 build_module() {
   echo "==> cargo build --release" >&2
   (cd "$ROOT" && cargo build --release --quiet)
