@@ -224,7 +224,10 @@ const MIN_SHARE_DIVISOR: u64 = 4;
 /// own work in it (clients' commands, the cron's rehashing and expiring) is counted: the
 /// module fills the budget, it never stacks a whole budget on top of the server's work.
 fn share_of_iteration(hold_us: u64) -> u64 {
-    let busy_us = eventloop::busy_this_iteration().as_micros() as u64;
+    share_left(hold_us, eventloop::busy_this_iteration().as_micros() as u64)
+}
+
+fn share_left(hold_us: u64, busy_us: u64) -> u64 {
     hold_us
         .saturating_sub(busy_us)
         .max(hold_us / MIN_SHARE_DIVISOR)
@@ -296,4 +299,18 @@ pub fn status_reply(ctx: &Context) -> RedisValue {
             dbsize,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_fills_what_the_server_left_of_its_hold() {
+        assert_eq!(share_left(500, 0), 500);
+        assert_eq!(share_left(500, 120), 380);
+        // The server's cron took the whole hold: a quarter remains so the pass progresses.
+        assert_eq!(share_left(500, 2_000), 125);
+        assert_eq!(share_left(4_000, 1_000), 3_000);
+    }
 }
