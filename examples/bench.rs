@@ -1,8 +1,10 @@
 //! `scripts/bench`: redis-retention against the ways people clean a keyspace today, side by
 //! side in one run, on the same freshly populated keyspace (SPEC 6, issue 4).
 //!
-//! Usage: cargo run --release --example bench -- [--keys N] [--smoke] [--only a,b,...]
+//! Usage: cargo run --release --example bench -- [--keys N] [--smoke] [--only a,b,...] [--rounds N]
 //! `--smoke` checks that every approach reached the right end state (no timing checks).
+//! `--rounds N` (default 3, 1 with --smoke) repeats the server-side approaches on freshly
+//! populated servers and shows the median: one VM's runs differ by up to ±20%.
 //! `--only` runs some approaches: cron, pipelined, lua, module, background, steady.
 
 #[path = "../tests/common/mod.rs"]
@@ -32,12 +34,41 @@ struct Args {
     keys: u64,
     smoke: bool,
     only: Vec<String>,
+    rounds: Option<usize>,
 }
 
 impl Args {
     fn runs(&self, approach: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|a| a == approach)
     }
+
+    fn rounds(&self) -> usize {
+        self.rounds.unwrap_or(if self.smoke { 1 } else { 3 })
+    }
+}
+
+/// Runs an approach `rounds` times (each on a fresh server) and keeps, for each of its rows,
+/// the round with the median time.
+fn median_rounds(rounds: usize, mut run: impl FnMut() -> Vec<Row>) -> Vec<Row> {
+    let mut runs: Vec<Vec<Row>> = (0..rounds).map(|_| run()).collect();
+    let width = runs.iter().map(Vec::len).min().unwrap_or(0);
+    (0..width)
+        .map(|_| {
+            let mut column: Vec<Row> = runs.iter_mut().map(|r| r.remove(0)).collect();
+            column.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let times = column
+                .iter()
+                .map(|r| format!("{:.2}", r.secs))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut median = column.swap_remove(column.len() / 2);
+            if rounds > 1 {
+                let sep = if median.note.is_empty() { "" } else { "; " };
+                median.note = format!("{}{sep}median of {rounds} rounds: {times} s", median.note);
+            }
+            median
+        })
+        .collect()
 }
 
 fn parse_args() -> Args {
@@ -45,6 +76,7 @@ fn parse_args() -> Args {
         keys: 1_000_000,
         smoke: false,
         only: Vec::new(),
+        rounds: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -56,6 +88,10 @@ fn parse_args() -> Args {
                     .expect("--keys needs a number")
             }
             "--smoke" => args.smoke = true,
+            "--rounds" => {
+                args.rounds = it.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0);
+                assert!(args.rounds.is_some(), "--rounds needs a number above 0");
+            }
             "--only" => {
                 let list = it.next().expect("--only needs a list such as module,lua");
                 args.only = list.split(',').map(str::to_string).collect();
@@ -504,14 +540,15 @@ fn main() {
     if args.runs("cron") {
         rows.push(cron_loop(keys, args.smoke));
     }
+    let rounds = args.rounds();
     if args.runs("pipelined") {
-        rows.push(pipelined(keys, args.smoke));
+        rows.extend(median_rounds(rounds, || vec![pipelined(keys, args.smoke)]));
     }
     if args.runs("lua") {
-        rows.push(lua_loop(keys, args.smoke));
+        rows.extend(median_rounds(rounds, || vec![lua_loop(keys, args.smoke)]));
     }
     if args.runs("module") {
-        rows.extend(module_sweeps(keys, args.smoke));
+        rows.extend(median_rounds(rounds, || module_sweeps(keys, args.smoke)));
     }
     if args.runs("background") {
         rows.push(background(keys, args.smoke));
