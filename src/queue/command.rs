@@ -319,7 +319,7 @@ fn clean_slice(ctx: &Context, mut run: CleanRun) {
         now_ms: run.now_ms,
         dry_run: run.dry_run,
     };
-    let budget = Duration::from_micros(config::sweep_budget_us());
+    let budget = Duration::from_micros(crate::sweep::share_of_iteration(config::sweep_budget_us()));
     let progress = run_callback(ctx, "RETENTION.JOBS CLEAN slice", || {
         run_slice(ctx, &mut run.work, &env, budget)
     });

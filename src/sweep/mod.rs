@@ -223,7 +223,8 @@ const MIN_SHARE_DIVISOR: u64 = 4;
 /// What is left of `hold_us` for the module in this event-loop iteration once the server's
 /// own work in it (clients' commands, the cron's rehashing and expiring) is counted: the
 /// module fills the budget, it never stacks a whole budget on top of the server's work.
-fn share_of_iteration(hold_us: u64) -> u64 {
+/// Every sliced job uses it: passes, new keys, `RETENTION.TRIM`, `RETENTION.JOBS CLEAN`.
+pub fn share_of_iteration(hold_us: u64) -> u64 {
     share_left(hold_us, eventloop::busy_this_iteration().as_micros() as u64)
 }
 

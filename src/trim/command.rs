@@ -196,9 +196,10 @@ struct TrimJob {
 }
 
 impl TrimJob {
-    /// One slice of at most the sweep budget (at least one bounded call).
+    /// One slice of at most what the sweep budget leaves in this loop iteration (at least
+    /// one bounded call).
     fn slice(&mut self, ctx: &Context) -> Progress {
-        let budget_us = config::sweep_budget_us();
+        let budget_us = crate::sweep::share_of_iteration(config::sweep_budget_us());
         let started = Instant::now();
         let mut tally = Tally::default();
         let progress = self.work.step(
