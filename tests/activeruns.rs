@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{attach_replica, map_int, wait_replica_caught_up, Server, ServerOpts};
+use common::{attach_replica, map_int, wait_replica_caught_up, Rng, Server, ServerOpts};
 use redis::{Connection, Value};
 
 fn now_ms() -> i64 {
@@ -934,25 +934,6 @@ fn command_getkeys_names_the_base() {
 // ---------------------------------------------------------------------------------------
 // Randomized model test.
 
-/// splitmix64: a tiny seeded generator, so a failure replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// id → (score, document).
 type Model = BTreeMap<String, (i64, String)>;
 
@@ -1020,7 +1001,7 @@ fn randomized_operations_match_an_in_memory_model() {
     for step in 0..4000u64 {
         let op = rng.below(100);
         if op < 55 {
-            let id = &pool[rng.below(pool.len() as u64) as usize];
+            let id = &pool[rng.below(pool.len())];
             let score = t0 - rng.below(40) as i64 * GRID_MS;
             doc_seq += 1;
             let doc = format!(r#"{{"seq":{doc_seq},"id":"{id}"}}"#);
@@ -1030,7 +1011,7 @@ fn randomized_operations_match_an_in_memory_model() {
         } else if op < 75 {
             let n = 1 + rng.below(3);
             let del: Vec<String> = (0..n)
-                .map(|_| pool[rng.below(pool.len() as u64) as usize].clone())
+                .map(|_| pool[rng.below(pool.len())].clone())
                 .collect();
             let unique: BTreeSet<&String> = del.iter().collect();
             let expect = unique.iter().filter(|id| model.contains_key(**id)).count() as i64;
@@ -1067,7 +1048,7 @@ fn randomized_operations_match_an_in_memory_model() {
             let n = 1 + rng.below(6);
             let mut entries = BTreeMap::new();
             for _ in 0..n {
-                let id = pool[rng.below(pool.len() as u64) as usize].clone();
+                let id = pool[rng.below(pool.len())].clone();
                 let score = t0 - rng.below(40) as i64 * GRID_MS;
                 let when = if rng.chance(50) {
                     score.to_string()
@@ -1126,9 +1107,9 @@ fn check_against_model(c: &mut Connection, b: &str, model: &Model, rng: &mut Rng
     );
     // PAGE
     let desc = rng.chance(50);
-    let size = 1 + rng.below(15);
+    let size = 1 + rng.below(15) as u64;
     let pages = model.len() as u64 / size + 2;
-    let p = 1 + rng.below(pages);
+    let p = 1 + rng.below(pages as usize) as u64;
     let with_scores = rng.chance(50);
     let mut extra = vec![if desc { "DESC" } else { "ASC" }];
     if with_scores {
@@ -1146,7 +1127,7 @@ fn check_against_model(c: &mut Connection, b: &str, model: &Model, rng: &mut Rng
     assert_eq!(rows, expect, "step {step}: PAGE {p} {size} {extra:?}");
     // AFTER: from an existing run or from an arbitrary position.
     let (score, marker) = if !sorted.is_empty() && rng.chance(60) {
-        let (id, _, s) = &sorted[rng.below(sorted.len() as u64) as usize];
+        let (id, _, s) = &sorted[rng.below(sorted.len())];
         (*s, id.clone())
     } else {
         let t0_grid = sorted.first().map_or(0, |r| r.2);
@@ -1155,7 +1136,7 @@ fn check_against_model(c: &mut Connection, b: &str, model: &Model, rng: &mut Rng
             format!("run-{:03}", rng.below(80)),
         )
     };
-    let size = 1 + rng.below(12);
+    let size = 1 + rng.below(12) as u64;
     let expect: Vec<Row> = sorted
         .iter()
         .filter(|(id, _, s)| {

@@ -5,34 +5,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, ServerOpts};
+use common::{Rng, Server, ServerOpts};
 use redis_retention::policy::Glob;
-
-/// splitmix64, so the test is deterministic and needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick(&mut self, from: &[u8]) -> u8 {
-        from[self.below(from.len())]
-    }
-
-    fn string(&mut self, alphabet: &[u8], min_len: usize, max_len: usize) -> Vec<u8> {
-        let len = min_len + self.below(max_len - min_len + 1);
-        (0..len).map(|_| self.pick(alphabet)).collect()
-    }
-}
 
 const NAME_BYTES: &[u8] = b"ab:c-_]^\\*?[{}1 \x00\x01\x7f\x80\xc3\xa9\xfe\xff";
 

@@ -368,6 +368,22 @@ fn other_clients_keep_being_served_during_a_1m_key_sweep() {
     );
 }
 
+/// Keys of `populate_mixed` whose expire times must survive replication and AOF reload.
+const TTL_SAMPLE_KEYS: [&str; 4] = [
+    "celery-task-meta-0",
+    "metrics:1",
+    "session:5",
+    "session:long9",
+];
+
+fn expire_times(c: &mut redis::Connection, keys: &[&str]) -> Vec<i64> {
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("PEXPIRETIME").arg(*k);
+    }
+    pipe.query(c).unwrap()
+}
+
 #[test]
 fn replica_and_aof_end_byte_identical() {
     let dir = scratch_dir("aof");
@@ -387,36 +403,14 @@ fn replica_and_aof_end_byte_identical() {
     let digest = master.digest();
     assert_eq!(digest, replica.digest(), "replica differs from master");
 
-    let ttls_before: Vec<i64> = {
-        let mut pipe = redis::pipe();
-        for k in [
-            "celery-task-meta-0",
-            "metrics:1",
-            "session:5",
-            "session:long9",
-        ] {
-            pipe.cmd("PEXPIRETIME").arg(k);
-        }
-        pipe.query(&mut c).unwrap()
-    };
+    let ttls_before = expire_times(&mut c, &TTL_SAMPLE_KEYS);
     drop(c);
     let mut master = master;
     master.kill();
     let restarted = Server::start_in(dir, opts).expect("restart from AOF");
     assert_eq!(restarted.digest(), digest, "AOF reload differs");
     let mut c = restarted.conn();
-    let ttls_after: Vec<i64> = {
-        let mut pipe = redis::pipe();
-        for k in [
-            "celery-task-meta-0",
-            "metrics:1",
-            "session:5",
-            "session:long9",
-        ] {
-            pipe.cmd("PEXPIRETIME").arg(k);
-        }
-        pipe.query(&mut c).unwrap()
-    };
+    let ttls_after = expire_times(&mut c, &TTL_SAMPLE_KEYS);
     assert_eq!(
         ttls_before, ttls_after,
         "absolute expire times differ after AOF reload"

@@ -319,3 +319,34 @@ pub fn map_int(v: &redis::Value, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("field {name} missing in {v:?}"));
     redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not an integer"))
 }
+
+/// splitmix64: a tiny seeded generator for randomized tests, so a failure replays exactly
+/// and no dependency is needed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick(&mut self, from: &[u8]) -> u8 {
+        from[self.below(from.len())]
+    }
+
+    pub fn string(&mut self, alphabet: &[u8], min_len: usize, max_len: usize) -> Vec<u8> {
+        let len = min_len + self.below(max_len - min_len + 1);
+        (0..len).map(|_| self.pick(alphabet)).collect()
+    }
+}
