@@ -17,14 +17,26 @@ thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
     /// When the event loop last woke up (its after-sleep hook).
     static AWAKE_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// When the module's before-sleep work last ended.
+    static WORK_ENDED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// How long the previous iteration kept the loop busy, from waking up to the end of the
+    /// module's before-sleep work (its sleep excluded).
+    static PREVIOUS_ITERATION: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// When the server cron will next run, as the event loop schedules it, and its period.
+    static NEXT_CRON: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
 /// Called by the event loop while the pipe is readable; the byte stays so the loop keeps
 /// spinning until `disarm`.
 extern "C" fn on_wake_readable(_fd: c_int, _data: *mut c_void, _mask: c_int) {}
 
-/// Creates the wake pipe and subscribes `before_sleep` to the event-loop hook.
-pub fn init(ctx: &Context, before_sleep: raw::RedisModuleEventCallback) -> Result<(), String> {
+/// Creates the wake pipe and subscribes `before_sleep` to the event-loop hook and `cron` to
+/// the server cron.
+pub fn init(
+    ctx: &Context,
+    before_sleep: raw::RedisModuleEventCallback,
+    cron: raw::RedisModuleEventCallback,
+) -> Result<(), String> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -42,18 +54,31 @@ pub fn init(ctx: &Context, before_sleep: raw::RedisModuleEventCallback) -> Resul
     if added != raw::REDISMODULE_OK as c_int {
         return Err("RedisModule_EventLoopAdd failed".into());
     }
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_EVENTLOOP,
-        dataver: 1,
-    };
-    // SAFETY: module context during load; the callback is a plain extern fn.
-    let subscribed =
-        unsafe { raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, before_sleep) };
-    if subscribed != raw::REDISMODULE_OK as c_int {
-        return Err("cannot subscribe to the event-loop hook".into());
-    }
+    subscribe(
+        ctx,
+        raw::REDISMODULE_EVENT_EVENTLOOP,
+        before_sleep,
+        "event-loop hook",
+    )?;
+    subscribe(ctx, raw::REDISMODULE_EVENT_CRON_LOOP, cron, "server cron")?;
     WAKE_PIPE.with(|p| p.set(Some((fds[0], fds[1]))));
     Ok(())
+}
+
+fn subscribe(
+    ctx: &Context,
+    id: u64,
+    callback: raw::RedisModuleEventCallback,
+    what: &str,
+) -> Result<(), String> {
+    let event = raw::RedisModuleEvent { id, dataver: 1 };
+    // SAFETY: module context during load; the callback is a plain extern fn.
+    let subscribed =
+        unsafe { raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx.ctx, event, callback) };
+    match subscribed == raw::REDISMODULE_OK as c_int {
+        true => Ok(()),
+        false => Err(format!("cannot subscribe to the {what}")),
+    }
 }
 
 /// Keeps the event loop from sleeping until `disarm`.
@@ -78,13 +103,30 @@ pub fn disarm() {
     }
 }
 
-/// Called for both event-loop hooks: remembers when the loop woke up. True for the
-/// before-sleep hook, the one that does work.
+/// Called for both event-loop hooks: remembers when the loop woke up and how long the
+/// iteration before kept it busy. True for the before-sleep hook, the one that does work.
 pub fn note_hook(subevent: u64) -> bool {
     if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_AFTER_SLEEP {
-        AWAKE_SINCE.with(|a| a.set(Some(Instant::now())));
+        let now = Instant::now();
+        let previous = match (AWAKE_SINCE.with(Cell::get), WORK_ENDED.with(Cell::get)) {
+            (Some(woke), Some(ended)) => ended.saturating_duration_since(woke),
+            _ => Duration::ZERO,
+        };
+        PREVIOUS_ITERATION.with(|p| p.set(previous));
+        AWAKE_SINCE.with(|a| a.set(Some(now)));
     }
     subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP
+}
+
+/// Marks the end of the module's before-sleep work: what follows until the loop sleeps is
+/// writing replies.
+pub fn note_work_done() {
+    WORK_ENDED.with(|e| e.set(Some(Instant::now())));
+}
+
+/// How long the previous event-loop iteration kept the server busy.
+pub fn previous_iteration() -> Duration {
+    PREVIOUS_ITERATION.with(Cell::get)
 }
 
 /// How long the server has been busy in this event-loop iteration: the clients' commands
@@ -94,4 +136,42 @@ pub fn busy_this_iteration() -> Duration {
         .with(Cell::get)
         .map(|since| since.elapsed())
         .unwrap_or_default()
+}
+
+/// Called at the end of each server cron run (the cron-loop event): the event loop runs
+/// the cron again 1000/hz ms after this run ends.
+pub fn note_cron(hz: i32) {
+    let period = Duration::from_millis(1000 / u64::try_from(hz.max(1)).unwrap_or(1));
+    NEXT_CRON.with(|n| n.set(Some((Instant::now() + period, period))));
+}
+
+/// Whether the server cron is due within `soon`. Its own work (rehashing, expiring) can take
+/// a millisecond or two; a slice just before it would add to the same client's wait.
+pub fn cron_due_within(soon: Duration) -> bool {
+    NEXT_CRON
+        .with(Cell::get)
+        .is_some_and(|(next, period)| due_within(next, period, Instant::now(), soon))
+}
+
+/// Never true for a `soon` above an eighth of the cron period: a job that waited that long
+/// for every cron would lose a good part of its time (a high `hz`, or a large budget).
+fn due_within(next: Instant, period: Duration, now: Instant, soon: Duration) -> bool {
+    soon * 8 <= period && next <= now + soon
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cron_is_due_only_within_a_short_guard() {
+        let now = Instant::now();
+        let period = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        assert!(due_within(now + ms(1), period, now, ms(2)));
+        assert!(due_within(now, period, now, ms(2)));
+        assert!(!due_within(now + ms(50), period, now, ms(2)));
+        // A guard of a quarter period would idle the job a quarter of the time.
+        assert!(!due_within(now + ms(1), period, now, ms(25)));
+    }
 }

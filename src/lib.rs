@@ -41,7 +41,7 @@ mod registration {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
-        if let Err(err) = eventloop::init(ctx, Some(on_event_loop)) {
+        if let Err(err) = eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
@@ -72,9 +72,17 @@ mod registration {
         }
     }
 
-    #[redis_module_macros::cron_event_handler]
-    fn on_cron(ctx: &Context, _version: u64) {
-        sweep::on_cron_tick(ctx);
+    extern "C" fn on_cron_loop(
+        ctx: *mut raw::RedisModuleCtx,
+        _event: raw::RedisModuleEvent,
+        _subevent: u64,
+        data: *mut std::os::raw::c_void,
+    ) {
+        // SAFETY: the cron-loop event's data is a RedisModuleCronLoopV1 (the crate's own
+        // handler reads it as another struct, hence this one).
+        let hz = unsafe { data.cast::<raw::RedisModuleCronLoopV1>().as_ref() }.map(|d| d.hz);
+        eventloop::note_cron(hz.unwrap_or(10));
+        sweep::on_cron_tick(&Context::new(ctx));
     }
 
     #[redis_module_macros::info_command_handler]

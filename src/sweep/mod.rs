@@ -8,7 +8,7 @@ pub mod plan;
 pub mod track;
 pub mod work;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
@@ -81,13 +81,19 @@ fn background_slice(ctx: &Context) {
         return;
     };
     let pressure = under_pressure();
-    let budget = share_of_iteration(match pressure {
-        true => {
-            stats::with_stats(|s| s.pressure_ticks += 1);
-            pass.budget_us() * PRESSURE_BUDGET_FACTOR
-        }
+    let hold_us = match pressure {
+        true => pass.budget_us() * PRESSURE_BUDGET_FACTOR,
         false => pass.budget_us(),
-    });
+    };
+    let Some(budget) = BACKGROUND_SHARE.with(|s| s.take(hold_us)) else {
+        // The server is busy with its own work (e.g. the cron's rehashing): next time.
+        with_engine(|e| e.background = Some(pass));
+        schedule_backlog_slice(ctx);
+        return;
+    };
+    if pressure {
+        stats::with_stats(|s| s.pressure_ticks += 1);
+    }
     let started = Instant::now();
     let finished = pass.run_slice(ctx, budget, pressure);
     let busy_us = started.elapsed().as_micros() as u64;
@@ -216,36 +222,113 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
 /// after the hook has run once more: a client can wait through two holds. Holding the loop
 /// for half the budget per iteration keeps every client's wait within one budget.
 const HOLDS_PER_WAIT: u64 = 2;
-/// The module's share of an iteration never drops below this fraction of its hold, so a
-/// pass progresses however busy the server is.
+/// A share below this fraction of its hold is not worth a slice; when a job has sat out
+/// `MAX_SKIPS_IN_A_ROW` iterations it gets this much anyway, so it progresses however busy
+/// the server is.
 const MIN_SHARE_DIVISOR: u64 = 4;
+/// Iterations in a row a sliced job may sit out while the server is busy with its own work.
+const MAX_SKIPS_IN_A_ROW: u32 = 2;
 
 /// What is left of `hold_us` for the module in this event-loop iteration once the server's
-/// own work in it (clients' commands, the cron's rehashing and expiring) is counted: the
-/// module fills the budget, it never stacks a whole budget on top of the server's work.
-/// Every sliced job uses it: passes, new keys, `RETENTION.TRIM`, `RETENTION.JOBS CLEAN`.
-pub fn share_of_iteration(hold_us: u64) -> u64 {
-    share_left(hold_us, eventloop::busy_this_iteration().as_micros() as u64)
+/// own work is counted (clients' commands, the cron's rehashing and expiring): the module
+/// fills the hold, it never stacks a whole hold on top of the server's work. A client's
+/// wait can span this iteration and the one before it, so what the previous one took beyond
+/// a hold is left out too. `None`: too little is left; sit this iteration out.
+fn share_left(hold_us: u64, busy_us: u64, previous_us: u64, skipped: u32) -> Option<u64> {
+    let left = left_of_hold(hold_us, busy_us, previous_us);
+    match left >= floor_of(hold_us) {
+        true => Some(left),
+        false if skipped >= MAX_SKIPS_IN_A_ROW => Some(floor_of(hold_us)),
+        false => None,
+    }
 }
 
-fn share_left(hold_us: u64, busy_us: u64) -> u64 {
+fn left_of_hold(hold_us: u64, busy_us: u64, previous_us: u64) -> u64 {
+    let overrun_before = previous_us.saturating_sub(hold_us);
     hold_us
         .saturating_sub(busy_us)
-        .max(hold_us / MIN_SHARE_DIVISOR)
+        .saturating_sub(overrun_before)
+}
+
+fn floor_of(hold_us: u64) -> u64 {
+    (hold_us / MIN_SHARE_DIVISOR).max(1)
+}
+
+fn iteration_load_us() -> (u64, u64) {
+    (
+        eventloop::busy_this_iteration().as_micros() as u64,
+        eventloop::previous_iteration().as_micros() as u64,
+    )
+}
+
+/// One sliced job's claim on event-loop iterations: remembers how many it sat out.
+struct IterationShare {
+    skipped: Cell<u32>,
+}
+
+impl IterationShare {
+    const fn new() -> IterationShare {
+        IterationShare {
+            skipped: Cell::new(0),
+        }
+    }
+
+    /// This iteration's share of `hold_us` for the job, or None to sit it out.
+    fn take(&self, hold_us: u64) -> Option<u64> {
+        // The server cron's own work (rehashing, expiring) can take a millisecond or two:
+        // a slice right before it would add to the same client's wait. Sitting out until
+        // then is bounded by the cron's schedule, so it needs no count.
+        if eventloop::cron_due_within(Duration::from_micros(hold_us * HOLDS_PER_WAIT)) {
+            return None;
+        }
+        let (busy_us, previous_us) = iteration_load_us();
+        let share = share_left(hold_us, busy_us, previous_us, self.skipped.get());
+        self.skipped.set(match share {
+            Some(_) => 0,
+            None => self.skipped.get() + 1,
+        });
+        share
+    }
+}
+
+/// The share of a job that runs from a module timer and cannot sit out (it would idle at
+/// least a millisecond): never below the floor. `RETENTION.TRIM`, `RETENTION.JOBS CLEAN`.
+pub fn share_of_iteration(hold_us: u64) -> u64 {
+    let (busy_us, previous_us) = iteration_load_us();
+    left_of_hold(hold_us, busy_us, previous_us).max(floor_of(hold_us))
+}
+
+thread_local! {
+    static BEFORE_SLEEP_SHARE: IterationShare = const { IterationShare::new() };
+    static BACKGROUND_SHARE: IterationShare = const { IterationShare::new() };
 }
 
 /// The event loop's before-sleep hook: handle noted new keys, then one slice of the
 /// command pass if one runs, together for at most half the budget.
 pub fn on_before_sleep(ctx: &Context) {
-    let started = Instant::now();
     let command_budget = with_engine(|e| e.command.as_ref().map(|c| c.pass.budget_us()));
     let budget_us = command_budget.unwrap_or_else(config::sweep_budget_us);
-    let hold_us = share_of_iteration(budget_us / HOLDS_PER_WAIT).max(1);
+    if let Some(hold_us) = BEFORE_SLEEP_SHARE.with(|s| s.take(budget_us / HOLDS_PER_WAIT)) {
+        before_sleep_work(ctx, hold_us, command_budget.is_some());
+    }
+    // Keep the loop spinning while work is left (also through an iteration sat out);
+    // otherwise it would sleep until the next timer or client event (up to a cron period).
+    let busy = track::pending() || with_engine(|e| e.command.is_some());
+    match busy {
+        true => eventloop::arm(),
+        false => eventloop::disarm(),
+    }
+    eventloop::note_work_done();
+}
+
+/// Noted new keys first, then one slice of the command pass, together for `hold_us`.
+fn before_sleep_work(ctx: &Context, hold_us: u64, command_running: bool) {
+    let started = Instant::now();
     if track::pending() {
         // New keys first, leaving a running SWEEP at least half of the hold.
-        let track_us = match command_budget {
-            Some(_) => hold_us / 2,
-            None => hold_us,
+        let track_us = match command_running {
+            true => hold_us / 2,
+            false => hold_us,
         };
         run_callback(ctx, "new-key tracking", || {
             let flags = ctx.get_flags();
@@ -256,13 +339,6 @@ pub fn on_before_sleep(ctx: &Context) {
     }
     let spent_us = started.elapsed().as_micros() as u64;
     command_pass_slice(ctx, hold_us.saturating_sub(spent_us).max(hold_us / 2));
-    // Keep the loop spinning while work is left; otherwise it would sleep until the next
-    // timer or client event (up to a cron period).
-    let busy = track::pending() || with_engine(|e| e.command.is_some());
-    match busy {
-        true => eventloop::arm(),
-        false => eventloop::disarm(),
-    }
 }
 
 fn command_pass_slice(ctx: &Context, slice_us: u64) {
@@ -308,10 +384,38 @@ mod tests {
 
     #[test]
     fn the_module_fills_what_the_server_left_of_its_hold() {
-        assert_eq!(share_left(500, 0), 500);
-        assert_eq!(share_left(500, 120), 380);
-        // The server's cron took the whole hold: a quarter remains so the pass progresses.
-        assert_eq!(share_left(500, 2_000), 125);
-        assert_eq!(share_left(4_000, 1_000), 3_000);
+        assert_eq!(share_left(500, 0, 0, 0), Some(500));
+        assert_eq!(share_left(500, 120, 0, 0), Some(380));
+        assert_eq!(share_left(4_000, 1_000, 0, 0), Some(3_000));
+        // A previous iteration within its hold leaves this one alone.
+        assert_eq!(share_left(500, 0, 500, 0), Some(500));
+    }
+
+    #[test]
+    fn a_long_previous_iteration_shortens_this_one() {
+        // A client that arrived during the previous iteration waits through this one too.
+        assert_eq!(share_left(500, 50, 700, 0), Some(250));
+        // The cron's rehashing took 2 ms: nothing is left of this iteration's hold.
+        assert_eq!(share_left(500, 0, 2_000, 0), None);
+    }
+
+    #[test]
+    fn a_job_sits_out_at_most_two_busy_iterations_in_a_row() {
+        assert_eq!(share_left(500, 2_000, 0, 0), None);
+        assert_eq!(share_left(500, 2_000, 0, 1), None);
+        // Then it takes a quarter of its hold so it progresses however busy the server is.
+        assert_eq!(share_left(500, 2_000, 0, 2), Some(125));
+        // Slivers are not worth a slice.
+        assert_eq!(share_left(500, 400, 0, 0), None);
+        assert_eq!(share_left(1, 5, 0, 2), Some(1));
+    }
+
+    #[test]
+    fn sitting_out_is_counted_per_job_and_reset_by_a_slice() {
+        let share = IterationShare::new();
+        share.skipped.set(1);
+        // Outside a server the loop has no recorded work: the whole hold is left.
+        assert_eq!(share.take(500), Some(500));
+        assert_eq!(share.skipped.get(), 0);
     }
 }
