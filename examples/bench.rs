@@ -5,7 +5,7 @@
 //! `--smoke` checks that every approach reached the right end state (no timing checks).
 //! `--rounds N` (default 3, 1 with --smoke) repeats the server-side approaches on freshly
 //! populated servers and shows the median: one VM's runs differ by up to ±20%.
-//! `--only` runs some approaches: cron, pipelined, lua, module, background, steady.
+//! `--only` runs some approaches: idle, cron, pipelined, lua, module, background, steady.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,7 +28,18 @@ const CRON_SAMPLE_KEYS: u64 = 30_000;
 /// The Node cron loop (ioredis, as operators' scripts use it); its packages come from the
 /// Node workspace under tests/compat (`npm ci`, done by scripts/bench).
 const CRON_LOOP_JS: &str = "tests/compat/bench/cron-loop.js";
-const APPROACHES: [&str; 6] = ["cron", "pipelined", "lua", "module", "background", "steady"];
+const APPROACHES: [&str; 7] = [
+    "idle",
+    "cron",
+    "pipelined",
+    "lua",
+    "module",
+    "background",
+    "steady",
+];
+/// How long the pinger watches an idle server: the machine's own latency noise.
+const IDLE_WATCH: Duration = Duration::from_secs(3);
+const IDLE_WATCH_SMOKE: Duration = Duration::from_millis(300);
 
 struct Args {
     keys: u64,
@@ -389,6 +400,24 @@ fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
     rows
 }
 
+/// The control row: the same pinger against a populated server that does nothing, so the
+/// PING figures of the other rows can be told from this machine's own scheduling noise.
+fn idle(keys: u64, smoke: bool) -> Row {
+    let server = module_server(false);
+    let mut c = server.conn();
+    populate(&mut c, keys);
+    let watch = if smoke { IDLE_WATCH_SMOKE } else { IDLE_WATCH };
+    let (_, secs, ping) = timed(&server, || std::thread::sleep(watch));
+    assert!(ping.p99_ms > 0.0, "the pinger got no PONG from an idle server");
+    Row {
+        approach: "idle server (control: the machine's PING noise)",
+        keys: 0,
+        secs,
+        ping,
+        note: "nothing runs; the server cron only".into(),
+    }
+}
+
 /// Approach 6: The background sweeper from the server cron: time until every key has its TTL.
 fn background(keys: u64, smoke: bool) -> Row {
     let server = module_server(false);
@@ -537,6 +566,9 @@ fn main() {
         if args.smoke { "smoke" } else { "full" }
     );
     let mut rows = Vec::new();
+    if args.runs("idle") {
+        rows.push(idle(keys, args.smoke));
+    }
     if args.runs("cron") {
         rows.push(cron_loop(keys, args.smoke));
     }
@@ -568,13 +600,18 @@ fn main() {
     println!("\n| approach | keys | seconds | keys/s | module sweep is × faster | PING max ms | PING p99 ms | notes |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
+        let (rate, ratio) = match r.keys {
+            0 => ("–".to_string(), "–".to_string()),
+            _ => (
+                format!("{:.0}", r.rate()),
+                format!("{:.1}", module_rate / r.rate()),
+            ),
+        };
         println!(
-            "| {} | {} | {:.3} | {:.0} | {:.1} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {:.3} | {rate} | {ratio} | {:.2} | {:.2} | {} |",
             r.approach,
             r.keys,
             r.secs,
-            r.rate(),
-            module_rate / r.rate(),
             r.ping.max_ms,
             r.ping.p99_ms,
             r.note
