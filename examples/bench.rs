@@ -408,7 +408,10 @@ fn idle(keys: u64, smoke: bool) -> Row {
     populate(&mut c, keys);
     let watch = if smoke { IDLE_WATCH_SMOKE } else { IDLE_WATCH };
     let (_, secs, ping) = timed(&server, || std::thread::sleep(watch));
-    assert!(ping.p99_ms > 0.0, "the pinger got no PONG from an idle server");
+    assert!(
+        ping.p99_ms > 0.0,
+        "the pinger got no PONG from an idle server"
+    );
     Row {
         approach: "idle server (control: the machine's PING noise)",
         keys: 0,
@@ -609,12 +612,7 @@ fn main() {
         };
         println!(
             "| {} | {} | {:.3} | {rate} | {ratio} | {:.2} | {:.2} | {} |",
-            r.approach,
-            r.keys,
-            r.secs,
-            r.ping.max_ms,
-            r.ping.p99_ms,
-            r.note
+            r.approach, r.keys, r.secs, r.ping.max_ms, r.ping.p99_ms, r.note
         );
     }
     if let (Some(compliant), Some(noop)) = (
