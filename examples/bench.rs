@@ -413,7 +413,7 @@ fn idle(keys: u64, smoke: bool) -> Row {
         "the pinger got no PONG from an idle server"
     );
     Row {
-        approach: "idle server (control: the machine's PING noise)",
+        approach: "idle server (control: the same pinger, nothing runs)",
         keys: 0,
         secs,
         ping,
@@ -603,16 +603,18 @@ fn main() {
     println!("\n| approach | keys | seconds | keys/s | module sweep is × faster | PING max ms | PING p99 ms | notes |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
-        let (rate, ratio) = match r.keys {
-            0 => ("–".to_string(), "–".to_string()),
-            _ => (
+        // The control row moves no keys: no rate, no ratio.
+        let (keys, rate, ratio) = match r.keys {
+            0 => ("–".to_string(), "–".to_string(), "–".to_string()),
+            n => (
+                n.to_string(),
                 format!("{:.0}", r.rate()),
                 format!("{:.1}", module_rate / r.rate()),
             ),
         };
         println!(
-            "| {} | {} | {:.3} | {rate} | {ratio} | {:.2} | {:.2} | {} |",
-            r.approach, r.keys, r.secs, r.ping.max_ms, r.ping.p99_ms, r.note
+            "| {} | {keys} | {:.3} | {rate} | {ratio} | {:.2} | {:.2} | {} |",
+            r.approach, r.secs, r.ping.max_ms, r.ping.p99_ms, r.note
         );
     }
     if let (Some(compliant), Some(noop)) = (
