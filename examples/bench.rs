@@ -341,14 +341,6 @@ fn lua_loop(keys: u64, smoke: bool) -> Row {
     }
 }
 
-fn sweep(c: &mut Connection, args: &[&str]) -> Value {
-    let mut cmd = redis::cmd("RETENTION.SWEEP");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c).expect("RETENTION.SWEEP")
-}
-
 /// Approaches 4 and 5: RETENTION.SWEEP assigning TTLs, then again on the compliant keyspace, next to
 /// a no-op module scan of the same keyspace.
 fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {

@@ -4,17 +4,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{attach_replica, map_int, wait_replica_caught_up, Rng, Server, ServerOpts};
+use common::{attach_replica, map_int, now_ms, wait_replica_caught_up, Rng, Server, ServerOpts};
 use redis::{Connection, Value};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 fn cmd(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
     let mut c = redis::cmd(args[0]);

@@ -6,18 +6,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{map_int, scratch_dir, wait_until, write_policy, Server, ServerOpts};
+use common::{map_int, now_ms, scratch_dir, wait_until, write_policy, Server, ServerOpts};
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Connection, Value};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 fn cli_bin() -> String {
     std::env::var("RETENTION_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_string())

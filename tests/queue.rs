@@ -7,18 +7,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{attach_replica, map_int, write_policy, Server, ServerOpts};
+use common::{attach_replica, map_int, now_ms, sweep, write_policy, zmembers, Server, ServerOpts};
 use redis::{Connection, Value};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 fn keys(c: &mut Connection, pattern: &str) -> BTreeSet<String> {
     redis::cmd("KEYS")
@@ -38,19 +31,6 @@ fn jobs_int(c: &mut Connection, args: &[&str]) -> i64 {
         .arg(args)
         .query(c)
         .unwrap_or_else(|e| panic!("RETENTION.JOBS {args:?}: {e}"))
-}
-
-fn zmembers(c: &mut Connection, key: &str) -> Vec<String> {
-    redis::cmd("ZRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(c)
-        .expect("ZRANGE")
-}
-
-fn sweep(c: &mut Connection) -> Value {
-    redis::cmd("RETENTION.SWEEP").query(c).expect("SWEEP")
 }
 
 fn exists(c: &mut Connection, key: &str) -> bool {
@@ -657,8 +637,8 @@ fn a_sweep_never_touches_queue_structure_or_live_jobs() {
     full_bullmq_queue(&mut c);
     let jobs_before = keys(&mut c, "bull:q:*");
     let snapshot = structure_snapshot(&mut c);
-    sweep(&mut c);
-    sweep(&mut c);
+    sweep(&mut c, &[]);
+    sweep(&mut c, &[]);
     assert_eq!(structure_snapshot(&mut c), snapshot);
     assert_eq!(keys(&mut c, "bull:q:*"), jobs_before);
     // The catch-all rule after the queue rule gave no TTL to queue keys.
@@ -715,7 +695,7 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
     finished_job(&mut c, "bull:bq:", "completed", "x", old);
     cmd(&mut c, &["ZREM", "bull:bq:completed", "x"]);
 
-    let first = sweep(&mut c);
+    let first = sweep(&mut c, &[]);
     assert_eq!(map_int(&first, "jobs_removed"), 2, "{first:?}");
     for gone in [
         "bull:q:o1",
@@ -728,7 +708,7 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
     // Sub-keys need to be seen orphaned for orphan_age first; so does a future finishedOn.
     assert!(exists(&mut c, "bull:q:gone:logs"));
     std::thread::sleep(Duration::from_millis(1100));
-    let second = sweep(&mut c);
+    let second = sweep(&mut c, &[]);
     assert_eq!(map_int(&second, "keys_deleted"), 2, "{second:?}");
     assert_eq!(map_int(&second, "jobs_removed"), 1, "{second:?}");
     for gone in ["bull:q:gone:logs", "bull:q:gone2:processed", "bull:q:young"] {
@@ -793,7 +773,7 @@ fn queue_rule_cleans_by_age_and_count_and_trims_events() {
     bull_queue(&mut c, "bull:b:");
     finished_job(&mut c, "bull:b:", "completed", "1", now - 2 * HOUR_MS);
 
-    let report = sweep(&mut c);
+    let report = sweep(&mut c, &[]);
     assert_eq!(map_int(&report, "jobs_removed"), 5, "{report:?}");
     assert_eq!(zmembers(&mut c, "bull:q:completed"), vec!["c3", "c4", "c5"]);
     assert_eq!(zmembers(&mut c, "bull:q:failed"), vec!["f-new"]);
@@ -809,7 +789,7 @@ fn queue_rule_cleans_by_age_and_count_and_trims_events() {
     events.sort();
     assert_eq!(events, vec![cleaned(1), cleaned(4)]);
     // A second pass finds nothing and adds no event.
-    let again = sweep(&mut c);
+    let again = sweep(&mut c, &[]);
     assert_eq!(map_int(&again, "jobs_removed"), 0);
     let mut unchanged = last_events(&mut c, "bull:q:events", 2);
     unchanged.sort();
@@ -878,7 +858,7 @@ fn replica_and_aof_match_the_master_after_cleaning() {
             now - 2 * HOUR_MS + i * 60_000,
         );
     }
-    sweep(&mut c);
+    sweep(&mut c, &[]);
     assert!(jobs_int(&mut c, &["bull", "q", "CLEAN", "failed", "0"]) > 0);
     // WAIT on the connection that wrote last: a fresh connection's WAIT returns at once
     // (its own write offset is 0), which is what common::wait_replica_caught_up does.

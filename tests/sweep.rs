@@ -21,14 +21,6 @@ const POLICY: &str = r#"{"rules":[
   {"name":"bull-rest","match":"bull:*","ttl":"7d"}
 ]}"#;
 
-fn sweep(c: &mut Connection, extra: &[&str]) -> Value {
-    let mut cmd = redis::cmd("RETENTION.SWEEP");
-    for a in extra {
-        cmd.arg(*a);
-    }
-    cmd.query(c).expect("RETENTION.SWEEP")
-}
-
 fn rule_counter(report: &Value, rule: &str, field: &str) -> i64 {
     let rules = flat_map(report)
         .into_iter()

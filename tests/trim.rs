@@ -5,22 +5,15 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{attach_replica, map_int, write_policy, Server, ServerOpts};
+use common::{attach_replica, map_int, now_ms, sweep, write_policy, zmembers, Server, ServerOpts};
 use redis::Value;
 
 const DAY_MS: i64 = 86_400_000;
 /// No entry is created this close to the age boundary, so the few seconds between the test's
 /// clock reading and the sweep's cannot change which entries are "older than 7 days".
 const BOUNDARY_GAP_MS: i64 = 10 * 60_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Timestamps spanning `span_ms` up to now, `n` of them, minus those within the gap around
 /// `boundary_ms`. The same formula is used by the Lua populators below.
@@ -109,13 +102,6 @@ fn rpush_range(c: &mut redis::Connection, key: &[u8], from: i64, to: i64) {
         .expect("populate list");
 }
 
-fn sweep(c: &mut redis::Connection, extra: &[&str]) -> Value {
-    redis::cmd("RETENTION.SWEEP")
-        .arg(extra)
-        .query(c)
-        .expect("RETENTION.SWEEP")
-}
-
 fn xlen(c: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("XLEN").arg(key).query(c).expect("XLEN")
 }
@@ -148,15 +134,6 @@ fn int_list(c: &mut redis::Connection, key: &[u8]) -> Vec<i64> {
         .arg(-1)
         .query(c)
         .expect("LRANGE")
-}
-
-fn zmembers(c: &mut redis::Connection, key: &str) -> Vec<String> {
-    redis::cmd("ZRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(c)
-        .expect("ZRANGE")
 }
 
 fn master_opts(dir: &std::path::Path, policy_json: &str) -> ServerOpts {

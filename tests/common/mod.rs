@@ -320,6 +320,32 @@ pub fn map_int(v: &redis::Value, name: &str) -> i64 {
     redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not an integer"))
 }
 
+/// The wall clock in Unix milliseconds, as the module and Redis see it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// `RETENTION.SWEEP <args>`, waiting for its report.
+pub fn sweep(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    redis::cmd("RETENTION.SWEEP")
+        .arg(args)
+        .query(c)
+        .expect("RETENTION.SWEEP")
+}
+
+/// All members of a sorted set, lowest score first.
+pub fn zmembers(c: &mut redis::Connection, key: &str) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(c)
+        .expect("ZRANGE")
+}
+
 /// splitmix64: a tiny seeded generator for randomized tests, so a failure replays exactly
 /// and no dependency is needed.
 pub struct Rng(pub u64);
