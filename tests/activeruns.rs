@@ -122,10 +122,7 @@ fn assert_consistent(con: &mut Connection, base: &str) {
 }
 
 fn digest(con: &mut Connection) -> String {
-    redis::cmd("DEBUG")
-        .arg("DIGEST")
-        .query(con)
-        .expect("DEBUG DIGEST")
+    common::dataset_digest(con)
 }
 
 fn server() -> Server {

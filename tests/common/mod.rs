@@ -222,10 +222,7 @@ impl Server {
     }
 
     pub fn digest(&self) -> String {
-        redis::cmd("DEBUG")
-            .arg("DIGEST")
-            .query(&mut self.conn())
-            .expect("DEBUG DIGEST")
+        dataset_digest(&mut self.conn())
     }
 
     /// Restarts the server process with the same dir (for AOF reloads) and options.
@@ -375,4 +372,35 @@ impl Rng {
         let len = min_len + self.below(max_len - min_len + 1);
         (0..len).map(|_| self.pick(alphabet)).collect()
     }
+}
+
+/// `DEBUG DIGEST` plus the absolute expire time of every key in the connection's database. The server's digest mixes in only
+/// *whether* a key has a TTL, not when it expires, and replicas and AOF reloads must carry
+/// the master's exact times.
+pub fn dataset_digest(c: &mut redis::Connection) -> String {
+    use std::hash::{Hash, Hasher};
+    let digest: String = redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(c)
+        .expect("DEBUG DIGEST");
+    let mut keys: Vec<Vec<u8>> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter(c)
+        .expect("SCAN")
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("PEXPIRETIME").arg(key);
+        }
+        let times: Vec<i64> = pipe.query(c).expect("PEXPIRETIME");
+        chunk.iter().zip(times).for_each(|kt| kt.hash(&mut hasher));
+    }
+    format!("{digest}/{:016x}", hasher.finish())
 }
