@@ -125,7 +125,9 @@ impl Drop for OpenKey {
 }
 
 /// Sets the key's absolute expire time, queueing its replication in `batch`. The change is
-/// signalled like `PEXPIREAT` does (WATCH, keyspace event) so clients cannot tell the two apart.
+/// signalled like `PEXPIREAT` does (WATCH, keyspace event) so clients cannot tell the two apart:
+/// closing a writable handle signals the modified key (WATCH, client tracking), the keyspace
+/// event is ours to send.
 pub fn expire_at(
     ctx: &Context,
     name: KeyName,
@@ -143,7 +145,6 @@ pub fn expire_at(
     }
     // SAFETY: valid ctx and name for the duration of the calls.
     unsafe {
-        raw::RedisModule_SignalModifiedKey.unwrap()(ctx.ctx, name.as_ptr());
         raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
             ctx.ctx,
             raw::NotifyEvent::GENERIC.bits(),

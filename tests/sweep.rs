@@ -269,6 +269,61 @@ fn rule_and_match_options_restrict_the_pass() {
     assert_eq!(ttl, -1, "MATCH bull:q4:* touched metrics:1");
 }
 
+/// A TTL set by the sweep is a write like `PEXPIREAT`: a transaction that WATCHed the key
+/// fails, and a keyspace-event subscriber hears `expire`.
+#[test]
+fn ttls_set_by_a_sweep_break_watch_and_are_notified() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut c = server.conn();
+    let _: () = c.set("celery-task-meta-watched", "v").unwrap();
+    let _: () = c.set("unrelated:watched", "v").unwrap();
+    let mut sub = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "notify-keyspace-events", "Kg"])
+        .query(&mut sub)
+        .unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.psubscribe("__keyspace@0__:*").unwrap();
+    let mut watcher = server.conn();
+    let mut bystander = server.conn();
+    let _: () = redis::cmd("WATCH")
+        .arg("celery-task-meta-watched")
+        .query(&mut watcher)
+        .unwrap();
+    let _: () = redis::cmd("WATCH")
+        .arg("unrelated:watched")
+        .query(&mut bystander)
+        .unwrap();
+    assert_eq!(map_int(&sweep(&mut c, &[]), "ttl_set"), 1);
+
+    let exec = |conn: &mut Connection| -> Value {
+        redis::pipe()
+            .atomic()
+            .cmd("PING")
+            .query(conn)
+            .expect("MULTI/EXEC")
+    };
+    assert_eq!(
+        exec(&mut watcher),
+        Value::Nil,
+        "WATCH did not see the new TTL"
+    );
+    assert_ne!(
+        exec(&mut bystander),
+        Value::Nil,
+        "an untouched key broke WATCH"
+    );
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let msg = pubsub.get_message().expect("keyspace event");
+    assert_eq!(
+        msg.get_channel_name(),
+        "__keyspace@0__:celery-task-meta-watched"
+    );
+    assert_eq!(msg.get_payload::<String>().unwrap(), "expire");
+}
+
 #[test]
 fn background_sweeper_reaches_the_same_end_state() {
     let dir = scratch_dir("bg");
