@@ -462,6 +462,30 @@ pub fn selected_db(ctx: &Context) -> i32 {
     unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
 }
 
+/// How many keys of database `db` have no TTL: `INFO keyspace`'s keys − expires (the key
+/// API has no count of keys with a TTL). None when the server's answer cannot be read.
+pub fn keys_without_ttl(ctx: &Context, db: i32) -> Option<u64> {
+    let info = ctx.server_info("keyspace");
+    match info.field(&format!("db{db}")) {
+        Some(line) => {
+            let (keys, expires) = parse_keyspace_counts(line.try_as_str().ok()?)?;
+            Some(keys.saturating_sub(expires))
+        }
+        // INFO leaves out empty databases.
+        None => (db_size(ctx) == 0).then_some(0),
+    }
+}
+
+/// `keys=10,expires=3,avg_ttl=0` → (10, 3).
+pub fn parse_keyspace_counts(line: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("keys")?, field("expires")?))
+}
+
 /// Number of keys in the context's selected database.
 pub fn db_size(ctx: &Context) -> u64 {
     // SAFETY: valid context.
@@ -485,6 +509,21 @@ mod tests {
             .flat_map(|g| std::iter::repeat_n(g.at_ms, g.keys))
             .collect();
         assert_eq!(grouped, expanded, "each key must get its own time");
+    }
+
+    #[test]
+    fn keyspace_counts_are_read_from_the_info_line() {
+        assert_eq!(
+            parse_keyspace_counts("keys=10,expires=3,avg_ttl=0"),
+            Some((10, 3))
+        );
+        assert_eq!(
+            parse_keyspace_counts("keys=5,expires=5,avg_ttl=12,subexpiry=0"),
+            Some((5, 5))
+        );
+        assert_eq!(parse_keyspace_counts("keys=5,avg_ttl=12"), None);
+        assert_eq!(parse_keyspace_counts("keys=x,expires=1"), None);
+        assert_eq!(parse_keyspace_counts(""), None);
     }
 
     #[test]

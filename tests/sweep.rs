@@ -324,6 +324,70 @@ fn ttls_set_by_a_sweep_break_watch_and_are_notified() {
     assert_eq!(msg.get_payload::<String>().unwrap(), "expire");
 }
 
+/// A pass whose rules only give TTLs to keys without one ends at once when the server
+/// counts no such key in its database; a key no rule governs, a `cap` rule in scope, NOOP
+/// or another database with work make it visit every key as before.
+#[test]
+fn a_pass_ends_early_when_every_key_has_a_ttl() {
+    const TTL_ONLY: &str = r#"{"rules":[
+      {"name":"protect","match":"bull:*:id","keep":true},
+      {"name":"celery","match":"celery-task-meta-*","ttl":"1d"},
+      {"name":"capped","match":"session:*","ttl":"1h","cap":true}
+    ]}"#;
+    let server = Server::start_paused(Some(TTL_ONLY));
+    let mut c = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..5_000 {
+        pipe.set(format!("celery-task-meta-{i}"), "v").ignore();
+    }
+    for i in 0..100 {
+        pipe.set_ex(format!("session:{i}"), "v", 10 * 3600).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let finished_early = |r: &Value| map_str(r, "finished_early");
+
+    let first = sweep(&mut c, &["RULE", "celery"]);
+    assert_eq!(map_int(&first, "ttl_set"), 5_000);
+    assert!(map_int(&first, "keys_scanned") > 0);
+
+    let again = sweep(&mut c, &["RULE", "celery"]);
+    assert_eq!(map_int(&again, "keys_scanned"), 0, "{again:?}");
+    assert_eq!(
+        finished_early(&again).as_deref(),
+        Some("every key in the database has a TTL")
+    );
+
+    let capped = sweep(&mut c, &[]);
+    assert_eq!(finished_early(&capped), None, "a cap rule needs every key");
+    assert_eq!(map_int(&capped, "keys_scanned"), 5_100);
+    assert_eq!(map_int(&capped, "ttl_lowered"), 100);
+
+    let noop = sweep(&mut c, &["NOOP"]);
+    assert_eq!(
+        map_int(&noop, "keys_scanned"),
+        5_100,
+        "NOOP visits every key"
+    );
+
+    let _: () = c.set("config:permanent", "v").unwrap();
+    let kept = sweep(&mut c, &["RULE", "celery"]);
+    assert_eq!(finished_early(&kept), None);
+    assert_eq!(map_int(&kept, "keys_scanned"), 5_101);
+    assert_eq!(map_int(&kept, "ttl_set"), 0);
+
+    // Every key of db 0 has a TTL again; db 1's keys still need theirs.
+    let _: () = c.del("config:permanent").unwrap();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    let _: () = c.set("celery-task-meta-db1", "v").unwrap();
+    let db1 = sweep(&mut c, &[]);
+    assert_eq!(map_int(&db1, "ttl_set"), 1);
+    let ttl: i64 = c.ttl("celery-task-meta-db1").unwrap();
+    assert!(ttl > 0, "db 1's key got no TTL: {ttl}");
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let db0 = sweep(&mut c, &["RULE", "celery"]);
+    assert_eq!(map_int(&db0, "keys_scanned"), 0);
+}
+
 #[test]
 fn background_sweeper_reaches_the_same_end_state() {
     let dir = scratch_dir("bg");

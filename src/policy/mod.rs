@@ -217,6 +217,21 @@ impl Policy {
         self.rules.iter().any(|r| r.selector.matches(name))
     }
 
+    /// Whether the rules in scope (all, or only rule `only`) can act only on keys without a
+    /// TTL: `keep` and `ttl` without `cap`. On a database where every key has a TTL they
+    /// have nothing to do, so a pass over it can end at once.
+    pub fn acts_only_on_keys_without_ttl(&self, only: Option<usize>) -> bool {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o == *i))
+            .all(|(_, r)| match &r.action {
+                Action::Keep => true,
+                Action::Ttl(ttl) => !ttl.cap,
+                Action::Trim(_) | Action::Queue(_) | Action::Runs(_) => false,
+            })
+    }
+
     pub fn rule_index(&self, name: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.name == name)
     }
@@ -233,6 +248,31 @@ mod tests {
 
     fn policy(json: &str) -> Policy {
         parse_policy(json).expect("valid policy")
+    }
+
+    #[test]
+    fn only_keep_and_uncapped_ttl_rules_act_only_on_keys_without_ttl() {
+        let p = policy(
+            r#"{"rules":[
+                {"name":"protect","match":"bull:*:id","keep":true},
+                {"name":"celery","match":"celery-task-meta-*","ttl":"1d"},
+                {"name":"capped","match":"session:*","ttl":"1h","cap":true},
+                {"name":"events","match":"events:*","type":"stream","trim":{"max_len":1000}}
+            ]}"#,
+        );
+        assert!(!p.acts_only_on_keys_without_ttl(None));
+        assert!(p.acts_only_on_keys_without_ttl(Some(0)));
+        assert!(p.acts_only_on_keys_without_ttl(Some(1)));
+        assert!(!p.acts_only_on_keys_without_ttl(Some(2)), "cap lowers TTLs");
+        assert!(
+            !p.acts_only_on_keys_without_ttl(Some(3)),
+            "trims need visits"
+        );
+        let ttl_only = policy(
+            r#"{"rules":[{"name":"k","match":"a:*","keep":true},{"name":"t","match":"*","ttl":"1h"}]}"#,
+        );
+        assert!(ttl_only.acts_only_on_keys_without_ttl(None));
+        assert!(Policy::empty().acts_only_on_keys_without_ttl(None));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub fn report_reply(report: &PassReport) -> RedisValue {
     if let Some(why) = &report.aborted {
         m.insert(key("aborted"), RedisValue::BulkString(why.clone()));
     }
+    if let Some(why) = report.finished_early {
+        m.insert(key("finished_early"), RedisValue::BulkString(why.into()));
+    }
     let per_rule = report.per_rule.iter().cloned().collect();
     m.insert(key("rules"), stats::rules_reply(&per_rule));
     RedisValue::OrderedMap(m)

@@ -19,6 +19,10 @@ use crate::time::now_ms;
 /// step that set a TTL it is read at once: such a key can cost tens of microseconds (see
 /// `scan_some`), and slices must end on time.
 const STEPS_PER_CLOCK_CHECK: u32 = 16;
+/// A pass whose rules act only on keys without a TTL asks the server every this many slices
+/// whether any key still lacks one (`INFO keyspace`, a few microseconds), and ends when none
+/// does: on such a database the rest of the scan could not change anything.
+const SLICES_PER_KEYSPACE_CHECK: u64 = 16;
 /// Queued work items (trims, queue cleanings) before the scan waits for them to drain;
 /// bounds the pass's memory to O(one batch).
 const MAX_PENDING_WORK: usize = 64;
@@ -69,6 +73,8 @@ pub struct PassReport {
     pub budget_us: u64,
     /// Set when the pass stopped early (e.g. an internal error); the text says why.
     pub aborted: Option<String>,
+    /// Set when the pass ended before the scan did because nothing was left to do.
+    pub finished_early: Option<&'static str>,
 }
 
 /// The fixed inputs for applying the policy to one key.
@@ -186,6 +192,7 @@ pub struct Pass {
     slices: u64,
     max_slice_us: u64,
     aborted: Option<String>,
+    finished_early: Option<&'static str>,
     last_slice_changed: bool,
 }
 
@@ -207,6 +214,7 @@ impl Pass {
             slices: 0,
             max_slice_us: 0,
             aborted: None,
+            finished_early: None,
             last_slice_changed: false,
         }
     }
@@ -246,6 +254,10 @@ impl Pass {
         };
         // SAFETY: valid ctx; selecting the pass's db is what the caller asked for.
         unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.opts.db) };
+        if self.slices.is_multiple_of(SLICES_PER_KEYSPACE_CHECK) && self.nothing_left(ctx) {
+            self.scan_done = true;
+            self.finished_early = Some("every key in the database has a TTL");
+        }
         let mut slice = Tally::default();
         let mut rule_delta = vec![Tally::default(); self.per_rule.len()];
         loop {
@@ -267,6 +279,19 @@ impl Pass {
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
         self.is_finished()
+    }
+
+    /// True when the rest of the scan cannot change anything: the rules in scope only give
+    /// TTLs to keys without one, and the server counts no such key in the pass's database.
+    /// (Keys created later are the new-key path's, or the next pass's.)
+    fn nothing_left(&self, ctx: &Context) -> bool {
+        !self.scan_done
+            && !self.opts.noop
+            && self.pending.is_empty()
+            && self
+                .policy
+                .acts_only_on_keys_without_ttl(self.opts.only_rule)
+            && keyspace::keys_without_ttl(ctx, self.opts.db) == Some(0)
     }
 
     fn scan_some(
@@ -374,6 +399,7 @@ impl Pass {
             max_slice_us: self.max_slice_us,
             budget_us: self.budget_us(),
             aborted: self.aborted.clone(),
+            finished_early: self.finished_early,
         }
     }
 }

@@ -317,6 +317,13 @@ pub fn map_int(v: &redis::Value, name: &str) -> i64 {
     redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not an integer"))
 }
 
+/// The string field `name` of a map reply, None when the reply has no such field.
+pub fn map_str(v: &redis::Value, name: &str) -> Option<String> {
+    let pairs = flat_map(v);
+    let (_, value) = pairs.iter().find(|(k, _)| k == name)?;
+    Some(redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not a string")))
+}
+
 /// The wall clock in Unix milliseconds, as the module and Redis see it.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
