@@ -490,6 +490,25 @@ fn redis_benchmark_rps(port: u16, requests: u64) -> f64 {
         .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
 }
 
+/// The server's own CPU time so far (user + system, seconds) from `INFO cpu`.
+fn server_cpu_s(c: &mut Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(c).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// One redis-benchmark round: (requests/s, server CPU µs per request). CPU per request is
+/// what the module adds to each SET; it is steadier than throughput on a shared VM, where
+/// the benchmark client's own scheduling moves req/s by ±30% between rounds.
+fn set_round(server: &Server, c: &mut Connection, requests: u64) -> (f64, f64) {
+    let cpu_before = server_cpu_s(c);
+    let rps = redis_benchmark_rps(server.port, requests);
+    let cpu_us = (server_cpu_s(c) - cpu_before) * 1e6 / requests as f64;
+    (rps, cpu_us)
+}
+
 /// Approach 7: Steady state: SET throughput with and without the module (new keys tracked),
 /// and how long a new key waits for its policy TTL. Two clients on a 2-core machine vary by
 /// ±5% from run to run, so the two servers are measured in alternating rounds and the
@@ -510,15 +529,21 @@ fn steady_state(requests: u64, rounds: usize, smoke: bool) -> String {
     let mut c = server.conn();
     let mut plain_c = plain.conn();
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without_cpu, mut with_cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         if round > 0 {
             let _: () = redis::cmd("FLUSHALL").query(&mut plain_c).unwrap();
             let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
         }
-        without.push(redis_benchmark_rps(plain.port, requests));
-        with.push(redis_benchmark_rps(server.port, requests));
+        let (rps, cpu_us) = set_round(&plain, &mut plain_c, requests);
+        without.push(rps);
+        without_cpu.push(cpu_us);
+        let (rps, cpu_us) = set_round(&server, &mut c, requests);
+        with.push(rps);
+        with_cpu.push(cpu_us);
     }
     let (without_rps, with_rps) = (median(&mut without), median(&mut with));
+    let (without_cpu_us, with_cpu_us) = (median(&mut without_cpu), median(&mut with_cpu));
     // A random key can repeat; a SET over an existing key drops its TTL without a "new"
     // event and is left to the next full pass. So at most (requests - distinct keys) keys may
     // lack a TTL; the last keys written are handled on the next loop iteration: poll.
@@ -552,13 +577,24 @@ fn steady_state(requests: u64, rounds: usize, smoke: bool) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let show_cpu = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         "| SET throughput (redis-benchmark -t set -r 1e8, {requests} requests, median of {rounds} alternating rounds) | {without_rps:.0} req/s without the module ({}) | {with_rps:.0} req/s with it ({}) | ratio {:.3} (cost {:.1}%) |\n\
+         | server CPU per SET (INFO cpu, median of the same rounds) | {without_cpu_us:.2} µs without the module ({}) | {with_cpu_us:.2} µs with it ({}) | ratio {:.3} (cost {:.1}%) |\n\
          | new key without TTL → policy TTL (SET, then PTTL until set; 200 keys) | max {:.2} ms | p99 {:.2} ms | {} keys without TTL after the benchmark, all overwritten by a later SET ({} overwrites) |",
         show(&without),
         show(&with),
         with_rps / without_rps,
         (1.0 - with_rps / without_rps) * 100.0,
+        show_cpu(&without_cpu),
+        show_cpu(&with_cpu),
+        with_cpu_us / without_cpu_us,
+        (with_cpu_us / without_cpu_us - 1.0) * 100.0,
         waits.last().copied().unwrap_or(0.0),
         waits[(waits.len() * 99 / 100).min(waits.len() - 1)],
         left,
