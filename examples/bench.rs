@@ -571,15 +571,9 @@ fn steady_state(requests: u64, rounds: usize, smoke: bool) -> String {
         waits.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     waits.sort_by(|a, b| a.total_cmp(b));
-    let show = |v: &[f64]| {
+    let show = |v: &[f64], digits: usize| {
         v.iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let show_cpu = |v: &[f64]| {
-        v.iter()
-            .map(|r| format!("{r:.2}"))
+            .map(|r| format!("{r:.digits$}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -587,12 +581,12 @@ fn steady_state(requests: u64, rounds: usize, smoke: bool) -> String {
         "| SET throughput (redis-benchmark -t set -r 1e8, {requests} requests, median of {rounds} alternating rounds) | {without_rps:.0} req/s without the module ({}) | {with_rps:.0} req/s with it ({}) | ratio {:.3} (cost {:.1}%) |\n\
          | server CPU per SET (INFO cpu, median of the same rounds) | {without_cpu_us:.2} µs without the module ({}) | {with_cpu_us:.2} µs with it ({}) | ratio {:.3} (cost {:.1}%) |\n\
          | new key without TTL → policy TTL (SET, then PTTL until set; 200 keys) | max {:.2} ms | p99 {:.2} ms | {} keys without TTL after the benchmark, all overwritten by a later SET ({} overwrites) |",
-        show(&without),
-        show(&with),
+        show(&without, 0),
+        show(&with, 0),
         with_rps / without_rps,
         (1.0 - with_rps / without_rps) * 100.0,
-        show_cpu(&without_cpu),
-        show_cpu(&with_cpu),
+        show(&without_cpu, 2),
+        show(&with_cpu, 2),
         with_cpu_us / without_cpu_us,
         (with_cpu_us / without_cpu_us - 1.0) * 100.0,
         waits.last().copied().unwrap_or(0.0),
