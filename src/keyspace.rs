@@ -462,11 +462,12 @@ pub fn selected_db(ctx: &Context) -> i32 {
     unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
 }
 
-/// How many keys of database `db` have no TTL: `INFO keyspace`'s keys − expires (the key
-/// API has no count of keys with a TTL). None when the server's answer cannot be read.
-pub fn keys_without_ttl(ctx: &Context, db: i32) -> Option<u64> {
+/// How many keys of the context's selected database have no TTL: `INFO keyspace`'s keys −
+/// expires (the key API has no count of keys with a TTL). None when the server's answer
+/// cannot be read.
+pub fn keys_without_ttl(ctx: &Context) -> Option<u64> {
     let info = ctx.server_info("keyspace");
-    match info.field(&format!("db{db}")) {
+    match info.field(&format!("db{}", selected_db(ctx))) {
         Some(line) => {
             let (keys, expires) = parse_keyspace_counts(line.try_as_str().ok()?)?;
             Some(keys.saturating_sub(expires))

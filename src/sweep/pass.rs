@@ -282,8 +282,8 @@ impl Pass {
     }
 
     /// True when the rest of the scan cannot change anything: the rules in scope only give
-    /// TTLs to keys without one, and the server counts no such key in the pass's database.
-    /// (Keys created later are the new-key path's, or the next pass's.)
+    /// TTLs to keys without one, and the server counts no such key in the pass's database
+    /// (selected by `run_slice`). Keys created later are the new-key path's, or the next pass's.
     fn nothing_left(&self, ctx: &Context) -> bool {
         !self.scan_done
             && !self.opts.noop
@@ -291,7 +291,7 @@ impl Pass {
             && self
                 .policy
                 .acts_only_on_keys_without_ttl(self.opts.only_rule)
-            && keyspace::keys_without_ttl(ctx, self.opts.db) == Some(0)
+            && keyspace::keys_without_ttl(ctx) == Some(0)
     }
 
     fn scan_some(
