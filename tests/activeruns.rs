@@ -5,7 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{attach_replica, map_int, now_ms, wait_replica_caught_up, Rng, Server, ServerOpts};
+use common::{
+    attach_replica, dataset_digest, map_int, now_ms, wait_replica_caught_up, Rng, Server,
+    ServerOpts,
+};
 use redis::{Connection, Value};
 
 fn cmd(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
@@ -119,10 +122,6 @@ fn assert_consistent(con: &mut Connection, base: &str) {
         data_ids(con, base),
         "{base}: index and data disagree"
     );
-}
-
-fn digest(con: &mut Connection) -> String {
-    common::dataset_digest(con)
 }
 
 fn server() -> Server {
@@ -439,7 +438,7 @@ fn page_repairs_holes_and_replicates_the_repair() {
     assert_eq!((total, rows.len()), (0, 0));
     assert_eq!(int(&mut c, &["EXISTS", &format!("{b2}:index")]), 0);
     wait_replica_caught_up(&m, &r);
-    assert_eq!(digest(&mut c), digest(&mut r.conn()));
+    assert_eq!(dataset_digest(&mut c), dataset_digest(&mut r.conn()));
 }
 
 #[test]
@@ -531,11 +530,11 @@ fn runs_rule_sweep_expires_and_cleans_leftovers() {
     let other = "jobs:{a}";
     add(&mut c, other, "old", "{}", 1);
 
-    let before = digest(&mut c);
+    let before = dataset_digest(&mut c);
     let dry = ok(&mut c, &["RETENTION.SWEEP", "DRYRUN"]);
     assert_eq!(map_int(&dry, "runs_expired"), 200 + 20);
     assert_eq!(map_int(&dry, "entries_trimmed"), 300 + 5 + 50);
-    assert_eq!(digest(&mut c), before, "a dry run changes nothing");
+    assert_eq!(dataset_digest(&mut c), before, "a dry run changes nothing");
 
     let report = ok(&mut c, &["RETENTION.SWEEP"]);
     assert_eq!(map_int(&report, "runs_expired"), 220);
@@ -623,13 +622,13 @@ fn migrate_legacy_hash_into_itself() {
         legacy_at
     );
     // Idempotent.
-    let digest_after = digest(&mut c);
+    let digest_after = dataset_digest(&mut c);
     let again = ok(
         &mut c,
         &["ACTIVERUNS.MIGRATE", b, b, "SCOREFIELD", "startedAt"],
     );
     assert_eq!(map_int(&again, "migrated"), 0);
-    assert_eq!(digest(&mut c), digest_after);
+    assert_eq!(dataset_digest(&mut c), digest_after);
     assert_consistent(&mut c, b);
 }
 
@@ -688,13 +687,13 @@ fn migrate_refuses_bad_entries_and_writes_nothing() {
         &mut c,
         &["HSET", legacy, "good", "{}", "broken", "{not json"],
     );
-    let before = digest(&mut c);
+    let before = dataset_digest(&mut c);
     let e = err(&mut c, &["ACTIVERUNS.MIGRATE", legacy, legacy]);
     assert!(
         e.contains("broken") && e.contains("nothing was migrated"),
         "{e}"
     );
-    assert_eq!(digest(&mut c), before);
+    assert_eq!(dataset_digest(&mut c), before);
     ok(&mut c, &["HDEL", legacy, "broken"]);
     redis::cmd("HSET")
         .arg(legacy)
@@ -722,7 +721,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     add(&mut c, b, "r1", "{}", 1000);
     ok(&mut c, &["SET", "runs:{str}:index", "x"]);
     ok(&mut c, &["SET", "runs:{str2}:data", "x"]);
-    let before = digest(&mut c);
+    let before = dataset_digest(&mut c);
     let arity = [
         vec!["ACTIVERUNS.ADD", b, "r"],
         vec!["ACTIVERUNS.ADD", b, "r", "{}", "SCORE"],
@@ -831,7 +830,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         .arg("{}")
         .query::<i64>(&mut c);
     assert!(e.unwrap_err().to_string().contains("UTF-8"));
-    assert_eq!(digest(&mut c), before, "no failed command wrote anything");
+    assert_eq!(
+        dataset_digest(&mut c),
+        before,
+        "no failed command wrote anything"
+    );
     let bin_base: &[u8] = b"runs:{\xff\x00}";
     let n: i64 = redis::cmd("ACTIVERUNS.ADD")
         .arg(bin_base)
@@ -1082,8 +1085,8 @@ fn randomized_operations_match_an_in_memory_model() {
     assert_consistent(&mut c, b);
     wait_replica_caught_up(&m, &r);
     assert_eq!(
-        digest(&mut c),
-        digest(&mut r.conn()),
+        dataset_digest(&mut c),
+        dataset_digest(&mut r.conn()),
         "replica equals master"
     );
 }
@@ -1218,7 +1221,7 @@ fn replica_matches_master_after_every_command() {
     let mut c = m.conn();
     exercise_everything(&mut c);
     wait_replica_caught_up(&m, &r);
-    let (dm, dr) = (digest(&mut c), digest(&mut r.conn()));
+    let (dm, dr) = (dataset_digest(&mut c), dataset_digest(&mut r.conn()));
     assert_ne!(dm, "0".repeat(40), "something was written");
     assert_eq!(dm, dr);
 }
@@ -1238,9 +1241,9 @@ fn aof_restart_restores_the_same_data() {
     let mut s = Server::start_in(dir.clone(), opts.clone()).expect("start");
     let mut c = s.conn();
     exercise_everything(&mut c);
-    let before = digest(&mut c);
+    let before = dataset_digest(&mut c);
     drop(c);
     s.kill();
     let s2 = Server::start_in(dir, opts).expect("restart");
-    assert_eq!(digest(&mut s2.conn()), before);
+    assert_eq!(dataset_digest(&mut s2.conn()), before);
 }

@@ -487,14 +487,6 @@ const TTL_SAMPLE_KEYS: [&str; 4] = [
     "session:long9",
 ];
 
-fn expire_times(c: &mut redis::Connection, keys: &[&str]) -> Vec<i64> {
-    let mut pipe = redis::pipe();
-    for k in keys {
-        pipe.cmd("PEXPIRETIME").arg(*k);
-    }
-    pipe.query(c).unwrap()
-}
-
 #[test]
 fn replica_and_aof_end_byte_identical() {
     let dir = scratch_dir("aof");

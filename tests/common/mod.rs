@@ -381,9 +381,18 @@ impl Rng {
     }
 }
 
-/// `DEBUG DIGEST` plus the absolute expire time of every key in the connection's database. The server's digest mixes in only
-/// *whether* a key has a TTL, not when it expires, and replicas and AOF reloads must carry
-/// the master's exact times.
+/// `PEXPIRETIME` of each key (-1: no TTL, -2: no key), in one pipeline.
+pub fn expire_times<K: redis::ToRedisArgs>(c: &mut redis::Connection, keys: &[K]) -> Vec<i64> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("PEXPIRETIME").arg(key);
+    }
+    pipe.query(c).expect("PEXPIRETIME")
+}
+
+/// `DEBUG DIGEST` plus the absolute expire time of every key in the connection's database.
+/// The server's digest mixes in only *whether* a key has a TTL, not when it expires, and
+/// replicas and AOF reloads must carry the master's exact times.
 pub fn dataset_digest(c: &mut redis::Connection) -> String {
     use std::hash::{Hash, Hasher};
     let digest: String = redis::cmd("DEBUG")
@@ -402,11 +411,7 @@ pub fn dataset_digest(c: &mut redis::Connection) -> String {
     keys.dedup();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for chunk in keys.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for key in chunk {
-            pipe.cmd("PEXPIRETIME").arg(key);
-        }
-        let times: Vec<i64> = pipe.query(c).expect("PEXPIRETIME");
+        let times = expire_times(c, chunk);
         chunk.iter().zip(times).for_each(|kt| kt.hash(&mut hasher));
     }
     format!("{digest}/{:016x}", hasher.finish())
