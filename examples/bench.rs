@@ -510,8 +510,8 @@ fn set_round(server: &Server, c: &mut Connection, requests: u64) -> (f64, f64) {
 }
 
 /// Approach 7: Steady state: SET throughput with and without the module (new keys tracked),
-/// and how long a new key waits for its policy TTL. Two clients on a 2-core machine vary by
-/// ±5% from run to run, so the two servers are measured in alternating rounds and the
+/// and how long a new key waits for its policy TTL. Two clients on a 2-core VM vary by up to
+/// ±30% from round to round, so the two servers are measured in alternating rounds and the
 /// medians compared.
 fn steady_state(requests: u64, rounds: usize, smoke: bool) -> String {
     let plain = plain_server();
