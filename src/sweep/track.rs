@@ -34,6 +34,9 @@ struct Tracker {
     /// queue the same cleaning thousands of times.
     queue_sets: HashSet<(i32, Vec<u8>)>,
     work: WorkQueue,
+    /// Empty between calls of `process`; kept so its buffers are not regrown on every
+    /// loop iteration that has new keys.
+    expires: ExpireBatch,
 }
 
 thread_local! {
@@ -116,8 +119,10 @@ pub fn process(ctx: &Context, budget_us: u64) {
     };
     let mut tally = Tally::default();
     let mut per_rule = vec![Tally::default(); policy.rules.len()];
-    let mut expires = ExpireBatch::new();
-    let mut work = TRACKER.with(|t| std::mem::take(&mut t.borrow_mut().work));
+    let (mut work, mut expires) = TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        (std::mem::take(&mut t.work), std::mem::take(&mut t.expires))
+    });
     let mut visited = 0u64;
     let mut selected_db = None;
     while Instant::now() < deadline {
@@ -156,7 +161,11 @@ pub fn process(ctx: &Context, budget_us: u64) {
     }
     expires.flush(ctx);
     run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
-    TRACKER.with(|t| t.borrow_mut().work = work);
+    TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        t.work = work;
+        t.expires = expires;
+    });
     stats::with_stats(|s| {
         s.tracked_keys += visited;
     });
