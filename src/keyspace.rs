@@ -11,6 +11,7 @@ use std::ptr::NonNull;
 use redis_module::{raw, Context};
 
 use crate::policy::KeyType;
+use crate::replication;
 
 /// The policy's name for a `RedisModule_KeyType` code (None for empty or unknown types).
 pub fn key_type_of(code: c_int) -> Option<KeyType> {
@@ -52,11 +53,11 @@ impl<'a> KeyName<'a> {
     }
 }
 
-/// A key handle the server gave us or that we opened; valid only while it is borrowed.
+/// A key handle the server gave us or that we opened read-only; valid only while borrowed.
+/// Deciding happens on such handles; changes go through `ExpireBatch::apply_staged`, which
+/// opens the key writable only when something is to change.
 pub struct KeyView {
     key: NonNull<raw::RedisModuleKey>,
-    /// Opened for writing (by us); the scan's handles are read-only.
-    writable: bool,
 }
 
 impl KeyView {
@@ -79,6 +80,12 @@ impl KeyView {
         let rc = unsafe { raw::RedisModule_GetLRU.unwrap()(self.key.as_ptr(), &mut idle) };
         (rc == raw::REDISMODULE_OK as c_int).then_some(idle)
     }
+
+    fn set_abs_expire(&self, at_ms: i64) -> bool {
+        // SAFETY: live handle; the server refuses (ERR) if it is not writable.
+        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };
+        rc == raw::REDISMODULE_OK as c_int
+    }
 }
 
 /// A key opened by us; closed on drop.
@@ -87,33 +94,37 @@ pub struct OpenKey {
 }
 
 impl OpenKey {
-    /// Opens `name` for writing without touching its LRU/LFU data. None if it does not exist.
-    pub fn writable(ctx: &Context, name: KeyName) -> Option<OpenKey> {
+    /// Opens `name` for reading without touching its LRU/LFU data. A read-only handle
+    /// signals nothing when closed: WATCH and client-side caches see no change.
+    pub fn readable(ctx: &Context, name: KeyName) -> Option<OpenKey> {
+        Self::open(
+            ctx,
+            name,
+            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH,
+        )
+    }
+
+    /// Opens `name` for writing without touching its LRU/LFU data. Closing it signals the
+    /// key modified (WATCH, client tracking): only for keys that are changed.
+    fn writable(ctx: &Context, name: KeyName) -> Option<OpenKey> {
         let mode =
             raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        Self::open(ctx, name, mode)
+    }
+
+    fn open(ctx: &Context, name: KeyName, mode: u32) -> Option<OpenKey> {
         // SAFETY: ctx and name are valid for this call; the handle is closed in Drop.
         let ptr =
             unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.as_ptr(), mode as c_int) };
         let key = NonNull::new(ptr.cast::<raw::RedisModuleKey>())?;
         let open = OpenKey {
-            view: KeyView {
-                key,
-                writable: true,
-            },
+            view: KeyView { key },
         };
         open.view.key_type().map(|_| open)
     }
 
     pub fn view(&self) -> &KeyView {
         &self.view
-    }
-}
-
-impl KeyView {
-    fn set_abs_expire(&self, at_ms: i64) -> bool {
-        // SAFETY: live handle; the server refuses (ERR) if it is not writable.
-        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };
-        rc == raw::REDISMODULE_OK as c_int
     }
 }
 
@@ -124,36 +135,23 @@ impl Drop for OpenKey {
     }
 }
 
-/// Sets the key's absolute expire time, queueing its replication in `batch`. The change is
-/// signalled like `PEXPIREAT` does (WATCH, keyspace event) so clients cannot tell the two apart:
-/// closing a writable handle signals the modified key (WATCH, client tracking), the keyspace
-/// event is ours to send.
-pub fn expire_at(
-    ctx: &Context,
-    name: KeyName,
-    key: &KeyView,
-    at_ms: i64,
-    batch: &mut ExpireBatch,
-) -> bool {
-    let done = match key.writable {
-        true => key.set_abs_expire(at_ms),
-        // The scan's handle is read-only: reopen (one more lookup, unavoidable on 7.0).
-        false => OpenKey::writable(ctx, name).is_some_and(|k| k.view().set_abs_expire(at_ms)),
-    };
-    if !done {
-        return false;
+/// Sets a staged key's absolute expire time. The change is signalled like `PEXPIREAT` does,
+/// so clients cannot tell the two apart: closing the writable handle signals the modified
+/// key (WATCH, client tracking), the keyspace event is ours to send.
+fn set_expire_now(ctx: &Context, name: KeyName, at_ms: i64) -> bool {
+    let done = OpenKey::writable(ctx, name).is_some_and(|k| k.view().set_abs_expire(at_ms));
+    if done {
+        // SAFETY: valid ctx and name for the duration of the call.
+        unsafe {
+            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
+                ctx.ctx,
+                raw::NotifyEvent::GENERIC.bits(),
+                c"expire".as_ptr(),
+                name.as_ptr(),
+            );
+        }
     }
-    // SAFETY: valid ctx and name for the duration of the calls.
-    unsafe {
-        raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
-            ctx.ctx,
-            raw::NotifyEvent::GENERIC.bits(),
-            c"expire".as_ptr(),
-            name.as_ptr(),
-        );
-    }
-    batch.push(name, at_ms);
-    true
+    done
 }
 
 /// Replicates many expire times in one command. `RM_Replicate` costs about half of setting a
@@ -161,8 +159,13 @@ pub fn expire_at(
 /// as one script call whose arguments are explicit keys and absolute times: replicas and
 /// the AOF apply exactly the master's `PEXPIREAT`s, never re-run a rule.
 pub struct ExpireBatch {
+    /// Decided in a scan callback or on a read handle, not yet set (see `stage`).
+    staged: Vec<(*mut raw::RedisModuleString, i64)>,
+    /// Set on the master, not yet replicated.
     names: Vec<*mut raw::RedisModuleString>,
     times: Vec<i64>,
+    /// The database every queued name belongs to (replication names one database).
+    db: i32,
     /// Scratch kept between flushes (see `group_by_time`).
     order: Vec<usize>,
     groups: Vec<TimeGroup>,
@@ -215,8 +218,10 @@ pub fn group_by_time(times: &[i64], order: &mut Vec<usize>, groups: &mut Vec<Tim
 impl ExpireBatch {
     pub fn new() -> ExpireBatch {
         ExpireBatch {
+            staged: Vec::new(),
             names: Vec::new(),
             times: Vec::new(),
+            db: 0,
             order: Vec::new(),
             groups: Vec::new(),
             argv: Vec::new(),
@@ -224,41 +229,90 @@ impl ExpireBatch {
     }
 
     pub fn is_full(&self) -> bool {
-        self.names.len() >= EXPIRE_BATCH_MAX
+        self.names.len() + self.staged.len() >= EXPIRE_BATCH_MAX
     }
 
-    /// Expire times queued so far.
+    /// Expire times decided so far (staged or set).
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.names.len() + self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
     }
 
-    fn push(&mut self, name: KeyName, at_ms: i64) {
+    /// Records that `name` (in the context's selected database) gets `at_ms`. Nothing
+    /// changes yet: a key is never modified inside an `RM_Scan` callback (Valkey 9 moves a
+    /// key's object when it gains an expire, and the scan would then read a freed handle).
+    /// `apply_staged` sets it once the callback has returned.
+    pub fn stage(&mut self, ctx: &Context, name: KeyName, at_ms: i64) {
+        let db = selected_db(ctx);
+        if db != self.db && !self.is_empty() {
+            // Replication names one database: what the other one set goes out first.
+            self.apply_staged(ctx);
+            self.flush(ctx);
+        }
+        self.db = db;
         // SAFETY: keeps the name alive past the scan callback; released in `flush`.
         unsafe { raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), name.as_ptr()) };
-        self.names.push(name.as_ptr());
-        self.times.push(at_ms);
+        self.staged.push((name.as_ptr(), at_ms));
     }
 
-    /// Emits the queued expire times. Must run in the same callback as the changes, so the
-    /// server propagates them together.
+    /// Sets every staged expire time; returns how many could not be set (the key went away
+    /// or changed in between: nothing to replicate for those). Call outside scan callbacks.
+    pub fn apply_staged(&mut self, ctx: &Context) -> u64 {
+        if self.staged.is_empty() {
+            return 0;
+        }
+        let selected = selected_db(ctx);
+        select_db(ctx, self.db);
+        let mut failed = 0;
+        for (ptr, at_ms) in std::mem::take(&mut self.staged) {
+            let name = KeyName {
+                // SAFETY: retained in `stage`, so non-null and alive.
+                ptr: unsafe { NonNull::new_unchecked(ptr) },
+                _lifetime: PhantomData,
+            };
+            match set_expire_now(ctx, name, at_ms) {
+                true => {
+                    self.names.push(ptr);
+                    self.times.push(at_ms);
+                }
+                false => {
+                    failed += 1;
+                    // SAFETY: retained in `stage`, released once.
+                    unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
+                }
+            }
+        }
+        select_db(ctx, selected);
+        failed
+    }
+
+    /// Replicates the expire times set so far, in the database they were set in. Must run
+    /// in the same callback as the changes, so the server propagates them together.
     pub fn flush(&mut self, ctx: &Context) {
+        if self.names.is_empty() {
+            return;
+        }
+        let selected = selected_db(ctx);
+        select_db(ctx, self.db);
         match self.names.len() {
-            0 => return,
             1 => replicate_pexpireat(ctx, self.names[0], self.times[0]),
             _ => self.replicate_script(ctx),
         }
+        select_db(ctx, selected);
         for name in self.names.drain(..) {
-            // SAFETY: retained in `push`.
+            // SAFETY: retained in `stage`.
             unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
         }
         self.times.clear();
     }
 
     fn replicate_script(&mut self, ctx: &Context) {
+        if !replication::eval_available() {
+            return self.replicate_key_by_key(ctx);
+        }
         group_by_time(&self.times, &mut self.order, &mut self.groups);
         let mut text = itoa::Buffer::new();
         let mut owned: Vec<OwnedName> = Vec::with_capacity(2 + 2 * self.groups.len());
@@ -271,10 +325,7 @@ impl ExpireBatch {
         if owned.len() != 2 + 2 * self.groups.len() {
             // Out of memory making an argument: replicate key by key rather than send a
             // script whose arguments do not add up.
-            for (&name, &at) in self.names.iter().zip(&self.times) {
-                replicate_pexpireat(ctx, name, at);
-            }
-            return;
+            return self.replicate_key_by_key(ctx);
         }
         let argv = &mut self.argv;
         argv.clear();
@@ -282,14 +333,25 @@ impl ExpireBatch {
         argv.extend(self.order.iter().map(|&i| self.names[i]));
         argv.extend(owned[2..].iter().map(OwnedName::as_ptr));
         // SAFETY: every pointer in argv is a live module string; "v" = array + count.
-        unsafe {
+        let rc = unsafe {
             raw::RedisModule_Replicate.unwrap()(
                 ctx.ctx,
                 c"EVAL".as_ptr(),
                 c"v".as_ptr(),
                 argv.as_ptr(),
                 argv.len(),
-            );
+            )
+        };
+        if rc != raw::REDISMODULE_OK as c_int {
+            // EVAL went away (renamed or disabled) since the module loaded.
+            replication::eval_refused(ctx);
+            self.replicate_key_by_key(ctx);
+        }
+    }
+
+    fn replicate_key_by_key(&self, ctx: &Context) {
+        for (&name, &at) in self.names.iter().zip(&self.times) {
+            replicate_pexpireat(ctx, name, at);
         }
     }
 }
@@ -302,7 +364,8 @@ impl Default for ExpireBatch {
 
 impl Drop for ExpireBatch {
     fn drop(&mut self) {
-        for name in self.names.drain(..) {
+        let staged = self.staged.drain(..).map(|(name, _)| name);
+        for name in self.names.drain(..).chain(staged) {
             // SAFETY: retained in `push` and not yet released.
             unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
         }
@@ -311,14 +374,20 @@ impl Drop for ExpireBatch {
 
 fn replicate_pexpireat(ctx: &Context, name: *mut raw::RedisModuleString, at_ms: i64) {
     // SAFETY: valid ctx/name; "sl" = one RedisModuleString and one long long.
-    unsafe {
+    let rc = unsafe {
         raw::RedisModule_Replicate.unwrap()(
             ctx.ctx,
             c"PEXPIREAT".as_ptr(),
             c"sl".as_ptr(),
             name,
             at_ms as std::os::raw::c_longlong,
-        );
+        )
+    };
+    if rc != raw::REDISMODULE_OK as c_int {
+        // The module refuses to load without PEXPIREAT; only a server that lost the command
+        // afterwards gets here. Loud: replicas now miss this expire time.
+        ctx.log_warning("retention: PEXPIREAT could not be replicated; a replica or the AOF misses an expire time");
+        crate::stats::with_stats(|s| s.replication_errors += 1);
     }
 }
 
@@ -396,10 +465,7 @@ extern "C" fn visit_trampoline(
         return;
     }
     let context = Context::new(ctx);
-    let view = KeyView {
-        key,
-        writable: false,
-    };
+    let view = KeyView { key };
     // A panic must not unwind into the server (that aborts it): stop the walk instead.
     let visit = catch_unwind(AssertUnwindSafe(|| (state.visitor)(&context, name, &view)));
     if visit.is_err() {
@@ -477,6 +543,29 @@ pub fn client_id(ctx: &Context) -> u64 {
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: valid command context.
     unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
+/// Selects `db` for the calls that follow (the key API and RM_Call work on the context's db).
+/// False when the server has no such database (nothing changes then).
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: valid context; an out-of-range index is refused by the server (no change).
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) == raw::REDISMODULE_OK as c_int }
+}
+
+/// The databases that hold keys, in order. Found by selecting each in turn until the server
+/// refuses one (no `CONFIG GET databases`: hardened servers rename CONFIG away).
+pub fn databases_with_keys(ctx: &Context) -> Vec<i32> {
+    let selected = selected_db(ctx);
+    let mut found = Vec::new();
+    let mut db = 0;
+    while select_db(ctx, db) {
+        if db_size(ctx) > 0 {
+            found.push(db);
+        }
+        db += 1;
+    }
+    select_db(ctx, selected);
+    found
 }
 
 /// How many keys of the context's selected database have no TTL: `INFO keyspace`'s keys −

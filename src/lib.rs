@@ -11,6 +11,7 @@ pub mod eventloop;
 pub mod keyspace;
 pub mod policy;
 pub mod queue;
+pub mod replication;
 pub mod runs;
 pub mod state;
 pub mod stats;
@@ -38,6 +39,10 @@ mod registration {
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         if let Some(err) = state::take_startup_error() {
+            ctx.log_warning(&format!("retention: module not loaded: {err}"));
+            return Status::Err;
+        }
+        if let Err(err) = crate::replication::check_commands(ctx) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }

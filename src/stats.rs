@@ -74,7 +74,17 @@ pub struct Stats {
     pub cron_busy_us: u64,
     pub tracked_keys: u64,
     pub tracked_dropped: u64,
+    /// Work items (trims, cleanings) of noted keys left to the next full pass because the
+    /// tracking work queue was full.
+    pub tracked_work_dropped: u64,
     pub pressure_ticks: u64,
+    /// Expire times that could not be replicated (the server lost PEXPIREAT): must stay 0.
+    pub replication_errors: u64,
+    /// Running passes, trims and cleanings stopped because the server became a replica.
+    pub stopped_by_demotion: u64,
+    /// Slices not run because the server asked modules to avoid replica traffic
+    /// (CLIENT PAUSE WRITE, FAILOVER, a cluster manual failover).
+    pub held_for_failover: u64,
 }
 
 thread_local! {
@@ -171,7 +181,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 8] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 12] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -180,7 +190,11 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 8] {
         ("cron_busy_us", s.cron_busy_us),
         ("tracked_keys", s.tracked_keys),
         ("tracked_dropped", s.tracked_dropped),
+        ("tracked_work_dropped", s.tracked_work_dropped),
         ("pressure_ticks", s.pressure_ticks),
+        ("replication_errors", s.replication_errors),
+        ("stopped_by_demotion", s.stopped_by_demotion),
+        ("held_for_failover", s.held_for_failover),
     ]
 }
 

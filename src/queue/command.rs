@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{
-    raw, BlockedClient, Context, ContextFlags, RedisString, RedisValue, ThreadSafeContext,
+    BlockedClient, Context, ContextFlags, RedisString, RedisValue, ThreadSafeContext,
 };
 
 use super::calls::{key, Calls};
@@ -286,6 +286,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     let env = WorkEnv {
         now_ms: now_ms(),
         dry_run: req.dry_run,
+        db: keyspace::selected_db(ctx),
     };
     let budget = match cannot_block {
         true => Duration::from_secs(3600),
@@ -297,7 +298,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     let run = CleanRun {
         work,
         client: ctx.block_client(),
-        db: keyspace::selected_db(ctx),
+        db: env.db,
         dry_run: req.dry_run,
         now_ms: env.now_ms,
     };
@@ -313,11 +314,11 @@ fn run_slice(ctx: &Context, work: &mut CleanFinished, env: &WorkEnv, budget: Dur
 }
 
 fn clean_slice(ctx: &Context, mut run: CleanRun) {
-    // SAFETY: valid timer context; the client's database is where its queue lives.
-    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, run.db) };
+    keyspace::select_db(ctx, run.db);
     let env = WorkEnv {
         now_ms: run.now_ms,
         dry_run: run.dry_run,
+        db: run.db,
     };
     let budget = Duration::from_micros(crate::sweep::share_of_iteration(config::sweep_budget_us()));
     let progress = run_callback(ctx, "RETENTION.JOBS CLEAN slice", || {

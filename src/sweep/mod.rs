@@ -82,7 +82,7 @@ pub fn on_cron_tick(ctx: &Context) {
 }
 
 fn background_slice(ctx: &Context) {
-    let Some(mut pass) = take_background_pass() else {
+    let Some(mut pass) = take_background_pass(ctx) else {
         return;
     };
     let pressure = under_pressure();
@@ -141,9 +141,10 @@ fn backlog_tick(ctx: &Context, _: ()) {
     });
 }
 
-/// The background pass to advance now: the current one, or a new one when the pause
-/// after the last pass is over. None while a command pass runs (one scan at a time).
-fn take_background_pass() -> Option<Pass> {
+/// The background pass to advance now: the current one, or a new one over every database
+/// that has keys when the pause after the last pass is over. None while a command pass runs
+/// (one scan at a time).
+fn take_background_pass(ctx: &Context) -> Option<Pass> {
     with_engine(|e| {
         if e.command.is_some() {
             return None;
@@ -154,10 +155,13 @@ fn take_background_pass() -> Option<Pass> {
         if now_ms() < e.next_background_ms {
             return None;
         }
+        let mut dbs: std::collections::VecDeque<i32> = keyspace::databases_with_keys(ctx).into();
         Some(Pass::new(
             PassKind::Background,
             PassOptions {
                 dry_run: config::dry_run(),
+                db: dbs.pop_front().unwrap_or(0),
+                more_dbs: dbs,
                 ..PassOptions::default()
             },
             crate::state::policy(),
@@ -252,7 +256,7 @@ fn before_sleep_work(ctx: &Context, hold_us: u64, command_running: bool) {
         run_callback(ctx, "new-key tracking", || {
             let flags = ctx.get_flags();
             if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
-                track::process(ctx, track_us);
+                track::process(ctx, track_us, under_pressure());
             }
         });
     }

@@ -5,10 +5,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use redis_module::{raw, Context};
+use redis_module::Context;
 
 use super::plan::{idle_allows, plan_ttl, TtlPlan};
-use super::work::{plan_work, run_queue, Planned, WorkEnv, WorkQueue};
+use super::work::{plan_work, run_queue, Planned, Queued, WorkEnv, WorkQueue};
 use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, Tally};
@@ -54,8 +54,11 @@ pub struct PassOptions {
     /// Visit every key and do nothing else: the module API's iteration floor, for
     /// benchmarks (`RETENTION.SWEEP NOOP`).
     pub noop: bool,
-    /// The database to sweep.
+    /// The database to sweep (the one being swept, once the pass runs).
     pub db: i32,
+    /// Databases to sweep after `db`, in order (background passes cover every database
+    /// that has keys).
+    pub more_dbs: VecDeque<i32>,
 }
 
 /// What a finished (or running) pass did.
@@ -133,20 +136,16 @@ pub fn apply_policy_to_key(
                     _ => action.ttl_ms,
                 };
                 let plan = plan_ttl(action, ttl_ms, key.abs_expire_ms(), rules.env.now_ms);
-                apply_ttl_plan(
-                    ctx,
-                    name,
-                    key,
-                    plan,
-                    rules.env.dry_run,
-                    sink.expires,
-                    &mut delta,
-                );
+                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, sink.expires, &mut delta);
             }
             _ => match plan_work(rule, name_bytes, key_type) {
                 Planned::Nothing => {}
                 Planned::WrongType => delta.skipped_wrong_type += 1,
-                Planned::Work(work) => sink.pending.push_back((index, work)),
+                Planned::Work(work) => sink.pending.push_back(Queued {
+                    rule: index,
+                    db: rules.env.db,
+                    work,
+                }),
             },
         }
     }
@@ -159,7 +158,6 @@ pub fn apply_policy_to_key(
 fn apply_ttl_plan(
     ctx: &Context,
     name: KeyName,
-    key: &KeyView,
     plan: TtlPlan,
     dry_run: bool,
     expires: &mut ExpireBatch,
@@ -170,10 +168,10 @@ fn apply_ttl_plan(
         TtlPlan::Set(at) => (at, &mut delta.ttl_set),
         TtlPlan::Lower(at) => (at, &mut delta.ttl_lowered),
     };
-    if dry_run || keyspace::expire_at(ctx, name, key, at, expires) {
-        *counter += 1;
-    } else {
-        delta.errors += 1;
+    *counter += 1;
+    if !dry_run {
+        // Set once the visit has returned (`ExpireBatch::apply_staged`).
+        expires.stage(ctx, name, at);
     }
 }
 
@@ -248,12 +246,12 @@ impl Pass {
     pub fn run_slice(&mut self, ctx: &Context, budget_us: u64, under_pressure: bool) -> bool {
         let start = Instant::now();
         let deadline = start + Duration::from_micros(budget_us);
+        keyspace::select_db(ctx, self.opts.db);
         let env = WorkEnv {
             now_ms: now_ms(),
             dry_run: self.opts.dry_run,
+            db: self.opts.db,
         };
-        // SAFETY: valid ctx; selecting the pass's db is what the caller asked for.
-        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.opts.db) };
         if self.slices.is_multiple_of(SLICES_PER_KEYSPACE_CHECK) && self.nothing_left(ctx) {
             self.scan_done = true;
             self.finished_early = Some("every key in the database has a TTL");
@@ -276,9 +274,24 @@ impl Pass {
         // Replicate before returning to the server: effects and their propagation must
         // belong to the same callback.
         self.expires.flush(ctx);
+        self.next_database_if_done();
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
         self.is_finished()
+    }
+
+    /// Moves on to the next database once this one is done: a fresh cursor there.
+    fn next_database_if_done(&mut self) {
+        let done_here = self.aborted.is_none() && self.scan_done && self.pending.is_empty();
+        if !done_here {
+            return;
+        }
+        if let Some(db) = self.opts.more_dbs.pop_front() {
+            self.opts.db = db;
+            self.cursor = ScanCursor::new();
+            self.scan_done = false;
+            self.finished_early = None;
+        }
     }
 
     /// True when the rest of the scan cannot change anything: the rules in scope only give
@@ -302,6 +315,8 @@ impl Pass {
         slice: &mut Tally,
         rule_delta: &mut [Tally],
     ) {
+        // Queued work may have selected another database.
+        keyspace::select_db(ctx, self.opts.db);
         let rules = KeyRules {
             policy: &self.policy,
             only_rule: self.opts.only_rule,
@@ -324,6 +339,8 @@ impl Pass {
                     apply_policy_to_key(ctx, name, key, &rules, &mut sink);
                 }
             });
+            // Keys change only once RM_Scan has returned (see `ExpireBatch::stage`).
+            sink.tally.errors += sink.expires.apply_staged(ctx);
             match step {
                 Ok(true) => {}
                 Ok(false) => {

@@ -11,12 +11,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use redis_module::{raw, Context, NotifyEvent};
+use redis_module::{Context, NotifyEvent};
 
 use super::pass::{apply_policy_to_key, KeyRules, KeySink};
 use super::work::{run_queue, WorkEnv, WorkQueue};
 use crate::config;
-use crate::keyspace::{ExpireBatch, OpenKey, OwnedName};
+use crate::keyspace::{self, ExpireBatch, OpenKey, OwnedName};
 use crate::policy::{Action, Policy, Selector};
 use crate::stats::{self, Tally};
 use crate::time::now_ms;
@@ -46,18 +46,30 @@ thread_local! {
     static NOTING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Noted keys' work items (trims, cleanings, orphan checks) waiting at most: beyond it a
+/// key's work is left to the next full pass, which visits every key anyway (a queue adding
+/// thousands of jobs a second must not grow the module's memory without bound).
+const MAX_TRACKED_WORK: usize = 10_000;
+
 /// Called from the cron tick with the server's current role. `retention.enabled no`
 /// stops all background work, this included.
 pub fn set_noting(acting: bool) {
     let noting = acting && config::enabled() && config::track_new_keys();
     NOTING.with(|n| n.set(noting));
     if !noting {
-        TRACKER.with(|t| {
-            let mut t = t.borrow_mut();
-            t.keys.clear();
-            t.queue_sets.clear();
-        });
+        drop_all();
     }
+}
+
+/// Forgets every noted key and queued work item (a replica must not act on them, and work
+/// left queued would keep the event loop spinning).
+pub fn drop_all() {
+    TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        t.keys.clear();
+        t.queue_sets.clear();
+        t.work.clear();
+    });
 }
 
 pub fn pending() -> bool {
@@ -85,8 +97,7 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &
     if !policy.may_govern(name) {
         return;
     }
-    // SAFETY: valid notification context.
-    let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+    let db = keyspace::selected_db(ctx);
     let is_new = event.contains(NotifyEvent::NEW);
     TRACKER.with(|t| {
         let mut t = t.borrow_mut();
@@ -109,14 +120,14 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &
     });
 }
 
-/// Applies the policy to noted keys until done or `budget_us` has passed.
-pub fn process(ctx: &Context, budget_us: u64) {
+/// Applies the policy to noted keys until done or `budget_us` has passed. Keys are looked at
+/// through read-only handles: only a key that gets a TTL is reopened writable, so WATCH and
+/// client-side caches see a change only where there is one.
+pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
     let deadline = Instant::now() + Duration::from_micros(budget_us);
     let policy = crate::state::policy();
-    let env = WorkEnv {
-        now_ms: now_ms(),
-        dry_run: config::dry_run(),
-    };
+    let now_ms = now_ms();
+    let dry_run = config::dry_run();
     let mut tally = Tally::default();
     let mut per_rule = vec![Tally::default(); policy.rules.len()];
     let (mut work, mut expires) = TRACKER.with(|t| {
@@ -124,29 +135,31 @@ pub fn process(ctx: &Context, budget_us: u64) {
         (std::mem::take(&mut t.work), std::mem::take(&mut t.expires))
     });
     let mut visited = 0u64;
-    let mut selected_db = None;
+    let mut work_dropped = 0u64;
     while Instant::now() < deadline {
         let Some(noted) = next_key() else { break };
         visited += 1;
-        if selected_db != Some(noted.db) {
-            // SAFETY: valid context; the db index came from the server.
-            unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, noted.db) };
-            selected_db = Some(noted.db);
+        if !keyspace::select_db(ctx, noted.db) {
+            continue;
         }
         let Some(name) = OwnedName::new(&noted.name) else {
             continue;
         };
-        // Open for writing at once: a TTL is then set without a second lookup.
-        let Some(key) = OpenKey::writable(ctx, name.name()) else {
+        let Some(key) = OpenKey::readable(ctx, name.name()) else {
             continue;
         };
         let rules = KeyRules {
             policy: &policy,
             only_rule: None,
             only_match: None,
-            env,
-            under_pressure: false,
+            env: WorkEnv {
+                now_ms,
+                dry_run,
+                db: noted.db,
+            },
+            under_pressure,
         };
+        let queued = work.len();
         let mut sink = KeySink {
             tally: &mut tally,
             per_rule: &mut per_rule,
@@ -155,11 +168,21 @@ pub fn process(ctx: &Context, budget_us: u64) {
         };
         apply_policy_to_key(ctx, name.name(), key.view(), &rules, &mut sink);
         drop(key);
+        if work.len() > queued && work.len() > MAX_TRACKED_WORK {
+            work.truncate(queued);
+            work_dropped += 1;
+        }
+        tally.errors += expires.apply_staged(ctx);
         if expires.is_full() {
             expires.flush(ctx);
         }
     }
     expires.flush(ctx);
+    let env = WorkEnv {
+        now_ms,
+        dry_run,
+        db: 0,
+    };
     run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
     TRACKER.with(|t| {
         let mut t = t.borrow_mut();
@@ -168,6 +191,7 @@ pub fn process(ctx: &Context, budget_us: u64) {
     });
     stats::with_stats(|s| {
         s.tracked_keys += visited;
+        s.tracked_work_dropped += work_dropped;
     });
     stats::record_work(&policy, &tally, &per_rule);
 }

@@ -3,10 +3,12 @@
 //! time budget as the scan, so no single key can stall the server.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use redis_module::Context;
 
+use crate::keyspace;
 use crate::policy::{Action, KeyType, Rule};
 use crate::stats::Tally;
 
@@ -15,6 +17,8 @@ use crate::stats::Tally;
 pub struct WorkEnv {
     pub now_ms: i64,
     pub dry_run: bool,
+    /// The database the work belongs to; `run_queue` selects it before every step.
+    pub db: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +39,20 @@ pub trait Work {
     ) -> Progress;
 }
 
-/// Work items waiting to run, each with the index of the rule that queued it.
-pub type WorkQueue = VecDeque<(usize, Box<dyn Work>)>;
+/// A work item waiting to run: the rule that queued it and the database of its key.
+pub struct Queued {
+    pub rule: usize,
+    pub db: i32,
+    pub work: Box<dyn Work>,
+}
+
+pub type WorkQueue = VecDeque<Queued>;
 
 /// Steps queued work in order until it is all done or the deadline passes, counting into
 /// `tally` and the queuing rule's counters. True when the queue is empty with time left.
+/// Each item runs in its own database (the caller's selection is changed). An item that
+/// panics is dropped and counted as an error; the rest of the queue still runs, so the
+/// caller's replication of what it already changed is never skipped.
 pub fn run_queue(
     ctx: &Context,
     env: &WorkEnv,
@@ -48,14 +61,26 @@ pub fn run_queue(
     tally: &mut Tally,
     per_rule: &mut [Tally],
 ) -> bool {
-    while let Some((rule, work)) = queue.front_mut() {
+    while let Some(item) = queue.front_mut() {
         if Instant::now() >= deadline {
             return false;
         }
+        keyspace::select_db(ctx, item.db);
+        let env = WorkEnv {
+            db: item.db,
+            ..*env
+        };
         let mut t = Tally::default();
-        let progress = work.step(ctx, env, deadline, &mut t);
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            item.work.step(ctx, &env, deadline, &mut t)
+        }));
+        let progress = stepped.unwrap_or_else(|_| {
+            ctx.log_warning("retention: a work item panicked; it was dropped");
+            t.errors += 1;
+            Progress::Done
+        });
         tally.add(&t);
-        if let Some(r) = per_rule.get_mut(*rule) {
+        if let Some(r) = per_rule.get_mut(item.rule) {
             r.add(&t);
         }
         if progress == Progress::Done {

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use redis_module::{
-    raw, BlockedClient, Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue,
+    BlockedClient, Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue,
     ThreadSafeContext,
 };
 
@@ -179,8 +179,8 @@ pub fn cmd_trim(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         env: WorkEnv {
             now_ms: now_ms(),
             dry_run: req.dry_run,
+            db: keyspace::selected_db(ctx),
         },
-        db: keyspace::selected_db(ctx),
     };
     let may_block = !ctx
         .get_flags()
@@ -192,7 +192,6 @@ pub fn cmd_trim(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 struct TrimJob {
     work: TrimWork,
     env: WorkEnv,
-    db: i32,
 }
 
 impl TrimJob {
@@ -246,8 +245,7 @@ fn run_in_command(ctx: &Context, mut job: TrimJob, may_block: bool) -> Result<Re
 
 /// Timer callback: one more slice of a blocked `RETENTION.TRIM`; replies when done.
 fn continue_blocked(ctx: &Context, (mut job, client): (TrimJob, BlockedClient)) {
-    // SAFETY: valid timer context; the trim runs in the caller's database.
-    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, job.db) };
+    keyspace::select_db(ctx, job.env.db);
     let progress = run_callback(ctx, "RETENTION.TRIM slice", || job.slice(ctx));
     let reply = match progress {
         Some(Progress::More) => {
