@@ -76,6 +76,8 @@ pub struct ServerOpts {
     pub module_args: Vec<String>,
     /// Extra `--name value` config pairs.
     pub config: Vec<(String, String)>,
+    /// Extra config directives of several words, e.g. `["rename-command", "EVAL", ""]`.
+    pub directives: Vec<Vec<String>>,
 }
 
 impl ServerOpts {
@@ -91,6 +93,13 @@ impl ServerOpts {
     }
     pub fn config(mut self, name: &str, value: &str) -> Self {
         self.config.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// A directive of several words (`--rename-command EVAL ""`); an empty word is passed
+    /// as an empty argument, which the server reads as `""`.
+    pub fn directive(mut self, words: &[&str]) -> Self {
+        self.directives
+            .push(words.iter().map(|w| w.to_string()).collect());
         self
     }
     /// Pause the background sweeper so a test drives passes itself.
@@ -155,6 +164,9 @@ impl Server {
             }
             for (k, v) in &opts.config {
                 cmd.arg(format!("--{k}")).arg(v);
+            }
+            for words in &opts.directives {
+                cmd.arg(format!("--{}", words[0])).args(&words[1..]);
             }
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             let child = cmd
