@@ -428,3 +428,194 @@ pub fn dataset_digest(c: &mut redis::Connection) -> String {
     }
     format!("{digest}/{:016x}", hasher.finish())
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers of the consistency, fault, failover, cluster and soak suites.
+
+pub mod cluster;
+
+impl Server {
+    /// A connection with database `db` selected.
+    pub fn conn_db(&self, db: i64) -> redis::Connection {
+        let mut c = self.conn();
+        select(&mut c, db);
+        c
+    }
+
+    /// `dataset_digest` of database `db` (DEBUG DIGEST covers every database; the expire
+    /// times are those of `db`).
+    pub fn digest_db(&self, db: i64) -> String {
+        dataset_digest(&mut self.conn_db(db))
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub fn select(c: &mut redis::Connection, db: i64) {
+    let _: () = redis::cmd("SELECT").arg(db).query(c).expect("SELECT");
+}
+
+/// Runs a command given as words; panics with the command on error.
+pub fn call(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    try_call(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+pub fn try_call(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut command = redis::cmd(args[0]);
+    for a in &args[1..] {
+        command.arg(*a);
+    }
+    command.query(c)
+}
+
+/// `CONFIG SET name value`.
+pub fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
+}
+
+/// The value of `field` in an `INFO` text.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// `INFO <section>`.
+pub fn info(c: &mut redis::Connection, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
+        .query(c)
+        .unwrap_or_else(|e| panic!("INFO {section}: {e}"))
+}
+
+/// An integer field of `INFO <section>`; panics when it is missing.
+pub fn info_i64(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    let text = info(c, section);
+    info_field(&text, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section}: no integer {field} in\n{text}"))
+}
+
+/// `role:master` or `role:slave` of `INFO replication`.
+pub fn role(c: &mut redis::Connection) -> String {
+    info_field(&info(c, "replication"), "role").unwrap_or_default()
+}
+
+/// `master_repl_offset` of `INFO replication`.
+pub fn master_repl_offset(c: &mut redis::Connection) -> i64 {
+    info_i64(c, "replication", "master_repl_offset")
+}
+
+/// CPU seconds the server process used so far (`used_cpu_sys` + `used_cpu_user`).
+pub fn cpu_seconds(c: &mut redis::Connection) -> f64 {
+    let text = info(c, "cpu");
+    let field = |name: &str| -> f64 {
+        info_field(&text, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("INFO cpu: no {name} in\n{text}"))
+    };
+    field("used_cpu_sys") + field("used_cpu_user")
+}
+
+/// CPU seconds per second the server used over about `window`.
+pub fn cpu_cores_used(c: &mut redis::Connection, window: Duration) -> f64 {
+    let (cpu0, t0) = (cpu_seconds(c), Instant::now());
+    std::thread::sleep(window);
+    let (cpu1, elapsed) = (cpu_seconds(c), t0.elapsed());
+    (cpu1 - cpu0) / elapsed.as_secs_f64()
+}
+
+/// `RETENTION.STATS`.
+pub fn stats(c: &mut redis::Connection) -> redis::Value {
+    redis::cmd("RETENTION.STATS")
+        .query(c)
+        .expect("RETENTION.STATS")
+}
+
+/// One integer counter of `RETENTION.STATS`.
+pub fn stat(c: &mut redis::Connection, name: &str) -> i64 {
+    map_int(&stats(c), name)
+}
+
+/// Keys (of the selected databases) whose value or expire time differs between two
+/// connections, for failure messages; at most `limit` of them.
+pub fn differing_keys(
+    a: &mut redis::Connection,
+    b: &mut redis::Connection,
+    limit: usize,
+) -> Vec<String> {
+    let all_keys = |c: &mut redis::Connection| -> std::collections::BTreeSet<Vec<u8>> {
+        redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter(c)
+            .expect("SCAN")
+            .collect()
+    };
+    let keys: Vec<Vec<u8>> = all_keys(a).union(&all_keys(b)).cloned().collect();
+    let mut out = Vec::new();
+    for chunk in keys.chunks(500) {
+        let facts = |c: &mut redis::Connection| -> Vec<(Vec<String>, i64)> {
+            let mut digests = redis::pipe();
+            for k in chunk {
+                digests.cmd("DEBUG").arg("DIGEST-VALUE").arg(k);
+            }
+            let d: Vec<Vec<String>> = digests.query(c).expect("DIGEST-VALUE");
+            d.into_iter().zip(expire_times(c, chunk)).collect()
+        };
+        for ((k, fa), fb) in chunk.iter().zip(facts(a)).zip(facts(b)) {
+            if fa != fb {
+                out.push(format!("{} ({fa:?} vs {fb:?})", String::from_utf8_lossy(k)));
+                if out.len() >= limit {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that `replica` holds exactly `master`'s data in each of `dbs` (after waiting
+/// for it to process everything the master sent), naming the first differing keys.
+pub fn assert_same_data(master: &Server, replica: &Server, dbs: &[i64], what: &str) {
+    wait_replica_caught_up(master, replica);
+    for &db in dbs {
+        let (dm, dr) = (master.digest_db(db), replica.digest_db(db));
+        if dm != dr {
+            let diff = differing_keys(&mut master.conn_db(db), &mut replica.conn_db(db), 10);
+            panic!(
+                "{what}: db {db} differs between {} and {}: {diff:?}",
+                master.port, replica.port
+            );
+        }
+    }
+}
+
+/// The running pass of `RETENTION.STATUS` as (kind, keys visited), None when none runs.
+pub fn running_pass(c: &mut redis::Connection) -> Option<(String, i64)> {
+    let status: redis::Value = redis::cmd("RETENTION.STATUS")
+        .query(c)
+        .expect("RETENTION.STATUS");
+    if map_int(&status, "running") == 0 {
+        return None;
+    }
+    let pass = flat_map(&status)
+        .into_iter()
+        .find(|(k, _)| k == "pass")
+        .map(|(_, v)| v)
+        .expect("STATUS: running without pass");
+    let kind = map_str(&pass, "kind").unwrap_or_default();
+    Some((kind, map_int(&pass, "keys_visited")))
+}

@@ -1,0 +1,1037 @@
+//! SPEC 5.3, "Correctness of effects": every mutating path of the module, driven the three
+//! ways it runs (background sweeper, new-key tracking, commands), on a master with a replica
+//! and an AOF (`appendfsync always`), in two databases at once with the same key names.
+//! Afterwards each database must hold exactly what the rules say (the effect happened, and
+//! nothing else did), be equal on the replica (`dataset_digest`: DEBUG DIGEST plus every
+//! key's expire time), and come back identical when the master restarts from its AOF and
+//! from an RDB.
+//!
+//! The matrix is one policy with a rule per path and a dozen keys per rule in each
+//! database, so each driving mode needs one master + replica pair.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use redis::{Connection, Value};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// Two databases, same key names in both.
+const DBS: [i64; 2] = [0, 3];
+/// Keys per key class per database.
+const N: usize = 12;
+/// BullMQ and Bull queues per database.
+const QUEUES: usize = 3;
+
+/// One rule per mutating path. `ar:*` (ACTIVERUNS commands), `xt:*` (RETENTION.TRIM) and
+/// `jq:*` (RETENTION.JOBS) are governed by no rule: only their commands change them.
+const POLICY: &str = r#"{"rules":[
+  {"name":"keep","match":"keep:*","keep":true},
+  {"name":"ttl","match":"ttl:*","ttl":"1d"},
+  {"name":"cap","match":"cap:*","ttl":"1h","cap":true},
+  {"name":"press","match":"press:*","ttl":"1d","pressure":{"ttl":"10m"}},
+  {"name":"s-len","match":"s:len:*","type":"stream","trim":{"max_len":10}},
+  {"name":"s-age","match":"s:age:*","type":"stream","trim":{"max_age":"1h"}},
+  {"name":"l-head","match":"l:head:*","type":"list","trim":{"max_len":5}},
+  {"name":"l-tail","match":"l:tail:*","type":"list","trim":{"max_len":5,"keep":"tail"}},
+  {"name":"z-len","match":"z:len:*","type":"zset","trim":{"max_len":5}},
+  {"name":"z-age","match":"z:age:*","type":"zset","trim":{"max_age":"1h"}},
+  {"name":"mq","queue":{"flavor":"bullmq","prefix":"bull",
+      "completed":{"max_age":"1h","max_count":3},"failed":{"max_age":"1d"},
+      "events":{"max_len":100},"orphan_age":"1h"}},
+  {"name":"b3","queue":{"flavor":"bull","prefix":"b3","completed":{"max_age":"1h","max_count":2}}},
+  {"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}
+]}"#;
+
+/// The clock the data was built against: entries "old" and "new" are hours away from
+/// every cutoff, so the seconds a test takes never change which side they are on.
+struct Matrix {
+    t0: i64,
+    /// The expire time of keys that already expire and must keep exactly that time.
+    long_at: i64,
+}
+
+impl Matrix {
+    fn new() -> Matrix {
+        let t0 = now_ms();
+        Matrix {
+            t0,
+            long_at: t0 + 30 * DAY,
+        }
+    }
+}
+
+fn q(c: &mut Connection, args: &[&str]) -> Value {
+    call(c, args)
+}
+
+fn atomic(c: &mut Connection, pipe: &mut redis::Pipeline) {
+    let _: Value = pipe.atomic().query(c).expect("MULTI/EXEC");
+}
+
+/// The keyspace every mode starts from (or, for tracking, creates while it runs): each
+/// collection is written in one transaction, so the new-key path sees it whole.
+fn populate(c: &mut Connection, db: i64, m: &Matrix) {
+    select(c, db);
+    let v = format!("db{db}");
+    let mut p = redis::pipe();
+    for i in 0..N {
+        p.cmd("SET").arg(format!("ttl:{i}")).arg(&v).ignore();
+        p.cmd("HSET")
+            .arg(format!("ttl:h:{i}"))
+            .arg("f")
+            .arg(&v)
+            .ignore();
+        p.cmd("SET")
+            .arg(format!("ttl:long:{i}"))
+            .arg(&v)
+            .arg("PXAT")
+            .arg(m.long_at)
+            .ignore();
+        p.cmd("SET")
+            .arg(format!("cap:{i}"))
+            .arg(&v)
+            .arg("PXAT")
+            .arg(m.long_at)
+            .ignore();
+        p.cmd("SET").arg(format!("cap:none:{i}")).arg(&v).ignore();
+        p.cmd("SET").arg(format!("press:{i}")).arg(&v).ignore();
+        p.cmd("SET").arg(format!("keep:{i}")).arg(&v).ignore();
+        p.cmd("SET").arg(format!("other:{i}")).arg(&v).ignore();
+    }
+    let _: () = p.query(c).expect("strings");
+
+    for i in 0..N {
+        let mut p = redis::pipe();
+        for k in 0..30 {
+            p.cmd("XADD")
+                .arg(format!("s:len:{i}"))
+                .arg("*")
+                .arg("n")
+                .arg(format!("{db}-{k}"))
+                .ignore();
+        }
+        for k in 0..20i64 {
+            let t = match k < 10 {
+                true => m.t0 - 3 * HOUR + k * 1000,
+                false => m.t0 - 30 * MIN + k * 1000,
+            };
+            p.cmd("XADD")
+                .arg(format!("s:age:{i}"))
+                .arg(format!("{t}-1"))
+                .arg("n")
+                .arg(format!("{db}-{k}"))
+                .ignore();
+        }
+        let items: Vec<String> = (0..20).map(|k| format!("{db}-{k}")).collect();
+        p.cmd("RPUSH")
+            .arg(format!("l:head:{i}"))
+            .arg(&items)
+            .ignore();
+        p.cmd("RPUSH")
+            .arg(format!("l:tail:{i}"))
+            .arg(&items)
+            .ignore();
+        let by_rank: Vec<(i64, String)> = (1..=20).map(|k| (k, format!("{db}-{k}"))).collect();
+        p.cmd("ZADD")
+            .arg(format!("z:len:{i}"))
+            .arg(&by_rank)
+            .ignore();
+        let by_age: Vec<(i64, String)> = (0..20i64)
+            .map(|k| {
+                let t = match k < 10 {
+                    true => m.t0 - 3 * HOUR + k,
+                    false => m.t0 - 30 * MIN + k,
+                };
+                (t, format!("{db}-{k}"))
+            })
+            .collect();
+        p.cmd("ZADD")
+            .arg(format!("z:age:{i}"))
+            .arg(&by_age)
+            .ignore();
+        atomic(c, &mut p);
+    }
+
+    for i in 0..QUEUES {
+        bullmq_queue(c, &format!("bull:q{i}:"), m);
+        bull_queue(c, &format!("b3:q{i}:"), m);
+        runs_set(c, &format!("runs:{{w{i}}}"), m);
+    }
+}
+
+/// A job hash as the library leaves a finished job, its `:logs`, and its entry in `set`
+/// (none for an orphan), in one transaction like the library's Lua script.
+fn finished_job(c: &mut Connection, base: &str, set: Option<&str>, id: &str, finished_on: i64) {
+    let mut p = redis::pipe();
+    p.cmd("HSET")
+        .arg(format!("{base}{id}"))
+        .arg(&[
+            ("name", "n".to_string()),
+            ("data", "{}".to_string()),
+            ("opts", "{}".to_string()),
+            ("timestamp", (finished_on - 10).to_string()),
+            ("processedOn", (finished_on - 5).to_string()),
+            ("finishedOn", finished_on.to_string()),
+        ])
+        .ignore();
+    p.cmd("RPUSH")
+        .arg(format!("{base}{id}:logs"))
+        .arg("line")
+        .ignore();
+    if let Some(set) = set {
+        p.cmd("ZADD")
+            .arg(format!("{base}{set}"))
+            .arg(finished_on)
+            .arg(id)
+            .ignore();
+    }
+    atomic(c, &mut p);
+}
+
+/// A BullMQ 5 queue: meta, id, a 1000-entry events stream, a waiting job, 8 completed
+/// jobs (2 older than 1h, 6 within minutes), 2 failed (older and younger than 1d), and an
+/// orphan (finished 2 days ago, in no set).
+fn bullmq_queue(c: &mut Connection, base: &str, m: &Matrix) {
+    q(
+        c,
+        &[
+            "HSET",
+            &format!("{base}meta"),
+            "opts.maxLenEvents",
+            "10000",
+            "version",
+            "bullmq:5.81.5",
+        ],
+    );
+    q(c, &["SET", &format!("{base}id"), "100"]);
+    let mut p = redis::pipe();
+    for k in 0..1000 {
+        p.cmd("XADD")
+            .arg(format!("{base}events"))
+            .arg("*")
+            .arg("event")
+            .arg("added")
+            .arg("jobId")
+            .arg(k)
+            .ignore();
+    }
+    atomic(c, &mut p);
+    let mut p = redis::pipe();
+    p.cmd("HSET")
+        .arg(format!("{base}w1"))
+        .arg(&[("name", "n"), ("data", "{}"), ("opts", "{}")])
+        .arg("timestamp")
+        .arg(m.t0 - DAY)
+        .ignore();
+    p.cmd("RPUSH").arg(format!("{base}wait")).arg("w1").ignore();
+    atomic(c, &mut p);
+    for id in ["c-old1", "c-old2"] {
+        finished_job(c, base, Some("completed"), id, m.t0 - 2 * HOUR);
+    }
+    for k in 1..=6 {
+        let id = format!("c{k}");
+        finished_job(c, base, Some("completed"), &id, m.t0 - (7 - k) * MIN);
+    }
+    finished_job(c, base, Some("failed"), "f-old", m.t0 - 2 * DAY);
+    finished_job(c, base, Some("failed"), "f-new", m.t0 - 2 * HOUR);
+    finished_job(c, base, None, "o1", m.t0 - 2 * DAY);
+}
+
+/// A Bull 4 queue (no meta version, no events): 2 completed jobs older than 1h, 4 recent.
+fn bull_queue(c: &mut Connection, base: &str, m: &Matrix) {
+    q(c, &["SET", &format!("{base}id"), "100"]);
+    for id in ["old1", "old2"] {
+        finished_job(c, base, Some("completed"), id, m.t0 - 2 * HOUR);
+    }
+    for k in 1..=4 {
+        let id = format!("r{k}");
+        finished_job(c, base, Some("completed"), &id, m.t0 - (5 - k) * MIN);
+    }
+}
+
+/// A run set written by another tool in one transaction: two runs older than 1h, two
+/// fresh ones, an index entry without JSON and two JSON documents without an index entry.
+fn runs_set(c: &mut Connection, base: &str, m: &Matrix) {
+    let mut p = redis::pipe();
+    p.cmd("ZADD")
+        .arg(format!("{base}:index"))
+        .arg(&[
+            (m.t0 - 2 * HOUR, "old1"),
+            (m.t0 - 3 * HOUR, "old2"),
+            (m.t0 - 10 * MIN, "new1"),
+            (m.t0 - 5 * MIN, "new2"),
+            (m.t0 - MIN, "nojson"),
+        ])
+        .ignore();
+    p.cmd("HSET")
+        .arg(format!("{base}:data"))
+        .arg(&[
+            ("old1", r#"{"s":"old"}"#),
+            ("old2", r#"{"s":"old"}"#),
+            ("new1", r#"{"s":"new"}"#),
+            ("new2", r#"{"s":"new"}"#),
+            ("orphan", r#"{"s":"orphan"}"#),
+            ("orphan2", r#"{"s":"orphan"}"#),
+        ])
+        .ignore();
+    atomic(c, &mut p);
+}
+
+/// Keys only the commands of `run_commands` change.
+fn populate_command_keys(c: &mut Connection, db: i64, m: &Matrix) {
+    select(c, db);
+    for i in 0..N {
+        let mut p = redis::pipe();
+        for k in 0..30 {
+            p.cmd("XADD")
+                .arg(format!("xt:s:{i}"))
+                .arg("*")
+                .arg("n")
+                .arg(format!("{db}-{k}"))
+                .ignore();
+        }
+        let items: Vec<String> = (0..20).map(|k| format!("{db}-{k}")).collect();
+        p.cmd("RPUSH").arg(format!("xt:l:{i}")).arg(&items).ignore();
+        let by_age: Vec<(i64, String)> = (0..20i64)
+            .map(|k| {
+                let t = match k < 10 {
+                    true => m.t0 - 3 * HOUR + k,
+                    false => m.t0 - 30 * MIN + k,
+                };
+                (t, format!("{db}-{k}"))
+            })
+            .collect();
+        p.cmd("ZADD").arg(format!("xt:z:{i}")).arg(&by_age).ignore();
+        atomic(c, &mut p);
+    }
+    for i in 0..QUEUES {
+        let mq = format!("jq:m{i}:");
+        q(
+            c,
+            &[
+                "HSET",
+                &format!("{mq}meta"),
+                "opts.maxLenEvents",
+                "10000",
+                "version",
+                "bullmq:5.81.5",
+            ],
+        );
+        q(c, &["SET", &format!("{mq}id"), "9"]);
+        q(c, &["XADD", &format!("{mq}events"), "*", "event", "added"]);
+        for k in 0..5 {
+            finished_job(c, &mq, Some("completed"), &format!("old{k}"), m.t0 - DAY);
+        }
+        for k in 0..2 {
+            finished_job(c, &mq, Some("completed"), &format!("new{k}"), m.t0 - MIN);
+        }
+        let b = format!("jq:b{i}:");
+        q(c, &["SET", &format!("{b}id"), "9"]);
+        for k in 0..3 {
+            finished_job(c, &b, Some("failed"), &format!("f{k}"), m.t0 - MIN);
+        }
+    }
+    // ACTIVERUNS: a legacy hash to migrate into itself; its TTL must carry over.
+    let legacy = "ar:{m}";
+    q(
+        c,
+        &[
+            "HSET",
+            legacy,
+            "l1",
+            &format!(r#"{{"startedAt":{}}}"#, m.t0 - 5 * MIN),
+            "l2",
+            r#"{"startedAt":"2024-05-01T12:30:00Z"}"#,
+            "l3",
+            r#"{"other":1}"#,
+        ],
+    );
+    q(c, &["PEXPIREAT", legacy, &m.long_at.to_string()]);
+}
+
+/// Every on-demand write path: RETENTION.TRIM of each kind, RETENTION.JOBS CLEAN of each
+/// flavor, and every ACTIVERUNS write (ADD with and without SCORE, DEL, EXPIRE, MIGRATE,
+/// PAGE and AFTER repairs).
+fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
+    select(c, db);
+    for i in 0..N {
+        q(c, &["RETENTION.TRIM", &format!("xt:s:{i}"), "MAXLEN", "10"]);
+        q(
+            c,
+            &[
+                "RETENTION.TRIM",
+                &format!("xt:l:{i}"),
+                "MAXLEN",
+                "5",
+                "KEEP",
+                "TAIL",
+            ],
+        );
+        q(c, &["RETENTION.TRIM", &format!("xt:z:{i}"), "MAXAGE", "1h"]);
+    }
+    for i in 0..QUEUES {
+        let removed = q(
+            c,
+            &[
+                "RETENTION.JOBS",
+                "jq",
+                &format!("m{i}"),
+                "CLEAN",
+                "completed",
+                "1h",
+            ],
+        );
+        assert_eq!(removed, Value::Int(5), "db {db}: CLEAN of jq:m{i}");
+        let removed = q(
+            c,
+            &[
+                "RETENTION.JOBS",
+                "jq",
+                &format!("b{i}"),
+                "CLEAN",
+                "failed",
+                "0",
+            ],
+        );
+        assert_eq!(removed, Value::Int(3), "db {db}: CLEAN of jq:b{i}");
+    }
+    let score = |t: i64| t.to_string();
+    for k in 0..5i64 {
+        let json = format!(r#"{{"db":{db},"k":{k}}}"#);
+        q(
+            c,
+            &[
+                "ACTIVERUNS.ADD",
+                "ar:{a}",
+                &format!("r{k}"),
+                &json,
+                "SCORE",
+                &score(m.t0 - k * MIN),
+            ],
+        );
+    }
+    // The server's clock picks this score: the replica must receive it, not re-read it.
+    q(c, &["ACTIVERUNS.ADD", "ar:{a}", "now", r#"{"now":1}"#]);
+    // Replacing a run keeps one entry with the new document and score.
+    q(
+        c,
+        &[
+            "ACTIVERUNS.ADD",
+            "ar:{a}",
+            "r0",
+            r#"{"replaced":1}"#,
+            "SCORE",
+            &score(m.t0 + MIN),
+        ],
+    );
+    assert_eq!(
+        q(c, &["ACTIVERUNS.DEL", "ar:{a}", "r1", "r2", "missing"]),
+        Value::Int(2)
+    );
+    for k in 0..6i64 {
+        let t = match k < 4 {
+            true => m.t0 - 2 * HOUR - k,
+            false => m.t0 - MIN - k,
+        };
+        q(
+            c,
+            &[
+                "ACTIVERUNS.ADD",
+                "ar:{e}",
+                &format!("e{k}"),
+                "{}",
+                "SCORE",
+                &score(t),
+            ],
+        );
+    }
+    assert_eq!(q(c, &["ACTIVERUNS.EXPIRE", "ar:{e}", "1h"]), Value::Int(4));
+    q(
+        c,
+        &[
+            "ACTIVERUNS.MIGRATE",
+            "ar:{m}",
+            "ar:{m}",
+            "SCOREFIELD",
+            "startedAt",
+        ],
+    );
+    for (base, hole) in [("ar:{p}", "r2"), ("ar:{af}", "r3")] {
+        for k in 0..5i64 {
+            q(
+                c,
+                &[
+                    "ACTIVERUNS.ADD",
+                    base,
+                    &format!("r{k}"),
+                    "{}",
+                    "SCORE",
+                    &score(m.t0 - k * MIN),
+                ],
+            );
+        }
+        q(c, &["HDEL", &format!("{base}:data"), hole]);
+    }
+    q(c, &["ACTIVERUNS.PAGE", "ar:{p}", "1", "10"]);
+    q(c, &["ACTIVERUNS.AFTER", "ar:{af}", "+inf", "", "10"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// What the data must be afterwards.
+
+fn set_of<I: IntoIterator<Item = S>, S: ToString>(items: I) -> BTreeSet<String> {
+    items.into_iter().map(|s| s.to_string()).collect()
+}
+
+fn zset(c: &mut Connection, key: &str) -> BTreeSet<String> {
+    set_of(zmembers(c, key))
+}
+
+fn hkeys(c: &mut Connection, key: &str) -> BTreeSet<String> {
+    let keys: Vec<String> = redis::cmd("HKEYS").arg(key).query(c).expect("HKEYS");
+    set_of(keys)
+}
+
+fn lrange(c: &mut Connection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(c)
+        .expect("LRANGE")
+}
+
+/// The `n` field of every stream entry, oldest first.
+fn stream_values(c: &mut Connection, key: &str) -> Vec<String> {
+    let v: Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .expect("XRANGE");
+    let Value::Array(entries) = v else {
+        panic!("XRANGE {key}: {v:?}")
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let Value::Array(parts) = e else {
+                panic!("{e:?}")
+            };
+            let fields: Vec<String> = redis::from_redis_value(&parts[1]).expect("fields");
+            fields.get(1).cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+fn exists(c: &mut Connection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(c)
+        .expect("EXISTS")
+        == 1
+}
+
+fn expire_time(c: &mut Connection, key: &str) -> i64 {
+    expire_times(c, &[key])[0]
+}
+
+fn values(db: i64, ks: impl Iterator<Item = i64>) -> Vec<String> {
+    ks.map(|k| format!("{db}-{k}")).collect()
+}
+
+/// Every way database `db` differs from what the rules (and, with `commands`, the
+/// commands of `run_commands`) must have made of it; empty when it is right.
+fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<String> {
+    select(c, db);
+    let t1 = now_ms();
+    let mut out = Vec::new();
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            out.push(what);
+        }
+    };
+    // TTL paths: a new TTL lies between the rule's TTL from before the data was written and
+    // from now.
+    let within = |at: i64, ttl: i64| at >= m.t0 + ttl && at <= t1 + ttl;
+    for i in 0..N {
+        for (key, ttl) in [
+            (format!("ttl:{i}"), DAY),
+            (format!("ttl:h:{i}"), DAY),
+            (format!("cap:{i}"), HOUR),
+            (format!("cap:none:{i}"), HOUR),
+            (format!("press:{i}"), 10 * MIN),
+        ] {
+            let at = expire_time(c, &key);
+            expect(
+                within(at, ttl),
+                format!("{key}: expire time {at}, want now + {ttl} ms"),
+            );
+        }
+        let at = expire_time(c, &format!("ttl:long:{i}"));
+        expect(
+            at == m.long_at,
+            format!("ttl:long:{i}: expire time {at} changed"),
+        );
+        for key in [format!("keep:{i}"), format!("other:{i}")] {
+            let at = expire_time(c, &key);
+            expect(at == -1, format!("{key}: expire time {at}, want none"));
+        }
+        for (key, want) in [
+            (format!("s:len:{i}"), values(db, 20..30)),
+            (format!("s:age:{i}"), values(db, 10..20)),
+        ] {
+            let got = stream_values(c, &key);
+            expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+        }
+        for (key, want) in [
+            (format!("l:head:{i}"), values(db, 0..5)),
+            (format!("l:tail:{i}"), values(db, 15..20)),
+        ] {
+            let got = lrange(c, &key);
+            expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+        }
+        for (key, want) in [
+            (format!("z:len:{i}"), set_of(values(db, 16..21))),
+            (format!("z:age:{i}"), set_of(values(db, 10..20))),
+        ] {
+            let got = zset(c, &key);
+            expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+        }
+    }
+    for i in 0..QUEUES {
+        let b = format!("bull:q{i}:");
+        let got = zset(c, &format!("{b}completed"));
+        expect(
+            got == set_of(["c4", "c5", "c6"]),
+            format!("{b}completed: {got:?}"),
+        );
+        let got = zset(c, &format!("{b}failed"));
+        expect(got == set_of(["f-new"]), format!("{b}failed: {got:?}"));
+        for id in ["c-old1", "c-old2", "c1", "c2", "c3", "f-old", "o1"] {
+            for key in [format!("{b}{id}"), format!("{b}{id}:logs")] {
+                expect(!exists(c, &key), format!("{key} must be gone"));
+            }
+        }
+        for id in ["c4", "c5", "c6", "f-new"] {
+            for key in [format!("{b}{id}"), format!("{b}{id}:logs")] {
+                expect(exists(c, &key), format!("{key} must stay"));
+            }
+        }
+        for key in ["meta", "id", "w1"] {
+            let key = format!("{b}{key}");
+            expect(exists(c, &key), format!("{key} must stay"));
+        }
+        let wait = lrange(c, &format!("{b}wait"));
+        expect(wait == ["w1"], format!("{b}wait: {wait:?}"));
+        let len: i64 = redis::cmd("XLEN")
+            .arg(format!("{b}events"))
+            .query(c)
+            .expect("XLEN");
+        // XTRIM ~ 100 keeps whole nodes (up to 100 entries more), then `cleaned` events.
+        expect(
+            (100..=260).contains(&len),
+            format!("{b}events: {len} entries"),
+        );
+
+        let b = format!("b3:q{i}:");
+        let got = zset(c, &format!("{b}completed"));
+        expect(
+            got == set_of(["r3", "r4"]),
+            format!("{b}completed: {got:?}"),
+        );
+        for id in ["old1", "old2", "r1", "r2"] {
+            for key in [format!("{b}{id}"), format!("{b}{id}:logs")] {
+                expect(!exists(c, &key), format!("{key} must be gone"));
+            }
+        }
+        for id in ["r3", "r4"] {
+            expect(exists(c, &format!("{b}{id}")), format!("{b}{id} must stay"));
+        }
+        expect(exists(c, &format!("{b}id")), format!("{b}id must stay"));
+
+        let base = format!("runs:{{w{i}}}");
+        let index = zset(c, &format!("{base}:index"));
+        let data = hkeys(c, &format!("{base}:data"));
+        let want = set_of(["new1", "new2"]);
+        expect(
+            index == want && data == want,
+            format!("{base}: index {index:?}, data {data:?}"),
+        );
+    }
+    if commands {
+        for i in 0..N {
+            for (key, want) in [
+                (format!("xt:s:{i}"), values(db, 20..30)),
+                (format!("xt:l:{i}"), values(db, 15..20)),
+            ] {
+                let got = match key.starts_with("xt:s") {
+                    true => stream_values(c, &key),
+                    false => lrange(c, &key),
+                };
+                expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+            }
+            let key = format!("xt:z:{i}");
+            let got = zset(c, &key);
+            let want = set_of(values(db, 10..20));
+            expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+        }
+        for i in 0..QUEUES {
+            let b = format!("jq:m{i}:");
+            let got = zset(c, &format!("{b}completed"));
+            expect(
+                got == set_of(["new0", "new1"]),
+                format!("{b}completed: {got:?}"),
+            );
+            for k in 0..5 {
+                let key = format!("{b}old{k}");
+                expect(!exists(c, &key), format!("{key} must be gone"));
+            }
+            let b = format!("jq:b{i}:");
+            expect(
+                !exists(c, &format!("{b}failed")),
+                format!("{b}failed must be empty"),
+            );
+            for k in 0..3 {
+                let key = format!("{b}f{k}");
+                expect(!exists(c, &key), format!("{key} must be gone"));
+            }
+        }
+        for (base, want) in [
+            ("ar:{a}", set_of(["r0", "r3", "r4", "now"])),
+            ("ar:{e}", set_of(["e4", "e5"])),
+            ("ar:{m}", set_of(["l1", "l2", "l3"])),
+            ("ar:{p}", set_of(["r0", "r1", "r3", "r4"])),
+            ("ar:{af}", set_of(["r0", "r1", "r2", "r4"])),
+        ] {
+            let index = zset(c, &format!("{base}:index"));
+            let data = hkeys(c, &format!("{base}:data"));
+            expect(
+                index == want && data == want,
+                format!("{base}: index {index:?}, data {data:?}, want {want:?}"),
+            );
+        }
+        let doc: Option<String> = redis::cmd("ACTIVERUNS.GET")
+            .arg("ar:{a}")
+            .arg("r0")
+            .query(c)
+            .expect("GET");
+        expect(
+            doc.as_deref() == Some(r#"{"replaced":1}"#),
+            format!("ar:{{a}} r0: {doc:?}"),
+        );
+        let scores: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg("ar:{m}:index")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(c)
+            .expect("ZRANGE");
+        let score = |id: &str| scores.iter().find(|(m, _)| m == id).map(|(_, s)| *s as i64);
+        expect(
+            score("l1") == Some(m.t0 - 5 * MIN)
+                && score("l2") == Some(1_714_566_600_000)
+                && score("l3").is_some_and(|s| s >= m.t0 && s <= t1),
+            format!("ar:{{m}} scores {scores:?}"),
+        );
+        expect(
+            !exists(c, "ar:{m}"),
+            "the legacy hash ar:{m} must be gone".into(),
+        );
+        for key in ["ar:{m}:index", "ar:{m}:data"] {
+            let at = expire_time(c, key);
+            expect(
+                at == m.long_at,
+                format!("{key}: expire time {at}, want the legacy key's"),
+            );
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers.
+
+fn policy_dir() -> (PathBuf, PathBuf) {
+    let dir = scratch_dir("consistency");
+    let policy = write_policy(&dir, POLICY);
+    (dir, policy)
+}
+
+/// A master with an AOF written on every command and a replica attached. The replica loads
+/// the module with the same policy and the sweeper enabled: it must still never act.
+fn pair(dir: PathBuf, policy: &std::path::Path, master_args: &[(&str, &str)]) -> (Server, Server) {
+    let mut opts = ServerOpts::default()
+        .policy(policy)
+        .config("appendonly", "yes")
+        .config("appendfsync", "always")
+        .config("repl-diskless-sync-delay", "0")
+        .config("hz", "50");
+    for (k, v) in master_args {
+        opts = opts.module_arg(k, v);
+    }
+    let master = Server::start_in(dir, opts).expect("master");
+    // A replica from its first moment: not even a startup pass of its own.
+    let port = master.port.to_string();
+    let replica = Server::start(
+        ServerOpts::default()
+            .policy(policy)
+            .module_arg("pass-interval-s", "1")
+            .directive(&["replicaof", "127.0.0.1", &port]),
+    )
+    .expect("replica");
+    attach_replica(&master, &replica);
+    (master, replica)
+}
+
+/// Memory pressure from now on: maxmemory at 20× what is used (so the data still fits
+/// under `noeviction`) and a pressure ratio below 1/20.
+fn enter_pressure(c: &mut Connection) {
+    let used = info_i64(c, "memory", "used_memory");
+    config_set(c, "maxmemory-policy", "noeviction");
+    config_set(c, "maxmemory", &(used * 20).to_string());
+    config_set(c, "retention.pressure-ratio", "0.02");
+}
+
+fn wait_for_effects(c: &mut Connection, m: &Matrix, commands: bool, what: &str) {
+    let mut last = Vec::new();
+    let done = wait_until(Duration::from_secs(30), || {
+        last = DBS
+            .iter()
+            .flat_map(|&db| {
+                mismatches(c, db, m, commands)
+                    .into_iter()
+                    .map(move |s| format!("db {db}: {s}"))
+            })
+            .collect();
+        last.is_empty()
+    });
+    assert!(
+        done,
+        "{what}: {} mismatches, first: {:#?}",
+        last.len(),
+        &last[..last.len().min(15)]
+    );
+}
+
+/// The replica never acted on its own: every change it holds came from the master.
+fn assert_replica_did_nothing(replica: &Server) {
+    let mut r = replica.conn();
+    let s = stats(&mut r);
+    for field in [
+        "ttl_set",
+        "ttl_lowered",
+        "keys_deleted",
+        "entries_trimmed",
+        "jobs_removed",
+        "runs_expired",
+        "passes",
+        "tracked_keys",
+    ] {
+        assert_eq!(map_int(&s, field), 0, "the replica acted: {field} in {s:?}");
+    }
+}
+
+/// Equal on the replica; then equal after the master restarts from its AOF, and from an
+/// RDB `SAVE`d by that restarted server. Restarts are paused so nothing acts again.
+fn assert_replicated_and_durable(master: Server, replica: &Server, policy: &std::path::Path) {
+    assert_eq!(
+        stat(&mut master.conn(), "errors"),
+        0,
+        "the module counted errors"
+    );
+    assert_same_data(&master, replica, &DBS, "replica after the work");
+    assert_replica_did_nothing(replica);
+    let digests: Vec<String> = DBS.iter().map(|&db| master.digest_db(db)).collect();
+    let dir = master.dir.clone();
+    let mut master = master;
+    master.kill();
+    let restart = |appendonly: &str| {
+        let opts = ServerOpts::default()
+            .paused()
+            .policy(policy)
+            .config("appendonly", appendonly);
+        Server::start_in(dir.clone(), opts).expect("restart")
+    };
+    let from_aof = restart("yes");
+    for (db, want) in DBS.iter().zip(&digests) {
+        assert_eq!(
+            &from_aof.digest_db(*db),
+            want,
+            "db {db} differs after restarting from the AOF"
+        );
+    }
+    let _: () = redis::cmd("SAVE")
+        .query(&mut from_aof.conn())
+        .expect("SAVE");
+    let mut from_aof = from_aof;
+    from_aof.kill();
+    let from_rdb = restart("no");
+    for (db, want) in DBS.iter().zip(&digests) {
+        assert_eq!(
+            &from_rdb.digest_db(*db),
+            want,
+            "db {db} differs after restarting from the RDB"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The three ways the module runs.
+
+/// Commands: RETENTION.SWEEP in each database (every rule), RETENTION.TRIM,
+/// RETENTION.JOBS CLEAN and the ACTIVERUNS writes.
+#[test]
+fn on_demand_paths_replicate_and_reload_identically_in_two_databases() {
+    let (dir, policy) = policy_dir();
+    let (master, replica) = pair(dir, &policy, &[("enabled", "no")]);
+    let mut c = master.conn();
+    let m = Matrix::new();
+    for db in DBS {
+        populate(&mut c, db, &m);
+        populate_command_keys(&mut c, db, &m);
+    }
+    enter_pressure(&mut c);
+    for db in DBS {
+        select(&mut c, db);
+        let report = sweep(&mut c, &[]);
+        assert_eq!(map_int(&report, "errors"), 0, "db {db}: {report:?}");
+        run_commands(&mut c, db, &m);
+    }
+    wait_for_effects(&mut c, &m, true, "commands");
+    assert_replicated_and_durable(master, &replica, &policy);
+}
+
+/// The background sweeper alone: the data exists before it is enabled, new-key tracking is
+/// off, one pass must cover both databases. A later pass changes nothing.
+#[test]
+fn background_sweeper_paths_replicate_and_reload_identically_in_two_databases() {
+    let (dir, policy) = policy_dir();
+    let (master, replica) = pair(
+        dir,
+        &policy,
+        &[
+            ("enabled", "no"),
+            ("track-new-keys", "no"),
+            ("pass-interval-s", "1"),
+        ],
+    );
+    let mut c = master.conn();
+    let m = Matrix::new();
+    for db in DBS {
+        populate(&mut c, db, &m);
+    }
+    enter_pressure(&mut c);
+    config_set(&mut c, "retention.enabled", "yes");
+    let passed = wait_until(Duration::from_secs(60), || stat(&mut c, "passes") >= 1);
+    assert!(passed, "no background pass finished within 60 s");
+    // A finished pass has done all its work, in every database.
+    let wrong: Vec<String> = DBS
+        .iter()
+        .flat_map(|&db| mismatches(&mut c, db, &m, false))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after the first background pass: {wrong:#?}"
+    );
+    let digests: Vec<String> = DBS.iter().map(|&db| master.digest_db(db)).collect();
+    let passes = stat(&mut c, "passes");
+    let again = wait_until(Duration::from_secs(30), || {
+        stat(&mut c, "passes") >= passes + 2
+    });
+    assert!(again, "the background sweeper stopped passing");
+    config_set(&mut c, "retention.enabled", "no");
+    let later: Vec<String> = DBS.iter().map(|&db| master.digest_db(db)).collect();
+    assert_eq!(
+        digests, later,
+        "a pass over a compliant keyspace changed it"
+    );
+    assert!(
+        stat(&mut c, "pressure_ticks") > 0,
+        "the background sweeper never saw the memory pressure"
+    );
+    assert_replicated_and_durable(master, &replica, &policy);
+}
+
+/// New-key tracking alone: the keys are created after startup, while no full pass runs
+/// (the only one ran at startup over the empty keyspace).
+#[test]
+fn new_key_tracking_paths_replicate_and_reload_identically_in_two_databases() {
+    let (dir, policy) = policy_dir();
+    let (master, replica) = pair(dir, &policy, &[("pass-interval-s", "3600")]);
+    let mut c = master.conn();
+    let started = wait_until(Duration::from_secs(10), || stat(&mut c, "passes") == 1);
+    assert!(started, "the startup pass did not run");
+    enter_pressure(&mut c);
+    let m = Matrix::new();
+    for db in DBS {
+        populate(&mut c, db, &m);
+    }
+    wait_for_effects(&mut c, &m, false, "new-key tracking");
+    assert_eq!(
+        stat(&mut c, "passes"),
+        1,
+        "a full pass ran: tracking was not what acted"
+    );
+    assert!(stat(&mut c, "tracked_keys") > 0);
+    config_set(&mut c, "retention.enabled", "no");
+    assert_replicated_and_durable(master, &replica, &policy);
+}
+
+/// The runs rule brings a run set's keys back into agreement (SPEC 5.5, README "`runs`
+/// policy rules"): an index entry without JSON and JSON without an index entry both go,
+/// also when there are as many of one as of the other.
+#[test]
+fn runs_rule_repairs_holes_and_orphans_of_equal_number() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut c = server.conn();
+    let now = now_ms();
+    for (base, holes, orphans) in [
+        ("runs:{one-each}", 1, 1),
+        ("runs:{two-each}", 2, 2),
+        ("runs:{more-orphans}", 1, 2),
+    ] {
+        let mut p = redis::pipe();
+        p.cmd("ZADD")
+            .arg(format!("{base}:index"))
+            .arg(now - MIN)
+            .arg("kept");
+        p.cmd("HSET")
+            .arg(format!("{base}:data"))
+            .arg("kept")
+            .arg("{}");
+        for h in 0..holes {
+            p.cmd("ZADD")
+                .arg(format!("{base}:index"))
+                .arg(now - MIN)
+                .arg(format!("hole{h}"));
+        }
+        for o in 0..orphans {
+            p.cmd("HSET")
+                .arg(format!("{base}:data"))
+                .arg(format!("orphan{o}"))
+                .arg("{}");
+        }
+        atomic(&mut c, &mut p);
+    }
+    let report = sweep(&mut c, &[]);
+    let mut wrong = Vec::new();
+    for base in ["runs:{one-each}", "runs:{two-each}", "runs:{more-orphans}"] {
+        let index = zset(&mut c, &format!("{base}:index"));
+        let data = hkeys(&mut c, &format!("{base}:data"));
+        if index != set_of(["kept"]) || data != set_of(["kept"]) {
+            wrong.push(format!("{base}: index {index:?}, data {data:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "leftovers the sweep kept: {wrong:#?}\nreport: entries_trimmed {}",
+        map_int(&report, "entries_trimmed")
+    );
+}
