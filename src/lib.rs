@@ -21,7 +21,7 @@ pub mod trim;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
-    use redis_module::server_events::FlushSubevent;
+    use redis_module::server_events::{FlushSubevent, ServerRole};
     use redis_module::{
         raw, redis_module, Context, InfoContext, NotifyEvent, RedisResult, RedisString, Status,
     };
@@ -67,6 +67,13 @@ mod registration {
     fn on_key_event(ctx: &Context, event: NotifyEvent, name: &str, key: &[u8]) {
         run_callback(ctx, "keyspace notification", || {
             sweep::track::on_key_event(ctx, event, name, key)
+        });
+    }
+
+    #[redis_module_macros::role_changed_event_handler]
+    fn on_role_changed(ctx: &Context, role: ServerRole) {
+        run_callback(ctx, "role change", || {
+            sweep::on_role_changed(ctx, role == ServerRole::Replica)
         });
     }
 
