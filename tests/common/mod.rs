@@ -435,10 +435,16 @@ pub fn dataset_digest(c: &mut redis::Connection) -> String {
 pub mod cluster;
 
 impl Server {
-    /// A connection with database `db` selected.
+    /// A connection with database `db` selected; on a cluster replica also READONLY, so
+    /// that it answers reads of its own keys instead of redirecting them.
     pub fn conn_db(&self, db: i64) -> redis::Connection {
         let mut c = self.conn();
-        select(&mut c, db);
+        if db == 0 {
+            // Refused outside cluster mode, where it is not needed.
+            let _ = try_call(&mut c, &["READONLY"]);
+        } else {
+            select(&mut c, db);
+        }
         c
     }
 
