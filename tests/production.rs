@@ -400,3 +400,104 @@ fn a_master_demoted_mid_sweep_stops_writing_answers_its_client_and_goes_idle() {
     assert!(expire_times(&mut c, &keys).iter().all(|&t| t == -1));
     assert!(stat(&mut c, "stopped_by_demotion") >= 1);
 }
+
+fn is_valkey(c: &mut Connection) -> bool {
+    let info: String = redis::cmd("INFO").arg("server").query(c).expect("INFO");
+    info.contains("server_name:valkey")
+}
+
+/// A slot of `{b}` keys (3300) migrates between two cluster nodes.
+const SLOT_TAG: &str = "{b}";
+const SLOT: i64 = 3300;
+
+/// Valkey 9 refuses `CLUSTER MIGRATESLOTS` while a module that did not opt in is loaded.
+/// The module opts in; a migration in the middle of background passes moves every key with
+/// its expire time. (Redis has no atomic slot migration: the test runs under Valkey, in
+/// scripts/test-valkey.)
+#[test]
+fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
+    let dir = scratch_dir("asm");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let node = |dir| {
+        let opts = ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "0")
+            .config("cluster-enabled", "yes")
+            .config("cluster-config-file", "nodes.conf");
+        Server::start_in(dir, opts).expect("cluster node")
+    };
+    let source = node(dir);
+    let target = node(scratch_dir("asm"));
+    let (mut s, mut t) = (source.conn(), target.conn());
+    if !is_valkey(&mut s) {
+        eprintln!("skipped: atomic slot migration needs Valkey 9 (RETENTION_SERVER_BIN)");
+        return;
+    }
+    let slots = |c: &mut Connection, from: i64, to: i64| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(from)
+            .arg(to)
+            .query(c)
+            .expect("ADDSLOTSRANGE");
+    };
+    slots(&mut s, 0, 8191);
+    slots(&mut t, 8192, 16383);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg("127.0.0.1")
+        .arg(target.port)
+        .query(&mut s)
+        .expect("MEET");
+    assert!(wait_until(Duration::from_secs(30), || {
+        [&mut s, &mut t].into_iter().all(|c| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(c)
+                .unwrap_or_default();
+            info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:2")
+        })
+    }));
+    let keyslot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("t:{SLOT_TAG}:0"))
+        .query(&mut s)
+        .expect("KEYSLOT");
+    assert_eq!(keyslot, SLOT);
+    let names: Vec<String> = (0..5000).map(|i| format!("t:{SLOT_TAG}:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for name in &names {
+        pipe.cmd("SET").arg(name).arg("v").ignore();
+    }
+    let _: () = pipe.query(&mut s).expect("SET");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            expire_times(&mut s, &names).iter().all(|&t| t > 0)
+        }),
+        "the keys got no TTL on the source"
+    );
+    let before = expire_times(&mut s, &names);
+    let target_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut t)
+        .expect("MYID");
+    let migrate: redis::RedisResult<()> = redis::cmd("CLUSTER")
+        .arg("MIGRATESLOTS")
+        .arg("SLOTSRANGE")
+        .arg(SLOT)
+        .arg(SLOT)
+        .arg("NODE")
+        .arg(&target_id)
+        .query(&mut s);
+    assert!(migrate.is_ok(), "MIGRATESLOTS refused: {migrate:?}");
+    let moved = wait_until(Duration::from_secs(30), || {
+        redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(SLOT)
+            .query::<i64>(&mut t)
+            .unwrap_or(0)
+            == names.len() as i64
+    });
+    assert!(moved, "the slot's keys did not arrive");
+    assert_eq!(expire_times(&mut t, &names), before, "expire times changed");
+}
