@@ -501,3 +501,60 @@ fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
     assert!(moved, "the slot's keys did not arrive");
     assert_eq!(expire_times(&mut t, &names), before, "expire times changed");
 }
+
+/// `expires=` of `INFO keyspace` for db 0.
+fn keys_with_ttl(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("keyspace").query(c).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("db0:"))
+        .and_then(|l| {
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix("expires="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CLIENT PAUSE WRITE (what FAILOVER and a cluster manual failover do) asks modules to
+/// avoid replica traffic: the background sweeper holds its writes until the pause ends.
+#[test]
+fn background_work_holds_while_clients_are_paused_for_writes() {
+    let dir = scratch_dir("pause");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .paused()
+            .module_arg("pass-interval-s", "0"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(200_000)
+        .arg("t")
+        .query(&mut c)
+        .expect("POPULATE");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut c)
+        .expect("CLIENT PAUSE");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.enabled")
+        .arg("yes")
+        .query(&mut c)
+        .expect("CONFIG SET");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        keys_with_ttl(&mut c),
+        0,
+        "the sweeper wrote during the pause"
+    );
+    assert!(stat(&mut c, "held_for_failover") > 0);
+    let resumed = wait_until(Duration::from_secs(30), || keys_with_ttl(&mut c) == 200_000);
+    assert!(resumed, "the sweeper did not resume after the pause");
+}
