@@ -46,6 +46,7 @@ mod registration {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
+        crate::replication::declare_module_options(ctx);
         if let Err(err) = eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;

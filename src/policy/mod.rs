@@ -228,7 +228,10 @@ impl Policy {
             .filter(|(i, _)| only.is_none_or(|o| o == *i))
             .all(|(_, r)| match &r.action {
                 Action::Keep => true,
-                Action::Ttl(ttl) => !ttl.cap && !(under_pressure && r.pressure.is_some()),
+                Action::Ttl(ttl) => {
+                    let lowers = ttl.cap || (under_pressure && r.pressure.is_some());
+                    !lowers
+                }
                 Action::Trim(_) | Action::Queue(_) | Action::Runs(_) => false,
             })
     }
