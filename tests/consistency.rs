@@ -54,6 +54,8 @@ struct Matrix {
     t0: i64,
     /// The expire time of keys that already expire and must keep exactly that time.
     long_at: i64,
+    /// An expire time sooner than every rule's TTL, the pressure TTL included.
+    soon_at: i64,
 }
 
 impl Matrix {
@@ -62,6 +64,7 @@ impl Matrix {
         Matrix {
             t0,
             long_at: t0 + 30 * DAY,
+            soon_at: t0 + 5 * MIN,
         }
     }
 }
@@ -101,6 +104,17 @@ fn populate(c: &mut Connection, db: i64, m: &Matrix) {
             .ignore();
         p.cmd("SET").arg(format!("cap:none:{i}")).arg(&v).ignore();
         p.cmd("SET").arg(format!("press:{i}")).arg(&v).ignore();
+        // Existing TTLs: sooner than every rule's (never lengthened), within the pressure
+        // rule's own horizon (lowered to the pressure TTL), beyond it (the application's).
+        for (name, at) in [
+            (format!("ttl:soon:{i}"), m.soon_at),
+            (format!("cap:soon:{i}"), m.soon_at),
+            (format!("press:soon:{i}"), m.soon_at),
+            (format!("press:low:{i}"), m.t0 + 20 * HOUR),
+            (format!("press:far:{i}"), m.long_at),
+        ] {
+            p.cmd("SET").arg(name).arg(&v).arg("PXAT").arg(at).ignore();
+        }
         p.cmd("SET").arg(format!("keep:{i}")).arg(&v).ignore();
         p.cmd("SET").arg(format!("other:{i}")).arg(&v).ignore();
     }
@@ -337,6 +351,20 @@ fn populate_command_keys(c: &mut Connection, db: i64, m: &Matrix) {
             finished_job(c, &b, Some("failed"), &format!("f{k}"), m.t0 - MIN);
         }
     }
+    // For the commands run inside MULTI and a script.
+    let items: Vec<String> = (0..20).map(|k| format!("{db}-{k}")).collect();
+    for k in 0..2 {
+        q(c, &["DEL", &format!("xt:m:{k}")]);
+        let _: i64 = redis::cmd("RPUSH")
+            .arg(format!("xt:m:{k}"))
+            .arg(&items)
+            .query(c)
+            .expect("RPUSH");
+    }
+    q(c, &["SET", "jq:mx:id", "9"]);
+    for k in 0..4 {
+        finished_job(c, "jq:mx:", Some("completed"), &format!("j{k}"), m.t0 - MIN);
+    }
     // ACTIVERUNS: a legacy hash to migrate into itself; its TTL must carry over.
     let legacy = "ar:{m}";
     q(
@@ -480,6 +508,33 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
     }
     q(c, &["ACTIVERUNS.PAGE", "ar:{p}", "1", "10"]);
     q(c, &["ACTIVERUNS.AFTER", "ar:{af}", "+inf", "", "10"]);
+    // Inside MULTI and a script the commands run in place; what they replicate must still
+    // be their exact effects (the ADDs take the server's clock).
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("RETENTION.TRIM")
+        .arg("xt:m:0")
+        .arg("MAXLEN")
+        .arg(5)
+        .cmd("ACTIVERUNS.ADD")
+        .arg("ar:{x}")
+        .arg("multi")
+        .arg("{}")
+        .cmd("RETENTION.JOBS")
+        .arg(&["jq", "mx", "CLEAN", "completed", "0"])
+        .query(c)
+        .expect("MULTI");
+    let _: Value = redis::cmd("EVAL")
+        .arg(
+            "redis.call('ACTIVERUNS.ADD', KEYS[1], 'lua', '{}') \
+             redis.call('RETENTION.TRIM', KEYS[2], 'MAXLEN', '3', 'KEEP', 'TAIL') \
+             return redis.call('ACTIVERUNS.EXPIRE', KEYS[1], '1h')",
+        )
+        .arg(2)
+        .arg("ar:{x}")
+        .arg("xt:m:1")
+        .query(c)
+        .expect("EVAL");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -567,6 +622,7 @@ fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<St
             (format!("cap:{i}"), HOUR),
             (format!("cap:none:{i}"), HOUR),
             (format!("press:{i}"), 10 * MIN),
+            (format!("press:low:{i}"), 10 * MIN),
         ] {
             let at = expire_time(c, &key);
             expect(
@@ -574,11 +630,19 @@ fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<St
                 format!("{key}: expire time {at}, want now + {ttl} ms"),
             );
         }
-        let at = expire_time(c, &format!("ttl:long:{i}"));
-        expect(
-            at == m.long_at,
-            format!("ttl:long:{i}: expire time {at} changed"),
-        );
+        for (key, kept) in [
+            (format!("ttl:long:{i}"), m.long_at),
+            (format!("press:far:{i}"), m.long_at),
+            (format!("ttl:soon:{i}"), m.soon_at),
+            (format!("cap:soon:{i}"), m.soon_at),
+            (format!("press:soon:{i}"), m.soon_at),
+        ] {
+            let at = expire_time(c, &key);
+            expect(
+                at == kept,
+                format!("{key}: expire time {at} changed from {kept}"),
+            );
+        }
         for key in [format!("keep:{i}"), format!("other:{i}")] {
             let at = expire_time(c, &key);
             expect(at == -1, format!("{key}: expire time {at}, want none"));
@@ -703,7 +767,16 @@ fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<St
                 expect(!exists(c, &key), format!("{key} must be gone"));
             }
         }
+        for (key, want) in [("xt:m:0", values(db, 0..5)), ("xt:m:1", values(db, 17..20))] {
+            let got = lrange(c, key);
+            expect(got == want, format!("{key}: {got:?}, want {want:?}"));
+        }
+        expect(
+            !exists(c, "jq:mx:completed") && !exists(c, "jq:mx:j0"),
+            "jq:mx: CLEAN inside MULTI removed nothing".into(),
+        );
         for (base, want) in [
+            ("ar:{x}", set_of(["multi", "lua"])),
             ("ar:{a}", set_of(["r0", "r3", "r4", "now"])),
             ("ar:{e}", set_of(["e4", "e5"])),
             ("ar:{m}", set_of(["l1", "l2", "l3"])),
