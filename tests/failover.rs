@@ -334,3 +334,41 @@ fn failover_completes_during_a_background_backlog_pass() {
     let pair = Pair { old, new };
     assert_quiet_replica(&pair, "FAILOVER");
 }
+
+/// `CLIENT PAUSE WRITE` (what FAILOVER and a cluster manual failover do) in the middle of a
+/// SWEEP: the module writes nothing while the pause lasts (the replication offset the
+/// replicas must reach stands still), and the pass continues and completes afterwards.
+#[test]
+fn client_pause_write_holds_a_sweep_which_completes_after_it() {
+    let pair = pair(&[]);
+    let mut c = pair.old.conn();
+    const KEYS: usize = 300_000;
+    mset(&mut c, "t:", KEYS);
+    wait_replica_caught_up(&pair.old, &pair.new);
+    let sweep = in_background(&pair.old, &["RETENTION.SWEEP", "BUDGET", "50"]);
+    let mid_way = wait_until(Duration::from_secs(60), || {
+        running_pass(&mut c).is_some_and(|(_, visited)| visited >= 20_000)
+    });
+    assert!(mid_way, "the sweep did not get going");
+    assert!(!sweep.is_finished(), "the sweep finished before the pause");
+    call(&mut c, &["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let at_pause = master_repl_offset(&mut c);
+    let visited_at_pause = running_pass(&mut c).map(|(_, v)| v);
+    std::thread::sleep(Duration::from_millis(700));
+    let later = master_repl_offset(&mut c);
+    let visited_later = running_pass(&mut c).map(|(_, v)| v);
+    assert_eq!(
+        at_pause, later,
+        "the module wrote while clients were paused for writes"
+    );
+    assert!(
+        visited_at_pause.is_some() && visited_at_pause == visited_later,
+        "the pass moved while paused: {visited_at_pause:?} -> {visited_later:?}"
+    );
+    let report = sweep
+        .join()
+        .expect("sweep thread")
+        .expect("SWEEP after the pause");
+    assert_eq!(map_int(&report, "ttl_set"), KEYS as i64, "{report:?}");
+    assert_same_data(&pair.old, &pair.new, &[0], "after the paused sweep");
+}
