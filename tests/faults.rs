@@ -339,3 +339,129 @@ fn sigkill_in_a_large_queue_clean_leaves_no_half_removed_job_and_cleaning_finish
     assert_eq!(stat(&mut c, "errors"), 0);
     assert!(stat(&mut c, "jobs_removed") > 0);
 }
+
+const SHIFT_POLICY: &str = r#"{"rules":[
+  {"name":"ttl","match":"t:*","ttl":"1d"},
+  {"name":"z","match":"z:*","type":"zset","trim":{"max_len":10}}
+]}"#;
+
+/// A paused master with a replica from its first moment.
+fn master_and_replica(policy_json: &str) -> (Server, Server) {
+    let dir = scratch_dir("fault-shift");
+    let policy = write_policy(&dir, policy_json);
+    let master =
+        Server::start_in(dir, ServerOpts::default().paused().policy(&policy)).expect("master");
+    let port = master.port.to_string();
+    let replica = Server::start(ServerOpts::default().paused().policy(&policy).directive(&[
+        "replicaof",
+        "127.0.0.1",
+        &port,
+    ]))
+    .expect("replica");
+    attach_replica(&master, &replica);
+    (master, replica)
+}
+
+fn mset_in(c: &mut Connection, db: i64, prefix: &str, n: usize) {
+    select(c, db);
+    for start in (0..n).step_by(1000) {
+        let pairs: Vec<(String, &str)> = (start..(start + 1000).min(n))
+            .map(|i| (format!("{prefix}{i}"), "v"))
+            .collect();
+        let _: () = redis::cmd("MSET").arg(&pairs).query(c).expect("MSET");
+    }
+    select(c, 0);
+}
+
+/// Every `t:*` key of `db` has no TTL or the rule's (set between `lo` and now).
+fn assert_ttls_are_the_rules(server: &Server, db: i64, lo: i64) {
+    let mut c = server.conn_db(db);
+    let hi = now_ms() + DAY;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("t:*").query(&mut c).expect("KEYS");
+    for chunk in keys.chunks(10_000) {
+        for (k, at) in chunk.iter().zip(expire_times(&mut c, chunk)) {
+            assert!(
+                at == -1 || (at >= lo + DAY && at <= hi),
+                "db {db}: {k} has expire time {at}, not the rule's"
+            );
+        }
+    }
+}
+
+/// The data moves under a running pass or trim: SWAPDB, FLUSHALL, the trimmed key
+/// deleted and recreated as another type. The server survives, every TTL is the rule's,
+/// the recreated key is left alone, and the replica holds the master's data.
+#[test]
+fn swapdb_flushall_and_a_replaced_key_under_running_work_keep_the_replica_equal() {
+    let (master, mut replica) = master_and_replica(SHIFT_POLICY);
+    let mut c = master.conn();
+    mset_in(&mut c, 0, "t:a:", 200_000);
+    mset_in(&mut c, 3, "t:b:", 100_000);
+    let t_start = now_ms();
+
+    // SWAPDB in the middle of a SWEEP of db 0.
+    let sweep = in_background(&master, &["RETENTION.SWEEP", "BUDGET", "50"]);
+    let mid_way = wait_until(Duration::from_secs(60), || {
+        running_pass(&mut c).is_some_and(|(_, visited)| visited >= 20_000)
+    });
+    assert!(mid_way, "the sweep did not get going");
+    call(&mut c, &["SWAPDB", "0", "3"]);
+    let reply = sweep.join().expect("sweep thread");
+    println!("SWEEP across SWAPDB: {reply:?}");
+    let mut master = master;
+    assert!(master.alive(), "the server died");
+    for db in [0, 3] {
+        assert_ttls_are_the_rules(&master, db, t_start);
+    }
+    assert_same_data(&master, &replica, &[0, 3], "after SWAPDB under a sweep");
+
+    // The trimmed key deleted and recreated as a string in the middle of its trim.
+    let _: Value = redis::cmd("EVAL")
+        .arg("for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], i, i) end return 1")
+        .arg(1)
+        .arg("z:big")
+        .arg(1_000_000)
+        .query(&mut c)
+        .expect("populate");
+    let trim = in_background(&master, &["RETENTION.TRIM", "z:big", "MAXLEN", "0"]);
+    let mid_way = wait_until(Duration::from_secs(60), || {
+        let n: i64 = redis::cmd("ZCARD").arg("z:big").query(&mut c).unwrap_or(0);
+        n < 1_000_000
+    });
+    assert!(mid_way, "the trim did not get going");
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("z:big")
+        .cmd("SET")
+        .arg("z:big")
+        .arg("now a string")
+        .query(&mut c)
+        .expect("replace");
+    let reply = trim.join().expect("trim thread");
+    println!("TRIM of a replaced key: {reply:?}");
+    assert!(master.alive(), "the server died");
+    let value: String = redis::cmd("GET").arg("z:big").query(&mut c).expect("GET");
+    assert_eq!(value, "now a string", "the recreated key was touched");
+    assert_same_data(
+        &master,
+        &replica,
+        &[0, 3],
+        "after a key replaced under a trim",
+    );
+
+    // FLUSHALL ASYNC in the middle of a SWEEP.
+    mset_in(&mut c, 0, "t:c:", 200_000);
+    let sweep = in_background(&master, &["RETENTION.SWEEP", "BUDGET", "50"]);
+    let mid_way = wait_until(Duration::from_secs(60), || {
+        running_pass(&mut c).is_some_and(|(_, visited)| visited >= 20_000)
+    });
+    assert!(mid_way, "the sweep did not get going");
+    call(&mut c, &["FLUSHALL", "ASYNC"]);
+    mset_in(&mut c, 0, "t:d:", 1_000);
+    let reply = sweep.join().expect("sweep thread");
+    println!("SWEEP across FLUSHALL: {reply:?}");
+    assert!(master.alive() && replica.alive(), "a server died");
+    assert_ttls_are_the_rules(&master, 0, t_start);
+    assert_same_data(&master, &replica, &[0, 3], "after FLUSHALL under a sweep");
+}
