@@ -1108,3 +1108,111 @@ fn runs_rule_repairs_holes_and_orphans_of_equal_number() {
         map_int(&report, "entries_trimmed")
     );
 }
+
+/// A replica only applies its master's changes: every mutating command sent to it directly
+/// (by a client that connected to the wrong node) is refused or changes nothing there.
+#[test]
+fn mutating_commands_sent_to_a_replica_change_nothing_there() {
+    let (dir, policy) = policy_dir();
+    let (master, replica) = pair(dir, &policy, &[("enabled", "no")]);
+    let mut c = master.conn();
+    let m = Matrix::new();
+    for db in DBS {
+        populate(&mut c, db, &m);
+        populate_command_keys(&mut c, db, &m);
+        select(&mut c, db);
+        for k in 0..3i64 {
+            q(
+                &mut c,
+                &[
+                    "ACTIVERUNS.ADD",
+                    "ar:{r}",
+                    &format!("r{k}"),
+                    "{}",
+                    "SCORE",
+                    &(m.t0 - k * HOUR).to_string(),
+                ],
+            );
+        }
+        q(&mut c, &["HDEL", "ar:{r}:data", "r0"]);
+    }
+    assert_same_data(&master, &replica, &DBS, "before");
+    for db in DBS {
+        let mut r = replica.conn_db(db);
+        let mut answers = Vec::new();
+        for args in [
+            vec!["RETENTION.SWEEP"],
+            vec!["RETENTION.TRIM", "xt:s:0", "MAXLEN", "1"],
+            vec!["RETENTION.JOBS", "jq", "m0", "CLEAN", "completed", "0"],
+            vec!["ACTIVERUNS.ADD", "ar:{r}", "new", "{}"],
+            vec!["ACTIVERUNS.DEL", "ar:{r}", "r1"],
+            vec!["ACTIVERUNS.EXPIRE", "ar:{r}", "1m"],
+            vec!["ACTIVERUNS.MIGRATE", "ar:{m}", "ar:{m}"],
+            vec!["ACTIVERUNS.PAGE", "ar:{r}", "1", "10"],
+            vec!["ACTIVERUNS.AFTER", "ar:{r}", "+inf", "", "10"],
+        ] {
+            let reply = try_call(&mut r, &args);
+            answers.push(format!("{args:?}: {reply:?}"));
+        }
+        println!("db {db}, the replica answered: {answers:#?}");
+        let mismatch: Vec<String> = DBS
+            .iter()
+            .filter(|&&d| master.digest_db(d) != replica.digest_db(d))
+            .map(|d| {
+                let diff = differing_keys(&mut master.conn_db(*d), &mut replica.conn_db(*d), 10);
+                format!("db {d}: {diff:?}")
+            })
+            .collect();
+        assert!(
+            mismatch.is_empty(),
+            "commands sent to the replica (db {db}) changed its data: {mismatch:#?}\nreplies: {answers:#?}"
+        );
+    }
+}
+
+/// A background pass covers every database with keys: one whose keys all have a TTL (the
+/// pass may end there at once) does not stop it before the next database's keys.
+#[test]
+fn a_background_pass_reaches_a_later_database_after_a_compliant_one() {
+    let (dir, policy) = policy_dir();
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("enabled", "no")
+            .module_arg("track-new-keys", "no"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        p.cmd("SET")
+            .arg(format!("ttl:{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(600)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).expect("db 0");
+    for db in [3, 7] {
+        select(&mut c, db);
+        let mut p = redis::pipe();
+        for i in 0..1000 {
+            p.cmd("SET").arg(format!("ttl:{i}")).arg("v").ignore();
+        }
+        let _: () = p.query(&mut c).expect("later db");
+    }
+    select(&mut c, 0);
+    config_set(&mut c, "retention.enabled", "yes");
+    let passed = wait_until(Duration::from_secs(30), || stat(&mut c, "passes") >= 1);
+    assert!(passed, "no background pass finished");
+    assert_eq!(stat(&mut c, "ttl_set"), 2000, "{:?}", stats(&mut c));
+    let keyspace = info(&mut c, "keyspace");
+    for db in [3, 7] {
+        let line = info_field(&keyspace, &format!("db{db}")).unwrap_or_default();
+        assert!(
+            line.starts_with("keys=1000,expires=1000,"),
+            "db {db}: {line}"
+        );
+    }
+}
