@@ -527,6 +527,13 @@ pub fn latency_sample(event: &str, ms: i64) {
     }
 }
 
+/// Whether the server asks modules not to add to the replication stream now (clients
+/// paused for writes, FAILOVER, a cluster manual failover).
+pub fn avoid_replica_traffic() -> bool {
+    // SAFETY: the API table is filled once at load; the function takes no arguments.
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
 /// used_memory / maxmemory (0 when maxmemory is not set).
 pub fn used_memory_ratio() -> f64 {
     // SAFETY: the API table is filled once at load; the function takes no arguments.

@@ -21,7 +21,7 @@ pub mod trim;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;
-    use redis_module::server_events::FlushSubevent;
+    use redis_module::server_events::{FlushSubevent, ServerRole};
     use redis_module::{
         raw, redis_module, Context, InfoContext, NotifyEvent, RedisResult, RedisString, Status,
     };
@@ -46,6 +46,7 @@ mod registration {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
+        crate::replication::declare_module_options(ctx);
         if let Err(err) = eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
@@ -67,6 +68,13 @@ mod registration {
     fn on_key_event(ctx: &Context, event: NotifyEvent, name: &str, key: &[u8]) {
         run_callback(ctx, "keyspace notification", || {
             sweep::track::on_key_event(ctx, event, name, key)
+        });
+    }
+
+    #[redis_module_macros::role_changed_event_handler]
+    fn on_role_changed(ctx: &Context, role: ServerRole) {
+        run_callback(ctx, "role change", || {
+            sweep::on_role_changed(ctx, role == ServerRole::Replica)
         });
     }
 

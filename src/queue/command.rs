@@ -2,27 +2,26 @@
 //! `RETENTION.JOBS <prefix> <queue> CLEAN <completed|failed> <max_age> [<max_count>] [DRYRUN] [FLAVOR bullmq|bull]`
 //!
 //! CLEAN runs a first slice inside the command; a set too big for one slice continues in
-//! zero-delay timer slices while the caller is blocked (other clients are served between
-//! slices), like `RETENTION.SWEEP`. Inside MULTI or a script a client cannot block, so there
+//! slices from the event loop while the caller is blocked (other clients are served between
+//! slices), like `RETENTION.SWEEP` (see `sweep::blocked`). Inside MULTI or a script a client cannot block, so there
 //! CLEAN runs in one go but refuses sets larger than `INLINE_MAX_JOBS`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use redis_module::redisvalue::RedisValueKey;
-use redis_module::{
-    BlockedClient, Context, ContextFlags, RedisString, RedisValue, ThreadSafeContext,
-};
+use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
 use super::calls::{key, Calls};
 use super::detect::{detect_flavor, flavor_evidence, queue_exists, Evidence};
 use super::finished::{CleanFinished, EventMode};
 use super::layout::FinishedSet;
 use crate::args::{parse_i64, Args, OptionSet};
-use crate::error::{run_callback, Error, Result};
+use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
 use crate::policy::{FinishedRetention, QueueFlavor};
 use crate::stats::{self, Tally};
+use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::work::{Progress, Work, WorkEnv};
 use crate::time::now_ms;
 use crate::{config, keyspace};
@@ -249,13 +248,28 @@ fn list_count(calls: &Calls, flavor: QueueFlavor, list: &[u8]) -> Result<i64> {
     Ok(len)
 }
 
-/// A CLEAN that continues in timer slices.
+/// A CLEAN that continues in slices between other clients' commands.
 struct CleanRun {
     work: CleanFinished,
-    client: BlockedClient,
-    db: i32,
-    dry_run: bool,
-    now_ms: i64,
+    env: WorkEnv,
+}
+
+impl SlicedCommand for CleanRun {
+    fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
+        let budget = Duration::from_micros(budget_us);
+        match run_slice(ctx, &mut self.work, &self.env, budget) {
+            Progress::More => None,
+            Progress::Done => Some(Ok(clean_reply(&self.work, self.env.dry_run))),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "RETENTION.JOBS CLEAN"
+    }
+
+    fn db(&self) -> i32 {
+        self.env.db
+    }
 }
 
 fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> {
@@ -295,15 +309,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     if run_slice(ctx, &mut work, &env, budget) == Progress::Done {
         return Ok(clean_reply(&work, req.dry_run));
     }
-    let run = CleanRun {
-        work,
-        client: ctx.block_client(),
-        db: env.db,
-        dry_run: req.dry_run,
-        now_ms: env.now_ms,
-    };
-    ctx.create_timer(Duration::ZERO, clean_slice, run);
-    Ok(RedisValue::NoReply)
+    Ok(blocked::block(ctx, Box::new(CleanRun { work, env })))
 }
 
 fn run_slice(ctx: &Context, work: &mut CleanFinished, env: &WorkEnv, budget: Duration) -> Progress {
@@ -311,35 +317,6 @@ fn run_slice(ctx: &Context, work: &mut CleanFinished, env: &WorkEnv, budget: Dur
     let progress = work.step(ctx, env, Instant::now() + budget, &mut tally);
     stats::with_stats(|s| s.total.add(&tally));
     progress
-}
-
-fn clean_slice(ctx: &Context, mut run: CleanRun) {
-    keyspace::select_db(ctx, run.db);
-    let env = WorkEnv {
-        now_ms: run.now_ms,
-        dry_run: run.dry_run,
-        db: run.db,
-    };
-    let budget = Duration::from_micros(crate::sweep::share_of_iteration(config::sweep_budget_us()));
-    let progress = run_callback(ctx, "RETENTION.JOBS CLEAN slice", || {
-        run_slice(ctx, &mut run.work, &env, budget)
-    });
-    match progress {
-        Some(Progress::More) => {
-            ctx.create_timer(Duration::ZERO, clean_slice, run);
-        }
-        Some(Progress::Done) => {
-            let reply = clean_reply(&run.work, run.dry_run);
-            ThreadSafeContext::with_blocked_client(run.client).reply(Ok(reply));
-        }
-        None => {
-            ThreadSafeContext::with_blocked_client(run.client).reply(Err(
-                redis_module::RedisError::Str(
-                    "ERR retention internal error while cleaning (see the server log)",
-                ),
-            ));
-        }
-    }
 }
 
 fn empty_clean_reply(dry_run: bool) -> RedisValue {

@@ -2,6 +2,7 @@
 //! command pass (`RETENTION.SWEEP`) driven by the event loop's before-sleep hook, each
 //! advancing in bounded slices so other clients are served between slices.
 
+pub mod blocked;
 pub mod command;
 pub mod pass;
 pub mod plan;
@@ -10,6 +11,7 @@ pub mod track;
 pub mod work;
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
@@ -18,6 +20,7 @@ use crate::config;
 use crate::error::run_callback;
 use crate::eventloop;
 use crate::keyspace;
+use crate::policy::Policy;
 use crate::stats;
 use crate::time::now_ms;
 use pass::{Pass, PassKind, PassOptions, PassReport};
@@ -40,6 +43,8 @@ struct Engine {
     last_report: Option<PassReport>,
     /// A backlog timer is scheduled.
     backlog_timer: bool,
+    /// The policy the background sweeper last started a pass with.
+    policy: Option<Rc<Policy>>,
 }
 
 thread_local! {
@@ -64,21 +69,73 @@ fn under_pressure() -> bool {
     ratio > 0.0 && ratio >= config::PRESSURE_RATIO.ratio()
 }
 
+/// Whether this server changes keys on its own: a master that is not loading. A replica
+/// receives its master's effects and never decides anything itself.
+fn acting(ctx: &Context) -> bool {
+    let flags = ctx.get_flags();
+    flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING)
+}
+
+/// Whether the server asked modules to hold writes for now (CLIENT PAUSE WRITE, FAILOVER, a
+/// cluster manual failover), as its own active expire does: every write would move the
+/// replication offset the replicas must reach.
+fn holding_for_failover() -> bool {
+    if keyspace::avoid_replica_traffic() {
+        stats::with_stats(|s| s.held_for_failover += 1);
+        return true;
+    }
+    false
+}
+
 /// The server cron hook: continue (or start) the background pass for one budget.
 pub fn on_cron_tick(ctx: &Context) {
     run_callback(ctx, "cron tick", || {
-        let flags = ctx.get_flags();
-        let acting = flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING);
+        let acting = acting(ctx);
         track::set_noting(acting);
         if !acting {
-            // A replica receives the master's effects; it never decides on its own.
+            // Normally done at once by the role-change event; this covers a missed one.
+            stop_all_work(ctx, DEMOTED);
             return;
         }
-        if !config::enabled() {
+        if !config::enabled() || holding_for_failover() {
             return;
         }
         background_slice(ctx);
     });
+}
+
+const DEMOTED: &str = "this server became a replica (REPLICAOF or a failover); it now only applies its master's changes, and what the work had changed before was replicated";
+
+/// The role-change event: a master that becomes a replica stops all its work at once.
+pub fn on_role_changed(ctx: &Context, now_replica: bool) {
+    if now_replica {
+        track::set_noting(false);
+        stop_all_work(ctx, DEMOTED);
+    }
+}
+
+/// Stops every pass, sliced command and noted key, answering waiting clients with `why`.
+/// Nothing half-done is left unreplicated: each slice replicates its own changes.
+fn stop_all_work(ctx: &Context, why: &str) {
+    let (command, background) = with_engine(|e| (e.command.take(), e.background.take()));
+    let mut stopped = u64::from(background.is_some()) + blocked::stop_all(why);
+    if let Some(c) = command {
+        stopped += 1;
+        let msg = format!(
+            "RETENTION.SWEEP stopped after {} keys: {why}",
+            c.pass.keys_visited()
+        );
+        let reply = Err(crate::error::Error::Server(msg).into());
+        ThreadSafeContext::with_blocked_client(c.client).reply(reply);
+    }
+    track::drop_all();
+    eventloop::disarm();
+    if stopped > 0 {
+        ctx.log_notice(&format!(
+            "retention: {stopped} running task(s) stopped: {why}"
+        ));
+        stats::with_stats(|s| s.stopped_by_demotion += stopped);
+    }
 }
 
 fn background_slice(ctx: &Context) {
@@ -133,9 +190,7 @@ fn schedule_backlog_slice(ctx: &Context) {
 fn backlog_tick(ctx: &Context, _: ()) {
     with_engine(|e| e.backlog_timer = false);
     run_callback(ctx, "background backlog slice", || {
-        let flags = ctx.get_flags();
-        let acting = flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING);
-        if acting && config::enabled() {
+        if acting(ctx) && config::enabled() && !holding_for_failover() {
             background_slice(ctx);
         }
     });
@@ -145,9 +200,16 @@ fn backlog_tick(ctx: &Context, _: ()) {
 /// that has keys when the pause after the last pass is over. None while a command pass runs
 /// (one scan at a time).
 fn take_background_pass(ctx: &Context) -> Option<Pass> {
+    let policy = crate::state::policy();
     with_engine(|e| {
         if e.command.is_some() {
             return None;
+        }
+        if !e.policy.as_ref().is_some_and(|p| Rc::ptr_eq(p, &policy)) {
+            // A new policy applies from now on: the background pass restarts with it at once.
+            e.background = None;
+            e.next_background_ms = 0;
+            e.policy = Some(policy.clone());
         }
         if let Some(pass) = e.background.take() {
             return Some(pass);
@@ -164,7 +226,7 @@ fn take_background_pass(ctx: &Context) -> Option<Pass> {
                 more_dbs: dbs,
                 ..PassOptions::default()
             },
-            crate::state::policy(),
+            policy,
         ))
     })
 }
@@ -176,14 +238,6 @@ fn record_finished(e: &mut Engine, pass: &Pass) {
         s.last_pass_ms = report.duration_ms;
     });
     e.last_report = Some(report);
-}
-
-/// A new policy applies from now on: the background pass restarts with it at once.
-pub fn on_policy_changed() {
-    with_engine(|e| {
-        e.background = None;
-        e.next_background_ms = 0;
-    });
 }
 
 /// Why a command pass cannot start now, if it cannot.
@@ -227,41 +281,72 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
 }
 
 /// The event loop's before-sleep hook: handle noted new keys, then one slice of the
-/// command pass if one runs, together for at most half the budget.
+/// command pass or of a waiting sliced command, together for at most half the budget.
 pub fn on_before_sleep(ctx: &Context) {
-    let command_budget = with_engine(|e| e.command.as_ref().map(|c| c.pass.budget_us()));
-    let budget_us = command_budget.unwrap_or_else(config::sweep_budget_us);
-    if let Some(hold_us) = BEFORE_SLEEP_SHARE.with(|s| s.take(budget_us / HOLDS_PER_WAIT)) {
-        before_sleep_work(ctx, hold_us, command_budget.is_some());
+    let work_waiting = track::pending() || blocked::pending() || command_running();
+    if !work_waiting {
+        eventloop::disarm();
+        eventloop::note_work_done();
+        return;
     }
-    // Keep the loop spinning while work is left (also through an iteration sat out);
-    // otherwise it would sleep until the next timer or client event (up to a cron period).
-    let busy = track::pending() || with_engine(|e| e.command.is_some());
-    match busy {
-        true => eventloop::arm(),
-        false => eventloop::disarm(),
+    if !acting(ctx) {
+        stop_all_work(ctx, DEMOTED);
+    } else if holding_for_failover() {
+        // The loop sleeps until the next event: the pause is polled at the cron's pace,
+        // not spun on.
+        eventloop::disarm();
+    } else {
+        let command_budget = with_engine(|e| e.command.as_ref().map(|c| c.pass.budget_us()));
+        let budget_us = command_budget.unwrap_or_else(config::sweep_budget_us);
+        if let Some(hold_us) = BEFORE_SLEEP_SHARE.with(|s| s.take(budget_us / HOLDS_PER_WAIT)) {
+            before_sleep_work(ctx, hold_us);
+        }
+        // Keep the loop spinning while work is left (also through an iteration sat out);
+        // otherwise it would sleep until the next timer or client event (up to a cron period).
+        match track::pending() || blocked::pending() || command_running() {
+            true => eventloop::arm(),
+            false => eventloop::disarm(),
+        }
     }
     eventloop::note_work_done();
 }
 
-/// Noted new keys first, then one slice of the command pass, together for `hold_us`.
-fn before_sleep_work(ctx: &Context, hold_us: u64, command_running: bool) {
+fn command_running() -> bool {
+    with_engine(|e| e.command.is_some())
+}
+
+thread_local! {
+    /// Whose turn it is when a SWEEP pass and sliced commands both wait.
+    static SWEEP_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Noted new keys first (leaving at least half of the hold when something else waits), then
+/// one slice of the SWEEP pass or of the next sliced command, in turn.
+fn before_sleep_work(ctx: &Context, hold_us: u64) {
     let started = Instant::now();
+    let others = command_running() || blocked::pending();
     if track::pending() {
-        // New keys first, leaving a running SWEEP at least half of the hold.
-        let track_us = match command_running {
+        let track_us = match others {
             true => hold_us / 2,
             false => hold_us,
         };
         run_callback(ctx, "new-key tracking", || {
-            let flags = ctx.get_flags();
-            if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
-                track::process(ctx, track_us, under_pressure());
-            }
+            track::process(ctx, track_us, under_pressure())
         });
     }
+    if !others {
+        return;
+    }
     let spent_us = started.elapsed().as_micros() as u64;
-    command_pass_slice(ctx, hold_us.saturating_sub(spent_us).max(hold_us / 2));
+    let slice_us = hold_us.saturating_sub(spent_us).max(hold_us / 2);
+    let sweep_turn = match (command_running(), blocked::pending()) {
+        (true, true) => SWEEP_TURN.with(|t| t.replace(!t.get())),
+        (running, _) => running,
+    };
+    match sweep_turn {
+        true => command_pass_slice(ctx, slice_us),
+        false => blocked::run_next(ctx, slice_us),
+    }
 }
 
 fn command_pass_slice(ctx: &Context, slice_us: u64) {

@@ -71,14 +71,10 @@ pub fn run_queue(
             ..*env
         };
         let mut t = Tally::default();
-        let stepped = catch_unwind(AssertUnwindSafe(|| {
-            item.work.step(ctx, &env, deadline, &mut t)
-        }));
-        let progress = stepped.unwrap_or_else(|_| {
+        let (progress, panicked) = step_caught(&mut t, |t| item.work.step(ctx, &env, deadline, t));
+        if panicked {
             ctx.log_warning("retention: a work item panicked; it was dropped");
-            t.errors += 1;
-            Progress::Done
-        });
+        }
         tally.add(&t);
         if let Some(r) = per_rule.get_mut(item.rule) {
             r.add(&t);
@@ -88,6 +84,17 @@ pub fn run_queue(
         }
     }
     Instant::now() < deadline
+}
+
+/// Runs one step; a panic becomes `Done` with an error counted (and true).
+fn step_caught(tally: &mut Tally, step: impl FnOnce(&mut Tally) -> Progress) -> (Progress, bool) {
+    match catch_unwind(AssertUnwindSafe(|| step(tally))) {
+        Ok(progress) => (progress, false),
+        Err(_) => {
+            tally.errors += 1;
+            (Progress::Done, true)
+        }
+    }
 }
 
 /// What a rule's action makes of one key it governs: nothing more to do (the visit handled
@@ -105,5 +112,23 @@ pub fn plan_work(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
         Action::Trim(trim) => crate::trim::plan(trim, rule.key_type, name, key_type),
         Action::Queue(queue) => crate::queue::plan(queue, name, key_type),
         Action::Runs(runs) => crate::runs::plan(runs, name, key_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_step_is_done_with_an_error_and_keeps_what_it_counted() {
+        let mut tally = Tally::default();
+        let (progress, panicked) = step_caught(&mut tally, |t| {
+            t.ttl_set += 3;
+            panic!("a bug in a work item");
+        });
+        assert_eq!((progress, panicked), (Progress::Done, true));
+        assert_eq!((tally.ttl_set, tally.errors), (3, 1));
+        let (progress, panicked) = step_caught(&mut tally, |_| Progress::More);
+        assert_eq!((progress, panicked), (Progress::More, false));
     }
 }

@@ -3,24 +3,22 @@
 //! replies with the number of entries removed (or, with DRYRUN, that would be).
 //!
 //! Small trims finish inside the command. A trim that does not fit in one sweep budget
-//! blocks the caller and continues in zero-delay timer slices of one budget each, so other
-//! clients are served in between. Inside MULTI or a script the caller asked for atomicity
+//! blocks the caller and continues in slices from the event loop (`sweep::blocked`), so
+//! other clients are served in between. Inside MULTI or a script the caller asked for atomicity
 //! and the client cannot block: the trim then runs to completion inline, as the native
 //! XTRIM/LTRIM/ZREMRANGEBYRANK it replaces would.
 
 use std::time::{Duration, Instant};
 
-use redis_module::{
-    BlockedClient, Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue,
-    ThreadSafeContext,
-};
+use redis_module::{Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue};
 
 use super::work::{Failure, Shape, TrimWork};
 use crate::args::parse_i64;
-use crate::error::{run_callback, Error, Result};
+use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
 use crate::policy::{ListEnd, ScoreUnit, TrimAction};
 use crate::stats::{self, Tally};
+use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::work::{Progress, Work, WorkEnv};
 use crate::time::now_ms;
 use crate::{config, keyspace};
@@ -195,10 +193,8 @@ struct TrimJob {
 }
 
 impl TrimJob {
-    /// One slice of at most what the sweep budget leaves in this loop iteration (at least
-    /// one bounded call).
-    fn slice(&mut self, ctx: &Context) -> Progress {
-        let budget_us = crate::sweep::share_of_iteration(config::sweep_budget_us());
+    /// One slice of at most `budget_us` (at least one bounded call).
+    fn run_slice(&mut self, ctx: &Context, budget_us: u64) -> Progress {
         let started = Instant::now();
         let mut tally = Tally::default();
         let progress = self.work.step(
@@ -229,36 +225,36 @@ impl TrimJob {
     }
 }
 
+impl SlicedCommand for TrimJob {
+    fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
+        match self.run_slice(ctx, budget_us) {
+            Progress::More => None,
+            Progress::Done => Some(self.reply()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "RETENTION.TRIM"
+    }
+
+    fn db(&self) -> i32 {
+        self.env.db
+    }
+}
+
+/// Small trims (and every trim inside MULTI or a script, which cannot block) finish here;
+/// a longer one blocks the caller and continues in slices between other clients' commands.
 fn run_in_command(ctx: &Context, mut job: TrimJob, may_block: bool) -> Result<RedisValue> {
     loop {
-        if job.slice(ctx) == Progress::Done {
+        let budget_us = crate::sweep::share_of_iteration(config::sweep_budget_us());
+        if job.run_slice(ctx, budget_us) == Progress::Done {
             return job.reply();
         }
         if may_block {
             break;
         }
     }
-    let client = ctx.block_client();
-    ctx.create_timer(Duration::ZERO, continue_blocked, (job, client));
-    Ok(RedisValue::NoReply)
-}
-
-/// Timer callback: one more slice of a blocked `RETENTION.TRIM`; replies when done.
-fn continue_blocked(ctx: &Context, (mut job, client): (TrimJob, BlockedClient)) {
-    keyspace::select_db(ctx, job.env.db);
-    let progress = run_callback(ctx, "RETENTION.TRIM slice", || job.slice(ctx));
-    let reply = match progress {
-        Some(Progress::More) => {
-            ctx.create_timer(Duration::ZERO, continue_blocked, (job, client));
-            return;
-        }
-        Some(Progress::Done) => job.reply(),
-        None => Err(Error::Server(
-            "RETENTION.TRIM stopped by an internal error (see the server log)".into(),
-        )),
-    };
-    let tsc = ThreadSafeContext::with_blocked_client(client);
-    tsc.reply(reply.map_err(Into::into));
+    Ok(blocked::block(ctx, Box::new(job)))
 }
 
 #[cfg(test)]
