@@ -27,11 +27,19 @@ mod jobs;
 pub mod layout;
 pub mod orphans;
 
-use crate::policy::{KeyType, QueueAction, QueueFlavor};
+use crate::policy::{Action, KeyType, QueueAction, QueueFlavor, Rule};
 use crate::sweep::work::Planned;
 use layout::{classify, FinishedSet, KeyRole};
 
 pub use command::cmd_jobs;
+
+/// The planner of queue rules (registered with the sweep at load).
+pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
+    match &rule.action {
+        Action::Queue(queue) => plan(queue, name, key_type),
+        _ => Planned::Nothing,
+    }
+}
 
 pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
     let prefix_len = queue.prefix.len() + 1;
