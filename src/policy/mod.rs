@@ -83,6 +83,28 @@ pub enum Action {
     Runs(RunsAction),
 }
 
+/// The kinds of action, without their settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Keep,
+    Ttl,
+    Trim,
+    Queue,
+    Runs,
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Keep => ActionKind::Keep,
+            Action::Ttl(_) => ActionKind::Ttl,
+            Action::Trim(_) => ActionKind::Trim,
+            Action::Queue(_) => ActionKind::Queue,
+            Action::Runs(_) => ActionKind::Runs,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlAction {
     pub ttl_ms: i64,

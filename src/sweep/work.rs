@@ -2,6 +2,7 @@
 //! expiring a run set. The sweep queues such work and runs it step by step within the same
 //! time budget as the scan, so no single key can stall the server.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use redis_module::Context;
 
 use crate::keyspace;
-use crate::policy::{Action, KeyType, Rule};
+use crate::policy::{ActionKind, KeyType, Rule};
 use crate::stats::Tally;
 
 /// What a work item needs to know about the pass it runs in.
@@ -105,19 +106,71 @@ pub enum Planned {
     Work(Box<dyn Work>),
 }
 
-/// Builds the work item for a key governed by a trim, queue or runs rule.
+/// How one kind of action turns a key it governs into work. Each action module (trim,
+/// queue, runs) has its own, registered at load: this generic queue names none of them.
+pub type Planner = fn(&Rule, &[u8], KeyType) -> Planned;
+
+thread_local! {
+    static PLANNERS: RefCell<Vec<(ActionKind, Planner)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes `planner` the one for rules of `kind` (a later registration replaces it).
+pub fn register_planner(kind: ActionKind, planner: Planner) {
+    PLANNERS.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|(k, _)| *k != kind);
+        p.push((kind, planner));
+    });
+}
+
+/// The work item for a key governed by a rule whose action needs more than one visit;
+/// nothing for actions without a planner (`keep`, `ttl`: the visit does them).
 pub fn plan_work(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
-    match &rule.action {
-        Action::Keep | Action::Ttl(_) => Planned::Nothing,
-        Action::Trim(trim) => crate::trim::plan(trim, rule.key_type, name, key_type),
-        Action::Queue(queue) => crate::queue::plan(queue, name, key_type),
-        Action::Runs(runs) => crate::runs::plan(runs, name, key_type),
-    }
+    let kind = rule.action.kind();
+    let planner = PLANNERS.with(|p| p.borrow().iter().find(|(k, _)| *k == kind).map(|e| e.1));
+    planner.map_or(Planned::Nothing, |plan| plan(rule, name, key_type))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Nothing;
+
+    impl Work for Nothing {
+        fn step(&mut self, _: &Context, _: &WorkEnv, _: Instant, _: &mut Tally) -> Progress {
+            Progress::Done
+        }
+    }
+
+    fn rule(json: &str) -> Rule {
+        let policy = crate::policy::parse_policy(&format!(r#"{{"rules":[{json}]}}"#));
+        policy.expect("valid rule").rules.remove(0)
+    }
+
+    #[test]
+    fn work_is_planned_by_the_planner_registered_for_the_rule_s_kind() {
+        let trim = rule(r#"{"name":"t","match":"s:*","type":"stream","trim":{"max_len":5}}"#);
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::Nothing
+        ));
+        register_planner(ActionKind::Trim, |_, _, _| Planned::Work(Box::new(Nothing)));
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::Work(_)
+        ));
+        register_planner(ActionKind::Trim, |_, _, _| Planned::WrongType);
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::WrongType
+        ));
+        let ttl = rule(r#"{"name":"c","match":"c:*","ttl":"1h"}"#);
+        assert!(matches!(
+            plan_work(&ttl, b"c:1", KeyType::String),
+            Planned::Nothing
+        ));
+    }
 
     #[test]
     fn a_panicking_step_is_done_with_an_error_and_keeps_what_it_counted() {
