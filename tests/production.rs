@@ -9,21 +9,12 @@ use std::time::Duration;
 use common::*;
 use redis::{Commands, Connection, Value};
 
-fn select(c: &mut Connection, db: i64) {
-    let _: () = redis::cmd("SELECT").arg(db).query(c).expect("SELECT");
-}
-
 /// Expire times of `keys` in database `db`.
 fn expire_times_in(c: &mut Connection, db: i64, keys: &[String]) -> Vec<i64> {
     select(c, db);
     let times = expire_times(c, keys);
     select(c, 0);
     times
-}
-
-fn stat(c: &mut Connection, name: &str) -> i64 {
-    let stats: Value = redis::cmd("RETENTION.STATS").query(c).expect("STATS");
-    map_int(&stats, name)
 }
 
 /// A master with AOF and the module's background sweeper and new-key tracking on (no full
@@ -259,14 +250,6 @@ fn a_kept_key_the_module_looked_at_does_not_break_watch() {
     assert_eq!(value, "w");
 }
 
-fn used_memory(c: &mut Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("memory").query(c).expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory")
-}
-
 #[test]
 fn under_memory_pressure_new_keys_get_the_pressure_ttl_and_earlier_ones_are_lowered() {
     let policy = r#"{"rules":[{"name":"p","match":"p:*","ttl":"1d","pressure":{"ttl":"1h"}}]}"#;
@@ -277,7 +260,7 @@ fn under_memory_pressure_new_keys_get_the_pressure_ttl_and_earlier_ones_are_lowe
     assert!(wait_until(Duration::from_secs(5), || {
         c.ttl::<_, i64>("p:before").unwrap_or(-1) > 86_000
     }));
-    let used = used_memory(&mut c);
+    let used = info_i64(&mut c, "memory", "used_memory");
     for (k, v) in [
         ("maxmemory", (used * 2).to_string()),
         ("maxmemory-policy", "noeviction".to_string()),
@@ -313,20 +296,6 @@ fn under_memory_pressure_new_keys_get_the_pressure_ttl_and_earlier_ones_are_lowe
     );
     wait_replica_caught_up(&master, &replica);
     assert_eq!(master.digest(), replica.digest());
-}
-
-/// CPU seconds the server has used (user + system).
-fn cpu_seconds(c: &mut Connection) -> f64 {
-    let info: String = redis::cmd("INFO").arg("cpu").query(c).expect("INFO cpu");
-    ["used_cpu_user:", "used_cpu_sys:"]
-        .iter()
-        .map(|field| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .expect("cpu field")
-        })
-        .sum()
 }
 
 #[test]
@@ -502,11 +471,11 @@ fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
     assert_eq!(expire_times(&mut t, &names), before, "expire times changed");
 }
 
+/// CLIENT PAUSE WRITE (what FAILOVER and a cluster manual failover do) asks modules to
+/// avoid replica traffic: the background sweeper holds its writes until the pause ends.
 /// `expires=` of `INFO keyspace` for db 0.
-fn keys_with_ttl(c: &mut Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("keyspace").query(c).expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("db0:"))
+fn keys_with_ttl_db0(c: &mut Connection) -> u64 {
+    info_field(&info(c, "keyspace"), "db0")
         .and_then(|l| {
             l.split(',')
                 .find_map(|kv| kv.strip_prefix("expires="))
@@ -515,8 +484,6 @@ fn keys_with_ttl(c: &mut Connection) -> u64 {
         .unwrap_or(0)
 }
 
-/// CLIENT PAUSE WRITE (what FAILOVER and a cluster manual failover do) asks modules to
-/// avoid replica traffic: the background sweeper holds its writes until the pause ends.
 #[test]
 fn background_work_holds_while_clients_are_paused_for_writes() {
     let dir = scratch_dir("pause");
@@ -550,11 +517,13 @@ fn background_work_holds_while_clients_are_paused_for_writes() {
         .expect("CONFIG SET");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        keys_with_ttl(&mut c),
+        keys_with_ttl_db0(&mut c),
         0,
         "the sweeper wrote during the pause"
     );
     assert!(stat(&mut c, "held_for_failover") > 0);
-    let resumed = wait_until(Duration::from_secs(30), || keys_with_ttl(&mut c) == 200_000);
+    let resumed = wait_until(Duration::from_secs(30), || {
+        keys_with_ttl_db0(&mut c) == 200_000
+    });
     assert!(resumed, "the sweeper did not resume after the pause");
 }
