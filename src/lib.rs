@@ -47,11 +47,22 @@ mod registration {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
+        crate::replication::declare_module_options(ctx);
+        register_planners();
         if let Err(err) = eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
         Status::Ok
+    }
+
+    /// Each action that needs more than one visit per key plans its own work.
+    fn register_planners() {
+        use crate::policy::ActionKind;
+        use crate::sweep::work::register_planner;
+        register_planner(ActionKind::Trim, trim::plan_rule);
+        register_planner(ActionKind::Queue, queue::plan_rule);
+        register_planner(ActionKind::Runs, runs::plan_rule);
     }
 
     extern "C" fn on_event_loop(

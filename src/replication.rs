@@ -55,3 +55,32 @@ pub fn eval_refused(ctx: &Context) {
         ctx.log_warning("retention: EVAL could not be replicated; expire times are replicated one PEXPIREAT per key from now on");
     }
 }
+
+/// Valkey's module option (valkeymodule.h, 9.0+) saying the module copes with atomic slot
+/// migration (`CLUSTER MIGRATESLOTS`); without it Valkey refuses such migrations while the
+/// module is loaded. The module keeps no state tied to slot ownership, and whatever it does
+/// to keys a target imports before it owns them is replicated like any other change (and
+/// dropped with them if the import is cancelled). Not set elsewhere: Redis gives the bit no
+/// such meaning.
+const VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
+
+/// Declares the module options the running server understands.
+pub fn declare_module_options(ctx: &Context) {
+    let info = ctx.server_info("server");
+    let name = info
+        .field("server_name")
+        .and_then(|v| v.try_as_str().ok().map(str::to_string));
+    let major = info.field("valkey_version").and_then(|v| {
+        v.try_as_str()
+            .ok()
+            .and_then(|s| s.split('.').next()?.parse::<u32>().ok())
+    });
+    let is_valkey_9 = name.as_deref() == Some("valkey") && major.is_some_and(|m| m >= 9);
+    if !is_valkey_9 {
+        return;
+    }
+    // SAFETY: called once at load with the module's context.
+    if let Some(set_options) = unsafe { redis_module::raw::RedisModule_SetModuleOptions } {
+        unsafe { set_options(ctx.ctx, VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION) };
+    }
+}

@@ -1,5 +1,7 @@
 //! The policy in force. Everything here lives on the server's main thread (all module
-//! callbacks run there with the GIL held), so plain thread-locals are enough.
+//! callbacks run there with the GIL held), so plain thread-locals are enough. Whoever uses
+//! the policy takes a snapshot (`policy()`) and notices a new one by comparing snapshots:
+//! this layer tells no one.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -46,7 +48,6 @@ pub fn install_policy_from_path(path: &str) -> Result<()> {
     };
     STARTUP_ERROR.with(|s| *s.borrow_mut() = None);
     crate::stats::note_policy_rules(&policy);
-    crate::sweep::on_policy_changed();
     POLICY.with(|p| {
         *p.borrow_mut() = PolicyInForce {
             policy: Rc::new(policy),

@@ -83,6 +83,28 @@ pub enum Action {
     Runs(RunsAction),
 }
 
+/// The kinds of action, without their settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Keep,
+    Ttl,
+    Trim,
+    Queue,
+    Runs,
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Keep => ActionKind::Keep,
+            Action::Ttl(_) => ActionKind::Ttl,
+            Action::Trim(_) => ActionKind::Trim,
+            Action::Queue(_) => ActionKind::Queue,
+            Action::Runs(_) => ActionKind::Runs,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlAction {
     pub ttl_ms: i64,
@@ -218,16 +240,20 @@ impl Policy {
     }
 
     /// Whether the rules in scope (all, or only rule `only`) can act only on keys without a
-    /// TTL: `keep` and `ttl` without `cap`. On a database where every key has a TTL they
-    /// have nothing to do, so a pass over it can end at once.
-    pub fn acts_only_on_keys_without_ttl(&self, only: Option<usize>) -> bool {
+    /// TTL: `keep` and `ttl` without `cap` (nor, under memory pressure, a `pressure.ttl`,
+    /// which lowers TTLs). On a database where every key has a TTL they have nothing to do,
+    /// so a pass over it can end at once.
+    pub fn acts_only_on_keys_without_ttl(&self, only: Option<usize>, under_pressure: bool) -> bool {
         self.rules
             .iter()
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|o| o == *i))
             .all(|(_, r)| match &r.action {
                 Action::Keep => true,
-                Action::Ttl(ttl) => !ttl.cap,
+                Action::Ttl(ttl) => {
+                    let lowers = ttl.cap || (under_pressure && r.pressure.is_some());
+                    !lowers
+                }
                 Action::Trim(_) | Action::Queue(_) | Action::Runs(_) => false,
             })
     }
@@ -260,19 +286,29 @@ mod tests {
                 {"name":"events","match":"events:*","type":"stream","trim":{"max_len":1000}}
             ]}"#,
         );
-        assert!(!p.acts_only_on_keys_without_ttl(None));
-        assert!(p.acts_only_on_keys_without_ttl(Some(0)));
-        assert!(p.acts_only_on_keys_without_ttl(Some(1)));
-        assert!(!p.acts_only_on_keys_without_ttl(Some(2)), "cap lowers TTLs");
+        assert!(!p.acts_only_on_keys_without_ttl(None, false));
+        assert!(p.acts_only_on_keys_without_ttl(Some(0), false));
+        assert!(p.acts_only_on_keys_without_ttl(Some(1), false));
         assert!(
-            !p.acts_only_on_keys_without_ttl(Some(3)),
+            !p.acts_only_on_keys_without_ttl(Some(2), false),
+            "cap lowers TTLs"
+        );
+        assert!(
+            !p.acts_only_on_keys_without_ttl(Some(3), false),
             "trims need visits"
         );
         let ttl_only = policy(
             r#"{"rules":[{"name":"k","match":"a:*","keep":true},{"name":"t","match":"*","ttl":"1h"}]}"#,
         );
-        assert!(ttl_only.acts_only_on_keys_without_ttl(None));
-        assert!(Policy::empty().acts_only_on_keys_without_ttl(None));
+        assert!(ttl_only.acts_only_on_keys_without_ttl(None, false));
+        assert!(Policy::empty().acts_only_on_keys_without_ttl(None, false));
+        let pressured =
+            policy(r#"{"rules":[{"name":"t","match":"*","ttl":"1h","pressure":{"ttl":"1m"}}]}"#);
+        assert!(pressured.acts_only_on_keys_without_ttl(None, false));
+        assert!(
+            !pressured.acts_only_on_keys_without_ttl(None, true),
+            "pressure lowers TTLs"
+        );
     }
 
     #[test]

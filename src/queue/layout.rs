@@ -85,59 +85,119 @@ pub const STATE_LISTS: [&str; 3] = ["wait", "paused", "active"];
 /// Sets whose members are job ids.
 pub const STATE_SETS: [&str; 1] = ["stalled"];
 
-/// Queue structure suffixes: a "job id" equal to one of these is never treated as a job.
-const STRUCTURE_SUFFIXES: [&str; 32] = [
-    "",
-    "active",
-    "wait",
-    "waiting",
-    "waiting-children",
-    "paused",
-    "resumed",
-    "meta-paused",
-    "id",
-    "delayed",
-    "delay",
-    "prioritized",
-    "priority",
-    "stalled-check",
-    "completed",
-    "failed",
-    "stalled",
-    "repeat",
-    "limiter",
-    "limiter:index",
-    "limiter:limited",
-    "meta",
-    "events",
-    "pc",
-    "marker",
-    "de",
-    "drained",
-    "progress",
-    "metrics:completed",
-    "metrics:completed:data",
-    "metrics:failed",
-    "metrics:failed:data",
+/// Queue structure keys named exactly: `(name after the queue's base, the type the libraries
+/// give it)`; `None` for names whose type nothing relies on (legacy keys, family heads, and
+/// Bull's pub/sub channel names, which are not keys). Sources: BullMQ `queue-keys.js`
+/// `getKeys()` and its Lua scripts, Bull `lib/queue.js` `keys` (reference/bullmq-and-bull-keys.md).
+/// The type matters where a job sub-key has the same last segment: `<base><id>:failed` is a
+/// job's hash, `<base>failed` the queue's sorted set.
+const STRUCTURE_KEYS: [(&str, Option<KeyType>); 30] = [
+    ("", None),
+    ("active", Some(KeyType::List)),
+    ("wait", Some(KeyType::List)),
+    ("paused", Some(KeyType::List)),
+    ("waiting-children", Some(KeyType::ZSet)),
+    ("delayed", Some(KeyType::ZSet)),
+    ("prioritized", Some(KeyType::ZSet)),
+    ("completed", Some(KeyType::ZSet)),
+    ("failed", Some(KeyType::ZSet)),
+    ("marker", Some(KeyType::ZSet)),
+    ("repeat", Some(KeyType::ZSet)),
+    ("priority", Some(KeyType::ZSet)),
+    ("stalled", Some(KeyType::Set)),
+    ("id", Some(KeyType::String)),
+    ("stalled-check", Some(KeyType::String)),
+    ("limiter", Some(KeyType::String)),
+    ("pc", Some(KeyType::String)),
+    ("meta-paused", Some(KeyType::String)),
+    ("meta", Some(KeyType::Hash)),
+    ("events", Some(KeyType::Stream)),
+    // BullMQ: legacy `delay` (obliterate still deletes it); family heads.
+    ("delay", None),
+    ("de", None),
+    ("dn", None),
+    ("metrics", None),
+    // Bull's pub/sub channels (never keys; a "job" of that name is doubt).
+    ("waiting", None),
+    ("resumed", None),
+    ("drained", None),
+    ("progress", None),
+    ("duplicated", None),
+    ("debounced", None),
 ];
 
-/// Structure keys that are families (`de:<dedupId>`, `dn:<dedupId>`).
-const STRUCTURE_PREFIXES: [&str; 2] = ["de:", "dn:"];
+/// Structure families: every key `<head>:<anything>` is structure, whatever its type.
+/// `de:<dedupId>` (BullMQ dedup, Bull debounce: string), `dn:<dedupId>` (BullMQ dedup-next
+/// proto job: hash), `metrics:<completed|failed>` (hash) and `metrics:<..>:data` (list),
+/// Bull's `limiter:index` (hash), `limiter:limited` / `limiter:<group>:limited` (set) and
+/// `limiter:<group>` (string). Their ids are chosen by users and may contain ':' and end like
+/// a job sub-key (`dn:x:failed`), so no job shape is ever read into them.
+const STRUCTURE_FAMILIES: [&str; 4] = ["de:", "dn:", "metrics:", "limiter:"];
 
-pub fn is_structure_id(id: &[u8]) -> bool {
-    STRUCTURE_SUFFIXES.iter().any(|s| s.as_bytes() == id)
-        || STRUCTURE_PREFIXES
-            .iter()
-            .any(|p| id.starts_with(p.as_bytes()))
+/// `repeat:` holds both structure and jobs, all hashes (BullMQ): a job scheduler or legacy
+/// repeatable `repeat:<schedulerId>` and its iterations, jobs `repeat:<schedulerId>:<millis>`
+/// (Bull: iterations only). Scheduler ids are user-chosen with any number of ':' (BullMQ
+/// validates none), so `repeat:nightly:failed` is a scheduler, not the `:failed` hash of a
+/// job `repeat:nightly`. An iteration's id always ends in `:<millis>`; any other hash under
+/// `repeat:` is structure. (A scheduler whose own id ends in `:<digits>` still looks like an
+/// iteration by name: it is a hash without `timestamp`/`finishedOn`, which no finished job
+/// lacks, so the orphan check leaves it.)
+const REPEAT_FAMILY: &str = "repeat:";
+
+/// Whether `id` (a name after a queue's base) is shaped like a scheduler or repeatable
+/// iteration, `repeat:<something>:<millis>`.
+fn is_repeat_iteration(id: &[u8]) -> bool {
+    let Some(rest) = id.strip_prefix(REPEAT_FAMILY.as_bytes()) else {
+        return false;
+    };
+    match rest.iter().rposition(|b| *b == b':') {
+        Some(colon) => {
+            let millis = &rest[colon + 1..];
+            colon > 0 && !millis.is_empty() && millis.iter().all(u8::is_ascii_digit)
+        }
+        None => false,
+    }
 }
 
-/// Hashes that are queue structure, skipped without a look at their content.
-const STRUCTURE_HASH_SUFFIXES: [&str; 4] = [
-    ":meta",
-    ":metrics:completed",
-    ":metrics:failed",
-    ":limiter:index",
-];
+/// Whether `rest` is a member of a structure family, for a key of `key_type` (None: any).
+/// Under `repeat:` only hashes are structure (schedulers): the logs list of an iteration
+/// `repeat:<id>:<millis>:logs` is a job's, whatever its id looks like.
+fn in_structure_family(rest: &[u8], key_type: Option<KeyType>) -> bool {
+    STRUCTURE_FAMILIES
+        .iter()
+        .any(|f| rest.starts_with(f.as_bytes()))
+        || (rest.starts_with(REPEAT_FAMILY.as_bytes())
+            && key_type.is_none_or(|t| t == KeyType::Hash)
+            && !is_repeat_iteration(rest))
+}
+
+/// Whether a "job id" (the part of a key name after its queue's base) names queue structure
+/// instead: any structure name of any type, any member of a structure family, anything under
+/// `repeat:` that is not an iteration. A key whose id this accepts is never judged as a job
+/// or a job's sub-key.
+pub fn is_structure_id(id: &[u8]) -> bool {
+    STRUCTURE_KEYS.iter().any(|(n, _)| n.as_bytes() == id) || in_structure_family(id, None)
+}
+
+/// Whether `rest` (the part of a key name after some queue base) is a structure key of type
+/// `key_type`: a structure name of that type, or a member of a structure family.
+fn is_structure_key(rest: &[u8], key_type: KeyType) -> bool {
+    STRUCTURE_KEYS
+        .iter()
+        .any(|(n, t)| n.as_bytes() == rest && t.is_none_or(|t| t == key_type))
+        || in_structure_family(rest, Some(key_type))
+}
+
+/// Every `<rest>` of `queue_part` = `<queue>:<rest>` with a non-empty queue: the queue may
+/// itself contain ':' (Bull), and the rule's prefix may stop short of the library's, so every
+/// split is a possible queue base.
+fn rests(queue_part: &[u8]) -> impl Iterator<Item = &[u8]> {
+    queue_part
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b':' && *i > 0)
+        .map(move |(i, _)| &queue_part[i + 1..])
+}
 
 /// What a key under a queue rule's prefix is to the cleaner, from its name and type alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +219,9 @@ pub enum KeyRole {
 }
 
 /// Classifies `name` (which starts with the rule's `<prefix>:`, `prefix_len` bytes).
+/// Finished sets and events streams are recognised by suffix and type; then any name that
+/// some queue base makes a structure key is `Other`; only then are job shapes considered:
+/// a job sub-key by suffix and type, a job by being a hash (its content decides later).
 pub fn classify(flavor: QueueFlavor, prefix_len: usize, name: &[u8], key_type: KeyType) -> KeyRole {
     if name.len() <= prefix_len {
         return KeyRole::Other;
@@ -177,27 +240,37 @@ pub fn classify(flavor: QueueFlavor, prefix_len: usize, name: &[u8], key_type: K
     if key_type == KeyType::Stream && base_len_before(queue_part, "events").is_some() {
         return KeyRole::Events;
     }
+    // Everything below reads a job shape into the name. Structure names win over job
+    // shapes: under any split that makes the key structure, it is not a job's.
+    if rests(queue_part).any(|rest| is_structure_key(rest, key_type)) {
+        return KeyRole::Other;
+    }
     for suffix in job_sub_suffixes(flavor) {
         if sub_key_type(flavor, suffix) != Some(key_type) {
             continue;
         }
-        if let Some(job_key_len) = base_len_before(queue_part, suffix) {
-            // `<jobKey>:<suffix>`: the job key is the base minus its trailing ':'.
-            if job_key_len > 1 {
-                return KeyRole::SubKeyCandidate {
-                    job_key_len: prefix_len + job_key_len - 1,
-                };
-            }
+        let Some(stem_len) = base_len_before(queue_part, suffix) else {
+            continue;
+        };
+        // `<jobKey>:<suffix>`: the job key is the stem minus its trailing ':', and it must
+        // itself be `<queue>:<id>`. A job whose id would be structure (`metrics`, `dn:x`)
+        // does not exist.
+        let job_part = &queue_part[..stem_len - 1];
+        let mut ids = rests(job_part).filter(|id| !id.is_empty()).peekable();
+        if ids.peek().is_none() {
+            continue;
         }
+        if ids.any(is_structure_id) {
+            return KeyRole::Other;
+        }
+        return KeyRole::SubKeyCandidate {
+            job_key_len: prefix_len + stem_len - 1,
+        };
     }
-    if key_type == KeyType::Hash
-        && !STRUCTURE_HASH_SUFFIXES
-            .iter()
-            .any(|s| name.ends_with(s.as_bytes()))
-    {
-        return KeyRole::JobCandidate;
+    match key_type {
+        KeyType::Hash => KeyRole::JobCandidate,
+        _ => KeyRole::Other,
     }
-    KeyRole::Other
 }
 
 /// For `rest` = `<something>:<suffix>` with a non-empty `<something>`, the length of
@@ -380,22 +453,329 @@ mod tests {
         assert_eq!(base_candidates(P, b"bull::x").count(), 0);
     }
 
+    /// Every structure key BullMQ 5 and Bull 4 write, as they write it (name after the
+    /// queue's base, type). Ids inside families are the kinds users choose, colons included,
+    /// and some end like a job sub-key on purpose.
+    const LIBRARY_STRUCTURE: &[(&str, KeyType)] = &[
+        // BullMQ 5 `getKeys()` and the Lua scripts.
+        ("active", KeyType::List),
+        ("wait", KeyType::List),
+        ("paused", KeyType::List),
+        ("waiting-children", KeyType::ZSet),
+        ("delayed", KeyType::ZSet),
+        ("prioritized", KeyType::ZSet),
+        ("marker", KeyType::ZSet),
+        ("repeat", KeyType::ZSet),
+        ("stalled", KeyType::Set),
+        ("id", KeyType::String),
+        ("stalled-check", KeyType::String),
+        ("limiter", KeyType::String),
+        ("pc", KeyType::String),
+        ("meta", KeyType::Hash),
+        // Metrics (BullMQ, and Bull >= 4.7).
+        ("metrics:completed", KeyType::Hash),
+        ("metrics:failed", KeyType::Hash),
+        ("metrics:completed:data", KeyType::List),
+        ("metrics:failed:data", KeyType::List),
+        // Job schedulers (any id, colons allowed) and legacy repeatables (md5 or custom key).
+        ("repeat:every-hour", KeyType::Hash),
+        ("repeat:nightly:failed", KeyType::Hash),
+        ("repeat:x:processed", KeyType::Hash),
+        ("repeat:a:b:unsuccessful", KeyType::Hash),
+        ("repeat:s:logs", KeyType::Hash),
+        ("repeat:a:dependencies", KeyType::Hash),
+        ("repeat:5d41402abc4b2a76b9719d911017c592", KeyType::Hash),
+        // Deduplication / debounce and dedup-next.
+        ("de:simple", KeyType::String),
+        ("de:with:ttl", KeyType::String),
+        ("de:x:logs", KeyType::String),
+        ("dn:klia", KeyType::Hash),
+        ("dn:klia:failed", KeyType::Hash),
+        ("dn:x:processed", KeyType::Hash),
+        // Legacy BullMQ and Bull.
+        ("priority", KeyType::ZSet),
+        ("delay", KeyType::ZSet),
+        ("meta-paused", KeyType::String),
+        ("limiter:index", KeyType::Hash),
+        ("limiter:limited", KeyType::Set),
+        ("limiter:acme", KeyType::String),
+        ("limiter:acme:limited", KeyType::Set),
+        ("limiter:logs", KeyType::String),
+        ("limiter:logs:limited", KeyType::Set),
+    ];
+
+    const ALL_TYPES: [KeyType; 7] = [
+        KeyType::String,
+        KeyType::List,
+        KeyType::Set,
+        KeyType::ZSet,
+        KeyType::Hash,
+        KeyType::Stream,
+        KeyType::Module,
+    ];
+
+    /// Queue bases: `(rule prefix length, base)`, both flavors, a Bull queue name with colons,
+    /// and a rule whose prefix stops short of the library's (ioredis keyPrefix + prefix).
+    const BASES: [(usize, &str); 4] = [
+        (P, "bull:q:"),
+        (P, "bull:b:colon:"),
+        (P, "bull:a:b:c:"),
+        ("myapp:".len(), "myapp:bull:q:"),
+    ];
+
     #[test]
-    fn structure_ids_are_never_jobs() {
+    fn library_structure_keys_are_never_jobs_or_sub_keys() {
+        for flavor in [QueueFlavor::BullMq, QueueFlavor::Bull] {
+            for (prefix_len, base) in BASES {
+                for (rest, key_type) in LIBRARY_STRUCTURE {
+                    let name = format!("{base}{rest}");
+                    assert_eq!(
+                        classify(flavor, prefix_len, name.as_bytes(), *key_type),
+                        KeyRole::Other,
+                        "{flavor:?} {name} ({key_type:?})"
+                    );
+                    assert!(is_structure_id(rest.as_bytes()), "{rest}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn structure_names_of_any_type_are_never_sub_keys_and_never_judged_as_jobs() {
+        // Whatever type a library version gives a structure name, the cleaner never reads a
+        // job's sub-key into it; a hash it may look at as a job has a structure id, which
+        // the orphan check refuses. Families hold under every base; an exact name of an
+        // unexpected type under a base with more colons may rightly be a job's sub-key
+        // (`bull:a:b:failed`, a hash: job `b`'s `:failed` in queue `a`).
+        let families = LIBRARY_STRUCTURE
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n.contains(':'))
+            .flat_map(|n| BASES.iter().map(move |b| (n, *b)));
+        let names = LIBRARY_STRUCTURE
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(STRUCTURE_KEYS.iter().map(|(n, _)| *n))
+            .map(|n| (n, BASES[0]));
+        for (rest, (prefix_len, base)) in families.chain(names) {
+            let name = format!("{base}{rest}");
+            for flavor in [QueueFlavor::BullMq, QueueFlavor::Bull] {
+                for key_type in ALL_TYPES {
+                    let role = classify(flavor, prefix_len, name.as_bytes(), key_type);
+                    let ok = match role {
+                        KeyRole::Other | KeyRole::Finished { .. } | KeyRole::Events => true,
+                        KeyRole::JobCandidate => is_structure_id(rest.as_bytes()),
+                        KeyRole::SubKeyCandidate { .. } => false,
+                    };
+                    assert!(ok, "{flavor:?} {name} ({key_type:?}): {role:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cleaners_own_structure_keys_keep_their_roles() {
+        for (prefix_len, base) in BASES {
+            let completed = format!("{base}completed");
+            assert_eq!(
+                classify(
+                    QueueFlavor::Bull,
+                    prefix_len,
+                    completed.as_bytes(),
+                    KeyType::ZSet
+                ),
+                KeyRole::Finished {
+                    base_len: base.len(),
+                    set: FinishedSet::Completed
+                }
+            );
+            let events = format!("{base}events");
+            assert_eq!(
+                classify(
+                    QueueFlavor::BullMq,
+                    prefix_len,
+                    events.as_bytes(),
+                    KeyType::Stream
+                ),
+                KeyRole::Events
+            );
+        }
+    }
+
+    #[test]
+    fn job_keys_are_still_jobs_and_sub_keys() {
+        let mq = QueueFlavor::BullMq;
+        let sub = |job_key: &str| KeyRole::SubKeyCandidate {
+            job_key_len: job_key.len(),
+        };
+        let uuid = "bull:q:0b6a2b5e-9d8c-4f1a-8a53-2f4f8c7e9b10";
+        for (flavor, name, key_type, role) in [
+            (
+                mq,
+                "bull:q:17".to_string(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            (mq, "bull:q:17:logs".into(), KeyType::List, sub("bull:q:17")),
+            (mq, format!("{uuid}:dependencies"), KeyType::Set, sub(uuid)),
+            (mq, format!("{uuid}:processed"), KeyType::Hash, sub(uuid)),
+            (mq, format!("{uuid}:failed"), KeyType::Hash, sub(uuid)),
+            (mq, format!("{uuid}:unsuccessful"), KeyType::ZSet, sub(uuid)),
+            (
+                mq,
+                "bull:q:a:b:c".into(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            (
+                mq,
+                "bull:q:a:b:c:logs".into(),
+                KeyType::List,
+                sub("bull:q:a:b:c"),
+            ),
+            // Ids that start like a structure family but are not in it.
+            (
+                mq,
+                "bull:q:metricsx:failed".into(),
+                KeyType::Hash,
+                sub("bull:q:metricsx"),
+            ),
+            (
+                mq,
+                "bull:q:repeaters:processed".into(),
+                KeyType::Hash,
+                sub("bull:q:repeaters"),
+            ),
+            // Scheduler and repeatable iterations are jobs; so are their lists of logs.
+            (
+                mq,
+                "bull:q:repeat:sched:1700000000000".into(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            (
+                mq,
+                "bull:q:repeat:a:b:1700000000000:logs".into(),
+                KeyType::List,
+                sub("bull:q:repeat:a:b:1700000000000"),
+            ),
+            (
+                QueueFlavor::Bull,
+                "bull:b:colon:repeat:5d41402abc4b2a76b9719d911017c592:1796094000000".into(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            // Bull: colons in queue names and ids (grouped rate limiter ids `<uuid>:<group>`).
+            (
+                QueueFlavor::Bull,
+                "bull:b:colon:x:y".into(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            (
+                QueueFlavor::Bull,
+                "bull:b:colon:x:y:logs".into(),
+                KeyType::List,
+                sub("bull:b:colon:x:y"),
+            ),
+            (
+                QueueFlavor::Bull,
+                "bull:b:limited:0b6a2b5e:acme".into(),
+                KeyType::Hash,
+                KeyRole::JobCandidate,
+            ),
+            // A rule prefix shorter than the library's.
+            (
+                mq,
+                "myapp:bull:q:17:logs".into(),
+                KeyType::List,
+                sub("myapp:bull:q:17"),
+            ),
+            // Locks are never sub-key candidates (a lock means a live job).
+            (mq, "bull:q:17:lock".into(), KeyType::String, KeyRole::Other),
+        ] {
+            let prefix_len = if name.starts_with("myapp:") {
+                "myapp:".len()
+            } else {
+                P
+            };
+            assert_eq!(
+                classify(flavor, prefix_len, name.as_bytes(), key_type),
+                role,
+                "{name} ({key_type:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sub_key_needs_a_queue_and_an_id_in_front() {
+        // `bull:q:failed` as a hash would be the `:failed` of "job" `bull:q`, which has no
+        // queue: it is looked at as a hash whose id (`failed`) is structure.
+        assert_eq!(
+            classify(QueueFlavor::BullMq, P, b"bull:q:failed", KeyType::Hash),
+            KeyRole::JobCandidate
+        );
+        assert!(is_structure_id(b"failed"));
+        assert_eq!(
+            classify(QueueFlavor::BullMq, P, b"bull:q::logs", KeyType::List),
+            KeyRole::Other
+        );
+    }
+
+    #[test]
+    fn structure_ids_cover_every_family() {
         for id in [
+            "",
             "id",
             "meta",
             "events",
+            "failed",
+            "metrics",
+            "metrics:failed",
+            "metrics:completed:data",
+            "de",
             "de:x",
+            "de:a:b",
+            "dn",
             "dn:y",
-            "metrics:failed:data",
-            "",
+            "dn:x:failed",
+            "limiter",
+            "limiter:index",
+            "limiter:acme:limited",
+            "repeat",
+            "repeat:every-hour",
+            "repeat:nightly:failed",
+            "repeat:x",
+            "repeat:a:",
+            "repeat::1700000000000",
+            "repeat:5d41402abc4b2a76b9719d911017c592",
+            "meta-paused",
+            "priority",
+            "delay",
         ] {
             assert!(is_structure_id(id.as_bytes()), "{id}");
         }
-        for id in ["1", "a:b:c", "repeat:s:1700000000000", "custom"] {
+        for id in [
+            "1",
+            "a:b:c",
+            "custom",
+            "metricsx",
+            "x:acme",
+            "repeat:s:1700000000000",
+            "repeat:a:b:1700000000000",
+            "repeat:5d41402abc4b2a76b9719d911017c592:1796094000000",
+        ] {
             assert!(!is_structure_id(id.as_bytes()), "{id}");
         }
+    }
+
+    #[test]
+    fn structure_keys_are_typed_where_a_job_sub_key_shares_the_name() {
+        assert!(is_structure_key(b"failed", KeyType::ZSet));
+        assert!(!is_structure_key(b"failed", KeyType::Hash));
+        assert!(is_structure_key(b"metrics:failed", KeyType::Hash));
+        assert!(is_structure_key(b"delay", KeyType::Hash));
+        assert!(!is_structure_key(b"repeat:s:1700000000000", KeyType::Hash));
     }
 
     #[test]

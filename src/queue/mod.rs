@@ -5,10 +5,13 @@
 //! new-key fast path) and decides from the name and type alone, without server calls:
 //! - `<base>completed` / `<base>failed` sorted set → clean that set by age and count;
 //! - `<base>events` stream (BullMQ) → trim it;
+//! - any key that is queue structure under some split of its name (id counter, meta,
+//!   wait/active/paused lists, delayed, prioritized, waiting-children, marker, stalled,
+//!   limiter and Bull's `limiter:*`, `repeat` and scheduler hashes, `de:*`/`dn:*`,
+//!   `metrics:*`) → nothing, even where its name ends like a job sub-key
+//!   (`metrics:failed`, scheduler `repeat:nightly:failed`);
 //! - a hash, or a key named and typed like a job sub-key → one orphan check;
-//! - anything else (id counter, meta, wait/active/paused lists, delayed, prioritized,
-//!   waiting-children, marker, locks, stalled, limiter, repeat/scheduler, de:/dn:, metrics)
-//!   → nothing.
+//! - anything else (locks, ...) → nothing.
 //!
 //! Modules: `layout` (pure key facts and decisions), `calls` (RM_Call reads and replicated
 //! writes), `jobs` (removing one job like the library), `finished`, `events`, `orphans`
@@ -24,11 +27,19 @@ mod jobs;
 pub mod layout;
 pub mod orphans;
 
-use crate::policy::{KeyType, QueueAction, QueueFlavor};
+use crate::policy::{Action, KeyType, QueueAction, QueueFlavor, Rule};
 use crate::sweep::work::Planned;
 use layout::{classify, FinishedSet, KeyRole};
 
 pub use command::cmd_jobs;
+
+/// The planner of queue rules (registered with the sweep at load).
+pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
+    match &rule.action {
+        Action::Queue(queue) => plan(queue, name, key_type),
+        _ => Planned::Nothing,
+    }
+}
 
 pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
     let prefix_len = queue.prefix.len() + 1;
@@ -124,9 +135,27 @@ mod tests {
             ("bull:q:stalled-check", KeyType::String),
             ("bull:q:limiter", KeyType::String),
             ("bull:q:repeat", KeyType::ZSet),
+            // Structure whose names end like a job's `:failed`/`:processed` hash.
+            ("bull:q:metrics:failed", KeyType::Hash),
+            ("bull:q:metrics:completed", KeyType::Hash),
+            ("bull:q:metrics:failed:data", KeyType::List),
+            ("bull:q:repeat:nightly:failed", KeyType::Hash),
+            ("bull:q:repeat:x:processed", KeyType::Hash),
+            ("bull:q:dn:klia:failed", KeyType::Hash),
         ] {
             assert!(!is_work(plan(&mq, name.as_bytes(), t)), "{name}");
         }
+        // A finished scheduler iteration and its logs are still checked as possible orphans.
+        assert!(is_work(plan(
+            &mq,
+            b"bull:q:repeat:nightly:failed:1700000000000",
+            KeyType::Hash
+        )));
+        assert!(is_work(plan(
+            &mq,
+            b"bull:q:repeat:s:1700000000000:logs",
+            KeyType::List
+        )));
         // Bull has no events stream.
         let bull = rule(QueueFlavor::Bull);
         assert!(!is_work(plan(&bull, b"bull:q:events", KeyType::Stream)));

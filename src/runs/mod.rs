@@ -23,6 +23,17 @@ pub use migrate::cmd_migrate;
 pub use names::{key_hash_slot, validate_id, RunSetNames};
 pub use page::{cmd_after, cmd_page};
 pub use sweep::plan;
+
+use crate::policy::{Action, KeyType, Rule};
+use crate::sweep::work::Planned;
+
+/// The planner of runs rules (registered with the sweep at load).
+pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
+    match &rule.action {
+        Action::Runs(runs) => plan(runs, name, key_type),
+        _ => Planned::Nothing,
+    }
+}
 pub use timestamp::{ms_from_json, parse_rfc3339_ms};
 
 /// Largest page PAGE and AFTER return: a page view, not an export (a page of 1000 runs of

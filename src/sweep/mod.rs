@@ -11,6 +11,7 @@ pub mod track;
 pub mod work;
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisValue, ThreadSafeContext};
@@ -19,6 +20,7 @@ use crate::config;
 use crate::error::run_callback;
 use crate::eventloop;
 use crate::keyspace;
+use crate::policy::Policy;
 use crate::stats;
 use crate::time::now_ms;
 use pass::{Pass, PassKind, PassOptions, PassReport};
@@ -41,6 +43,8 @@ struct Engine {
     last_report: Option<PassReport>,
     /// A backlog timer is scheduled.
     backlog_timer: bool,
+    /// The policy the background sweeper last started a pass with.
+    policy: Option<Rc<Policy>>,
 }
 
 thread_local! {
@@ -196,9 +200,16 @@ fn backlog_tick(ctx: &Context, _: ()) {
 /// that has keys when the pause after the last pass is over. None while a command pass runs
 /// (one scan at a time).
 fn take_background_pass(ctx: &Context) -> Option<Pass> {
+    let policy = crate::state::policy();
     with_engine(|e| {
         if e.command.is_some() {
             return None;
+        }
+        if !e.policy.as_ref().is_some_and(|p| Rc::ptr_eq(p, &policy)) {
+            // A new policy applies from now on: the background pass restarts with it at once.
+            e.background = None;
+            e.next_background_ms = 0;
+            e.policy = Some(policy.clone());
         }
         if let Some(pass) = e.background.take() {
             return Some(pass);
@@ -215,7 +226,7 @@ fn take_background_pass(ctx: &Context) -> Option<Pass> {
                 more_dbs: dbs,
                 ..PassOptions::default()
             },
-            crate::state::policy(),
+            policy,
         ))
     })
 }
@@ -227,14 +238,6 @@ fn record_finished(e: &mut Engine, pass: &Pass) {
         s.last_pass_ms = report.duration_ms;
     });
     e.last_report = Some(report);
-}
-
-/// A new policy applies from now on: the background pass restarts with it at once.
-pub fn on_policy_changed() {
-    with_engine(|e| {
-        e.background = None;
-        e.next_background_ms = 0;
-    });
 }
 
 /// Why a command pass cannot start now, if it cannot.

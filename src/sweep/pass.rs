@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::Context;
 
-use super::plan::{idle_allows, plan_ttl, TtlPlan};
+use super::plan::{idle_allows, plan_pressure_ttl, plan_ttl, TtlPlan};
 use super::work::{plan_work, run_queue, Planned, Queued, WorkEnv, WorkQueue};
 use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
@@ -131,11 +131,14 @@ pub fn apply_policy_to_key(
     ) {
         match &rule.action {
             Action::Ttl(action) => {
-                let ttl_ms = match (rules.under_pressure, &rule.pressure) {
-                    (true, Some(p)) => p.ttl_ms.unwrap_or(action.ttl_ms),
-                    _ => action.ttl_ms,
+                let pressure_ttl = rule.pressure.as_ref().and_then(|p| p.ttl_ms);
+                let current = key.abs_expire_ms();
+                let plan = match (rules.under_pressure, pressure_ttl) {
+                    (true, Some(ttl_ms)) => {
+                        plan_pressure_ttl(action, ttl_ms, current, rules.env.now_ms)
+                    }
+                    _ => plan_ttl(action, action.ttl_ms, current, rules.env.now_ms),
                 };
-                let plan = plan_ttl(action, ttl_ms, key.abs_expire_ms(), rules.env.now_ms);
                 apply_ttl_plan(ctx, name, plan, rules.env.dry_run, sink.expires, &mut delta);
             }
             _ => match plan_work(rule, name_bytes, key_type) {
@@ -252,7 +255,9 @@ impl Pass {
             dry_run: self.opts.dry_run,
             db: self.opts.db,
         };
-        if self.slices.is_multiple_of(SLICES_PER_KEYSPACE_CHECK) && self.nothing_left(ctx) {
+        if self.slices.is_multiple_of(SLICES_PER_KEYSPACE_CHECK)
+            && self.nothing_left(ctx, under_pressure)
+        {
             self.scan_done = true;
             self.finished_early = Some("every key in the database has a TTL");
         }
@@ -297,13 +302,13 @@ impl Pass {
     /// True when the rest of the scan cannot change anything: the rules in scope only give
     /// TTLs to keys without one, and the server counts no such key in the pass's database
     /// (selected by `run_slice`). Keys created later are the new-key path's, or the next pass's.
-    fn nothing_left(&self, ctx: &Context) -> bool {
+    fn nothing_left(&self, ctx: &Context, under_pressure: bool) -> bool {
         !self.scan_done
             && !self.opts.noop
             && self.pending.is_empty()
             && self
                 .policy
-                .acts_only_on_keys_without_ttl(self.opts.only_rule)
+                .acts_only_on_keys_without_ttl(self.opts.only_rule, under_pressure)
             && keyspace::keys_without_ttl(ctx) == Some(0)
     }
 

@@ -29,6 +29,26 @@ pub fn plan_ttl(
     }
 }
 
+/// The TTL plan while memory is under pressure and the rule has a shorter `pressure.ttl`: a
+/// key without a TTL gets the pressure TTL, and so does one whose TTL lies within the rule's
+/// own horizon (one the rule gave earlier, or a shorter one): the rule then allows no more
+/// than the pressure TTL. A TTL beyond the rule's own horizon was chosen by the application
+/// and is lowered only with `cap`, as outside pressure.
+pub fn plan_pressure_ttl(
+    action: &TtlAction,
+    pressure_ttl_ms: i64,
+    current_expire_at_ms: Option<i64>,
+    now_ms: i64,
+) -> TtlPlan {
+    let target = now_ms.saturating_add(pressure_ttl_ms);
+    let horizon = now_ms.saturating_add(action.ttl_ms);
+    match current_expire_at_ms {
+        None => TtlPlan::Set(target),
+        Some(at) if at > target && (action.cap || at <= horizon) => TtlPlan::Lower(target),
+        Some(_) => TtlPlan::Leave,
+    }
+}
+
 /// `min_idle`: act only on keys idle at least that long. Without idle data (LFU eviction
 /// policy) the key is left alone: in doubt, leave the key.
 pub fn idle_allows(min_idle_ms: Option<i64>, idle_ms: Option<i64>) -> bool {
@@ -88,6 +108,35 @@ mod tests {
         assert_eq!(
             plan_ttl(&ttl(false), 60_000, None, NOW),
             TtlPlan::Set(NOW + 60_000)
+        );
+    }
+
+    #[test]
+    fn pressure_lowers_ttls_the_rule_gave_but_not_longer_ones_without_cap() {
+        let quarter = HOUR / 4;
+        // No TTL: the pressure TTL.
+        assert_eq!(
+            plan_pressure_ttl(&ttl(false), quarter, None, NOW),
+            TtlPlan::Set(NOW + quarter)
+        );
+        // The rule's own TTL, given before the pressure began, is lowered.
+        assert_eq!(
+            plan_pressure_ttl(&ttl(false), quarter, Some(NOW + HOUR - 5), NOW),
+            TtlPlan::Lower(NOW + quarter)
+        );
+        // Already sooner than the pressure TTL: left alone.
+        assert_eq!(
+            plan_pressure_ttl(&ttl(false), quarter, Some(NOW + quarter - 1), NOW),
+            TtlPlan::Leave
+        );
+        // An application's TTL beyond the rule's horizon: only with cap.
+        assert_eq!(
+            plan_pressure_ttl(&ttl(false), quarter, Some(NOW + 2 * HOUR), NOW),
+            TtlPlan::Leave
+        );
+        assert_eq!(
+            plan_pressure_ttl(&ttl(true), quarter, Some(NOW + 2 * HOUR), NOW),
+            TtlPlan::Lower(NOW + quarter)
         );
     }
 

@@ -2,6 +2,7 @@
 //! expiring a run set. The sweep queues such work and runs it step by step within the same
 //! time budget as the scan, so no single key can stall the server.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use redis_module::Context;
 
 use crate::keyspace;
-use crate::policy::{Action, KeyType, Rule};
+use crate::policy::{ActionKind, KeyType, Rule};
 use crate::stats::Tally;
 
 /// What a work item needs to know about the pass it runs in.
@@ -71,14 +72,10 @@ pub fn run_queue(
             ..*env
         };
         let mut t = Tally::default();
-        let stepped = catch_unwind(AssertUnwindSafe(|| {
-            item.work.step(ctx, &env, deadline, &mut t)
-        }));
-        let progress = stepped.unwrap_or_else(|_| {
+        let (progress, panicked) = step_caught(&mut t, |t| item.work.step(ctx, &env, deadline, t));
+        if panicked {
             ctx.log_warning("retention: a work item panicked; it was dropped");
-            t.errors += 1;
-            Progress::Done
-        });
+        }
         tally.add(&t);
         if let Some(r) = per_rule.get_mut(item.rule) {
             r.add(&t);
@@ -90,6 +87,17 @@ pub fn run_queue(
     Instant::now() < deadline
 }
 
+/// Runs one step; a panic becomes `Done` with an error counted (and true).
+fn step_caught(tally: &mut Tally, step: impl FnOnce(&mut Tally) -> Progress) -> (Progress, bool) {
+    match catch_unwind(AssertUnwindSafe(|| step(tally))) {
+        Ok(progress) => (progress, false),
+        Err(_) => {
+            tally.errors += 1;
+            (Progress::Done, true)
+        }
+    }
+}
+
 /// What a rule's action makes of one key it governs: nothing more to do (the visit handled
 /// it or there is nothing to do), or a work item to run after the visit.
 pub enum Planned {
@@ -98,12 +106,82 @@ pub enum Planned {
     Work(Box<dyn Work>),
 }
 
-/// Builds the work item for a key governed by a trim, queue or runs rule.
+/// How one kind of action turns a key it governs into work. Each action module (trim,
+/// queue, runs) has its own, registered at load: this generic queue names none of them.
+pub type Planner = fn(&Rule, &[u8], KeyType) -> Planned;
+
+thread_local! {
+    static PLANNERS: RefCell<Vec<(ActionKind, Planner)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes `planner` the one for rules of `kind` (a later registration replaces it).
+pub fn register_planner(kind: ActionKind, planner: Planner) {
+    PLANNERS.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|(k, _)| *k != kind);
+        p.push((kind, planner));
+    });
+}
+
+/// The work item for a key governed by a rule whose action needs more than one visit;
+/// nothing for actions without a planner (`keep`, `ttl`: the visit does them).
 pub fn plan_work(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
-    match &rule.action {
-        Action::Keep | Action::Ttl(_) => Planned::Nothing,
-        Action::Trim(trim) => crate::trim::plan(trim, rule.key_type, name, key_type),
-        Action::Queue(queue) => crate::queue::plan(queue, name, key_type),
-        Action::Runs(runs) => crate::runs::plan(runs, name, key_type),
+    let kind = rule.action.kind();
+    let planner = PLANNERS.with(|p| p.borrow().iter().find(|(k, _)| *k == kind).map(|e| e.1));
+    planner.map_or(Planned::Nothing, |plan| plan(rule, name, key_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl Work for Nothing {
+        fn step(&mut self, _: &Context, _: &WorkEnv, _: Instant, _: &mut Tally) -> Progress {
+            Progress::Done
+        }
+    }
+
+    fn rule(json: &str) -> Rule {
+        let policy = crate::policy::parse_policy(&format!(r#"{{"rules":[{json}]}}"#));
+        policy.expect("valid rule").rules.remove(0)
+    }
+
+    #[test]
+    fn work_is_planned_by_the_planner_registered_for_the_rule_s_kind() {
+        let trim = rule(r#"{"name":"t","match":"s:*","type":"stream","trim":{"max_len":5}}"#);
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::Nothing
+        ));
+        register_planner(ActionKind::Trim, |_, _, _| Planned::Work(Box::new(Nothing)));
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::Work(_)
+        ));
+        register_planner(ActionKind::Trim, |_, _, _| Planned::WrongType);
+        assert!(matches!(
+            plan_work(&trim, b"s:1", KeyType::Stream),
+            Planned::WrongType
+        ));
+        let ttl = rule(r#"{"name":"c","match":"c:*","ttl":"1h"}"#);
+        assert!(matches!(
+            plan_work(&ttl, b"c:1", KeyType::String),
+            Planned::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_panicking_step_is_done_with_an_error_and_keeps_what_it_counted() {
+        let mut tally = Tally::default();
+        let (progress, panicked) = step_caught(&mut tally, |t| {
+            t.ttl_set += 3;
+            panic!("a bug in a work item");
+        });
+        assert_eq!((progress, panicked), (Progress::Done, true));
+        assert_eq!((tally.ttl_set, tally.errors), (3, 1));
+        let (progress, panicked) = step_caught(&mut tally, |_| Progress::More);
+        assert_eq!((progress, panicked), (Progress::More, false));
     }
 }

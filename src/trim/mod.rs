@@ -16,12 +16,20 @@ pub mod work;
 
 pub use command::cmd_trim;
 
-use crate::policy::{KeyType, TrimAction};
+use crate::policy::{Action, KeyType, Rule, TrimAction};
 use crate::sweep::work::Planned;
 use work::{Shape, TrimWork};
 
 /// The work for one key governed by a trim rule. A key of another type than the rule's (or
 /// of a type that cannot be trimmed) is skipped and counted, not an error.
+/// The planner of trim rules (registered with the sweep at load).
+pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
+    match &rule.action {
+        Action::Trim(trim) => plan(trim, rule.key_type, name, key_type),
+        _ => Planned::Nothing,
+    }
+}
+
 pub fn plan(
     trim: &TrimAction,
     rule_type: Option<KeyType>,

@@ -1,0 +1,560 @@
+//! Production conditions of issue 17: several databases in use at once, hardened servers
+//! (`rename-command`), WATCH on keys the module only looks at, memory pressure on the new-key
+//! path, and a master demoted in the middle of its work.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use redis::{Commands, Connection, Value};
+
+fn select(c: &mut Connection, db: i64) {
+    let _: () = redis::cmd("SELECT").arg(db).query(c).expect("SELECT");
+}
+
+/// Expire times of `keys` in database `db`.
+fn expire_times_in(c: &mut Connection, db: i64, keys: &[String]) -> Vec<i64> {
+    select(c, db);
+    let times = expire_times(c, keys);
+    select(c, 0);
+    times
+}
+
+fn stat(c: &mut Connection, name: &str) -> i64 {
+    let stats: Value = redis::cmd("RETENTION.STATS").query(c).expect("STATS");
+    map_int(&stats, name)
+}
+
+/// A master with AOF and the module's background sweeper and new-key tracking on (no full
+/// pass after the first, on the empty keyspace), and a replica.
+fn master_and_replica(policy_json: &str, master_extra: ServerOpts) -> (Server, Server, ServerOpts) {
+    let dir = scratch_dir("prod");
+    let policy = write_policy(&dir, policy_json);
+    let mut opts = master_extra
+        .policy(&policy)
+        .module_arg("pass-interval-s", "3600")
+        .config("appendonly", "yes")
+        .config("appendfsync", "always");
+    opts.config.push(("hz".into(), "10".into()));
+    let master = Server::start_in(dir, opts.clone()).expect("master");
+    let replica = Server::start(ServerOpts::default().policy(&policy)).expect("replica");
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+    assert!(
+        wait_until(Duration::from_secs(5), || stat(&mut c, "passes") >= 1),
+        "the first background pass did not end"
+    );
+    (master, replica, opts)
+}
+
+const TTL_POLICY: &str = r#"{"rules":[
+  {"name":"keep","match":"k:*","keep":true},
+  {"name":"t","match":"t:*","ttl":"1d"},
+  {"name":"s","match":"s:*","type":"stream","trim":{"max_len":10}}
+]}"#;
+
+#[test]
+fn new_keys_in_two_databases_replicate_each_ttl_in_its_own_database() {
+    let (mut master, replica, opts) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    // One pipeline: the keys of both databases are noted in the same loop iteration, the
+    // same names in both, and db 3's last.
+    let names: Vec<String> = (0..300).map(|i| format!("t:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for name in &names {
+        pipe.cmd("SELECT").arg(0).ignore();
+        pipe.cmd("SET").arg(name).arg("zero").ignore();
+        pipe.cmd("SELECT").arg(3).ignore();
+        pipe.cmd("SET").arg(name).arg("three").ignore();
+    }
+    pipe.cmd("SELECT").arg(0).ignore();
+    let _: () = pipe.query(&mut c).expect("pipeline");
+    let last = names.last().expect("names").clone();
+    let all_set = wait_until(Duration::from_secs(10), || {
+        expire_times_in(&mut c, 0, std::slice::from_ref(&last))[0] > 0
+            && expire_times_in(&mut c, 3, std::slice::from_ref(&last))[0] > 0
+    });
+    assert!(all_set, "tracking gave no TTL");
+    wait_replica_caught_up(&master, &replica);
+    let mut r = replica.conn();
+    for db in [0, 3] {
+        let on_master = expire_times_in(&mut c, db, &names);
+        assert!(on_master.iter().all(|&t| t > 0), "db {db}: {on_master:?}");
+        let on_replica = expire_times_in(&mut r, db, &names);
+        assert_eq!(
+            on_master, on_replica,
+            "db {db}: replica's expire times differ"
+        );
+    }
+    // The AOF holds each database's own PEXPIREATs.
+    let before: Vec<Vec<i64>> = [0, 3]
+        .iter()
+        .map(|&db| expire_times_in(&mut c, db, &names))
+        .collect();
+    drop(c);
+    master.kill();
+    let restarted = Server::start_in(master.dir.clone(), opts).expect("restart from AOF");
+    let mut c = restarted.conn();
+    for (i, db) in [0, 3].into_iter().enumerate() {
+        assert_eq!(
+            expire_times_in(&mut c, db, &names),
+            before[i],
+            "db {db}: AOF reload differs"
+        );
+    }
+}
+
+#[test]
+fn queued_work_of_a_noted_key_runs_in_the_key_s_database() {
+    let (master, replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SELECT").arg(2).ignore();
+    for i in 0..50 {
+        pipe.cmd("XADD")
+            .arg("s:events")
+            .arg("*")
+            .arg("i")
+            .arg(i)
+            .ignore();
+    }
+    // The trim is queued while db 2 is selected; db 0 is selected when it runs.
+    pipe.cmd("SELECT").arg(0).ignore();
+    pipe.cmd("SET").arg("t:after").arg("v").ignore();
+    let _: () = pipe.query(&mut c).expect("pipeline");
+    let trimmed = wait_until(Duration::from_secs(10), || {
+        select(&mut c, 2);
+        let len: i64 = c.xlen("s:events").expect("XLEN");
+        select(&mut c, 0);
+        len == 10
+    });
+    assert!(trimmed, "the stream in db 2 was not trimmed");
+    let exists_in_0: i64 = c.exists("s:events").expect("EXISTS");
+    assert_eq!(exists_in_0, 0, "nothing was created in db 0");
+    wait_replica_caught_up(&master, &replica);
+    let mut r = replica.conn();
+    select(&mut r, 2);
+    let len: i64 = r.xlen("s:events").expect("XLEN replica");
+    assert_eq!(len, 10, "replica's stream differs");
+}
+
+#[test]
+fn background_passes_cover_every_database_that_has_keys() {
+    let dir = scratch_dir("alldb");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "0")
+            .module_arg("track-new-keys", "no"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    for db in [0, 5, 9] {
+        select(&mut c, db);
+        let _: () = redis::cmd("DEBUG")
+            .arg("POPULATE")
+            .arg(2000)
+            .arg("t")
+            .query(&mut c)
+            .expect("POPULATE");
+    }
+    let keys: Vec<String> = (0..2000).step_by(37).map(|i| format!("t:{i}")).collect();
+    for db in [0, 5, 9] {
+        let done = wait_until(Duration::from_secs(20), || {
+            expire_times_in(&mut c, db, &keys).iter().all(|&t| t > 0)
+        });
+        assert!(done, "db {db}: the background sweeper gave no TTLs");
+    }
+}
+
+#[test]
+fn renamed_eval_replicates_expire_times_key_by_key() {
+    let (master, replica, _) = master_and_replica(
+        TTL_POLICY,
+        ServerOpts::default().directive(&["rename-command", "EVAL", ""]),
+    );
+    let mut c = master.conn();
+    // Written through the replication stream (DEBUG POPULATE is not replicated).
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("t:{i}")).arg("v").ignore();
+    }
+    let _: () = pipe.query(&mut c).expect("SET");
+    // The new-key path and the sweep share the work: both replicate through the fallback.
+    sweep(&mut c, &[]);
+    wait_replica_caught_up(&master, &replica);
+    let keys: Vec<String> = (0..5000).map(|i| format!("t:{i}")).collect();
+    let on_master = expire_times(&mut c, &keys);
+    assert!(on_master.iter().all(|&t| t > 0));
+    let on_replica = expire_times(&mut replica.conn(), &keys);
+    let differing = on_master
+        .iter()
+        .zip(&on_replica)
+        .filter(|(m, r)| m != r)
+        .count();
+    assert_eq!(differing, 0, "the replica missed expire times");
+    assert_eq!(master.digest(), replica.digest());
+    assert_eq!(stat(&mut c, "replication_errors"), 0);
+    assert!(
+        master.log().contains("one PEXPIREAT per key"),
+        "the fallback is logged"
+    );
+}
+
+#[test]
+fn renamed_pexpireat_refuses_to_load_with_a_clear_log_line() {
+    let dir = scratch_dir("nopexpireat");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let started = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .directive(&["rename-command", "PEXPIREAT", ""]),
+    );
+    let log = match started {
+        Ok(_) => panic!("the module loaded without PEXPIREAT"),
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("PEXPIREAT command is renamed or disabled"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_kept_key_the_module_looked_at_does_not_break_watch() {
+    let (master, _replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    // The key is created and watched in one loop iteration; the module looks at it before
+    // the next one (the keep rule governs it, so it is noted).
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("k:watched")
+        .arg("v")
+        .ignore()
+        .cmd("WATCH")
+        .arg("k:watched")
+        .ignore()
+        .query(&mut c)
+        .expect("SET + WATCH");
+    // Noted keys are handled in order: once a later key has its TTL, k:watched was seen.
+    let mut other = master.conn();
+    let _: () = other.set("t:probe", "v").expect("SET probe");
+    assert!(wait_until(Duration::from_secs(5), || {
+        other.ttl::<_, i64>("t:probe").unwrap_or(-1) > 0
+    }));
+    assert!(stat(&mut other, "tracked_keys") >= 2);
+    let exec: Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("k:watched")
+        .arg("w")
+        .query(&mut c)
+        .expect("EXEC");
+    assert_ne!(exec, Value::Nil, "the transaction was aborted");
+    let value: String = c.get("k:watched").expect("GET");
+    assert_eq!(value, "w");
+}
+
+fn used_memory(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(c).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory")
+}
+
+#[test]
+fn under_memory_pressure_new_keys_get_the_pressure_ttl_and_earlier_ones_are_lowered() {
+    let policy = r#"{"rules":[{"name":"p","match":"p:*","ttl":"1d","pressure":{"ttl":"1h"}}]}"#;
+    let (master, replica, _) = master_and_replica(policy, ServerOpts::default());
+    let mut c = master.conn();
+    let _: () = c.set("p:before", "v").expect("SET");
+    let _: () = c.set_ex("p:app", "v", 3 * 86_400).expect("SETEX");
+    assert!(wait_until(Duration::from_secs(5), || {
+        c.ttl::<_, i64>("p:before").unwrap_or(-1) > 86_000
+    }));
+    let used = used_memory(&mut c);
+    for (k, v) in [
+        ("maxmemory", (used * 2).to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+        ("retention.pressure-ratio", "0.1".to_string()),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut c)
+            .expect("CONFIG SET");
+    }
+    let _: () = c.set("p:new", "v").expect("SET");
+    assert!(
+        wait_until(Duration::from_secs(5), || c
+            .ttl::<_, i64>("p:new")
+            .unwrap_or(-1)
+            > 0),
+        "the new key got no TTL"
+    );
+    let ttl: i64 = c.ttl("p:new").expect("TTL");
+    assert!(ttl > 3_000 && ttl <= 3_600, "pressure TTL expected: {ttl}");
+    sweep(&mut c, &[]);
+    let lowered: i64 = c.ttl("p:before").expect("TTL");
+    assert!(
+        lowered <= 3_600,
+        "the rule's earlier TTL is lowered: {lowered}"
+    );
+    let app: i64 = c.ttl("p:app").expect("TTL");
+    assert!(
+        app > 2 * 86_400,
+        "an application's longer TTL is kept: {app}"
+    );
+    wait_replica_caught_up(&master, &replica);
+    assert_eq!(master.digest(), replica.digest());
+}
+
+/// CPU seconds the server has used (user + system).
+fn cpu_seconds(c: &mut Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(c).expect("INFO cpu");
+    ["used_cpu_user:", "used_cpu_sys:"]
+        .iter()
+        .map(|field| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("cpu field")
+        })
+        .sum()
+}
+
+#[test]
+fn a_master_demoted_mid_sweep_stops_writing_answers_its_client_and_goes_idle() {
+    // The new master holds keys the rule governs, without TTLs, and no module that would
+    // give them any. The old master's pass is long enough to outlive the sync (a small
+    // snapshot, loaded in a moment) and would go on over the new dataset.
+    let dir = scratch_dir("demote");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let old = Server::start_in(dir, ServerOpts::default().policy(&policy).paused()).expect("old");
+    let new = Server::start(
+        ServerOpts::default()
+            .policy(&policy)
+            .paused()
+            .config("repl-diskless-sync-delay", "0"),
+    )
+    .expect("new");
+    for (server, keys) in [(&old, 1_000_000), (&new, 20_000)] {
+        let _: () = redis::cmd("DEBUG")
+            .arg("POPULATE")
+            .arg(keys)
+            .arg("t")
+            .query(&mut server.conn())
+            .expect("POPULATE");
+    }
+    let sweeper_port = old.port;
+    let sweeper = std::thread::spawn(move || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{sweeper_port}/"))?;
+        let mut c = client.get_connection()?;
+        redis::cmd("RETENTION.SWEEP")
+            .arg("BUDGET")
+            .arg(200)
+            .query::<Value>(&mut c)
+    });
+    let mut c = old.conn();
+    assert!(
+        wait_until(Duration::from_secs(10), || stat(&mut c, "ttl_set") > 1000),
+        "the sweep did not start"
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .query(&mut c)
+        .expect("REPLICAOF");
+    let answer = sweeper.join().expect("sweeper thread");
+    assert!(answer.is_err(), "the SWEEP client got a report: {answer:?}");
+    let synced = wait_until(Duration::from_secs(30), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut c)
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    });
+    assert!(synced, "the demoted master did not sync");
+    wait_replica_caught_up(&new, &old);
+    // Time for a sweep that kept going to write into the synced dataset.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(&mut c);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_seconds(&mut c) - before;
+    assert!(
+        used < 0.5,
+        "the demoted node is busy: {used:.2} CPU s in 1 s"
+    );
+    assert_eq!(
+        old.digest(),
+        new.digest(),
+        "the demoted node wrote on its own"
+    );
+    let keys: Vec<String> = (0..20_000).step_by(7).map(|i| format!("t:{i}")).collect();
+    assert!(expire_times(&mut c, &keys).iter().all(|&t| t == -1));
+    assert!(stat(&mut c, "stopped_by_demotion") >= 1);
+}
+
+fn is_valkey(c: &mut Connection) -> bool {
+    let info: String = redis::cmd("INFO").arg("server").query(c).expect("INFO");
+    info.contains("server_name:valkey")
+}
+
+/// A slot of `{b}` keys (3300) migrates between two cluster nodes.
+const SLOT_TAG: &str = "{b}";
+const SLOT: i64 = 3300;
+
+/// Valkey 9 refuses `CLUSTER MIGRATESLOTS` while a module that did not opt in is loaded.
+/// The module opts in; a migration in the middle of background passes moves every key with
+/// its expire time. (Redis has no atomic slot migration: the test runs under Valkey, in
+/// scripts/test-valkey.)
+#[test]
+fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
+    let dir = scratch_dir("asm");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let node = |dir| {
+        let opts = ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "0")
+            .config("cluster-enabled", "yes")
+            .config("cluster-config-file", "nodes.conf");
+        Server::start_in(dir, opts).expect("cluster node")
+    };
+    let source = node(dir);
+    let target = node(scratch_dir("asm"));
+    let (mut s, mut t) = (source.conn(), target.conn());
+    if !is_valkey(&mut s) {
+        eprintln!("skipped: atomic slot migration needs Valkey 9 (RETENTION_SERVER_BIN)");
+        return;
+    }
+    let slots = |c: &mut Connection, from: i64, to: i64| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(from)
+            .arg(to)
+            .query(c)
+            .expect("ADDSLOTSRANGE");
+    };
+    slots(&mut s, 0, 8191);
+    slots(&mut t, 8192, 16383);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg("127.0.0.1")
+        .arg(target.port)
+        .query(&mut s)
+        .expect("MEET");
+    assert!(wait_until(Duration::from_secs(30), || {
+        [&mut s, &mut t].into_iter().all(|c| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(c)
+                .unwrap_or_default();
+            info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:2")
+        })
+    }));
+    let keyslot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("t:{SLOT_TAG}:0"))
+        .query(&mut s)
+        .expect("KEYSLOT");
+    assert_eq!(keyslot, SLOT);
+    let names: Vec<String> = (0..5000).map(|i| format!("t:{SLOT_TAG}:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for name in &names {
+        pipe.cmd("SET").arg(name).arg("v").ignore();
+    }
+    let _: () = pipe.query(&mut s).expect("SET");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            expire_times(&mut s, &names).iter().all(|&t| t > 0)
+        }),
+        "the keys got no TTL on the source"
+    );
+    let before = expire_times(&mut s, &names);
+    let target_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut t)
+        .expect("MYID");
+    let migrate: redis::RedisResult<()> = redis::cmd("CLUSTER")
+        .arg("MIGRATESLOTS")
+        .arg("SLOTSRANGE")
+        .arg(SLOT)
+        .arg(SLOT)
+        .arg("NODE")
+        .arg(&target_id)
+        .query(&mut s);
+    assert!(migrate.is_ok(), "MIGRATESLOTS refused: {migrate:?}");
+    let moved = wait_until(Duration::from_secs(30), || {
+        redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(SLOT)
+            .query::<i64>(&mut t)
+            .unwrap_or(0)
+            == names.len() as i64
+    });
+    assert!(moved, "the slot's keys did not arrive");
+    assert_eq!(expire_times(&mut t, &names), before, "expire times changed");
+}
+
+/// `expires=` of `INFO keyspace` for db 0.
+fn keys_with_ttl(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("keyspace").query(c).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("db0:"))
+        .and_then(|l| {
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix("expires="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CLIENT PAUSE WRITE (what FAILOVER and a cluster manual failover do) asks modules to
+/// avoid replica traffic: the background sweeper holds its writes until the pause ends.
+#[test]
+fn background_work_holds_while_clients_are_paused_for_writes() {
+    let dir = scratch_dir("pause");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .paused()
+            .module_arg("pass-interval-s", "0"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(200_000)
+        .arg("t")
+        .query(&mut c)
+        .expect("POPULATE");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut c)
+        .expect("CLIENT PAUSE");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("retention.enabled")
+        .arg("yes")
+        .query(&mut c)
+        .expect("CONFIG SET");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        keys_with_ttl(&mut c),
+        0,
+        "the sweeper wrote during the pause"
+    );
+    assert!(stat(&mut c, "held_for_failover") > 0);
+    let resumed = wait_until(Duration::from_secs(30), || keys_with_ttl(&mut c) == 200_000);
+    assert!(resumed, "the sweeper did not resume after the pause");
+}
