@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod eventloop;
 pub mod keyspace;
+pub mod observe;
 pub mod policy;
 pub mod queue;
 pub mod replication;

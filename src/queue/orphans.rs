@@ -1,5 +1,6 @@
 //! Orphans: finished job hashes that no state set refers to, and job sub-keys whose job
-//! hash is gone. They are removed once older than the rule's `orphan_age`.
+//! hash is gone. They are removed once the module has seen them unreferenced for the rule's
+//! `orphan_age` (see `crate::observe`).
 //!
 //! The check rides on the sweep: every hash under the prefix (a possible job) and every key
 //! named like a job sub-key gets one bounded check when a pass visits it. Nothing is decided
@@ -8,16 +9,19 @@
 //!   exists (every split is tried; two candidates = doubt = leave);
 //! - a job is a hash with `timestamp` and `finishedOn` (structure hashes have neither);
 //! - it is an orphan only if no state zset/list/set holds its id, no parent waits for it, it
-//!   has no lock, and (Bull) the rate limiter's index does not list it. A read error or a
-//!   list too long to search is doubt: the key stays.
+//!   has no lock, and (Bull) the rate limiter's index does not list it. A read error, or
+//!   state lists longer than the step may search (`searchable_elements`), is doubt: the key
+//!   stays and its observation is neither renewed nor reset.
 //!
-//! Age: a job hash's own `finishedOn` says how old it is. Sub-keys carry no time, and a
-//! `finishedOn` in the future proves nothing, so for those the clock is the module's own
-//! observation: first seen orphaned at server time T, removed when still orphaned at a pass
-//! after T + `orphan_age`. Observations live in memory (bounded), never as keys.
+//! Age: a job's `finishedOn` says when it ended, not since when nothing refers to it (an
+//! import or a replication tool may write the hash long before its state set), and sub-keys
+//! carry no time at all. So every orphan is judged on the module's own observation: first
+//! seen unreferenced at T, removed when still unreferenced at a later look after
+//! T + `orphan_age`. `finishedOn` only spares work: a job that ended less than `orphan_age`
+//! ago is not checked (nor observed) yet. Observations are per database and name.
+//!
+//! Each check is one atomic step: the reads that decide and the removal happen together.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Instant;
 
 use redis_module::Context;
@@ -29,14 +33,24 @@ use super::jobs::{self, Batch, QueueCtx};
 use super::layout::{
     base_candidates, is_structure_id, parse_ms, state_zsets, STATE_LISTS, STATE_SETS,
 };
+use crate::observe::{self, Kind, ObsKey};
 use crate::policy::QueueFlavor;
 use crate::stats::Tally;
 use crate::sweep::work::{Progress, Work, WorkEnv};
 
 /// Splits of a key name tried when looking for its queue (ids with many colons are rare).
 const MAX_BASE_CANDIDATES: usize = 8;
-/// Longest state list searched with LPOS for one candidate; a longer one is doubt.
-const MAX_LIST_SEARCH: i64 = 1_000_000;
+/// State-list elements LPOS compares per microsecond, conservatively: measured ~70 on a
+/// loaded 2-core VM (a miss over 1M short ids took 35 ms).
+const LIST_ELEMENTS_PER_US: u64 = 40;
+
+/// How many state-list elements one check may search: what fits before its deadline, at
+/// least a quarter of the budget's worth (a check that starts just before the deadline
+/// overruns it by at most that, the slack every work item has) and at most a budget's
+/// worth. Longer lists are doubt: the check leaves the key rather than stall the server.
+pub fn searchable_elements(left_us: u64, budget_us: u64) -> u64 {
+    left_us.max(budget_us / 4).min(budget_us) * LIST_ELEMENTS_PER_US
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidate {
@@ -98,144 +112,101 @@ fn flavor_matches(calls: &Calls, flavor: QueueFlavor, base: &[u8]) -> bool {
     is_bullmq == (flavor == QueueFlavor::BullMq)
 }
 
-/// Whether anything of the queue still refers to job `id` (None = could not tell).
-fn is_referenced(
+/// What a look found about a job id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refs {
+    Referenced,
+    Unreferenced,
+    /// A read failed, or the state lists are too long to search in this step.
+    Doubt,
+}
+
+/// Whether anything of the queue still refers to job `id`, searching at most
+/// `list_elements` state-list elements. The O(1) lookups come first, so a referenced
+/// job is usually found before any list is searched.
+fn references(
     calls: &Calls,
     flavor: QueueFlavor,
     base: &[u8],
     id: &[u8],
     parent_key: Option<&[u8]>,
-) -> Option<bool> {
+    list_elements: u64,
+) -> Refs {
+    let found = |hit: Result<bool, ()>| match hit {
+        Ok(true) => Some(Refs::Referenced),
+        Ok(false) => None,
+        Err(()) => Some(Refs::Doubt),
+    };
     let job_key = key(&[base, id]);
     if jobs::is_locked(calls, &job_key) {
-        return Some(true);
+        return Refs::Referenced;
     }
     for z in state_zsets(flavor) {
-        if calls.zscore_present(&key(&[base, z.as_bytes()]), id).ok()? {
-            return Some(true);
+        if let Some(r) = found(calls.zscore_present(&key(&[base, z.as_bytes()]), id)) {
+            return r;
         }
     }
     for s in STATE_SETS {
-        if calls.sismember(&key(&[base, s.as_bytes()]), id).ok()? {
-            return Some(true);
+        if let Some(r) = found(calls.sismember(&key(&[base, s.as_bytes()]), id)) {
+            return r;
         }
     }
-    for l in STATE_LISTS {
-        let list = key(&[base, l.as_bytes()]);
-        if calls.llen(&list).ok()? > MAX_LIST_SEARCH {
-            return None;
-        }
-        if calls.lpos_present(&list, id).ok()? {
-            return Some(true);
+    if flavor == QueueFlavor::Bull {
+        if let Some(r) = found(calls.hexists(&key(&[base, b"limiter:index"]), id)) {
+            return r;
         }
     }
-    if flavor == QueueFlavor::Bull && calls.hexists(&key(&[base, b"limiter:index"]), id).ok()? {
-        return Some(true);
+    if jobs::parent_waits_for(calls, &job_key, parent_key) {
+        return Refs::Referenced;
     }
-    Some(jobs::parent_waits_for(calls, &job_key, parent_key))
-}
-
-/// First-seen times of keys found orphaned, for keys that carry no time of their own.
-pub struct Observations {
-    seen: HashMap<Vec<u8>, (i64, i64)>,
-    max_entries: usize,
-}
-
-/// Observations not renewed for this long start over (the key went away and came back).
-const MIN_CONTINUITY_MS: i64 = 3_600_000;
-const MAX_OBSERVATIONS: usize = 100_000;
-
-impl Observations {
-    pub fn new(max_entries: usize) -> Observations {
-        Observations {
-            seen: HashMap::new(),
-            max_entries,
+    let lists: Vec<Vec<u8>> = STATE_LISTS
+        .iter()
+        .map(|l| key(&[base, l.as_bytes()]))
+        .collect();
+    let mut total: u64 = 0;
+    for list in &lists {
+        match calls.llen(list) {
+            Ok(n) => total = total.saturating_add(n.max(0) as u64),
+            Err(()) => return Refs::Doubt,
         }
     }
-
-    fn continuity_ms(orphan_age_ms: i64) -> i64 {
-        orphan_age_ms.max(MIN_CONTINUITY_MS)
+    if total > list_elements {
+        return Refs::Doubt;
     }
-
-    /// Records that `name` is orphaned now; true once it has been for `orphan_age_ms`.
-    pub fn observe(&mut self, name: &[u8], now_ms: i64, orphan_age_ms: i64) -> bool {
-        let continuity = Self::continuity_ms(orphan_age_ms);
-        if let Some((first, last)) = self.seen.get_mut(name) {
-            if now_ms.saturating_sub(*last) > continuity || now_ms < *last {
-                *first = now_ms;
-            }
-            *last = now_ms;
-            return now_ms.saturating_sub(*first) >= orphan_age_ms;
+    for list in &lists {
+        if let Some(r) = found(calls.lpos_present(list, id)) {
+            return r;
         }
-        if self.seen.len() >= self.max_entries {
-            self.seen
-                .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= continuity);
-            if self.seen.len() >= self.max_entries {
-                return false; // Full: the key waits for a later pass.
-            }
-        }
-        self.seen.insert(name.to_vec(), (now_ms, now_ms));
-        orphan_age_ms <= 0
     }
-
-    pub fn forget(&mut self, name: &[u8]) {
-        self.seen.remove(name);
-    }
-
-    pub fn clear(&mut self) {
-        self.seen.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-}
-
-thread_local! {
-    static OBSERVED: RefCell<Observations> = RefCell::new(Observations::new(MAX_OBSERVATIONS));
-}
-
-fn observe(name: &[u8], now_ms: i64, orphan_age_ms: i64) -> bool {
-    OBSERVED.with(|o| o.borrow_mut().observe(name, now_ms, orphan_age_ms))
-}
-
-fn forget(name: &[u8]) {
-    OBSERVED.with(|o| o.borrow_mut().forget(name));
+    Refs::Unreferenced
 }
 
 /// Drops every observation (call on FLUSHDB/FLUSHALL: the keys they were about are gone).
+/// Covers the observations of every rule kind, runs included.
 pub fn on_flush() {
-    OBSERVED.with(|o| o.borrow_mut().clear());
+    observe::clear();
 }
 
-/// The number of keys currently being watched as possible orphans.
+/// The number of keys and entries currently being watched as possible orphans.
 pub fn observed_count() -> usize {
-    OBSERVED.with(|o| o.borrow().len())
-}
-
-/// Whether a finished job is old enough to go: its own `finishedOn` when that lies in the
-/// past, else (future times prove nothing) the module's observation.
-pub fn job_is_due(
-    name: &[u8],
-    finished_on_ms: i64,
-    now_ms: i64,
-    orphan_age_ms: i64,
-    observe_fn: &mut dyn FnMut(&[u8]) -> bool,
-) -> bool {
-    match finished_on_ms <= now_ms {
-        true => now_ms.saturating_sub(finished_on_ms) >= orphan_age_ms,
-        false => observe_fn(name),
-    }
+    observe::len()
 }
 
 impl OrphanCheck {
-    /// A possible job hash. Returns what was removed, if anything.
-    fn check_job(&self, calls: &Calls, env: &WorkEnv, tally: &mut Tally) {
+    fn list_budget(deadline: Instant) -> u64 {
+        let left_us = deadline
+            .saturating_duration_since(Instant::now())
+            .as_micros();
+        searchable_elements(
+            u64::try_from(left_us).unwrap_or(u64::MAX),
+            crate::config::sweep_budget_us(),
+        )
+    }
+
+    /// A possible job hash.
+    fn check_job(&self, calls: &Calls, env: &WorkEnv, deadline: Instant, tally: &mut Tally) {
         let name = &self.name;
+        let obs_key = || ObsKey::key(Kind::QueueJob, env.db, name);
         let Ok(fields) = calls.hmget(name, &[b"timestamp", b"finishedOn", b"parentKey"]) else {
             return;
         };
@@ -245,9 +216,11 @@ impl OrphanCheck {
         let Some(finished_on) = parse_ms(finished_on) else {
             return;
         };
-        // Cheap exit first: most finished jobs are younger than orphan_age.
+        // Cheap exit first: most finished jobs are younger than orphan_age. One that ended
+        // since an earlier look was run again meanwhile: that look's clock is void.
         if finished_on <= env.now_ms && env.now_ms.saturating_sub(finished_on) < self.orphan_age_ms
         {
+            observe::forget_with(obs_key);
             return;
         }
         let Some(base_len) = resolve_base(calls, self.prefix_len, name) else {
@@ -257,18 +230,20 @@ impl OrphanCheck {
         if is_structure_id(id) || !flavor_matches(calls, self.flavor, base) {
             return;
         }
-        if is_referenced(calls, self.flavor, base, id, fields[2].as_deref()) != Some(false) {
-            forget(name);
-            return;
+        let parent_key = fields[2].as_deref();
+        match references(
+            calls,
+            self.flavor,
+            base,
+            id,
+            parent_key,
+            Self::list_budget(deadline),
+        ) {
+            Refs::Referenced => return observe::forget_with(obs_key),
+            Refs::Doubt => return,
+            Refs::Unreferenced => {}
         }
-        let due = job_is_due(
-            name,
-            finished_on,
-            env.now_ms,
-            self.orphan_age_ms,
-            &mut |n| observe(n, env.now_ms, self.orphan_age_ms),
-        );
-        if !due {
+        if !observe::observe(obs_key(), self.orphan_age_ms) {
             return;
         }
         tally.jobs_removed += 1;
@@ -278,17 +253,25 @@ impl OrphanCheck {
         let queue = QueueCtx::new(calls, self.flavor, base);
         let mut batch = Batch::default();
         if queue.add(calls, &mut batch, id, None) && queue.commit(calls, &batch, None) {
-            forget(name);
+            observe::forget(obs_key());
             counters::record_orphan_job(base);
         }
     }
 
-    fn check_sub_key(&self, calls: &Calls, env: &WorkEnv, job_key_len: usize, tally: &mut Tally) {
+    fn check_sub_key(
+        &self,
+        calls: &Calls,
+        env: &WorkEnv,
+        deadline: Instant,
+        job_key_len: usize,
+        tally: &mut Tally,
+    ) {
         let name = &self.name;
+        let obs_key = || ObsKey::key(Kind::QueueSubKey, env.db, name);
         let job_key = &name[..job_key_len];
-        if calls.exists(&[job_key]) {
-            forget(name);
-            return;
+        // Gone since the visit (removed with its job), or its job exists: no orphan.
+        if !calls.exists(&[name]) || calls.exists(&[job_key]) {
+            return observe::forget_with(obs_key);
         }
         let Some(base_len) = resolve_base(calls, self.prefix_len, job_key) else {
             return;
@@ -298,11 +281,19 @@ impl OrphanCheck {
             return;
         }
         // A state set that still lists the id (its hash missing) is the library's business.
-        if is_referenced(calls, self.flavor, base, id, None) != Some(false) {
-            forget(name);
-            return;
+        match references(
+            calls,
+            self.flavor,
+            base,
+            id,
+            None,
+            Self::list_budget(deadline),
+        ) {
+            Refs::Referenced => return observe::forget_with(obs_key),
+            Refs::Doubt => return,
+            Refs::Unreferenced => {}
         }
-        if !observe(name, env.now_ms, self.orphan_age_ms) {
+        if !observe::observe(obs_key(), self.orphan_age_ms) {
             return;
         }
         tally.keys_deleted += 1;
@@ -310,7 +301,7 @@ impl OrphanCheck {
             return;
         }
         if calls.write("UNLINK", &[name]).is_some() {
-            forget(name);
+            observe::forget(obs_key());
             counters::record_orphan_key(base);
         }
     }
@@ -321,12 +312,12 @@ impl Work for OrphanCheck {
         &mut self,
         ctx: &Context,
         env: &WorkEnv,
-        _deadline: Instant,
+        deadline: Instant,
         tally: &mut Tally,
     ) -> Progress {
         let calls = Calls::new(ctx);
         match self.candidate {
-            Candidate::Hash => self.check_job(&calls, env, tally),
+            Candidate::Hash => self.check_job(&calls, env, deadline, tally),
             Candidate::SubKey {
                 job_key_len,
                 is_hash,
@@ -334,8 +325,8 @@ impl Work for OrphanCheck {
                 // A hash named like `:processed`/`:failed` with a `timestamp` is a job itself.
                 let is_job = is_hash && calls.hexists(&self.name, b"timestamp").unwrap_or(true);
                 match is_job {
-                    true => self.check_job(&calls, env, tally),
-                    false => self.check_sub_key(&calls, env, job_key_len, tally),
+                    true => self.check_job(&calls, env, deadline, tally),
+                    false => self.check_sub_key(&calls, env, deadline, job_key_len, tally),
                 }
             }
         }
@@ -347,54 +338,20 @@ impl Work for OrphanCheck {
 mod tests {
     use super::*;
 
-    const HOUR: i64 = 3_600_000;
-
     #[test]
-    fn observation_needs_continuous_sightings() {
-        let mut o = Observations::new(10);
-        assert!(!o.observe(b"k", 0, HOUR));
-        assert!(!o.observe(b"k", HOUR - 1, HOUR));
-        assert!(o.observe(b"k", HOUR, HOUR));
-        o.forget(b"k");
-        assert!(!o.observe(b"k", 2 * HOUR, HOUR));
-    }
-
-    #[test]
-    fn a_long_gap_restarts_the_clock() {
-        let mut o = Observations::new(10);
-        assert!(!o.observe(b"k", 0, 1000));
-        // Unseen for more than the continuity window (1 h minimum): starts over.
-        assert!(!o.observe(b"k", HOUR + 1001, 1000));
-        assert!(o.observe(b"k", HOUR + 2001, 1000));
-    }
-
-    #[test]
-    fn a_clock_going_back_restarts_the_clock() {
-        let mut o = Observations::new(10);
-        assert!(!o.observe(b"k", 10_000, 1000));
-        assert!(!o.observe(b"k", 5_000, 1000));
-        assert!(o.observe(b"k", 6_000, 1000));
-    }
-
-    #[test]
-    fn observations_are_bounded() {
-        let mut o = Observations::new(2);
-        o.observe(b"a", 0, HOUR);
-        o.observe(b"b", 0, HOUR);
-        assert!(!o.observe(b"c", 1, HOUR));
-        assert_eq!(o.len(), 2);
-        // Stale entries make room.
-        assert!(!o.observe(b"c", 10 * HOUR, HOUR));
-        assert_eq!(o.len(), 1);
-    }
-
-    #[test]
-    fn job_age_comes_from_finished_on_unless_it_is_in_the_future() {
-        let mut never = |_: &[u8]| false;
-        assert!(job_is_due(b"j", 0, HOUR, HOUR, &mut never));
-        assert!(!job_is_due(b"j", 1, HOUR, HOUR, &mut never));
-        let mut always = |_: &[u8]| true;
-        assert!(job_is_due(b"j", 2 * HOUR, HOUR, HOUR, &mut always));
-        assert!(!job_is_due(b"j", 2 * HOUR, HOUR, HOUR, &mut never));
+    fn list_search_fits_the_time_left_within_a_quarter_and_a_whole_budget() {
+        let per_us = LIST_ELEMENTS_PER_US;
+        // A fresh step of the default budget: a budget's worth.
+        assert_eq!(searchable_elements(1000, 1000), 1000 * per_us);
+        // Some time left: what fits in it.
+        assert_eq!(searchable_elements(600, 1000), 600 * per_us);
+        // At or past the deadline: a quarter budget's slack, never nothing, never more.
+        assert_eq!(searchable_elements(0, 1000), 250 * per_us);
+        assert_eq!(searchable_elements(100, 1000), 250 * per_us);
+        // A deadline further out than a budget (the fast path's slack) does not raise it.
+        assert_eq!(searchable_elements(50_000, 1000), 1000 * per_us);
+        // The old limit, a million elements per LPOS (35 ms here), is far beyond any
+        // default-budget step.
+        assert!(searchable_elements(u64::MAX, 1000) < 1_000_000);
     }
 }

@@ -1,6 +1,15 @@
 //! `runs` policy rules: the sweep expires old runs of every matching base in bounded steps
 //! and cleans what other writers left behind (see `reconcile`).
 //!
+//! Expiry (runs scored older than `max_age`, removed from both keys) acts on the data's own
+//! times. Leftovers are different: a `:data` without its `:index`, an `:index` without its
+//! `:data`, a hole or a stray document may be a run set half-written by an application
+//! that sends the two keys in separate commands, or a key that only looks like a run set
+//! under a broad glob. They go only once the module has seen them without their other half
+//! for `max_age`, by its own clock, at looks across passes (`crate::observe`). A runs rule
+//! has no `orphan_age` of its own: `max_age` is how long a run may live, so a run's halves
+//! may legitimately be apart at most that long.
+//!
 //! `plan` only looks at the name and type (it is also called from the new-key fast path);
 //! all server work happens in `step`, which re-checks the keys every time it resumes.
 
@@ -9,9 +18,10 @@ use std::time::Instant;
 use redis_module::Context;
 
 use super::names::{RunSetNames, DATA_SUFFIX, INDEX_SUFFIX};
-use super::reconcile::Reconcile;
+use super::reconcile::{Found, Judge, Reconcile};
 use super::server::{in_cluster, Bound, Order, RunSet};
 use crate::error::Result;
+use crate::observe::{self, Kind, ObsKey};
 use crate::policy::{KeyType, RunsAction};
 use crate::stats::Tally;
 use crate::sweep::work::{Planned, Progress, Work, WorkEnv};
@@ -20,7 +30,7 @@ use crate::sweep::work::{Planned, Progress, Work, WorkEnv};
 const EXPIRE_BATCH: u64 = 256;
 
 /// Expiry plus reconciliation for the run set whose `:index` the sweep visited; for a
-/// visited `:data`, cleanup only when its index is gone (then every document is an orphan).
+/// visited `:data`, cleanup only when its index is gone (then every document is a stray).
 pub fn plan(runs: &RunsAction, name: &[u8], key_type: KeyType) -> Planned {
     if let Some(base) = name.strip_suffix(INDEX_SUFFIX) {
         if key_type != KeyType::ZSet {
@@ -36,7 +46,7 @@ pub fn plan(runs: &RunsAction, name: &[u8], key_type: KeyType) -> Planned {
             return Planned::WrongType;
         }
         return match RunSetNames::new(base) {
-            Ok(names) => Planned::Work(Box::new(RunSetSweep::leftovers(names))),
+            Ok(names) => Planned::Work(Box::new(RunSetSweep::leftovers(names, runs.max_age_ms))),
             Err(_) => Planned::Nothing,
         };
     }
@@ -55,12 +65,16 @@ enum Stage {
 
 struct RunSetSweep {
     names: RunSetNames,
+    /// Runs older than this expire; leftovers must be seen alone this long to go.
     max_age_ms: i64,
     /// Fixed at the first step, so one pass applies one cutoff however many slices it takes.
     cutoff_ms: Option<i64>,
     /// Dry runs remove nothing, so they page past what they counted.
     dry_skip: u64,
     stage: Stage,
+    /// Since when the two keys have been seen to differ in size: the epoch of this set's
+    /// entry observations. None while the observation table is full (nothing is judged).
+    uneven_since_ms: Option<i64>,
 }
 
 impl RunSetSweep {
@@ -71,14 +85,25 @@ impl RunSetSweep {
             cutoff_ms: None,
             dry_skip: 0,
             stage: Stage::Expire,
+            uneven_since_ms: None,
         }
     }
 
-    fn leftovers(names: RunSetNames) -> RunSetSweep {
+    fn leftovers(names: RunSetNames, max_age_ms: i64) -> RunSetSweep {
         RunSetSweep {
             stage: Stage::Leftovers,
-            ..RunSetSweep::new(names, 0)
+            ..RunSetSweep::new(names, max_age_ms)
         }
+    }
+
+    fn obs_key(&self, kind: Kind, db: i32) -> ObsKey {
+        ObsKey::key(kind, db, &self.names.base)
+    }
+
+    /// Both keys exist: neither is alone.
+    fn forget_alone(&self, db: i32) {
+        observe::forget_with(|| self.obs_key(Kind::RunsDataAlone, db));
+        observe::forget_with(|| self.obs_key(Kind::RunsIndexAlone, db));
     }
 
     /// One bounded unit of work.
@@ -88,30 +113,62 @@ impl RunSetSweep {
                 let cutoff = *self
                     .cutoff_ms
                     .get_or_insert(env.now_ms.saturating_sub(self.max_age_ms));
-                self.expire_batch(set, cutoff, env.dry_run, tally)
+                self.expire_batch(set, cutoff, env.db, env.dry_run, tally)
             }
             Stage::Leftovers => {
                 self.stage = match set.index_exists()? {
-                    true => Stage::Done,
+                    true => {
+                        // Entries are the index's own work; here only the sighting counts.
+                        self.forget_alone(env.db);
+                        Stage::Done
+                    }
                     false => Stage::Reconcile(Reconcile::Orphans { cursor: 0 }),
                 };
                 Ok(())
             }
-            Stage::Reconcile(walk) => {
-                tally.entries_trimmed += walk.step(set, env.dry_run)?.total();
-                if walk.is_done() {
-                    self.stage = Stage::Done;
-                }
+            Stage::Reconcile(mut walk) => {
+                let mut judge = Observed {
+                    db: env.db,
+                    base: &self.names.base,
+                    age_ms: self.max_age_ms,
+                    epoch: self.uneven_since_ms,
+                };
+                tally.entries_trimmed += walk.step(set, env.dry_run, &mut judge)?.total();
+                self.stage = match walk.is_done() {
+                    true => Stage::Done,
+                    false => Stage::Reconcile(walk),
+                };
                 Ok(())
             }
             Stage::Done => Ok(()),
         }
     }
 
+    /// Leftovers of other writers can only exist where the two sizes differ. A set seen
+    /// even starts its entry observations over: entries that were apart are together now
+    /// (or were replaced by others, which then have to be seen apart from scratch).
+    fn after_expiry(&mut self, set: &RunSet, db: i32) -> Result<Stage> {
+        let (count, data_len) = (set.count()?, set.data_len()?);
+        if count > 0 && data_len > 0 {
+            self.forget_alone(db);
+        }
+        if count == data_len {
+            observe::forget_with(|| self.obs_key(Kind::RunsUneven, db));
+            return Ok(Stage::Done);
+        }
+        let uneven = observe::sight(
+            self.obs_key(Kind::RunsUneven, db),
+            observe::continuity_ms(self.max_age_ms),
+        );
+        self.uneven_since_ms = uneven.map(|s| s.since_ms);
+        Ok(Stage::Reconcile(Reconcile::start()))
+    }
+
     fn expire_batch(
         &mut self,
         set: &RunSet,
         cutoff_ms: i64,
+        env_db: i32,
         dry_run: bool,
         tally: &mut Tally,
     ) -> Result<()> {
@@ -123,11 +180,7 @@ impl RunSetSweep {
             Some(EXPIRE_BATCH),
         )?;
         if batch.is_empty() {
-            // Leftovers of other writers can only exist where the two sizes differ.
-            self.stage = match set.count()? == set.data_len()? {
-                true => Stage::Done,
-                false => Stage::Reconcile(Reconcile::start()),
-            };
+            self.stage = self.after_expiry(set, env_db)?;
             return Ok(());
         }
         if dry_run {
@@ -139,6 +192,49 @@ impl RunSetSweep {
         tally.runs_expired += set.index_remove(&ids)?;
         set.data_remove(&ids)?;
         Ok(())
+    }
+}
+
+/// Judges leftovers on the module's observations: what a walk finds without its other half
+/// goes only once it has been seen so for `age_ms` (see the module doc).
+struct Observed<'a> {
+    db: i32,
+    base: &'a [u8],
+    age_ms: i64,
+    /// The epoch of entry observations (None: entries are not judged this time).
+    epoch: Option<i64>,
+}
+
+impl Observed<'_> {
+    fn key(&self, found: Found<'_>) -> Option<ObsKey> {
+        let (db, base) = (self.db, self.base);
+        match found {
+            Found::IndexAlone => Some(ObsKey::key(Kind::RunsIndexAlone, db, base)),
+            Found::DataAlone => Some(ObsKey::key(Kind::RunsDataAlone, db, base)),
+            Found::Hole(id) => self
+                .epoch
+                .map(|e| ObsKey::entry(Kind::RunsHole, db, base, id, e)),
+            Found::Stray(id) => self
+                .epoch
+                .map(|e| ObsKey::entry(Kind::RunsStray, db, base, id, e)),
+        }
+    }
+}
+
+impl Judge for Observed<'_> {
+    fn unreferenced(&mut self, found: Found<'_>) -> bool {
+        self.key(found)
+            .is_some_and(|key| observe::observe(key, self.age_ms))
+    }
+
+    fn referenced(&mut self, found: Found<'_>) {
+        // Most entries are referenced and nothing is observed: skip the digest then.
+        if observe::is_empty() {
+            return;
+        }
+        if let Some(key) = self.key(found) {
+            observe::forget(key);
+        }
     }
 }
 
