@@ -65,7 +65,8 @@ pub fn init(
     Ok(())
 }
 
-fn subscribe(
+/// Subscribes `callback` to the server event `id` (a `REDISMODULE_EVENT_*`).
+pub fn subscribe(
     ctx: &Context,
     id: u64,
     callback: raw::RedisModuleEventCallback,

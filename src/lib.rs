@@ -29,7 +29,7 @@ mod registration {
 
     use crate::config::*;
     use crate::error::{run_callback, run_command};
-    use crate::{admin, eventloop, queue, runs, state, stats, sweep, trim};
+    use crate::{admin, eventloop, observe, queue, runs, state, stats, sweep, trim};
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
     macro_rules! guarded {
@@ -49,7 +49,16 @@ mod registration {
         }
         crate::replication::declare_module_options(ctx);
         register_planners();
-        if let Err(err) = eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)) {
+        if let Err(err) =
+            eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)).and_then(|()| {
+                eventloop::subscribe(
+                    ctx,
+                    raw::REDISMODULE_EVENT_SWAPDB,
+                    Some(on_swapdb),
+                    "SWAPDB event",
+                )
+            })
+        {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
@@ -89,11 +98,22 @@ mod registration {
         });
     }
 
+    /// Orphan observations are about keys of one database: after a flush or a swap they would
+    /// be about other keys, so every clock starts over (in doubt, leave).
     #[redis_module_macros::flush_event_handler]
     fn on_flush(ctx: &Context, event: FlushSubevent) {
         if event == FlushSubevent::Ended {
-            run_callback(ctx, "flush", queue::orphans::on_flush);
+            run_callback(ctx, "flush", observe::clear);
         }
+    }
+
+    extern "C" fn on_swapdb(
+        ctx: *mut raw::RedisModuleCtx,
+        _event: raw::RedisModuleEvent,
+        _subevent: u64,
+        _data: *mut std::os::raw::c_void,
+    ) {
+        run_callback(&Context::new(ctx), "SWAPDB", observe::clear);
     }
 
     extern "C" fn on_cron_loop(

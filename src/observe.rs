@@ -51,8 +51,8 @@ pub enum Kind {
     RunsDataAlone = 3,
     /// A run set's `:index` without its `:data` (keyed by base).
     RunsIndexAlone = 4,
-    /// A run set whose two keys differ in size (keyed by base); its clock is the epoch of
-    /// the set's entry observations.
+    /// A run set being reconciled (keyed by base); its clock is the epoch of the set's
+    /// entry observations.
     RunsUneven = 5,
     /// An indexed id without a document (keyed by base, id and epoch).
     RunsHole = 6,

@@ -181,7 +181,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 12] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 13] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -195,6 +195,8 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 12] {
         ("replication_errors", s.replication_errors),
         ("stopped_by_demotion", s.stopped_by_demotion),
         ("held_for_failover", s.held_for_failover),
+        // Possible orphans being watched (keys, run-set entries): bounded, in memory only.
+        ("orphans_watched", crate::observe::len() as u64),
     ]
 }
 

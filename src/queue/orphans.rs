@@ -181,17 +181,6 @@ fn references(
     Refs::Unreferenced
 }
 
-/// Drops every observation (call on FLUSHDB/FLUSHALL: the keys they were about are gone).
-/// Covers the observations of every rule kind, runs included.
-pub fn on_flush() {
-    observe::clear();
-}
-
-/// The number of keys and entries currently being watched as possible orphans.
-pub fn observed_count() -> usize {
-    observe::len()
-}
-
 impl OrphanCheck {
     fn list_budget(deadline: Instant) -> u64 {
         let left_us = deadline

@@ -144,15 +144,15 @@ impl RunSetSweep {
         }
     }
 
-    /// Leftovers of other writers can only exist where the two sizes differ. A set seen
-    /// even starts its entry observations over: entries that were apart are together now
-    /// (or were replaced by others, which then have to be seen apart from scratch).
+    /// Every pass walks the set for leftovers of other writers: equal sizes prove nothing (as
+    /// many holes as stray documents look even). The walk is bounded per step and resumable;
+    /// entries seen together are forgotten, so only what stays apart across passes ages.
     fn after_expiry(&mut self, set: &RunSet, db: i32) -> Result<Stage> {
         let (count, data_len) = (set.count()?, set.data_len()?);
         if count > 0 && data_len > 0 {
             self.forget_alone(db);
         }
-        if count == data_len {
+        if count == 0 && data_len == 0 {
             observe::forget_with(|| self.obs_key(Kind::RunsUneven, db));
             return Ok(Stage::Done);
         }

@@ -238,16 +238,18 @@ test('orphans are removed, live jobs of the same age are not', async () => {
   await c.hset('orph:q:ghost', { ...fields, finishedOn: old });
   await c.rpush('orph:q:ghost2:logs', 'x');
   await c.zrem('orph:q:completed', done[1]);
+  await c.hset(`orph:q:${done[1]}`, 'finishedOn', old);
   // Live jobs just as old: still completed, waiting, delayed.
   await c.zadd('orph:q:completed', old, done[2]);
   for (const id of [done[2], waiting, delayed]) await c.hset(`orph:q:${id}`, 'finishedOn', old);
 
   await c.call('RETENTION.SWEEP');
-  assert.equal(await c.exists('orph:q:ghost'), 0);
-  assert.equal(await c.exists('orph:q:ghost2:logs'), 1, 'sub-keys are watched for orphan_age first');
+  for (const k of ['orph:q:ghost', 'orph:q:ghost2:logs', `orph:q:${done[1]}`]) {
+    assert.equal(await c.exists(k), 1, `${k}: every orphan is watched for orphan_age first`);
+  }
   await h.sleep(1100);
   await c.call('RETENTION.SWEEP');
-  for (const k of ['orph:q:ghost2:logs', `orph:q:${done[1]}`, `orph:q:${done[1]}:logs`]) {
+  for (const k of ['orph:q:ghost', 'orph:q:ghost2:logs', `orph:q:${done[1]}`, `orph:q:${done[1]}:logs`]) {
     assert.equal(await c.exists(k), 0, `${k} removed`);
   }
   for (const id of [done[0], done[2], waiting, delayed]) assert.equal(await c.exists(`orph:q:${id}`), 1, `job ${id} kept`);
