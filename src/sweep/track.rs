@@ -136,7 +136,16 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
     });
     let mut visited = 0u64;
     let mut work_dropped = 0u64;
-    while Instant::now() < deadline {
+    // Once work is queued, noted keys leave it half of the budget: a steady stream of new
+    // keys must not starve the work they create.
+    let keys_deadline = Instant::now() + Duration::from_micros(budget_us / 2);
+    while Instant::now()
+        < if work.is_empty() {
+            deadline
+        } else {
+            keys_deadline
+        }
+    {
         let Some(noted) = next_key() else { break };
         visited += 1;
         if !keyspace::select_db(ctx, noted.db) {
