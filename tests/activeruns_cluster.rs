@@ -5,97 +5,29 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::{map_int, now_ms, scratch_dir, wait_until, write_policy, Server, ServerOpts};
-use redis::cluster::{ClusterClient, ClusterConnection};
+use common::cluster::{key_slot, Cluster};
+use common::{map_int, now_ms, ServerOpts};
+use redis::cluster::ClusterConnection;
 use redis::{Connection, Value};
 
-fn cli_bin() -> String {
-    std::env::var("RETENTION_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_string())
+/// Three masters with the module loaded (background sweeper paused), slots spread by
+/// `redis-cli --cluster create`.
+fn start(policy_json: &str) -> Cluster {
+    Cluster::start(policy_json, 3, 0, ServerOpts::default().paused())
 }
 
-/// Three masters with the module loaded, slots spread by `redis-cli --cluster create`.
-struct Cluster {
-    nodes: Vec<Server>,
+/// The node that serves `key`'s slot.
+fn owner(cluster: &Cluster, key: &str) -> Connection {
+    let slot = key_slot(&mut cluster.nodes[0].conn(), key);
+    cluster.slot_owner(slot).conn()
 }
 
-impl Cluster {
-    fn start(policy_json: &str) -> Cluster {
-        let nodes: Vec<Server> = (0..3)
-            .map(|_| {
-                let dir = scratch_dir("cluster");
-                let policy = write_policy(&dir, policy_json);
-                let opts = ServerOpts::default()
-                    .paused()
-                    .policy(&policy)
-                    .config("cluster-enabled", "yes")
-                    .config("cluster-config-file", "nodes.conf")
-                    .config("cluster-node-timeout", "5000");
-                Server::start_in(dir, opts).expect("cluster node start")
-            })
-            .collect();
-        let mut create = Command::new(cli_bin());
-        create.arg("--cluster").arg("create");
-        for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port));
-        }
-        let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cluster = Cluster { nodes };
-        let ready = wait_until(Duration::from_secs(30), || {
-            cluster.nodes.iter().all(|n| {
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query(&mut n.conn())
-                    .unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
-            })
-        });
-        assert!(ready, "cluster did not become ready");
-        cluster
-    }
-
-    fn client(&self) -> ClusterConnection {
-        let urls: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
-            .collect();
-        ClusterClient::new(urls)
-            .expect("cluster client")
-            .get_connection()
-            .expect("cluster connection")
-    }
-
-    /// The node that serves `key`'s slot.
-    fn owner(&self, key: &str) -> Connection {
-        for n in &self.nodes {
-            let mut c = n.conn();
-            // A node answers a keyed read for its own slots and MOVED for others.
-            let r: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(key).query(&mut c);
-            if r.is_ok() {
-                return c;
-            }
-        }
-        panic!("no node serves {key}");
-    }
-
-    fn total_keys(&self) -> i64 {
-        self.nodes
-            .iter()
-            .map(|n| redis::cmd("DBSIZE").query::<i64>(&mut n.conn()).unwrap())
-            .sum()
-    }
+fn total_keys(cluster: &Cluster) -> i64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| redis::cmd("DBSIZE").query::<i64>(&mut n.conn()).unwrap())
+        .sum()
 }
 
 fn q<T: redis::FromRedisValue>(c: &mut ClusterConnection, args: &[&str]) -> redis::RedisResult<T> {
@@ -110,7 +42,7 @@ const POLICY: &str = r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age"
 
 #[test]
 fn commands_route_by_the_base_and_keep_both_keys_in_its_slot() {
-    let cluster = Cluster::start(POLICY);
+    let cluster = start(POLICY);
     let mut c = cluster.client();
     let now = now_ms();
     // Twenty run sets, hash-tagged by workspace: they spread over the three nodes.
@@ -137,7 +69,7 @@ fn commands_route_by_the_base_and_keep_both_keys_in_its_slot() {
     }
     let mut owners = std::collections::BTreeSet::new();
     for base in &bases {
-        let mut node = cluster.owner(base);
+        let mut node = owner(&cluster, base);
         let here: i64 = redis::cmd("EXISTS")
             .arg(format!("{base}:index"))
             .arg(format!("{base}:data"))
@@ -215,9 +147,9 @@ fn commands_route_by_the_base_and_keep_both_keys_in_its_slot() {
 
 #[test]
 fn a_base_without_a_hash_tag_is_refused_clearly() {
-    let cluster = Cluster::start(POLICY);
+    let cluster = start(POLICY);
     let mut c = cluster.client();
-    let before = cluster.total_keys();
+    let before = total_keys(&cluster);
     let base = "runs:active:ws:proj";
     for args in [
         vec!["ACTIVERUNS.ADD", base, "r1", "{}"],
@@ -232,7 +164,7 @@ fn a_base_without_a_hash_tag_is_refused_clearly() {
             "{args:?}: {err}"
         );
     }
-    assert_eq!(cluster.total_keys(), before, "nothing was written");
+    assert_eq!(total_keys(&cluster), before, "nothing was written");
     // Legacy hash and base in different slots: the server's own CROSSSLOT check.
     let err = q::<Value>(&mut c, &["ACTIVERUNS.MIGRATE", "legacy:{a}", "runs:{b}"])
         .unwrap_err()
@@ -245,7 +177,7 @@ fn a_base_without_a_hash_tag_is_refused_clearly() {
 
 #[test]
 fn slots_computed_by_the_module_match_the_server() {
-    let cluster = Cluster::start(POLICY);
+    let cluster = start(POLICY);
     let mut node = cluster.nodes[0].conn();
     for key in [
         "foo",
@@ -273,7 +205,7 @@ fn slots_computed_by_the_module_match_the_server() {
 
 #[test]
 fn runs_rule_sweeps_each_node_and_skips_untagged_bases() {
-    let cluster = Cluster::start(POLICY);
+    let cluster = start(POLICY);
     let mut c = cluster.client();
     let old = (now_ms() - 2 * 3_600_000).to_string();
     let fresh = now_ms().to_string();

@@ -585,14 +585,6 @@ fn stream_values(c: &mut Connection, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
-
 fn expire_time(c: &mut Connection, key: &str) -> i64 {
     expire_times(c, &[key])[0]
 }

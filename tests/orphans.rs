@@ -6,36 +6,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{map_int, now_ms, sweep, Server};
-use redis::{Connection, Value};
+use common::{call, exists, map_int, now_ms, sweep, Server};
+use redis::Connection;
 
 const AGE_MS: u64 = 400;
 const POLICY: &str = r#"{"rules":[{"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"400ms"}}]}"#;
 const DAY_MS: i64 = 86_400_000;
 
-fn cmd(c: &mut Connection, args: &[&str]) -> Value {
-    let mut command = redis::cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    command.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
-
 /// A BullMQ 5 queue's structure keys.
 fn bullmq_queue(c: &mut Connection, base: &str) {
-    cmd(
+    call(
         c,
         &["HSET", &format!("{base}meta"), "version", "bullmq:5.81.5"],
     );
-    cmd(c, &["SET", &format!("{base}id"), "1000"]);
+    call(c, &["SET", &format!("{base}id"), "1000"]);
 }
 
 fn finished_job_fields(finished_on: i64) -> Vec<String> {
@@ -55,12 +39,12 @@ fn finished_job_fields(finished_on: i64) -> Vec<String> {
 /// Writes `key` the way an import tool does: RESTORE of a DUMP taken elsewhere.
 fn restore(c: &mut Connection, key: &str, build: &[&str]) {
     let scratch = "scratch:dump";
-    cmd(c, &["DEL", scratch]);
+    call(c, &["DEL", scratch]);
     let mut args = vec![build[0], scratch];
     args.extend_from_slice(&build[1..]);
-    cmd(c, &args);
+    call(c, &args);
     let payload: Vec<u8> = redis::cmd("DUMP").arg(scratch).query(c).expect("DUMP");
-    cmd(c, &["DEL", scratch]);
+    call(c, &["DEL", scratch]);
     let _: () = redis::cmd("RESTORE")
         .arg(key)
         .arg(0)
@@ -107,7 +91,7 @@ fn a_true_orphan_goes_after_two_looks_separated_by_orphan_age() {
     let mut c = server.conn();
     bullmq_queue(&mut c, "bull:q:");
     restore_finished_job(&mut c, "bull:q:9", now_ms() - DAY_MS);
-    cmd(&mut c, &["RPUSH", "bull:q:9:logs", "line"]);
+    call(&mut c, &["RPUSH", "bull:q:9:logs", "line"]);
     // Already older than orphan_age by its own finishedOn, and unseen so far.
     pause_past_orphan_age();
     let first = sweep(&mut c, &[]);
@@ -125,17 +109,17 @@ fn observations_belong_to_their_database() {
     let server = Server::start_paused(Some(POLICY));
     let mut c = server.conn();
     for db in ["0", "1"] {
-        cmd(&mut c, &["SELECT", db]);
+        call(&mut c, &["SELECT", db]);
         bullmq_queue(&mut c, "bull:q:");
     }
     // A sub-key whose job is gone, first in db 0 only: seen there now.
-    cmd(&mut c, &["SELECT", "0"]);
-    cmd(&mut c, &["RPUSH", "bull:q:gone:logs", "x"]);
+    call(&mut c, &["SELECT", "0"]);
+    call(&mut c, &["RPUSH", "bull:q:gone:logs", "x"]);
     sweep(&mut c, &[]);
     pause_past_orphan_age();
     // The same name appears in db 1 later: its first look there must not inherit db 0's.
-    cmd(&mut c, &["SELECT", "1"]);
-    cmd(&mut c, &["RPUSH", "bull:q:gone:logs", "x"]);
+    call(&mut c, &["SELECT", "1"]);
+    call(&mut c, &["RPUSH", "bull:q:gone:logs", "x"]);
     let report = sweep(&mut c, &[]);
     assert_eq!(map_int(&report, "keys_deleted"), 0, "{report:?}");
     assert!(
@@ -143,11 +127,11 @@ fn observations_belong_to_their_database() {
         "db 1 inherited db 0's sighting"
     );
     // db 0's own observation has matured.
-    cmd(&mut c, &["SELECT", "0"]);
+    call(&mut c, &["SELECT", "0"]);
     let report = sweep(&mut c, &[]);
     assert_eq!(map_int(&report, "keys_deleted"), 1, "{report:?}");
     assert!(!exists(&mut c, "bull:q:gone:logs"));
-    cmd(&mut c, &["SELECT", "1"]);
+    call(&mut c, &["SELECT", "1"]);
     pause_past_orphan_age();
     sweep(&mut c, &[]);
     assert!(!exists(&mut c, "bull:q:gone:logs"));
@@ -173,7 +157,7 @@ fn a_wait_list_too_long_to_search_in_one_step_is_doubt() {
         .arg("bull:long:wait")
         .query(&mut c)
         .expect("EVAL");
-    cmd(&mut c, &["RPUSH", "bull:short:wait", "w1"]);
+    call(&mut c, &["RPUSH", "bull:short:wait", "w1"]);
     for _ in 0..2 {
         sweep(&mut c, &[]);
         pause_past_orphan_age();

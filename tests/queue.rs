@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{attach_replica, map_int, now_ms, sweep, write_policy, zmembers, Server, ServerOpts};
+use common::{
+    attach_replica, call, exists, map_int, now_ms, sweep, write_policy, zmembers, Server,
+    ServerOpts,
+};
 use redis::{Connection, Value};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -31,14 +34,6 @@ fn jobs_int(c: &mut Connection, args: &[&str]) -> i64 {
         .arg(args)
         .query(c)
         .unwrap_or_else(|e| panic!("RETENTION.JOBS {args:?}: {e}"))
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
 }
 
 /// A BullMQ 5 queue: `meta` with a version, the id counter and an events stream.
@@ -112,11 +107,7 @@ fn live_job(c: &mut Connection, base: &str, id: &str, timestamp: i64) {
 }
 
 fn cmd(c: &mut Connection, args: &[&str]) {
-    let mut command = redis::cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    let _: Value = command.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    call(c, args);
 }
 
 /// The fields of the newest `n` entries of a stream, newest first.

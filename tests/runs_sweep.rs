@@ -7,25 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    dataset_digest, map_int, now_ms, sweep, wait_until, write_policy, Server, ServerOpts,
+    call, dataset_digest, exists, map_int, now_ms, sweep, wait_until, write_policy, Server,
+    ServerOpts,
 };
 use redis::{Connection, Value};
-
-fn cmd(c: &mut Connection, args: &[&str]) -> Value {
-    let mut command = redis::cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    command.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
 
 fn zscore_present(c: &mut Connection, key: &str, member: &str) -> bool {
     redis::cmd("ZSCORE")
@@ -52,16 +37,16 @@ fn half_written(c: &mut Connection) {
     let future = (now_ms() + 3_600_000).to_string();
     // Data first (the index comes in the writer's next command), and an unrelated hash
     // whose name happens to end in `:data`.
-    cmd(c, &["HSET", "app:{a}:data", "r1", "{}"]);
-    cmd(c, &["HSET", "session:42:data", "user", "ann"]);
+    call(c, &["HSET", "app:{a}:data", "r1", "{}"]);
+    call(c, &["HSET", "session:42:data", "user", "ann"]);
     // Index first.
-    cmd(c, &["ZADD", "app:{b}:index", &future, "r1"]);
+    call(c, &["ZADD", "app:{b}:index", &future, "r1"]);
     // An indexed id whose document is not written yet.
-    cmd(c, &["ZADD", "app:{c}:index", &future, "r1", &future, "r2"]);
-    cmd(c, &["HSET", "app:{c}:data", "r1", "{}"]);
+    call(c, &["ZADD", "app:{c}:index", &future, "r1", &future, "r2"]);
+    call(c, &["HSET", "app:{c}:data", "r1", "{}"]);
     // A document whose index entry is not written yet.
-    cmd(c, &["ZADD", "app:{d}:index", &future, "r1"]);
-    cmd(c, &["HSET", "app:{d}:data", "r1", "{}", "r2", "{}"]);
+    call(c, &["ZADD", "app:{d}:index", &future, "r1"]);
+    call(c, &["HSET", "app:{d}:data", "r1", "{}", "r2", "{}"]);
 }
 
 /// The four leftovers of `half_written`, each present or not.
@@ -150,9 +135,9 @@ fn leftovers_go_only_after_being_seen_unreferenced_for_max_age() {
         assert_eq!(leftovers(&mut c), [true; 5]);
     }
     // A sighting of the missing half resets the clock of `app:{a}:data`.
-    cmd(&mut c, &["ZADD", "app:{a}:index", "+inf", "r1"]);
+    call(&mut c, &["ZADD", "app:{a}:index", "+inf", "r1"]);
     sweep(&mut c, &[]);
-    cmd(&mut c, &["DEL", "app:{a}:index"]);
+    call(&mut c, &["DEL", "app:{a}:index"]);
     std::thread::sleep(Duration::from_millis(AGE_MS + 100));
     let report = sweep(&mut c, &[]);
     // Seen unreferenced across max_age: gone. `app:{a}:data` was seen referenced since.

@@ -477,6 +477,15 @@ pub fn try_call(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<
     command.query(c)
 }
 
+/// Whether `key` exists in the selected database.
+pub fn exists(c: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(c)
+        .expect("EXISTS")
+        == 1
+}
+
 /// `CONFIG SET name value`.
 pub fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
     let _: () = redis::cmd("CONFIG")
