@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use redis_module::{Context, RedisString, RedisValue};
 
+use crate::acl;
 use crate::args::{Args, OptionSet};
 use crate::error::Result;
 use crate::state;
@@ -29,20 +30,22 @@ pub fn cmd_policy(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
 }
 
 /// `RETENTION.RELOAD`: re-reads the policy file; on error the old policy stays.
-pub fn cmd_reload(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+pub fn cmd_reload(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Args::new(args, "RETENTION.RELOAD")?.done()?;
+    acl::require_admin(ctx, "RETENTION.RELOAD")?;
     state::reload()?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 /// `RETENTION.STATS [RESET]`
-pub fn cmd_stats(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+pub fn cmd_stats(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let mut args = Args::new(args, "RETENTION.STATS")?;
     let reset = args
         .next_option(&mut OptionSet::default(), &["RESET"])?
         .is_some();
     args.done()?;
     if reset {
+        acl::require_admin(ctx, "RETENTION.STATS RESET")?;
         stats::reset();
         return Ok(RedisValue::SimpleStringStatic("OK"));
     }

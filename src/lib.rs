@@ -2,6 +2,7 @@
 //!
 //! This file only registers things with the server; each concern lives in its own module.
 
+pub mod acl;
 pub mod admin;
 pub mod alloc;
 pub mod args;
@@ -48,6 +49,7 @@ mod registration {
             return Status::Err;
         }
         crate::replication::declare_module_options(ctx);
+        crate::acl::declare_categories(ctx);
         register_planners();
         if let Err(err) =
             eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)).and_then(|()| {

@@ -16,6 +16,7 @@ use super::calls::{key, Calls};
 use super::detect::{detect_flavor, flavor_evidence, queue_exists, Evidence};
 use super::finished::{CleanFinished, EventMode};
 use super::layout::FinishedSet;
+use crate::acl::{self, KeyAccess};
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
@@ -45,10 +46,13 @@ pub fn cmd_jobs(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     match sub.to_ascii_uppercase().as_str() {
         "COUNTS" => {
             let flavor = parse_flavor_only(args)?;
+            acl::require_keys_under(ctx, &base, KeyAccess::Read)?;
             counts(ctx, &base, flavor)
         }
         "CLEAN" => {
             let req = parse_clean(args)?;
+            acl::require_admin(ctx, "RETENTION.JOBS CLEAN")?;
+            acl::require_keys_under(ctx, &base, KeyAccess::Write)?;
             clean(ctx, base, req)
         }
         other => Err(Error::arg(format!(

@@ -17,6 +17,7 @@ use crate::time::now_ms;
 /// `RETENTION.SWEEP [DRYRUN] [RULE <name>] [MATCH <glob>] [BUDGET <us>]`
 pub fn cmd_sweep(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let opts = parse_sweep_args(args, keyspace::selected_db(ctx))?;
+    crate::acl::require_admin(ctx, "RETENTION.SWEEP")?;
     super::start_command_pass(ctx, opts)
 }
 
