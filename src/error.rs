@@ -24,6 +24,8 @@ pub enum Error {
     NoPerm(String),
     /// The server refused an operation the module asked for.
     Server(String),
+    /// Redis Cluster: the keys live on another node (`<slot> <host>:<port>`).
+    Moved(String),
 }
 
 impl Error {
@@ -44,6 +46,7 @@ impl fmt::Display for Error {
             Error::Policy(m) => write!(f, "ERR policy: {m}"),
             Error::NoPerm(m) => write!(f, "NOPERM {m}"),
             Error::Server(m) => write!(f, "ERR {m}"),
+            Error::Moved(m) => write!(f, "MOVED {m}"),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod admin;
 pub mod alloc;
 pub mod args;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod eventloop;

@@ -196,7 +196,7 @@ fn slots_computed_by_the_module_match_the_server() {
             .query(&mut node)
             .unwrap();
         assert_eq!(
-            redis_retention::runs::key_hash_slot(key.as_bytes()),
+            redis_retention::cluster::key_hash_slot(key.as_bytes()),
             server,
             "{key}"
         );
@@ -250,4 +250,88 @@ fn runs_rule_sweeps_each_node_and_skips_untagged_bases() {
         q::<i64>(&mut c, &["HLEN", "runs:untagged:data"]).unwrap(),
         1
     );
+}
+
+/// `RETENTION.JOBS` builds its keys from `<prefix>:<queue>:`: the wrong node answers MOVED
+/// (as for declared keys) and a cluster client follows it; a queue spread over slots is
+/// refused. `RETENTION.TRIM` declares its key: the server itself redirects.
+#[test]
+fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_route_them() {
+    let cluster = start(POLICY);
+    let mut c = cluster.client();
+    let base = "bull:{orders}:";
+    let old = (now_ms() - 86_400_000).to_string();
+    let _: () = q(&mut c, &["SET", &format!("{base}id"), "1"]).unwrap();
+    let _: i64 = q(
+        &mut c,
+        &[
+            "HSET",
+            &format!("{base}1"),
+            "timestamp",
+            &old,
+            "finishedOn",
+            &old,
+        ],
+    )
+    .unwrap();
+    let _: i64 = q(&mut c, &["ZADD", &format!("{base}completed"), &old, "1"]).unwrap();
+    let _: i64 = q(&mut c, &["RPUSH", "trim:{orders}", "a", "b", "c"]).unwrap();
+    let slot = key_slot(&mut cluster.nodes[0].conn(), &format!("{base}id"));
+    let owner = cluster.slot_owner(slot).port;
+    for node in cluster.nodes.iter().filter(|n| n.port != owner) {
+        let mut wrong = node.conn();
+        for args in [
+            &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
+            &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"],
+        ] {
+            let err = redis::cmd(args[0])
+                .arg(&args[1..])
+                .query::<Value>(&mut wrong)
+                .expect_err("the wrong node answered");
+            assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
+            assert!(
+                err.to_string().contains(&owner.to_string()),
+                "{args:?} must name the owner {owner}: {err}"
+            );
+        }
+    }
+    // A client that follows MOVED to the node it names (redis-rs's cluster client instead
+    // re-routes by its own table, where the first argument is taken for the key).
+    let mut any = cluster.nodes[0].conn();
+    let counts = follow_moved(&mut any, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]);
+    assert_eq!(map_int(&counts, "completed"), 1);
+    let clean = [
+        "RETENTION.JOBS",
+        "bull",
+        "{orders}",
+        "CLEAN",
+        "completed",
+        "1h",
+    ];
+    assert_eq!(follow_moved(&mut any, &clean), Value::Int(1));
+    let trimmed: i64 = q(&mut c, &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"]).unwrap();
+    assert_eq!(trimmed, 2);
+    let spread = redis::cmd("RETENTION.JOBS")
+        .arg(&["bull", "orders", "COUNTS"])
+        .query::<Value>(&mut any)
+        .expect_err("a queue without a hash tag");
+    assert!(spread.to_string().contains("hash tag"), "{spread}");
+}
+
+/// Sends `args` to `c`; on MOVED, once more to the node the error names.
+fn follow_moved(c: &mut Connection, args: &[&str]) -> Value {
+    match redis::cmd(args[0]).arg(&args[1..]).query::<Value>(c) {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("MOVED") => {
+            let (addr, _slot) = e.redirect_node().expect("MOVED names a node");
+            let mut owner = redis::Client::open(format!("redis://{addr}/"))
+                .and_then(|client| client.get_connection())
+                .expect("connect to the owner");
+            redis::cmd(args[0])
+                .arg(&args[1..])
+                .query(&mut owner)
+                .unwrap_or_else(|e| panic!("{args:?} on {addr}: {e}"))
+        }
+        Err(e) => panic!("{args:?}: {e}"),
+    }
 }

@@ -42,6 +42,7 @@ pub fn cmd_jobs(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         return Err(Error::arg("<prefix> and <queue> must not be empty"));
     }
     let base = key(&[&prefix, b":", &queue, b":"]);
+    crate::cluster::require_keys_here(ctx, &base, COMMAND)?;
     let sub = args.next_str("COUNTS or CLEAN")?;
     match sub.to_ascii_uppercase().as_str() {
         "COUNTS" => {

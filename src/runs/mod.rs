@@ -20,7 +20,7 @@ mod timestamp;
 
 pub use commands::{cmd_add, cmd_count, cmd_del, cmd_expire, cmd_get};
 pub use migrate::cmd_migrate;
-pub use names::{key_hash_slot, validate_id, RunSetNames};
+pub use names::{validate_id, RunSetNames};
 pub use page::{cmd_after, cmd_page};
 pub use sweep::plan;
 

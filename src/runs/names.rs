@@ -1,6 +1,7 @@
 //! Run-set naming: the two keys a base stands for, what a run id may be, and the Redis
 //! Cluster rule that both keys must live in the base's own slot.
 
+use crate::cluster::key_hash_slot;
 use crate::error::{Error, Result};
 
 pub const INDEX_SUFFIX: &[u8] = b":index";
@@ -82,35 +83,6 @@ pub fn validate_id(id: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// CRC16/XMODEM, the checksum Redis Cluster uses for key slots (redis/src/crc16.c).
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-pub const CLUSTER_SLOTS: u16 = 16384;
-
-/// The cluster slot of a key, honouring `{hash tags}` exactly as redis/src/cluster.c
-/// `keyHashSlot` does: the first `{`, then the first `}` after it, non-empty in between.
-pub fn key_hash_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) & (CLUSTER_SLOTS - 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,21 +93,6 @@ mod tests {
         assert_eq!(n.index, b"runs:active:{w}:p:index");
         assert_eq!(n.data, b"runs:active:{w}:p:data");
         assert!(RunSetNames::new(b"").is_err());
-    }
-
-    #[test]
-    fn slots_match_redis_cluster_keyslot() {
-        // Values from `CLUSTER KEYSLOT` on a real server.
-        assert_eq!(key_hash_slot(b"foo"), 12182);
-        assert_eq!(key_hash_slot(b"bar"), 5061);
-        assert_eq!(key_hash_slot(b"{user1000}.following"), 3443);
-        assert_eq!(key_hash_slot(b"{user1000}.followers"), 3443);
-        assert_eq!(key_hash_slot(b"123456789"), 0x31C3 & 16383);
-        // Empty tag: the whole key is hashed; an unclosed brace likewise.
-        assert_eq!(key_hash_slot(b"foo{}bar"), crc16(b"foo{}bar") & 16383);
-        assert_eq!(key_hash_slot(b"foo{bar"), crc16(b"foo{bar") & 16383);
-        // Only the first `{...}` counts.
-        assert_eq!(key_hash_slot(b"a{x}b{y}"), key_hash_slot(b"x"));
     }
 
     #[test]
