@@ -99,6 +99,7 @@ impl Caller {
     /// Writes a denial to `ACL LOG`, as the server does for its own commands.
     fn log_denial(&self, ctx: &Context, object: &[u8], reason: raw::RedisModuleACLLogEntryReason) {
         let (Some(add), Some(object)) = (
+            // SAFETY: reading the API table, filled once at load.
             unsafe { raw::RedisModule_ACLAddLogEntry },
             OwnedName::new(object),
         ) else {
@@ -111,8 +112,9 @@ impl Caller {
 
 impl Drop for Caller {
     fn drop(&mut self) {
-        // SAFETY: obtained from GetModuleUserFromUserName, freed once.
+        // SAFETY: reading the API table, filled once at load.
         if let Some(free) = unsafe { raw::RedisModule_FreeModuleUser } {
+            // SAFETY: obtained from GetModuleUserFromUserName, freed once.
             unsafe { free(self.user.as_ptr()) };
         }
     }

@@ -79,8 +79,9 @@ pub fn declare_module_options(ctx: &Context) {
     if !is_valkey_9 {
         return;
     }
-    // SAFETY: called once at load with the module's context.
+    // SAFETY: reading the API table, filled once at load.
     if let Some(set_options) = unsafe { redis_module::raw::RedisModule_SetModuleOptions } {
+        // SAFETY: called once at load with the module's context.
         unsafe { set_options(ctx.ctx, VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION) };
     }
 }
