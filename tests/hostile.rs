@@ -829,6 +829,9 @@ fn huge_and_hostile_policy_files_load_or_fail_clearly_keeping_the_old_policy() {
     );
     assert_eq!(policy_in_force(&mut c).1, 100_000, "the 100k rules stay");
     set_policy_file(&mut c, original.to_str().unwrap().as_bytes()).expect("back");
+    for p in [&path, &dup] {
+        std::fs::remove_file(p).expect("rm");
+    }
 
     // 100 MB: a valid policy with a 100 MB comment loads (or, should the module cap the
     // size of policy files, is refused saying so); 100 MB of whitespace and then garbage,
@@ -1023,4 +1026,148 @@ fn reloading_policies_with_new_rule_names_keeps_module_memory_bounded() {
         "5 reloads of 20k new rule names left {} MB behind: {after_round:?}",
         grown >> 20
     );
+}
+
+#[test]
+#[ignore = "bug (queue/jobs.rs): a finished-set member naming queue structure deletes it"]
+fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
+    // SPEC 5.4: the id counter, `meta`, the state lists and dedup keys are never deleted.
+    // A member `meta` (or `de:x`, `metrics:completed`, ...) in `completed` is a corrupt entry
+    // (BullMQ itself would have written that job over the queue's own key): CLEAN deletes
+    // `bull:q:meta` as if it were the job's hash. Such members should be left (or only the
+    // member removed), as the orphan check already does with `is_structure_id`.
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.0.0"]);
+    call(&mut c, &["SET", "bull:q:id", "1"]);
+    call(&mut c, &["SET", "bull:q:de:x", "1"]);
+    call(&mut c, &["HSET", "bull:q:metrics:completed", "count", "1"]);
+    call(
+        &mut c,
+        &["HSET", "bull:q:1", "name", "j", "finishedOn", "1"],
+    );
+    call(
+        &mut c,
+        &[
+            "ZADD",
+            "bull:q:completed",
+            "1",
+            "1",
+            "2",
+            "meta",
+            "3",
+            "de:x",
+            "4",
+            "metrics:completed",
+        ],
+    );
+    call(
+        &mut c,
+        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(
+            &[
+                "bull:q:meta",
+                "bull:q:id",
+                "bull:q:de:x",
+                "bull:q:metrics:completed",
+            ][..],
+        )
+        .query(&mut c)
+        .expect("EXISTS");
+    let job: i64 = redis::cmd("EXISTS")
+        .arg("bull:q:1")
+        .query(&mut c)
+        .expect("EXISTS");
+    assert_eq!(job, 0, "the real job goes");
+    assert_eq!(exists, 4, "a structure key was deleted");
+}
+
+#[test]
+#[ignore = "bug (config.rs): a pressure-ratio below 0.0005 is accepted, shown as 0, refused at restart"]
+fn every_accepted_pressure_ratio_survives_a_restart() {
+    // The ratio is kept in thousandths: 0.0004 is accepted and stored as 0, CONFIG GET (and
+    // so CONFIG REWRITE) then says `0`, which the module refuses at load: after a rewrite
+    // and restart the server aborts ("Can't load module ... server aborting").
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    for ratio in ["0.0004", "1e-300", "0.8", "1"] {
+        let set = try_call(
+            &mut c,
+            &["CONFIG", "SET", "retention.pressure-ratio", ratio],
+        );
+        if set.is_err() {
+            continue; // refused: fine, nothing to carry over
+        }
+        let shown: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("retention.pressure-ratio")
+            .query(&mut c)
+            .expect("CONFIG GET");
+        let restarted = Server::start(
+            ServerOpts::default()
+                .paused()
+                .module_arg("pressure-ratio", &shown[1]),
+        );
+        assert!(
+            restarted.is_ok(),
+            "CONFIG SET {ratio} was accepted and shows as {}, which a restart refuses",
+            shown[1]
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug (runs/page.rs): keyset pages over scores other writers left loop or skip runs"]
+fn keyset_pages_over_foreign_scores_visit_every_run_once() {
+    // Scores written by ACTIVERUNS.ADD are whole ms; another writer's ZADD may leave 1.5 or
+    // +inf. AFTER replies the score floored (1.5 -> 1, +inf -> i64::MAX): walking ASC from
+    // (1, x) returns x again forever, i64::MAX is refused as a position, and a DESC walk
+    // from +inf skips the runs scored +inf.
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    call(
+        &mut c,
+        &["ZADD", "f:{a}:index", "1.5", "x", "2", "y", "inf", "z"],
+    );
+    call(
+        &mut c,
+        &["HSET", "f:{a}:data", "x", "{}", "y", "{}", "z", "{}"],
+    );
+    for order in ["ASC", "DESC"] {
+        let mut position = (
+            if order == "ASC" { "-inf" } else { "+inf" }.to_string(),
+            String::new(),
+        );
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let reply = try_call(
+                &mut c,
+                &[
+                    "ACTIVERUNS.AFTER",
+                    "f:{a}",
+                    &position.0,
+                    &position.1,
+                    "1",
+                    order,
+                ],
+            );
+            let Ok(Value::Array(parts)) = reply else {
+                panic!("{order} after {position:?}: {reply:?}");
+            };
+            let Value::Array(rows) = &parts[1] else {
+                panic!("{parts:?}")
+            };
+            if rows.is_empty() {
+                break;
+            }
+            let id: String = redis::from_redis_value(&rows[0]).expect("id");
+            let score: i64 = redis::from_redis_value(&rows[2]).expect("score");
+            seen.push(id.clone());
+            position = (score.to_string(), id);
+        }
+        seen.sort();
+        assert_eq!(seen, ["x", "y", "z"], "{order} walk");
+    }
 }
