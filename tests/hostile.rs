@@ -691,6 +691,169 @@ fn keys_vanishing_or_changing_type_mid_work_get_a_clear_answer() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hostile keyspace data: what other writers may leave under the names rules govern.
+
+#[test]
+fn sweeps_over_hostile_queue_run_and_collection_keys_stay_consistent() {
+    let policy = r#"{"rules":[
+        {"name":"mq","queue":{"flavor":"bullmq","prefix":"bull",
+            "completed":{"max_age":"1ms","max_count":0},"failed":{"max_count":1},
+            "events":{"max_len":0,"max_age":"1ms"},"orphan_age":"1ms"}},
+        {"name":"b3","queue":{"flavor":"bull","prefix":"bq",
+            "completed":{"max_age":"1ms"},"orphan_age":"1ms"}},
+        {"name":"runs","runs":{"match":"runs:*","max_age":"1ms"}},
+        {"name":"s","match":"s:*","type":"stream","trim":{"max_len":1,"max_age":"1ms"}},
+        {"name":"l","match":"l:*","type":"list","trim":{"max_len":1}},
+        {"name":"z","match":"z:*","type":"zset","trim":{"max_len":1,"max_age":"1ms","score_unit":"s"}},
+        {"name":"rest","match":"*","ttl":"1h","cap":true}]}"#;
+    let master = Server::start_paused(Some(policy));
+    let replica = Server::start_paused(Some(policy));
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+    let big = vec![b'm'; 1 << 20];
+    let w = |c: &mut Connection, words: &[&[u8]]| {
+        call_words(c, words);
+    };
+    // A BullMQ queue whose keys hold what nobody should have written.
+    w(
+        &mut c,
+        &[b"HSET", b"bull:q:meta", b"version", b"bullmq:5.0.0"],
+    );
+    w(&mut c, &[b"HSET", b"bull:g:meta", b"version", b"\xff\xfe"]);
+    w(&mut c, &[b"ZADD", b"bull:g:completed", b"1", b"1"]);
+    w(&mut c, &[b"HSET", b"bull:q:id", b"not", b"a counter"]);
+    w(&mut c, &[b"SET", b"bull:q:events", b"not a stream"]);
+    for (score, member) in [
+        (&b"-inf"[..], &b""[..]),
+        (b"inf", b"\xff"),
+        (b"0", &big[..]),
+        (b"1e300", b"1:logs"),
+        (b"1", b"de:x"),
+        (b"2", b"repeat:a:1"),
+        (b"3", b"7"),
+        (b"4", b"8"),
+    ] {
+        w(&mut c, &[b"ZADD", b"bull:q:completed", score, member]);
+        w(&mut c, &[b"ZADD", b"bull:q:failed", score, member]);
+    }
+    w(
+        &mut c,
+        &[
+            b"HSET",
+            b"bull:q:7",
+            b"finishedOn",
+            b"abc",
+            b"parentKey",
+            b"\xff",
+        ],
+    );
+    w(
+        &mut c,
+        &[
+            b"HSET",
+            b"bull:q:8",
+            b"deid",
+            b"",
+            b"parentKey",
+            b"bull:q:7",
+        ],
+    );
+    w(&mut c, &[b"SADD", b"bull:q:7:dependencies", b"bull:q:8"]);
+    w(&mut c, &[b"RPUSH", b"bull:q:1:logs", b"x"]);
+    w(&mut c, &[b"SET", b"bull:q:de:x", b"1"]);
+    w(&mut c, &[b"ZADD", b"bull::completed", b"1", b"1"]);
+    w(&mut c, &[b"ZADD", b"bull:completed", b"1", b"1"]);
+    w(&mut c, &[b"SET", b"bull:", b"v"]);
+    w(&mut c, &[b"HSET", b"bull:q:9", b"finishedOn", b"1"]);
+    w(&mut c, &[b"HSET", b"bull:a:b:c:d", b"finishedOn", b"1"]);
+    // A Bull queue with a limiter index of the wrong type.
+    w(&mut c, &[b"SET", b"bq:q:id", b"2"]);
+    w(&mut c, &[b"SET", b"bq:q:limiter:index", b"x"]);
+    w(
+        &mut c,
+        &[b"ZADD", b"bq:q:completed", b"1", b"1", b"2", b"2"],
+    );
+    w(
+        &mut c,
+        &[b"HSET", b"bq:q:1", b"finishedOn", b"-99999999999999999999"],
+    );
+    w(
+        &mut c,
+        &[b"HSET", b"bq:q:2", b"timestamp", b"1", b"finishedOn", b""],
+    );
+    // Run sets with halves of the wrong type, foreign scores, lone halves.
+    w(&mut c, &[b"SET", b"runs:a:index", b"x"]);
+    w(&mut c, &[b"HSET", b"runs:a:data", b"r", b"{}"]);
+    w(
+        &mut c,
+        &[
+            b"ZADD",
+            b"runs:b:index",
+            b"inf",
+            b"r",
+            b"-inf",
+            b"s",
+            b"1.5",
+            b"t",
+        ],
+    );
+    w(&mut c, &[b"RPUSH", b"runs:c:data", b"x"]);
+    w(&mut c, &[b"ZADD", b"runs:d:index", b"1", b"r"]);
+    w(&mut c, &[b"HSET", b"runs:d:data", b"other", &big[..]]);
+    // Collections of the wrong type or with extreme entries.
+    w(&mut c, &[b"RPUSH", b"s:1", b"x"]);
+    w(&mut c, &[b"XADD", b"l:1", b"1-1", b"f", b"v"]);
+    w(
+        &mut c,
+        &[
+            b"XADD",
+            b"s:2",
+            b"18446744073709551615-18446744073709551615",
+            b"f",
+            b"v",
+        ],
+    );
+    w(&mut c, &[b"XADD", b"s:3", b"0-1", b"f", b"v"]);
+    w(
+        &mut c,
+        &[
+            b"ZADD", b"z:1", b"-inf", b"a", b"inf", b"b", b"1e308", b"c", b"-1e308", b"d",
+        ],
+    );
+    w(&mut c, &[b"SET", &big[..], b"a 1 MB name"]);
+    w(&mut c, &[b"SET", b"k", b"v", b"PX", b"9999999999999"]);
+
+    let first = call(&mut c, &["RETENTION.SWEEP"]);
+    assert!(map_int(&first, "jobs_removed") > 0, "{first:?}");
+    assert!(map_int(&first, "entries_trimmed") > 0, "{first:?}");
+    assert!(map_int(&first, "runs_expired") > 0, "{first:?}");
+    let second = call(&mut c, &["RETENTION.SWEEP"]);
+    assert_eq!(map_int(&second, "errors"), 0, "{second:?}");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(
+            &[
+                "bull:q:meta",
+                "bull:q:id",
+                "bull:q:de:x",
+                "bq:q:id",
+                "bull:g:meta",
+            ][..],
+        )
+        .query(&mut c)
+        .expect("EXISTS");
+    assert_eq!(exists, 5, "queue structure was deleted");
+    assert_same_data(&master, &replica, &[0], "hostile keyspace");
+    for server in [&master, &replica] {
+        let log = server.log();
+        assert!(
+            !log.contains("internal error"),
+            "a panic was logged:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "a panic was logged:\n{log}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Policy files: huge, many rules, binary, not files at all. The old policy stays on error.
 
 fn policy_in_force(c: &mut Connection) -> (String, i64) {
