@@ -49,9 +49,15 @@ impl Args {
     }
 
     pub fn next_i64(&mut self, what: &str) -> Result<i64> {
-        let text = self.next_raw(what)?.to_string_lossy();
-        parse_i64(&text)
-            .ok_or_else(|| Error::arg(format!("{what}: '{text}' is not an integer in range")))
+        let raw = self.next_raw(what)?;
+        std::str::from_utf8(raw.as_slice())
+            .ok()
+            .and_then(parse_i64)
+            .ok_or_else(|| {
+                // Echo a bounded, escaped prefix: the argument may be megabytes of anything.
+                let text = shown(raw.as_slice());
+                Error::arg(format!("{what}: '{text}' is not an integer in range"))
+            })
     }
 
     /// The next option word (case-insensitive) out of `options`, or None at the end.

@@ -15,11 +15,12 @@ pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 /// Parses `"90s"`, `"24h"`, `"7d"`, `"500ms"` or `"3600"` (seconds) into milliseconds (> 0).
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let t = text.trim();
+    let shown = super::clipped(text);
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits_end);
     if number.is_empty() {
         return Err(format!(
-            "bad duration '{text}': expected an integer with a unit ms|s|m|h|d|w, e.g. \"90s\", \"24h\", \"7d\""
+            "bad duration '{shown}': expected an integer with a unit ms|s|m|h|d|w, e.g. \"90s\", \"24h\", \"7d\""
         ));
     }
     let unit_ms = match unit {
@@ -29,18 +30,21 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
             .find(|(name, _)| *name == u)
             .map(|(_, ms)| *ms)
             .ok_or_else(|| {
-                format!("bad duration '{text}': unknown unit '{u}' (use ms|s|m|h|d|w)")
+                format!(
+                    "bad duration '{shown}': unknown unit '{}' (use ms|s|m|h|d|w)",
+                    super::clipped(u)
+                )
             })?,
     };
     let n: i64 = number
         .parse()
-        .map_err(|_| format!("bad duration '{text}': number too large"))?;
+        .map_err(|_| format!("bad duration '{shown}': number too large"))?;
     let ms = n
         .checked_mul(unit_ms)
         .filter(|ms| *ms <= MAX_DURATION_MS)
-        .ok_or_else(|| format!("bad duration '{text}': longer than 100 years"))?;
+        .ok_or_else(|| format!("bad duration '{shown}': longer than 100 years"))?;
     if ms == 0 {
-        return Err(format!("bad duration '{text}': must be greater than zero"));
+        return Err(format!("bad duration '{shown}': must be greater than zero"));
     }
     Ok(ms)
 }

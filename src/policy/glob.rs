@@ -21,6 +21,10 @@
 //! - a range with one end below byte 0x80 and the other at or above it: Redis compares
 //!   *signed* chars on x86, so `[\x00-\xff]` would match only 0x00 and 0xff (and the answer
 //!   would differ on platforms with unsigned chars).
+//! - more than `MAX_STAR_GROUPS` runs of `*`: servers patched for CVE-2024-31228 (Redis
+//!   6.2.16+, 7.2.6+, 7.4.1+, Debian's 7.0.15, Valkey) give up (no match) once their matcher
+//!   nests deeper than 1000 runs; unpatched ones do not, so the answer would depend on the
+//!   server.
 //!
 //! Every accepted pattern matches exactly as Redis does. The one special case is the pattern
 //! `*` alone, which also matches the empty name: SCAN and KEYS skip the matcher for it, while
@@ -88,7 +92,12 @@ enum Oddity {
     RangeEndsInBracket,
     RangeEndsInBackslash,
     RangeCrossesSignBoundary,
+    TooManyStars,
 }
+
+/// Patched servers' `stringmatchlen` returns "no match" past this nesting depth (one level per
+/// run of `*`): the CVE-2024-31228 guard against stack exhaustion.
+pub const MAX_STAR_GROUPS: usize = 1000;
 
 impl Oddity {
     fn message(self) -> &'static str {
@@ -107,6 +116,9 @@ impl Oddity {
             }
             Oddity::RangeCrossesSignBoundary => {
                 "a range from a byte below 0x80 to one at or above 0x80 is compared as signed chars by Redis; split it in two ranges"
+            }
+            Oddity::TooManyStars => {
+                "more than 1000 runs of '*' (Redis and Valkey stop matching past 1000)"
             }
         }
     }
@@ -145,6 +157,9 @@ fn tokenize(p: &[u8]) -> (Vec<Token>, Vec<Oddity>) {
                 i += 1;
             }
         }
+    }
+    if tokens.iter().filter(|t| **t == Token::Star).count() > MAX_STAR_GROUPS {
+        odd.push(Oddity::TooManyStars);
     }
     (tokens, odd)
 }

@@ -10,6 +10,18 @@ mod render;
 pub use glob::Glob;
 pub use parse::{parse_policy, PolicyError};
 
+/// Text from a policy file or an argument, quoted in an error: at most `MAX_QUOTED_CHARS`
+/// characters. The text may be megabytes long, and `CONFIG SET` cuts a module's error at 255
+/// bytes, so a long quote would push the reason out of the message.
+pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}...", &text[..end])),
+    }
+}
+
+pub const MAX_QUOTED_CHARS: usize = 40;
+
 /// The Redis types a rule can be restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
