@@ -16,15 +16,14 @@ use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Value};
 
 use redis_retention::args::{parse_i64, shown};
+use redis_retention::cluster::key_hash_slot;
 use redis_retention::config::parse_ratio;
 use redis_retention::policy::duration::{format_duration_ms, parse_duration_ms, MAX_DURATION_MS};
 use redis_retention::policy::{
     clipped, parse_policy, Glob, KeyType, Policy, QueueFlavor, Selector,
 };
 use redis_retention::queue::layout::{base_candidates, classify, parse_score, KeyRole};
-use redis_retention::runs::{
-    key_hash_slot, ms_from_json, parse_rfc3339_ms, validate_id, RunSetNames,
-};
+use redis_retention::runs::{ms_from_json, parse_rfc3339_ms, validate_id, RunSetNames};
 use redis_retention::trim::plan::{entries_to_remove, list_trim_range};
 
 /// Bounded runs: enough cases to find the usual mistakes in every `cargo test`, few enough
