@@ -97,11 +97,13 @@ impl RatioConfig {
     }
 }
 
+/// The ratio is kept in thousandths, so the smallest accepted is 0.001: a smaller one would be
+/// stored as 0, shown as 0 by CONFIG GET (and CONFIG REWRITE), and refused at the next start.
 pub fn parse_ratio(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        Ok(r) if (0.001..=1.0).contains(&r) => Ok(r),
         _ => Err(format!(
-            "ERR pressure-ratio must be a number in (0, 1], e.g. 0.8 (got '{text}')"
+            "ERR pressure-ratio must be a number from 0.001 to 1, e.g. 0.8 (got '{text}')"
         )),
     }
 }
@@ -128,7 +130,7 @@ mod tests {
     fn ratio_accepts_only_the_unit_interval() {
         assert_eq!(parse_ratio("0.8"), Ok(0.8));
         assert_eq!(parse_ratio("1"), Ok(1.0));
-        for bad in ["0", "-0.1", "1.5", "abc", "", "NaN"] {
+        for bad in ["0", "-0.1", "1.5", "abc", "", "NaN", "0.0004", "1e-300"] {
             assert!(parse_ratio(bad).is_err(), "{bad} accepted");
         }
     }

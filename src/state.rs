@@ -58,13 +58,40 @@ pub fn install_policy_from_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest policy file read: a policy is rules, not data (100k rules are ~10 MB), and the
+/// file is read on the server's main thread.
+const MAX_POLICY_FILE_BYTES: u64 = 256 << 20;
+
 pub fn load_policy_file(path: &str) -> Result<Policy> {
     if path.is_empty() {
         return Ok(Policy::empty());
     }
-    let text = std::fs::read_to_string(path)
+    let text = read_policy_text(path)
         .map_err(|e| Error::Policy(format!("cannot read policy file {path}: {e}")))?;
     parse_policy(&text).map_err(|e| Error::Policy(format!("{path}: {e}")))
+}
+
+/// Only a regular file is opened: opening a FIFO would block the whole server until a writer
+/// came, and a device such as /dev/zero never ends.
+fn read_policy_text(path: &str) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let too_big = || format!("larger than {} MB", MAX_POLICY_FILE_BYTES >> 20);
+    if meta.len() > MAX_POLICY_FILE_BYTES {
+        return Err(too_big());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    match text.len() as u64 > MAX_POLICY_FILE_BYTES {
+        true => Err(too_big()),
+        false => Ok(text),
+    }
 }
 
 pub fn reload() -> Result<()> {

@@ -111,9 +111,14 @@ pub fn reset() {
     crate::queue::counters::reset();
 }
 
-/// Makes every rule of a newly installed policy show up (with zeros) in STATS and INFO.
+/// Makes every rule of a newly installed policy show up (with zeros) in STATS and INFO, and
+/// drops the counters of rules it no longer has: reloading policies with new names must not
+/// grow the module's memory.
 pub fn note_policy_rules(policy: &Policy) {
+    let names: std::collections::HashSet<&str> =
+        policy.rules.iter().map(|r| r.name.as_str()).collect();
     with_stats(|s| {
+        s.per_rule.retain(|name, _| names.contains(name.as_str()));
         for rule in &policy.rules {
             s.per_rule.entry(rule.name.clone()).or_default();
         }
@@ -207,6 +212,18 @@ fn info_safe(name: &str) -> String {
         .collect()
 }
 
+/// Names that differ only in characters INFO does not allow sanitize alike; the server's INFO
+/// builder refuses a field seen twice (and drops the whole section), so later ones get `_2`, ...
+fn unique_field(name: String, used: &mut std::collections::HashSet<String>) -> String {
+    let mut field = name.clone();
+    let mut n = 1;
+    while !used.insert(field.clone()) {
+        n += 1;
+        field = format!("{name}_{n}");
+    }
+    field
+}
+
 /// The `INFO retention` sections: `retention_stats`, `retention_rules`, `retention_queues`.
 pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
     let s = snapshot();
@@ -214,6 +231,7 @@ pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
     for (name, v) in s.total.fields().into_iter().chain(scalar_fields(&s)) {
         section = section.field(name, v.min(i64::MAX as u64) as i64)?;
     }
+    let mut used = std::collections::HashSet::new();
     let mut rules = section.build_section()?.add_section("rules");
     for (name, t) in &s.per_rule {
         let value = t
@@ -221,11 +239,12 @@ pub fn add_info(ctx: &InfoContext) -> RedisResult<()> {
             .map(|(n, v)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        rules = rules.field(&format!("rule_{}", info_safe(name)), value)?;
+        let field = unique_field(format!("rule_{}", info_safe(name)), &mut used);
+        rules = rules.field(&field, value)?;
     }
     let mut queues = rules.build_section()?.add_section("queues");
     for (name, value) in crate::queue::counters::info_fields() {
-        queues = queues.field(&info_safe(&name), value)?;
+        queues = queues.field(&unique_field(info_safe(&name), &mut used), value)?;
     }
     queues.build_section()?.build_info()?;
     Ok(())
@@ -250,6 +269,17 @@ mod tests {
         assert_eq!(a.keys_scanned, 5);
         assert_eq!(a.ttl_set, 1);
         assert_eq!(a.errors, 4);
+    }
+
+    #[test]
+    fn names_that_sanitize_alike_get_distinct_fields() {
+        let mut used = std::collections::HashSet::new();
+        let a = unique_field(format!("rule_{}", info_safe("celery-results")), &mut used);
+        let b = unique_field(format!("rule_{}", info_safe("celery_results")), &mut used);
+        assert_eq!(
+            (a.as_str(), b.as_str()),
+            ("rule_celery_results", "rule_celery_results_2")
+        );
     }
 
     #[test]

@@ -1101,7 +1101,6 @@ fn a_sweep_under_100k_rules_makes_progress() {
 }
 
 #[test]
-#[ignore = "bug (state.rs): a FIFO as policy file blocks the whole server in open()"]
 fn a_policy_path_that_is_a_fifo_does_not_block_the_server() {
     use std::os::unix::fs::OpenOptionsExt;
     let server = Server::start_paused(Some(CORPUS_POLICY));
@@ -1142,7 +1141,6 @@ fn a_policy_path_that_is_a_fifo_does_not_block_the_server() {
 }
 
 #[test]
-#[ignore = "bug (state.rs): an endless policy file (/dev/zero) is read until memory runs out"]
 fn an_endless_policy_file_is_refused_and_the_server_lives() {
     let mut server = Server::start_paused(Some(CORPUS_POLICY));
     // Guard the machine while the bug is there: cap the server's address space at 4 GB, so
@@ -1170,7 +1168,6 @@ fn an_endless_policy_file_is_refused_and_the_server_lives() {
 }
 
 #[test]
-#[ignore = "bug (stats.rs): per-rule counters of every rule name ever loaded are kept forever"]
 fn reloading_policies_with_new_rule_names_keeps_module_memory_bounded() {
     let server = Server::start_paused(Some(CORPUS_POLICY));
     let mut c = server.conn();
@@ -1192,7 +1189,6 @@ fn reloading_policies_with_new_rule_names_keeps_module_memory_bounded() {
 }
 
 #[test]
-#[ignore = "bug (queue/jobs.rs): a finished-set member naming queue structure deletes it"]
 fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
     // SPEC 5.4: the id counter, `meta`, the state lists and dedup keys are never deleted.
     // A member `meta` (or `de:x`, `metrics:completed`, ...) in `completed` is a corrupt entry
@@ -1248,7 +1244,6 @@ fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
 }
 
 #[test]
-#[ignore = "bug (config.rs): a pressure-ratio below 0.0005 is accepted, shown as 0, refused at restart"]
 fn every_accepted_pressure_ratio_survives_a_restart() {
     // The ratio is kept in thousandths: 0.0004 is accepted and stored as 0, CONFIG GET (and
     // so CONFIG REWRITE) then says `0`, which the module refuses at load: after a rewrite
@@ -1336,7 +1331,6 @@ fn keyset_pages_over_foreign_scores_visit_every_run_once() {
 }
 
 #[test]
-#[ignore = "bug (stats.rs): two rule or queue names that sanitize alike empty INFO retention"]
 fn names_that_sanitize_alike_keep_info_retention() {
     // INFO field names allow [A-Za-z0-9_]: `celery-results` and `celery_results` both
     // become `rule_celery_results`, the crate's INFO builder refuses the duplicate field,

@@ -155,6 +155,11 @@ impl<'a> QueueCtx<'a> {
         id: &[u8],
         bull_age_cutoff_ms: Option<i64>,
     ) -> bool {
+        // A member that names queue structure (`meta`, `id`, `de:x`, ...) is a corrupt entry:
+        // `<base><id>` is the queue's own key, never a job's. It stays, and so does the key.
+        if super::layout::is_structure_id(id) {
+            return false;
+        }
         match self.flavor {
             QueueFlavor::BullMq => add_bullmq(calls, batch, self.base, id),
             QueueFlavor::Bull => add_bull(
