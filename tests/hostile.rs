@@ -355,6 +355,20 @@ fn every_command_gives_a_clear_answer_to_the_nasty_corpus() {
         }
         digest = now;
     }
+    // The same lines under RESP3 (maps, nulls and doubles of their own): the same answers.
+    let mut c3 = server.conn();
+    let _: Value = redis::cmd("HELLO").arg(3).query(&mut c3).expect("HELLO 3");
+    for case in cases.iter().filter(|k| !k.writes) {
+        let reply = run_words(&mut c3, &case.words);
+        if let Some(why) = check_reply(case, &reply) {
+            failures.push(format!("{} {} (RESP3): {why}", case.at, case.text));
+        }
+    }
+    assert_eq!(
+        dataset_digest(&mut c),
+        digest,
+        "a RESP3 line changed the dataset"
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
@@ -362,6 +376,7 @@ fn every_command_gives_a_clear_answer_to_the_nasty_corpus() {
         cases.len(),
         failures.join("\n")
     );
+    drop(c3);
     assert!(server.alive());
     let log = server.log();
     assert!(
@@ -851,6 +866,145 @@ fn sweeps_over_hostile_queue_run_and_collection_keys_stay_consistent() {
         );
         assert!(!log.contains("panicked"), "a panic was logged:\n{log}");
     }
+}
+
+/// Sends one command on a raw socket and closes it without reading the reply.
+fn send_and_hang_up(port: u16, words: &[&str]) {
+    use std::io::Write;
+    let mut resp = format!("*{}\r\n", words.len());
+    for w in words {
+        resp.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+    }
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    socket.write_all(resp.as_bytes()).expect("send");
+    socket.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+#[test]
+fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
+    let policy = r#"{"rules":[{"name":"v","match":"v:*","ttl":"1h"}]}"#;
+    let mut server = Server::start_paused(Some(policy));
+    let mut c = server.conn();
+    config_set(&mut c, "retention.sweep-budget-us", "50");
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(200_000)
+        .arg("v")
+        .query(&mut c)
+        .expect("populate");
+    fill(&mut c, "list", "l", 500_000);
+    fill(&mut c, "zset", "z", 300_000);
+    call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.0.0"]);
+    let _: i64 = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, 30000 do \
+               redis.call('HSET', 'bull:q:' .. i, 'finishedOn', i) \
+               redis.call('ZADD', 'bull:q:completed', i, i) \
+             end return 1",
+        )
+        .arg(0)
+        .query(&mut c)
+        .expect("jobs");
+    // Hung up at once: every kind of sliced work, several at a time.
+    send_and_hang_up(server.port, &["RETENTION.SWEEP", "BUDGET", "50"]);
+    send_and_hang_up(server.port, &["RETENTION.TRIM", "l", "MAXLEN", "10"]);
+    send_and_hang_up(server.port, &["RETENTION.TRIM", "z", "MAXLEN", "10"]);
+    send_and_hang_up(
+        server.port,
+        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+    );
+    // Killed while blocked, from another client.
+    let mut victim = server.conn();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut victim)
+        .expect("id");
+    fill(&mut c, "list", "l2", 500_000);
+    let blocked = std::thread::spawn(move || {
+        redis::cmd("RETENTION.TRIM")
+            .arg(&["l2", "MAXLEN", "0"][..])
+            .query::<Value>(&mut victim)
+    });
+    std::thread::sleep(Duration::from_millis(5));
+    let _ = try_call(&mut c, &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]);
+    let _ = try_call(&mut c, &["CLIENT", "KILL", "ID", &id.to_string()]);
+    let _ = blocked.join().expect("victim thread");
+    // The work of the callers that went away finishes (or stops) on its own; the server
+    // answers meanwhile and afterwards.
+    let idle = wait_until(Duration::from_secs(60), || {
+        let status = call(&mut c, &["RETENTION.STATUS"]);
+        map_int(&status, "running") == 0
+    });
+    assert!(idle, "a pass is still running after 60 s");
+    let done = wait_until(Duration::from_secs(60), || {
+        let l: i64 = redis::cmd("LLEN").arg("l").query(&mut c).expect("LLEN");
+        let z: i64 = redis::cmd("ZCARD").arg("z").query(&mut c).expect("ZCARD");
+        l == 10 && z == 10
+    });
+    assert!(done, "the trims of callers that hung up did not finish");
+    let report = call(&mut c, &["RETENTION.SWEEP"]);
+    assert_eq!(map_int(&report, "errors"), 0);
+    let left: i64 = redis::cmd("ZCARD")
+        .arg("bull:q:completed")
+        .query(&mut c)
+        .expect("ZCARD");
+    assert_eq!(left, 0, "the clean of a caller that hung up did not finish");
+    assert!(server.alive());
+    let log = server.log();
+    assert!(
+        !log.contains("internal error"),
+        "a panic was logged:\n{log}"
+    );
+}
+
+#[test]
+fn concurrent_callers_on_the_same_keys_share_the_work_exactly() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    config_set(&mut c, "retention.sweep-budget-us", "50");
+    fill(&mut c, "stream", "s", 300_000);
+    call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.0.0"]);
+    let _: i64 = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, 20000 do \
+               redis.call('HSET', 'bull:q:' .. i, 'finishedOn', i) \
+               redis.call('ZADD', 'bull:q:completed', i, i) \
+             end return 1",
+        )
+        .arg(0)
+        .query(&mut c)
+        .expect("jobs");
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let mut conn = server.conn();
+            std::thread::spawn(move || {
+                let words: &[&str] = if i % 2 == 0 {
+                    &["RETENTION.TRIM", "s", "MAXLEN", "100"]
+                } else {
+                    &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"]
+                };
+                (i, try_call(&mut conn, words))
+            })
+        })
+        .collect();
+    let (mut trimmed, mut removed) = (0, 0);
+    for caller in callers {
+        let (i, reply) = caller.join().expect("caller");
+        let n: i64 = redis::from_redis_value(&reply.expect("reply")).expect("a count");
+        if i % 2 == 0 {
+            trimmed += n;
+        } else {
+            removed += n;
+        }
+    }
+    // Each entry and each job is removed by exactly one of the callers.
+    assert_eq!(trimmed, 300_000 - 100);
+    assert_eq!(removed, 20_000);
+    let len: i64 = redis::cmd("XLEN").arg("s").query(&mut c).expect("XLEN");
+    assert_eq!(len, 100);
+    let left: i64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(left, 3, "s, bull:q:meta and bull:q:events remain");
 }
 
 // ---------------------------------------------------------------------------------------
