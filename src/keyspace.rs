@@ -264,29 +264,29 @@ impl ExpireBatch {
         if self.staged.is_empty() {
             return 0;
         }
-        let selected = selected_db(ctx);
-        select_db(ctx, self.db);
-        let mut failed = 0;
-        for (ptr, at_ms) in std::mem::take(&mut self.staged) {
-            let name = KeyName {
-                // SAFETY: retained in `stage`, so non-null and alive.
-                ptr: unsafe { NonNull::new_unchecked(ptr) },
-                _lifetime: PhantomData,
-            };
-            match set_expire_now(ctx, name, at_ms) {
-                true => {
-                    self.names.push(ptr);
-                    self.times.push(at_ms);
-                }
-                false => {
-                    failed += 1;
-                    // SAFETY: retained in `stage`, released once.
-                    unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
+        let staged = std::mem::take(&mut self.staged);
+        in_db(ctx, self.db, || {
+            let mut failed = 0;
+            for (ptr, at_ms) in staged {
+                let name = KeyName {
+                    // SAFETY: retained in `stage`, so non-null and alive.
+                    ptr: unsafe { NonNull::new_unchecked(ptr) },
+                    _lifetime: PhantomData,
+                };
+                match set_expire_now(ctx, name, at_ms) {
+                    true => {
+                        self.names.push(ptr);
+                        self.times.push(at_ms);
+                    }
+                    false => {
+                        failed += 1;
+                        // SAFETY: retained in `stage`, released once.
+                        unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
+                    }
                 }
             }
-        }
-        select_db(ctx, selected);
-        failed
+            failed
+        })
     }
 
     /// Replicates the expire times set so far, in the database they were set in. Must run
@@ -295,13 +295,10 @@ impl ExpireBatch {
         if self.names.is_empty() {
             return;
         }
-        let selected = selected_db(ctx);
-        select_db(ctx, self.db);
-        match self.names.len() {
+        in_db(ctx, self.db, || match self.names.len() {
             1 => replicate_pexpireat(ctx, self.names[0], self.times[0]),
             _ => self.replicate_script(ctx),
-        }
-        select_db(ctx, selected);
+        });
         for name in self.names.drain(..) {
             // SAFETY: retained in `stage`.
             unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
@@ -366,7 +363,7 @@ impl Drop for ExpireBatch {
     fn drop(&mut self) {
         let staged = self.staged.drain(..).map(|(name, _)| name);
         for name in self.names.drain(..).chain(staged) {
-            // SAFETY: retained in `push` and not yet released.
+            // SAFETY: retained in `stage` and not yet released.
             unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
         }
     }
@@ -559,20 +556,29 @@ pub fn select_db(ctx: &Context, db: i32) -> bool {
     unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) == raw::REDISMODULE_OK as c_int }
 }
 
+/// Runs `f` with `db` selected, then selects again the database that was selected before.
+pub fn in_db<T>(ctx: &Context, db: i32, f: impl FnOnce() -> T) -> T {
+    let selected = selected_db(ctx);
+    select_db(ctx, db);
+    let out = f();
+    select_db(ctx, selected);
+    out
+}
+
 /// The databases that hold keys, in order. Found by selecting each in turn until the server
 /// refuses one (no `CONFIG GET databases`: hardened servers rename CONFIG away).
 pub fn databases_with_keys(ctx: &Context) -> Vec<i32> {
-    let selected = selected_db(ctx);
-    let mut found = Vec::new();
-    let mut db = 0;
-    while select_db(ctx, db) {
-        if db_size(ctx) > 0 {
-            found.push(db);
+    in_db(ctx, selected_db(ctx), || {
+        let mut found = Vec::new();
+        let mut db = 0;
+        while select_db(ctx, db) {
+            if db_size(ctx) > 0 {
+                found.push(db);
+            }
+            db += 1;
         }
-        db += 1;
-    }
-    select_db(ctx, selected);
-    found
+        found
+    })
 }
 
 /// How many keys of the context's selected database have no TTL: `INFO keyspace`'s keys −

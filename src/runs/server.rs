@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 
 use redis_module::{
     raw, CallOptionResp, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context,
-    ContextFlags, RedisString,
+    RedisString,
 };
 
 use super::names::{shown, RunSetNames};
@@ -371,9 +371,7 @@ pub fn score_reply(score: f64) -> i64 {
     score.floor() as i64
 }
 
-pub fn in_cluster(ctx: &Context) -> bool {
-    ctx.get_flags().contains(ContextFlags::CLUSTER)
-}
+pub use crate::cluster::in_cluster;
 
 /// The keys of one run set, opened on demand.
 pub struct RunSet<'c> {

@@ -283,8 +283,7 @@ pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Res
 /// The event loop's before-sleep hook: handle noted new keys, then one slice of the
 /// command pass or of a waiting sliced command, together for at most half the budget.
 pub fn on_before_sleep(ctx: &Context) {
-    let work_waiting = track::pending() || blocked::pending() || command_running();
-    if !work_waiting {
+    if !work_waiting() {
         eventloop::disarm();
         eventloop::note_work_done();
         return;
@@ -303,12 +302,17 @@ pub fn on_before_sleep(ctx: &Context) {
         }
         // Keep the loop spinning while work is left (also through an iteration sat out);
         // otherwise it would sleep until the next timer or client event (up to a cron period).
-        match track::pending() || blocked::pending() || command_running() {
+        match work_waiting() {
             true => eventloop::arm(),
             false => eventloop::disarm(),
         }
     }
     eventloop::note_work_done();
+}
+
+/// Noted keys, a SWEEP pass or a sliced command wait for the before-sleep hook.
+fn work_waiting() -> bool {
+    track::pending() || blocked::pending() || command_running()
 }
 
 fn command_running() -> bool {
