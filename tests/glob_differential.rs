@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Rng, Server, ServerOpts};
+use common::{scan_match, Rng, Server, ServerOpts};
 use redis_retention::policy::Glob;
 
 const NAME_BYTES: &[u8] = b"ab:c-_]^\\*?[{}1 \x00\x01\x7f\x80\xc3\xa9\xfe\xff";
@@ -71,26 +71,6 @@ fn derived_pattern(rng: &mut Rng, name: &[u8]) -> Vec<u8> {
         p.push(b'*');
     }
     p
-}
-
-fn scan_match(conn: &mut redis::Connection, pattern: &[u8]) -> BTreeSet<Vec<u8>> {
-    let mut out = BTreeSet::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(100_000)
-            .query(conn)
-            .expect("SCAN");
-        out.extend(keys);
-        if next == 0 {
-            return out;
-        }
-        cursor = next;
-    }
 }
 
 fn assert_same(

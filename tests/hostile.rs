@@ -449,26 +449,6 @@ fn glob_corpus() -> Vec<(Vec<u8>, Vec<u8>, bool)> {
         .collect()
 }
 
-fn scan_match(c: &mut Connection, pattern: &[u8]) -> BTreeSet<Vec<u8>> {
-    let mut found = BTreeSet::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .expect("SCAN");
-        found.extend(keys);
-        if next == 0 {
-            return found;
-        }
-        cursor = next;
-    }
-}
-
 #[test]
 fn glob_corpus_and_star_limit_agree_with_scan_match() {
     let policy = r#"{"rules":[{"name":"every","match":"*","ttl":"1h"}]}"#;

@@ -477,6 +477,30 @@ pub fn try_call(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<
     command.query(c)
 }
 
+/// Every key `SCAN MATCH pattern` returns (the server's own glob matcher), each once.
+pub fn scan_match(
+    c: &mut redis::Connection,
+    pattern: &[u8],
+) -> std::collections::BTreeSet<Vec<u8>> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(100_000)
+            .query(c)
+            .expect("SCAN");
+        found.extend(keys);
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
 /// Whether `key` exists in the selected database.
 pub fn exists(c: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS")
