@@ -201,7 +201,7 @@ fn replicaof_during_a_queue_clean_stops_it_and_the_old_master_goes_quiet() {
     call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.81.5"]);
     call(&mut c, &["SET", "bull:q:id", "1"]);
     let t0 = now_ms() - 86_400_000;
-    const JOBS: usize = 40_000;
+    const JOBS: usize = 100_000;
     for start in (0..JOBS).step_by(2_000) {
         let mut p = redis::pipe();
         for i in start..(start + 2_000).min(JOBS) {
