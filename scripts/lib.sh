@@ -22,7 +22,9 @@ ensure_deps() {
   ensure_pkg redis-server redis-server
   ensure_pkg redis-cli redis-tools
   # bindgen (used by the redis-module crate) needs libclang at build time.
-  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  # libclang.so itself: libclang-cpp.so (pulled in by other packages) does not do.
+  if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+    && ! compgen -G '/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*' >/dev/null; then
     ensure_pkg /nonexistent-libclang libclang-dev
   fi
   if ! command -v cargo >/dev/null 2>&1; then
