@@ -11,8 +11,17 @@ pub fn in_cluster(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::CLUSTER)
 }
 
-/// Ok when this node serves every key that starts with `base` (outside a cluster, always).
-pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str) -> Result<()> {
+/// Whether a command only reads its keys: a replica of the slot's master serves reads (as the
+/// server serves readonly commands on replicas), writes go to the master.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Ok when this node serves every key that starts with `base` for `access` (outside a
+/// cluster, always).
+pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str, access: Access) -> Result<()> {
     if !in_cluster(ctx) {
         return Ok(());
     }
@@ -25,14 +34,17 @@ pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str) -> Result<()
         )));
     }
     match slot_owner(ctx, slot) {
-        Some(owner) if !owner.is_me => Err(Error::Moved(format!("{slot} {}", owner.address))),
-        _ => Ok(()),
+        Some(owner) if owner.is_me || (owner.i_replicate && access == Access::Read) => Ok(()),
+        Some(owner) => Err(Error::Moved(format!("{slot} {}", owner.address))),
+        None => Ok(()),
     }
 }
 
 struct Owner {
     address: String,
     is_me: bool,
+    /// This node is one of the owner's replicas.
+    i_replicate: bool,
 }
 
 /// The master serving `slot`, from `CLUSTER SLOTS` (None when it cannot be told: then the
@@ -60,18 +72,24 @@ fn slot_owner(ctx: &Context, slot: u16) -> Option<Owner> {
         if !(lo..=hi).contains(&i64::from(slot)) {
             continue;
         }
-        let Some(Ok(CallReply::Array(node))) = range.get(2) else {
-            return None;
-        };
-        let text = |i: usize| match node.get(i) {
-            Some(Ok(CallReply::String(s))) => s.to_string(),
-            Some(Ok(CallReply::I64(n))) => Some(n.to_i64().to_string()),
+        // Entries 2.. are nodes: [host, port, id, ...], the master first, then its replicas.
+        let node = |i: usize| match range.get(i) {
+            Some(Ok(CallReply::Array(node))) => {
+                let text = |j: usize| match node.get(j) {
+                    Some(Ok(CallReply::String(s))) => s.to_string(),
+                    Some(Ok(CallReply::I64(n))) => Some(n.to_i64().to_string()),
+                    _ => None,
+                };
+                Some((text(0)?, text(1)?, text(2)?))
+            }
             _ => None,
         };
-        let (host, port, id) = (text(0)?, text(1)?, text(2)?);
+        let (host, port, id) = node(2)?;
+        let i_replicate = (3..range.len()).any(|i| node(i).is_some_and(|(_, _, r)| r == my_id));
         return Some(Owner {
             address: format!("{host}:{port}"),
             is_me: id == my_id,
+            i_replicate,
         });
     }
     None

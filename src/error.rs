@@ -26,6 +26,10 @@ pub enum Error {
     Server(String),
     /// Redis Cluster: the keys live on another node (`<slot> <host>:<port>`).
     Moved(String),
+    /// A write asked of a read-only replica (the server's own `READONLY` reply).
+    ReadOnlyReplica,
+    /// A write asked while the server holds writes (CLIENT PAUSE WRITE, FAILOVER).
+    WritesPaused(String),
 }
 
 impl Error {
@@ -47,6 +51,10 @@ impl fmt::Display for Error {
             Error::NoPerm(m) => write!(f, "NOPERM {m}"),
             Error::Server(m) => write!(f, "ERR {m}"),
             Error::Moved(m) => write!(f, "MOVED {m}"),
+            Error::ReadOnlyReplica => {
+                f.write_str("READONLY You can't write against a read only replica.")
+            }
+            Error::WritesPaused(m) => write!(f, "ERR {m}: the server holds writes now (CLIENT PAUSE WRITE or a failover); try again when it is over"),
         }
     }
 }

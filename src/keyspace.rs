@@ -8,8 +8,9 @@ use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use redis_module::{raw, Context};
+use redis_module::{raw, Context, ContextFlags};
 
+use crate::error::Error;
 use crate::policy::KeyType;
 use crate::replication;
 
@@ -529,6 +530,20 @@ pub fn latency_sample(event: &str, ms: i64) {
 pub fn avoid_replica_traffic() -> bool {
     // SAFETY: the API table is filled once at load; the function takes no arguments.
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
+/// Ok when the command running in `ctx` may write now. Commands registered `readonly` (so
+/// that replicas and paused servers serve their reads) ask this before a write: the server
+/// does not stop them on a replica or during CLIENT PAUSE WRITE as it stops `write` commands.
+pub fn may_write(ctx: &Context, what: &str) -> Result<(), Error> {
+    let flags = ctx.get_flags();
+    if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::READONLY) {
+        return Err(Error::ReadOnlyReplica);
+    }
+    if avoid_replica_traffic() {
+        return Err(Error::WritesPaused(what.to_string()));
+    }
+    Ok(())
 }
 
 /// used_memory / maxmemory (0 when maxmemory is not set).

@@ -150,12 +150,14 @@ mod registration {
             ["retention.reload", guarded!(admin::cmd_reload), "admin", 0, 0, 0, ""],
             ["retention.stats", guarded!(admin::cmd_stats), "readonly", 0, 0, 0, ""],
             ["retention.trim", guarded!(trim::cmd_trim), "write", 1, 1, 1, ""],
-            ["retention.jobs", guarded!(queue::cmd_jobs), "write", 0, 0, 0, ""],
+            // readonly: COUNTS is served on replicas; CLEAN checks it may write (queue::command).
+            ["retention.jobs", guarded!(queue::cmd_jobs), "readonly", 0, 0, 0, ""],
             ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
             ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
             ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],
-            ["activeruns.page", guarded!(runs::cmd_page), "write", 1, 1, 1, ""],
-            ["activeruns.after", guarded!(runs::cmd_after), "write", 1, 1, 1, ""],
+            // readonly: served on replicas; they repair holes only where writes are allowed.
+            ["activeruns.page", guarded!(runs::cmd_page), "readonly", 1, 1, 1, ""],
+            ["activeruns.after", guarded!(runs::cmd_after), "readonly", 1, 1, 1, ""],
             ["activeruns.count", guarded!(runs::cmd_count), "readonly fast", 1, 1, 1, ""],
             ["activeruns.expire", guarded!(runs::cmd_expire), "write", 1, 1, 1, ""],
             ["activeruns.migrate", guarded!(runs::cmd_migrate), "write deny-oom", 1, 2, 1, ""],

@@ -252,37 +252,50 @@ fn runs_rule_sweeps_each_node_and_skips_untagged_bases() {
     );
 }
 
-/// `RETENTION.JOBS` builds its keys from `<prefix>:<queue>:`: the wrong node answers MOVED
+/// `RETENTION.JOBS` builds its keys from `<prefix>:<queue>:`: the wrong master answers MOVED
 /// (as for declared keys) and a cluster client follows it; a queue spread over slots is
-/// refused. `RETENTION.TRIM` declares its key: the server itself redirects.
+/// refused. `RETENTION.TRIM` declares its key: the server itself redirects. The owner's
+/// replica serves the reads (COUNTS, PAGE after READONLY) and sends CLEAN to its master.
 #[test]
 fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_route_them() {
-    let cluster = start(POLICY);
+    let cluster = Cluster::start(POLICY, 3, 1, ServerOpts::default().paused());
     let mut c = cluster.client();
     let base = "bull:{orders}:";
     let old = (now_ms() - 86_400_000).to_string();
     let _: () = q(&mut c, &["SET", &format!("{base}id"), "1"]).unwrap();
-    let _: i64 = q(
-        &mut c,
-        &[
-            "HSET",
-            &format!("{base}1"),
-            "timestamp",
-            &old,
-            "finishedOn",
-            &old,
-        ],
-    )
-    .unwrap();
-    let _: i64 = q(&mut c, &["ZADD", &format!("{base}completed"), &old, "1"]).unwrap();
+    for id in ["1", "2"] {
+        let job = format!("{base}{id}");
+        let _: i64 = q(
+            &mut c,
+            &["HSET", &job, "timestamp", &old, "finishedOn", &old],
+        )
+        .unwrap();
+        let _: i64 = q(&mut c, &["ZADD", &format!("{base}completed"), &old, id]).unwrap();
+    }
     let _: i64 = q(&mut c, &["RPUSH", "trim:{orders}", "a", "b", "c"]).unwrap();
+    let runs = "runs:active:{orders}:web";
+    let _: i64 = q(&mut c, &["ACTIVERUNS.ADD", runs, "r1", "{}"]).unwrap();
     let slot = key_slot(&mut cluster.nodes[0].conn(), &format!("{base}id"));
-    let owner = cluster.slot_owner(slot).port;
-    for node in cluster.nodes.iter().filter(|n| n.port != owner) {
+    let owner = cluster.slot_owner(slot);
+    let owner_port = owner.port;
+    for node in cluster
+        .current_masters()
+        .into_iter()
+        .filter(|n| n.port != owner_port)
+    {
         let mut wrong = node.conn();
         for args in [
             &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
+            &[
+                "RETENTION.JOBS",
+                "bull",
+                "{orders}",
+                "CLEAN",
+                "completed",
+                "1h",
+            ],
             &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"],
+            &["ACTIVERUNS.PAGE", runs, "1", "10"],
         ] {
             let err = redis::cmd(args[0])
                 .arg(&args[1..])
@@ -290,25 +303,72 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
                 .expect_err("the wrong node answered");
             assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
             assert!(
-                err.to_string().contains(&owner.to_string()),
-                "{args:?} must name the owner {owner}: {err}"
+                err.to_string().contains(&owner_port.to_string()),
+                "{args:?} must name the owner {owner_port}: {err}"
             );
         }
     }
-    // A client that follows MOVED to the node it names (redis-rs's cluster client instead
-    // re-routes by its own table, where the first argument is taken for the key).
+
+    // The owner's replica (in READONLY mode, as cluster clients read from replicas).
+    let replica = cluster.replicas_of(owner)[0];
+    let mut r = replica.conn();
+    let _: () = redis::cmd("READONLY").query(&mut r).expect("READONLY");
+    let _: () = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut owner.conn())
+        .map(|_: i64| ())
+        .expect("WAIT");
+    let counts: Value = redis::cmd("RETENTION.JOBS")
+        .arg(&["bull", "{orders}", "COUNTS"])
+        .query(&mut r)
+        .expect("COUNTS on the replica");
+    assert_eq!(map_int(&counts, "completed"), 2);
+    let page: Value = redis::cmd("ACTIVERUNS.PAGE")
+        .arg(&[runs, "1", "10"])
+        .query(&mut r)
+        .expect("PAGE on the replica");
+    assert!(
+        matches!(&page, Value::Array(p) if p[0] == Value::Int(1)),
+        "{page:?}"
+    );
+    let err = redis::cmd("RETENTION.JOBS")
+        .arg(&["bull", "{orders}", "CLEAN", "completed", "1h"])
+        .query::<Value>(&mut r)
+        .expect_err("CLEAN on a replica");
+    assert_eq!(err.code(), Some("MOVED"), "{err}");
+    assert!(err.to_string().contains(&owner_port.to_string()), "{err}");
+
+    // A client that follows MOVED to the node it names, as redis-cli -c does.
     let mut any = cluster.nodes[0].conn();
     let counts = follow_moved(&mut any, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]);
-    assert_eq!(map_int(&counts, "completed"), 1);
+    assert_eq!(map_int(&counts, "completed"), 2);
     let clean = [
         "RETENTION.JOBS",
         "bull",
         "{orders}",
         "CLEAN",
         "completed",
-        "1h",
+        "30d",
+        "1",
     ];
     assert_eq!(follow_moved(&mut any, &clean), Value::Int(1));
+    // The cluster client: it routes by the first argument, then follows the MOVED.
+    let counts: Value = q(&mut c, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]).unwrap();
+    assert_eq!(map_int(&counts, "completed"), 1);
+    let cleaned: i64 = q(
+        &mut c,
+        &[
+            "RETENTION.JOBS",
+            "bull",
+            "{orders}",
+            "CLEAN",
+            "completed",
+            "1h",
+        ],
+    )
+    .unwrap();
+    assert_eq!(cleaned, 1);
     let trimmed: i64 = q(&mut c, &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"]).unwrap();
     assert_eq!(trimmed, 2);
     let spread = redis::cmd("RETENTION.JOBS")

@@ -18,6 +18,7 @@ use super::finished::{CleanFinished, EventMode};
 use super::layout::FinishedSet;
 use crate::acl::{self, KeyAccess};
 use crate::args::{parse_i64, Args, OptionSet};
+use crate::cluster::{self, Access};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
 use crate::policy::{FinishedRetention, QueueFlavor};
@@ -42,15 +43,16 @@ pub fn cmd_jobs(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         return Err(Error::arg("<prefix> and <queue> must not be empty"));
     }
     let base = key(&[&prefix, b":", &queue, b":"]);
-    crate::cluster::require_keys_here(ctx, &base, COMMAND)?;
     let sub = args.next_str("COUNTS or CLEAN")?;
     match sub.to_ascii_uppercase().as_str() {
         "COUNTS" => {
+            cluster::require_keys_here(ctx, &base, COMMAND, Access::Read)?;
             let flavor = parse_flavor_only(args)?;
             acl::require_keys_under(ctx, &base, KeyAccess::Read)?;
             counts(ctx, &base, flavor)
         }
         "CLEAN" => {
+            cluster::require_keys_here(ctx, &base, COMMAND, Access::Write)?;
             let req = parse_clean(args)?;
             acl::require_admin(ctx, "RETENTION.JOBS CLEAN")?;
             acl::require_keys_under(ctx, &base, KeyAccess::Write)?;
@@ -288,6 +290,14 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     let cannot_block = ctx
         .get_flags()
         .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA);
+    // JOBS is registered readonly (COUNTS is served on replicas and during pauses), so the
+    // server does not hold CLEAN as it holds write commands: the module does. While writes
+    // are held, a client that can wait waits (the slices hold too); one in MULTI is refused.
+    let held = match keyspace::may_write(ctx, "RETENTION.JOBS CLEAN") {
+        Err(Error::WritesPaused(_)) if !cannot_block => true,
+        Err(refused) => return Err(refused),
+        Ok(()) => false,
+    };
     if cannot_block && card > INLINE_MAX_JOBS {
         return Err(Error::arg(format!(
             "{} holds {card} jobs: too many to clean inside MULTI or a script (limit {INLINE_MAX_JOBS}); call RETENTION.JOBS directly, it runs in slices",
@@ -311,7 +321,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
         true => Duration::from_secs(3600),
         false => Duration::from_micros(config::sweep_budget_us()),
     };
-    if run_slice(ctx, &mut work, &env, budget) == Progress::Done {
+    if !held && run_slice(ctx, &mut work, &env, budget) == Progress::Done {
         return Ok(clean_reply(&work, req.dry_run));
     }
     Ok(blocked::block(ctx, Box::new(CleanRun { work, env })))

@@ -1,14 +1,17 @@
 //! ACTIVERUNS.PAGE (by position) and ACTIVERUNS.AFTER (by keyset): one round trip,
-//! O(log N + size), and never a hole: an indexed id without a document is removed from the
-//! index (replicated as ZREM) and the window is read again.
+//! O(log N + size), and never a hole: an indexed id without a document is left out of the
+//! reply. Where writes are allowed (a master, not paused, not in a script) it is also
+//! removed from the index (replicated as ZREM) and the window read again; replicas and
+//! read-only scripts get the page without the missing runs, so they are registered readonly.
 
-use redis_module::{Context, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
 use super::names::shown;
 use super::server::{reply_page, Documents, Item, Order, RunSet};
 use super::MAX_PAGE_SIZE;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
+use crate::keyspace;
 
 /// Re-reads of a window after repairing holes in it. Each round removes every hole it saw,
 /// so a page comes back short only when the index is mostly holes; the next call goes on.
@@ -43,7 +46,9 @@ pub fn cmd_page(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let start = (page - 1).saturating_mul(size);
     let (total, items, docs) = match set.count()? {
         count if start >= count => (count, Vec::new(), Documents::none()),
-        _ => rows_with_repair(&set, |set| window_by_rank(set, start, size, order))?,
+        _ => rows_with_repair(&set, may_repair(ctx), |set| {
+            window_by_rank(set, start, size, order)
+        })?,
     };
     reply_page(ctx, total, &items, &docs, with_scores);
     Ok(RedisValue::NoReply)
@@ -71,8 +76,9 @@ pub fn cmd_after(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     args.done()?;
     let set = RunSet::open(ctx, base.as_slice())?;
     let marker = marker.as_slice();
-    let (total, items, docs) =
-        rows_with_repair(&set, |set| window_after(set, score, marker, size, order))?;
+    let (total, items, docs) = rows_with_repair(&set, may_repair(ctx), |set| {
+        window_after(set, score, marker, size, order)
+    })?;
     reply_page(ctx, total, &items, &docs, true);
     Ok(RedisValue::NoReply)
 }
@@ -134,16 +140,27 @@ fn window_after(
         .unwrap_or_default())
 }
 
-/// Reads the window and the documents of its ids; ids without a document are removed from
-/// the index and the window is read again (the window function sees the repaired index).
+/// Whether PAGE/AFTER may remove the holes they see. Not on a replica or while writes are
+/// held, and not inside a script: a read-only script (EVAL_RO) may call these commands.
+fn may_repair(ctx: &Context) -> bool {
+    !ctx.get_flags().contains(ContextFlags::LUA) && keyspace::may_write(ctx, "repair").is_ok()
+}
+
+/// Reads the window and the documents of its ids; with `repair`, ids without a document are
+/// removed from the index and the window is read again (the window function sees the
+/// repaired index). The reply leaves such ids out either way.
 fn rows_with_repair(
     set: &RunSet,
+    repair: bool,
     window: impl Fn(&RunSet) -> Result<Vec<Item>>,
 ) -> Result<(u64, Vec<Item>, Documents)> {
     let mut round = 0;
     loop {
         let items = window(set)?;
         let docs = set.documents_of(&items)?;
+        if !repair {
+            return Ok((set.count()?, items, docs));
+        }
         let holes: Vec<&[u8]> = items
             .iter()
             .enumerate()
