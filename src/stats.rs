@@ -61,6 +61,36 @@ impl Tally {
     }
 }
 
+/// Per-rule counters of a slice or a pass, kept only for the rules that did something: a
+/// policy may hold 100k rules, and a slice that zeroed and summed one counter per rule
+/// spent its whole budget on that before its first key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RuleTallies(BTreeMap<usize, Tally>);
+
+impl RuleTallies {
+    /// Adds to the counters of rule number `rule` (its index in the policy).
+    pub fn add(&mut self, rule: usize, delta: &Tally) {
+        if *delta != Tally::default() {
+            self.0.entry(rule).or_default().add(delta);
+        }
+    }
+
+    pub fn add_all(&mut self, other: &RuleTallies) {
+        for (rule, delta) in other.iter() {
+            self.add(rule, delta);
+        }
+    }
+
+    /// The counters of rule number `rule` (zero when it did nothing).
+    pub fn of(&self, rule: usize) -> Tally {
+        self.0.get(&rule).copied().unwrap_or_default()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Tally)> {
+        self.0.iter().map(|(rule, t)| (*rule, t))
+    }
+}
+
 /// Counters of the whole module since load (or the last `RETENTION.STATS RESET`).
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -126,11 +156,11 @@ pub fn note_policy_rules(policy: &Policy) {
 }
 
 /// Adds work done to the totals and to the counters of the rules that did it.
-pub fn record_work(policy: &Policy, total: &Tally, per_rule: &[Tally]) {
+pub fn record_work(policy: &Policy, total: &Tally, per_rule: &RuleTallies) {
     with_stats(|s| {
         s.total.add(total);
-        for (rule, delta) in policy.rules.iter().zip(per_rule) {
-            if *delta != Tally::default() {
+        for (index, delta) in per_rule.iter() {
+            if let Some(rule) = policy.rules.get(index) {
                 s.per_rule.entry(rule.name.clone()).or_default().add(delta);
             }
         }

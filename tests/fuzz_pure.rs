@@ -1480,3 +1480,62 @@ proptest! {
         }
     }
 }
+
+/// Key names near the rules' patterns: a literal head of a generated glob (or queue prefix)
+/// with a random tail, sometimes a run-set suffix.
+fn name_near_rules() -> impl Strategy<Value = Vec<u8>> {
+    let heads = prop::sample::select(vec![
+        "",
+        "a",
+        "b:",
+        "ab",
+        "b:a",
+        "runs:active:",
+        "bull:",
+        "jobs:",
+        "my:app:",
+        "b{x}:",
+        "é",
+        "a]b:",
+        "q\\:",
+        "{w}",
+        "\\",
+        "[",
+    ]);
+    let tails = prop::collection::vec(prop::sample::select(b"ab:z{w}-]\\*?[".to_vec()), 0..6);
+    let suffix = prop::sample::select(vec!["", "", ":index", ":data", ":id", ":meta"]);
+    (heads, tails, suffix).prop_map(|(h, t, s)| [h.as_bytes(), &t, s.as_bytes()].concat())
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// Policies above the linear-scan size find a key's rule through the literal-prefix
+    /// index: the answer must be the first rule that governs it, rule by rule.
+    #[test]
+    fn the_rule_index_finds_the_first_governing_rule(
+        rules in prop::collection::vec(valid_rule(), 33..90),
+        names in prop::collection::vec((name_near_rules(), key_type_name()), 64),
+    ) {
+        let rules: Vec<Value> = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.insert("name".into(), json!(format!("n{i}")));
+                Value::Object(r)
+            })
+            .collect();
+        let whole = parse_policy(&json!({ "rules": rules }).to_string()).expect("policy");
+        let alone: Vec<Policy> = rules
+            .iter()
+            .map(|r| parse_policy(&json!({ "rules": [r] }).to_string()).expect("one rule"))
+            .collect();
+        for (name, type_name) in &names {
+            let key_type = KeyType::from_name(type_name).expect("type");
+            let first = alone.iter().position(|p| p.rule_for(name, key_type).is_some());
+            prop_assert_eq!(whole.rule_for(name, key_type), first, "{:?}", shown(name));
+            let any = alone.iter().any(|p| p.may_govern(name));
+            prop_assert_eq!(whole.may_govern(name), any, "{:?}", shown(name));
+        }
+    }
+}

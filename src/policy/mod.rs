@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod glob;
+mod index;
 mod parse;
 mod render;
 
@@ -60,7 +61,9 @@ impl KeyType {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// In first-match order. Read-only: the index below is built from them.
     pub rules: Vec<Rule>,
+    index: index::RuleIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,8 +233,29 @@ impl Rule {
 }
 
 impl Policy {
+    pub fn new(rules: Vec<Rule>) -> Policy {
+        let index = match rules.len() > index::LINEAR_MAX {
+            true => index::RuleIndex::new(&rules),
+            false => index::RuleIndex::default(),
+        };
+        Policy { rules, index }
+    }
+
     pub fn empty() -> Policy {
-        Policy { rules: Vec::new() }
+        Policy::new(Vec::new())
+    }
+
+    /// The first rule, in order, for which `pred` holds among those that may match `name`:
+    /// every rule of a small policy, else those whose patterns' literal prefixes `name`
+    /// starts with (`pred` must imply that the rule's selector matches `name`).
+    fn first_rule(&self, name: &[u8], pred: impl Fn(&Rule) -> bool) -> Option<usize> {
+        if self.rules.len() <= index::LINEAR_MAX {
+            return self.rules.iter().position(pred);
+        }
+        self.index
+            .candidates(name)
+            .into_iter()
+            .find(|&i| self.rules.get(i).is_some_and(&pred))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -240,15 +264,14 @@ impl Policy {
 
     /// The index of the first rule that governs this key, if any.
     pub fn rule_for(&self, name: &[u8], key_type: KeyType) -> Option<usize> {
-        self.rules
-            .iter()
-            .position(|r| r.selects(name, key_type) || r.claims(name))
+        self.first_rule(name, |r| r.selects(name, key_type) || r.claims(name))
     }
 
     /// Whether some rule could govern a key of this name, whatever its type: lets the new-key
     /// path drop names no rule is about without opening the key.
     pub fn may_govern(&self, name: &[u8]) -> bool {
-        self.rules.iter().any(|r| r.selector.matches(name))
+        self.first_rule(name, |r| r.selector.matches(name))
+            .is_some()
     }
 
     /// Whether the rules in scope (all, or only rule `only`) can act only on keys without a

@@ -69,7 +69,7 @@ fn parse_document(doc: &Value) -> Parsed<Policy> {
         }
         rules.push(rule);
     }
-    Ok(Policy { rules })
+    Ok(Policy::new(rules))
 }
 
 const RULE_FIELDS: [&str; 12] = [

@@ -11,7 +11,7 @@ use super::plan::{idle_allows, plan_pressure_ttl, plan_ttl, TtlPlan};
 use super::work::{plan_work, run_queue, Planned, Queued, WorkEnv, WorkQueue};
 use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
-use crate::stats::{self, Tally};
+use crate::stats::{self, RuleTallies, Tally};
 use crate::time::now_ms;
 
 /// On keys that need nothing the clock is read once per this many scan steps (about one
@@ -92,7 +92,7 @@ pub struct KeyRules<'a> {
 /// Where the outcome of visiting keys goes.
 pub struct KeySink<'a> {
     pub tally: &'a mut Tally,
-    pub per_rule: &'a mut [Tally],
+    pub per_rule: &'a mut RuleTallies,
     pub pending: &'a mut WorkQueue,
     /// Expire times set but not yet replicated.
     pub expires: &'a mut ExpireBatch,
@@ -153,9 +153,7 @@ pub fn apply_policy_to_key(
         }
     }
     sink.tally.add(&delta);
-    if let Some(t) = sink.per_rule.get_mut(index) {
-        t.add(&delta);
-    }
+    sink.per_rule.add(index, &delta);
 }
 
 fn apply_ttl_plan(
@@ -184,7 +182,7 @@ pub struct Pass {
     policy: Rc<Policy>,
     cursor: ScanCursor,
     tally: Tally,
-    per_rule: Vec<Tally>,
+    per_rule: RuleTallies,
     pending: WorkQueue,
     expires: ExpireBatch,
     scan_done: bool,
@@ -199,14 +197,13 @@ pub struct Pass {
 
 impl Pass {
     pub fn new(kind: PassKind, opts: PassOptions, policy: Rc<Policy>) -> Pass {
-        let rules = policy.rules.len();
         Pass {
             kind,
             opts,
             policy,
             cursor: ScanCursor::new(),
             tally: Tally::default(),
-            per_rule: vec![Tally::default(); rules],
+            per_rule: RuleTallies::default(),
             pending: VecDeque::new(),
             expires: ExpireBatch::new(),
             scan_done: false,
@@ -262,7 +259,7 @@ impl Pass {
             self.finished_early = Some("every key in the database has a TTL");
         }
         let mut slice = Tally::default();
-        let mut rule_delta = vec![Tally::default(); self.per_rule.len()];
+        let mut rule_delta = RuleTallies::default();
         loop {
             let pending = &mut self.pending;
             if !run_queue(ctx, &env, deadline, pending, &mut slice, &mut rule_delta) {
@@ -318,7 +315,7 @@ impl Pass {
         env: WorkEnv,
         under_pressure: bool,
         slice: &mut Tally,
-        rule_delta: &mut [Tally],
+        rule_delta: &mut RuleTallies,
     ) {
         // Queued work may have selected another database.
         keyspace::select_db(ctx, self.opts.db);
@@ -376,7 +373,7 @@ impl Pass {
     fn finish_slice(
         &mut self,
         slice: &Tally,
-        rule_delta: &[Tally],
+        rule_delta: &RuleTallies,
         elapsed_us: u64,
         budget_us: u64,
     ) {
@@ -390,9 +387,7 @@ impl Pass {
             > 0;
         self.max_slice_us = self.max_slice_us.max(elapsed_us);
         self.tally.add(slice);
-        for (total, delta) in self.per_rule.iter_mut().zip(rule_delta) {
-            total.add(delta);
-        }
+        self.per_rule.add_all(rule_delta);
         stats::record_work(&self.policy, slice, rule_delta);
         if stats::record_slice(elapsed_us, budget_us) {
             keyspace::latency_sample("retention-sweep", (elapsed_us / 1000) as i64);
@@ -408,12 +403,9 @@ impl Pass {
                 .policy
                 .rules
                 .iter()
-                .zip(&self.per_rule)
-                .filter(|(r, _)| {
-                    self.opts.only_rule.is_none()
-                        || self.policy.rule_index(&r.name) == self.opts.only_rule
-                })
-                .map(|(r, t)| (r.name.clone(), *t))
+                .enumerate()
+                .filter(|(i, _)| self.opts.only_rule.is_none_or(|only| only == *i))
+                .map(|(i, r)| (r.name.clone(), self.per_rule.of(i)))
                 .collect(),
             started_ms: self.started_ms,
             duration_ms: self.elapsed_ms(),

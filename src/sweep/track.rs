@@ -18,7 +18,7 @@ use super::work::{run_queue, WorkEnv, WorkQueue};
 use crate::config;
 use crate::keyspace::{self, ExpireBatch, OpenKey, OwnedName};
 use crate::policy::{Action, Policy, Selector};
-use crate::stats::{self, Tally};
+use crate::stats::{self, RuleTallies, Tally};
 use crate::time::now_ms;
 
 /// A key noted by a notification, waiting to be looked at.
@@ -129,7 +129,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
     let now_ms = now_ms();
     let dry_run = config::dry_run();
     let mut tally = Tally::default();
-    let mut per_rule = vec![Tally::default(); policy.rules.len()];
+    let mut per_rule = RuleTallies::default();
     let (mut work, mut expires) = TRACKER.with(|t| {
         let mut t = t.borrow_mut();
         (std::mem::take(&mut t.work), std::mem::take(&mut t.expires))

@@ -11,7 +11,7 @@ use redis_module::Context;
 
 use crate::keyspace;
 use crate::policy::{ActionKind, KeyType, Rule};
-use crate::stats::Tally;
+use crate::stats::{RuleTallies, Tally};
 
 /// What a work item needs to know about the pass it runs in.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub fn run_queue(
     deadline: Instant,
     queue: &mut WorkQueue,
     tally: &mut Tally,
-    per_rule: &mut [Tally],
+    per_rule: &mut RuleTallies,
 ) -> bool {
     while let Some(item) = queue.front_mut() {
         if Instant::now() >= deadline {
@@ -77,9 +77,7 @@ pub fn run_queue(
             ctx.log_warning("retention: a work item panicked; it was dropped");
         }
         tally.add(&t);
-        if let Some(r) = per_rule.get_mut(item.rule) {
-            r.add(&t);
-        }
+        per_rule.add(item.rule, &t);
         if progress == Progress::Done {
             queue.pop_front();
         }
