@@ -114,7 +114,6 @@ struct Case {
     words: Vec<Vec<u8>>,
     expect: Expect,
     writes: bool,
-    long_echo: bool,
 }
 
 fn command_corpus() -> Vec<Case> {
@@ -145,9 +144,7 @@ fn command_corpus() -> Vec<Case> {
                 }
                 None => false,
             };
-            let long_echo = flag("+long-echo");
             let writes = flag("+writes");
-            let long_echo = long_echo || flag("+long-echo");
             let expect = match expectation.split_once(' ') {
                 _ if expectation == "ok" => Expect::Ok,
                 _ if expectation == "WRONGTYPE" => Expect::WrongType,
@@ -163,7 +160,6 @@ fn command_corpus() -> Vec<Case> {
                 words: command.split(' ').map(unescape_word).collect(),
                 expect,
                 writes,
-                long_echo,
             });
         }
     }
@@ -201,7 +197,7 @@ fn check_reply(case: &Case, reply: &redis::RedisResult<Value>) -> Option<String>
     }
     let code = error.code().unwrap_or("?");
     let detail = error.detail().unwrap_or("");
-    if !case.long_echo && detail.len() > MAX_ERROR_BYTES {
+    if detail.len() > MAX_ERROR_BYTES {
         return Some(format!(
             "error of {} bytes echoes the input: {}...",
             detail.len(),

@@ -17,7 +17,7 @@ use super::detect::{detect_flavor, flavor_evidence, queue_exists, Evidence};
 use super::finished::{CleanFinished, EventMode};
 use super::layout::FinishedSet;
 use crate::acl::{self, KeyAccess};
-use crate::args::{parse_i64, Args, OptionSet};
+use crate::args::{parse_i64, shown, Args, OptionSet};
 use crate::cluster::{self, Access};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
@@ -59,7 +59,8 @@ pub fn cmd_jobs(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
             clean(ctx, base, req)
         }
         other => Err(Error::arg(format!(
-            "unknown subcommand '{other}' for {COMMAND} (expected COUNTS or CLEAN)"
+            "unknown subcommand '{}' for {COMMAND} (expected COUNTS or CLEAN)",
+            shown(other.as_bytes())
         ))),
     }
 }
@@ -146,7 +147,8 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
             }
             _ => {
                 return Err(Error::arg(format!(
-                    "unknown option '{word}' for {COMMAND} CLEAN (expected [<max_count>] [DRYRUN] [FLAVOR bullmq|bull])"
+                    "unknown option '{}' for {COMMAND} CLEAN (expected [<max_count>] [DRYRUN] [FLAVOR bullmq|bull])",
+                    shown(word.as_bytes())
                 )))
             }
         }
@@ -171,17 +173,17 @@ fn parse_max_age_ms(text: &str) -> Result<i64> {
 
 /// The queue's flavor: as given (checked against the evidence), else detected.
 fn resolve_flavor(calls: &Calls, base: &[u8], given: Option<QueueFlavor>) -> Result<QueueFlavor> {
-    let shown = String::from_utf8_lossy(base);
+    let base_shown = shown(base);
     match given {
         Some(QueueFlavor::Bull) if flavor_evidence(calls, base) == Evidence::BullMq => {
             Err(Error::arg(format!(
-                "FLAVOR bull given, but {shown}meta/events say this is a BullMQ queue"
+                "FLAVOR bull given, but {base_shown}meta/events say this is a BullMQ queue"
             )))
         }
         Some(flavor) => Ok(flavor),
         None => detect_flavor(calls, base).ok_or_else(|| {
             Error::arg(format!(
-                "no queue at {shown}* (no id, meta or state keys); give FLAVOR bullmq|bull to use it anyway"
+                "no queue at {base_shown}* (no id, meta or state keys); give FLAVOR bullmq|bull to use it anyway"
             ))
         }),
     }

@@ -58,9 +58,7 @@ impl RunSetNames {
 /// Bytes a client sent, fit for an error message: the server's error replies are ASCII
 /// only (the crate truncates other characters to one byte, which breaks clients), so
 /// anything else is shown escaped, `\xff` style.
-pub fn shown(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
+pub use crate::args::shown;
 
 /// Run ids are text: clients show them, put them in URLs and JSON. Control characters and
 /// invalid UTF-8 are refused so that every stored id round-trips through any client.

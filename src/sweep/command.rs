@@ -6,7 +6,7 @@ use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisString, RedisValue};
 
 use super::pass::{Pass, PassOptions, PassReport};
-use crate::args::{Args, OptionSet};
+use crate::args::{shown, Args, OptionSet};
 use crate::config::{MAX_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US};
 use crate::error::{Error, Result};
 use crate::keyspace;
@@ -40,7 +40,8 @@ fn parse_sweep_args(args: Vec<RedisString>, db: i32) -> Result<PassOptions> {
                 let name = args.next_str("RULE <name>")?;
                 let index = policy.rule_index(&name).ok_or_else(|| {
                     Error::arg(format!(
-                        "no rule named '{name}' in the policy (see RETENTION.POLICY)"
+                        "no rule named '{}' in the policy (see RETENTION.POLICY)",
+                        shown(name.as_bytes())
                     ))
                 })?;
                 opts.only_rule = Some(index);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, ContextFlags, KeyType as RawKeyType, RedisString, RedisValue};
 
 use super::work::{Failure, Shape, TrimWork};
-use crate::args::parse_i64;
+use crate::args::{parse_i64, shown};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
 use crate::policy::{ListEnd, ScoreUnit, TrimAction};
@@ -60,7 +60,8 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
             .find(|o| o.eq_ignore_ascii_case(&text))
             .ok_or_else(|| {
                 Error::arg(format!(
-                    "unknown option '{text}' for RETENTION.TRIM (expected one of: {})",
+                    "unknown option '{}' for RETENTION.TRIM (expected one of: {})",
+                    shown(word),
                     OPTIONS.join(", ")
                 ))
             })?;
@@ -77,7 +78,10 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
             "MAXLEN" => {
                 let text = value("a count")?;
                 let n = parse_i64(&text).filter(|n| *n >= 0).ok_or_else(|| {
-                    Error::arg(format!("MAXLEN must be a whole number >= 0 (got '{text}')"))
+                    Error::arg(format!(
+                        "MAXLEN must be a whole number >= 0 (got '{}')",
+                        shown(text.as_bytes())
+                    ))
                 })?;
                 req.action.max_len = Some(n as u64);
             }
