@@ -24,15 +24,76 @@ type Parsed<T> = Result<T, String>;
 
 /// Parses and validates a policy document.
 pub fn parse_policy(text: &str) -> Result<Policy, PolicyError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| PolicyError {
+    // Editors on Windows save UTF-8 with a byte-order mark; JSON parsers refuse it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let json_error = |e: serde_json::Error| PolicyError {
         message: format!(
             "line {}, column {}: invalid JSON: {}",
             e.line(),
             e.column(),
             strip_position(&e.to_string())
         ),
-    })?;
+    };
+    // serde_json keeps the last of two equal keys: `{"ttl":"1d", ..., "ttl":"1h"}` would
+    // silently mean 1h. Refused, with the position of the second.
+    serde_json::from_str::<NoDuplicateKeys>(text).map_err(json_error)?;
+    let doc: Value = serde_json::from_str(text).map_err(json_error)?;
     parse_document(&doc).map_err(|message| PolicyError { message })
+}
+
+/// A walk of a JSON document that fails on an object with a key given twice.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "\"{}\" given twice in one object",
+                    clipped(&key)
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(self)
+    }
 }
 
 /// serde_json appends " at line L column C"; the position is already given up front.
