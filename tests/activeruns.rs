@@ -800,7 +800,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             vec!["ACTIVERUNS.PAGE", b, "1", "10", "WITHSCORES", "WITHSCORES"],
             "twice",
         ),
-        (vec!["ACTIVERUNS.AFTER", b, "1.5", "x", "10"], "score"),
+        (vec!["ACTIVERUNS.AFTER", b, "1,5", "x", "10"], "score"),
         (vec!["ACTIVERUNS.AFTER", b, "nan", "x", "10"], "score"),
         (vec!["ACTIVERUNS.AFTER", b, "1", "x", "0"], "size"),
         (

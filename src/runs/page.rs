@@ -201,24 +201,36 @@ fn positive(arg: &RedisString, what: &str, max: u64) -> Result<u64> {
         })
 }
 
-/// An integer score (Unix ms), or `+inf`/`-inf` to start a walk from either end.
+/// A score as AFTER replies it: integer ms, or exact text such as `1.5` or `inf` for a score
+/// another writer left; `+inf`/`-inf` start a walk from either end.
 fn position_score(arg: &RedisString) -> Result<f64> {
     let bytes = arg.as_slice();
-    if bytes.eq_ignore_ascii_case(b"+inf") || bytes.eq_ignore_ascii_case(b"inf") {
-        return Ok(f64::INFINITY);
+    let integer = std::str::from_utf8(bytes).ok().and_then(parse_i64);
+    let score = match integer {
+        Some(n) if n.unsigned_abs() < (1 << 53) => Some(n as f64),
+        // Beyond 2^53 an integer is a double's text (as replied), not exact ms.
+        _ => parse_score_text(bytes),
+    };
+    score.ok_or_else(|| {
+        Error::arg(format!(
+            "score must be the score of the last run seen (an integer, or as replied) or +inf/-inf (got '{}')",
+            shown(bytes)
+        ))
+    })
+}
+
+/// `1.5`, `-2e3`, `inf`, `+inf`, `-inf` (what `score_text` writes, and the walk's ends); not
+/// NaN, hex or other spellings Rust's parser takes.
+fn parse_score_text(bytes: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let lower = text.to_ascii_lowercase();
+    match lower.as_str() {
+        "inf" | "+inf" => return Some(f64::INFINITY),
+        "-inf" => return Some(f64::NEG_INFINITY),
+        _ => {}
     }
-    if bytes.eq_ignore_ascii_case(b"-inf") {
-        return Ok(f64::NEG_INFINITY);
-    }
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(parse_i64)
-        .filter(|n| n.unsigned_abs() < (1 << 53))
-        .map(|n| n as f64)
-        .ok_or_else(|| {
-            let text = shown(bytes);
-            Error::arg(format!(
-                "score must be an integer (the score of the last run seen) or +inf/-inf (got '{text}')"
-            ))
-        })
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    text.parse::<f64>().ok().filter(|s| plain && s.is_finite())
 }

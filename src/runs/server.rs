@@ -219,7 +219,9 @@ impl View<'_> {
             let Some((id, s)) = it.peek() else {
                 return Some(Vec::new());
             };
+            // An empty id (never a run id) positions before every run of that score.
             let before_or_at_marker = s == score
+                && !marker.is_empty()
                 && match order {
                     Order::Asc => id.as_slice() <= marker,
                     Order::Desc => id.as_slice() >= marker,
@@ -359,16 +361,44 @@ pub fn reply_page(ctx: &Context, total: u64, items: &[Item], docs: &Documents, s
                 raw::RedisModule_ReplyWithString.unwrap()(c, doc.inner);
             }
             if scores {
-                raw::RedisModule_ReplyWithLongLong.unwrap()(c, score_reply(item.score));
+                reply_score(c, item.score);
             }
         }
     }
 }
 
-/// Scores written by this module are integer ms; a fractional score written by another
-/// tool is shown rounded down (and ±inf saturates).
-pub fn score_reply(score: f64) -> i64 {
-    score.floor() as i64
+/// Scores written by this module are integer ms, replied as integers. A score another writer
+/// left (1.5, inf) is replied exactly, as a string ("1.5", "inf"): it is the next AFTER
+/// position, and a rounded one would repeat or skip runs.
+///
+/// # Safety
+/// `c` is the context of the command being answered.
+unsafe fn reply_score(c: *mut raw::RedisModuleCtx, score: f64) {
+    match exact_integer(score) {
+        Some(ms) => {
+            raw::RedisModule_ReplyWithLongLong.unwrap()(c, ms);
+        }
+        None => {
+            let text = score_text(score);
+            raw::RedisModule_ReplyWithStringBuffer.unwrap()(c, text.as_ptr().cast(), text.len());
+        }
+    }
+}
+
+/// The score as an integer when it is one that a double holds exactly.
+pub fn exact_integer(score: f64) -> Option<i64> {
+    (score.fract() == 0.0 && score.abs() < (1u64 << 53) as f64).then_some(score as i64)
+}
+
+/// A score as ZSCORE writes it, and as `position_score` reads it back exactly.
+pub fn score_text(score: f64) -> String {
+    match score {
+        f64::INFINITY => "inf".to_string(),
+        f64::NEG_INFINITY => "-inf".to_string(),
+        // Shortest text that reads back as the same double; exponent form for huge ones.
+        s if s.abs() < 1e17 => format!("{s}"),
+        s => format!("{s:e}"),
+    }
 }
 
 pub use crate::cluster::in_cluster;
