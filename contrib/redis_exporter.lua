@@ -8,14 +8,14 @@
 -- with its meaning, in the README section "Monitoring with Prometheus".
 --
 -- The script runs inside the server and holds it while it runs: everything here is bounded
--- (one RETENTION.STATS, one RETENTION.STATUS, one INFO keyspace, about DISCOVER_SCAN_KEYS
--- keys of SCAN per prefix and at most MAX_QUEUES queue counts of ~10-20 us each).
+-- (one RETENTION.STATS, one RETENTION.STATUS, one INFO keyspace, a SCAN of at most
+-- DISCOVER_SCAN_KEYS keys per prefix and at most MAX_QUEUES queue counts of ~20 us each).
 --
 -- The exporter passes no arguments: configure the script by editing the lines below.
 
 -- Queues always exported, as { prefix, queue } pairs (the prefix includes any ioredis
 -- keyPrefix), e.g. { { "bull", "emails" }, { "myapp:bull", "reports" } }. List your queues
--- here when the keyspace is larger than DISCOVER_SCAN_KEYS.
+-- here when the database is larger than DISCOVER_SCAN_KEYS.
 local QUEUES = {}
 
 -- Queue prefixes under which more queues are found: queues the module has cleaned since it
@@ -23,12 +23,14 @@ local QUEUES = {}
 -- `<prefix>:<queue>:id` key a bounded SCAN finds. {} turns discovery off.
 local DISCOVER_PREFIXES = { "bull" }
 
--- Keys the discovery SCAN may visit per scrape, from the start of the keyspace each time
--- (SCAN costs about 0.2-1 us a key). On a larger keyspace the SCAN cannot see every queue:
--- retention_exporter_discovery_complete is then 0, and the queues to watch belong in QUEUES.
+-- The discovery SCAN runs only when the database holds at most this many keys (SCAN costs
+-- about 0.3-1 us a key, and the script holds the server). On a larger database it does not
+-- run: retention_exporter_discovery_complete is then 0, and the queues to watch belong in
+-- QUEUES (or raise this, knowing each scrape then scans the whole database).
 local DISCOVER_SCAN_KEYS = 2000
 
--- Most queues whose job counts are exported per scrape (listed ones first).
+-- Most queues whose job counts (listed ones first), and whose cleaning counters, are
+-- exported per scrape.
 local MAX_QUEUES = 100
 
 -- ------------------------------------------------------------------------------------------
@@ -95,14 +97,18 @@ local function module_counters()
       put("retention_rule_" .. name .. ":" .. rule, value)
     end
   end
+  -- The module keeps counters for up to 10,000 queues: export those of MAX_QUEUES.
+  local queues = as_map(m["queues"])
   local cleaned = {}
-  for queue, fields in pairs(as_map(m["queues"])) do
+  for queue in pairs(queues) do
     cleaned[#cleaned + 1] = queue
-    for name, value in pairs(as_map(fields)) do
-      put("retention_queue_" .. name .. ":" .. queue, value)
-    end
   end
   table.sort(cleaned)
+  for i = 1, math.min(#cleaned, MAX_QUEUES) do
+    for name, value in pairs(as_map(queues[cleaned[i]])) do
+      put("retention_queue_" .. name .. ":" .. cleaned[i], value)
+    end
+  end
   return cleaned
 end
 
@@ -152,8 +158,13 @@ local function find_queues(cleaned)
       end
     end
   end
+  -- A SCAN that stopped part way would find the same arbitrary subset on every scrape:
+  -- scan a small database whole, a large one not at all.
   local complete = 1
-  for _, prefix in ipairs(DISCOVER_PREFIXES) do
+  if #DISCOVER_PREFIXES > 0 and redis.call("DBSIZE") > DISCOVER_SCAN_KEYS then
+    complete = 0
+  end
+  for _, prefix in ipairs(complete == 1 and DISCOVER_PREFIXES or {}) do
     -- One glob for both suffixes; the exact suffix is checked below.
     local pattern = escape_glob(prefix) .. ":*:[im][de]*"
     local cursor, visited = "0", 0
@@ -161,13 +172,14 @@ local function find_queues(cleaned)
       local reply = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
       cursor, visited = reply[1], visited + 1000
       for _, key in ipairs(reply[2]) do
-        local queue = string.match(string.sub(key, #prefix + 2), "^(.+):id$")
-          or string.match(string.sub(key, #prefix + 2), "^(.+):meta$")
+        local rest = string.sub(key, #prefix + 2)
+        local queue = string.match(rest, "^(.+):id$") or string.match(rest, "^(.+):meta$")
         if queue then
           add(prefix, queue)
         end
       end
-    until cursor == "0" or visited >= DISCOVER_SCAN_KEYS
+      -- A safety bound: a sparse table (after mass deletes) needs more calls than keys/1000.
+    until cursor == "0" or visited > 2 * DISCOVER_SCAN_KEYS + 1000
     if cursor ~= "0" then
       complete = 0
     end
