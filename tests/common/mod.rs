@@ -78,6 +78,9 @@ pub struct ServerOpts {
     pub config: Vec<(String, String)>,
     /// Extra config directives of several words, e.g. `["rename-command", "EVAL", ""]`.
     pub directives: Vec<Vec<String>>,
+    /// Start from this config file; its persistence settings then stand (the harness
+    /// still sets port, bind, dir and logfile).
+    pub conf_file: Option<PathBuf>,
 }
 
 impl ServerOpts {
@@ -100,6 +103,10 @@ impl ServerOpts {
     pub fn directive(mut self, words: &[&str]) -> Self {
         self.directives
             .push(words.iter().map(|w| w.to_string()).collect());
+        self
+    }
+    pub fn conf_file(mut self, path: &Path) -> Self {
+        self.conf_file = Some(path.to_path_buf());
         self
     }
     /// Pause the background sweeper so a test drives passes itself.
@@ -138,6 +145,9 @@ impl Server {
             let port = free_port();
             let log = dir.join(format!("server-{port}.log"));
             let mut cmd = Command::new(server_bin());
+            if let Some(conf) = &opts.conf_file {
+                cmd.arg(conf);
+            }
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
@@ -145,12 +155,11 @@ impl Server {
                 .arg("--dir")
                 .arg(&dir)
                 .arg("--logfile")
-                .arg(&log)
-                .arg("--save")
-                .arg("")
-                .arg("--appendonly")
-                .arg("no")
-                .arg("--enable-debug-command")
+                .arg(&log);
+            if opts.conf_file.is_none() {
+                cmd.arg("--save").arg("").arg("--appendonly").arg("no");
+            }
+            cmd.arg("--enable-debug-command")
                 .arg("yes")
                 .arg("--enable-module-command")
                 .arg("yes")
