@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- redis-retention metrics for redis_exporter's -script option (oliver006/redis_exporter,
 -- Debian package prometheus-redis-exporter):
 --
@@ -10,6 +11,9 @@
 -- The script runs inside the server and holds it while it runs: everything here is bounded
 -- (one RETENTION.STATS, one RETENTION.STATUS, one INFO keyspace, a SCAN of at most
 -- DISCOVER_SCAN_KEYS keys per prefix and at most MAX_QUEUES queue counts of ~20 us each).
+--
+-- The first line declares the script read-only (Redis 7+, Valkey): replicas run it, and a
+-- scrape is answered during CLIENT PAUSE WRITE (a FAILOVER) instead of waiting for the pause.
 --
 -- The exporter passes no arguments: configure the script by editing the lines below.
 
@@ -199,8 +203,7 @@ local function job_counts(queues)
         put("retention_jobs:" .. state .. ":" .. q[1] .. ":" .. q[2], n)
       end
     elseif not string.find(err, "no queue at", 1, true) then
-      -- Refused: a read-only replica refuses RETENTION.JOBS (a write command), an ACL user
-      -- without read access to the queue's keys gets NOPERM.
+      -- Refused: an ACL user without read access to the queue's keys gets NOPERM.
       errors = errors + 1
     end
   end
