@@ -219,7 +219,7 @@ impl Report<'_> {
                 kind: "finished_jobs",
                 message: format!(
                     "queue {}: {} finished jobs (completed {}, failed {}), more than {FINISHED_WARN_JOBS}: remove them with the library's removeOnComplete/removeOnFail or a queue rule",
-                    shown(base),
+                    shown(base.strip_suffix(b":").unwrap_or(base)),
                     f.total(),
                     f.completed,
                     f.failed
