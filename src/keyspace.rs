@@ -82,6 +82,12 @@ impl KeyView {
         (rc == raw::REDISMODULE_OK as c_int).then_some(idle)
     }
 
+    /// `RM_ValueLength`: a string's bytes, a collection's elements, a stream's entries.
+    pub fn value_length(&self) -> u64 {
+        // SAFETY: live handle for the duration of the borrow.
+        unsafe { raw::RedisModule_ValueLength.unwrap()(self.key.as_ptr()) as u64 }
+    }
+
     fn set_abs_expire(&self, at_ms: i64) -> bool {
         // SAFETY: live handle; the server refuses (ERR) if it is not writable.
         let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };

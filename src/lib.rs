@@ -15,6 +15,7 @@ pub mod observe;
 pub mod policy;
 pub mod queue;
 pub mod replication;
+pub mod report;
 pub mod runs;
 pub mod state;
 pub mod stats;
@@ -31,7 +32,7 @@ mod registration {
 
     use crate::config::*;
     use crate::error::{run_callback, run_command};
-    use crate::{admin, eventloop, observe, queue, runs, state, stats, sweep, trim};
+    use crate::{admin, eventloop, observe, queue, report, runs, state, stats, sweep, trim};
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
     macro_rules! guarded {
@@ -152,6 +153,7 @@ mod registration {
             ["retention.trim", guarded!(trim::cmd_trim), "write", 1, 1, 1, ""],
             // readonly: COUNTS is served on replicas; CLEAN checks it may write (queue::command).
             ["retention.jobs", guarded!(queue::cmd_jobs), "readonly", 0, 0, 0, ""],
+            ["retention.report", guarded!(report::cmd_report), "readonly", 0, 0, 0, ""],
             ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
             ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
             ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],

@@ -181,7 +181,7 @@ pub fn is_structure_id(id: &[u8]) -> bool {
 
 /// Whether `rest` (the part of a key name after some queue base) is a structure key of type
 /// `key_type`: a structure name of that type, or a member of a structure family.
-fn is_structure_key(rest: &[u8], key_type: KeyType) -> bool {
+pub fn is_structure_key(rest: &[u8], key_type: KeyType) -> bool {
     STRUCTURE_KEYS
         .iter()
         .any(|(n, t)| n.as_bytes() == rest && t.is_none_or(|t| t == key_type))

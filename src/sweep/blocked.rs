@@ -20,6 +20,11 @@ pub trait SlicedCommand {
     fn name(&self) -> &'static str;
     /// The database the command was called in.
     fn db(&self) -> i32;
+    /// A read-only command started on a replica goes on while the server stays a replica
+    /// (`RETENTION.REPORT`); everything else stops when the server is not an acting master.
+    fn started_on_replica(&self) -> bool {
+        false
+    }
 }
 
 struct Waiting {
@@ -66,9 +71,16 @@ pub fn run_next(ctx: &Context, budget_us: u64) {
     answer(waiting.client, reply);
 }
 
-/// Stops every waiting command, answering its client with `why`; returns how many.
+/// Stops every waiting command but those started on a replica (see
+/// `SlicedCommand::started_on_replica`), answering its client with `why`; returns how many.
 pub fn stop_all(why: &str) -> u64 {
-    let stopped: Vec<Waiting> = WAITING.with(|w| w.borrow_mut().drain(..).collect());
+    let stopped: Vec<Waiting> = WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        let (keep, stop): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            w.drain(..).partition(|x| x.command.started_on_replica());
+        *w = keep;
+        stop.into()
+    });
     let count = stopped.len() as u64;
     for waiting in stopped {
         let name = waiting.command.name();

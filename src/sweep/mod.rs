@@ -129,7 +129,10 @@ fn stop_all_work(ctx: &Context, why: &str) {
         ThreadSafeContext::with_blocked_client(c.client).reply(reply);
     }
     track::drop_all();
-    eventloop::disarm();
+    // Read-only commands started on a replica may go on (`blocked::stop_all`).
+    if !blocked::pending() {
+        eventloop::disarm();
+    }
     if stopped > 0 {
         ctx.log_notice(&format!(
             "retention: {stopped} running task(s) stopped: {why}"
@@ -288,13 +291,16 @@ pub fn on_before_sleep(ctx: &Context) {
         eventloop::note_work_done();
         return;
     }
-    if !acting(ctx) {
+    let acting = acting(ctx);
+    if !acting {
+        // What needs a master stops; read-only commands started on this replica go on.
         stop_all_work(ctx, DEMOTED);
-    } else if holding_for_failover() {
+    }
+    if acting && holding_for_failover() {
         // The loop sleeps until the next event: the pause is polled at the cron's pace,
         // not spun on.
         eventloop::disarm();
-    } else {
+    } else if work_waiting() {
         let command_budget = with_engine(|e| e.command.as_ref().map(|c| c.pass.budget_us()));
         let budget_us = command_budget.unwrap_or_else(config::sweep_budget_us);
         if let Some(hold_us) = BEFORE_SLEEP_SHARE.with(|s| s.take(budget_us / HOLDS_PER_WAIT)) {

@@ -1,0 +1,380 @@
+//! `RETENTION.REPORT [GROUPS <n>] [TOP <n>] [MATCH <glob>] [FORMAT text|json]`: where the
+//! memory went. Walks every database that has keys, groups the keys by pattern (`group`),
+//! and replies with a table per group, the server's memory facts and warnings (`render`).
+//!
+//! The walk blocks only the caller: it advances in slices from the before-sleep hook like a
+//! `RETENTION.JOBS CLEAN` (`sweep::blocked`), so other clients are served between slices. It
+//! only reads (keys are opened NOTOUCH, memory is `MEMORY USAGE`, which does not touch them
+//! either), so it also runs on a read-only replica. A change of the server's role stops it
+//! with an error reply (a demoted master's work is stopped with all other work; a replica
+//! promoted meanwhile stops it at its next slice). Keys that vanish under it (FLUSHALL,
+//! SWAPDB, expiry) are simply not counted.
+
+pub mod group;
+pub mod render;
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use redis_module::{
+    CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, RedisString,
+    RedisValue,
+};
+
+use crate::acl::{self, KeyAccess};
+use crate::args::{Args, OptionSet};
+use crate::error::{Error, Result};
+use crate::keyspace::{self, OpenKey, OwnedName, ScanCursor};
+use crate::policy::{Glob, KeyType, Policy};
+use crate::stats;
+use crate::sweep::blocked::{self, SlicedCommand};
+use group::{Grouper, KeyFacts};
+use render::{Report, ServerFacts, WalkFacts};
+
+const COMMAND: &str = "RETENTION.REPORT";
+pub const DEFAULT_GROUPS: usize = 20;
+pub const MAX_GROUPS_SHOWN: usize = 1000;
+pub const DEFAULT_TOP: usize = 3;
+/// Biggest keys kept per group, at most: every group keeps them until the walk ends, so this
+/// bounds the table (`group::MAX_GROUPS` × this many names of at most `MAX_NAME_BYTES`).
+pub const MAX_TOP: usize = 10;
+/// The clock is read once per this many scan steps (about one key each).
+const STEPS_PER_CLOCK_CHECK: u32 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub groups: usize,
+    pub top: usize,
+    pub match_glob: Option<Glob>,
+    pub format: Format,
+}
+
+pub fn cmd_report(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let opts = parse_args(Args::new(args, COMMAND)?)?;
+    // The reply names keys: the caller must be allowed to read every key it may name.
+    let prefix = opts
+        .match_glob
+        .as_ref()
+        .map(|g| literal_prefix(g.pattern()).to_vec())
+        .unwrap_or_default();
+    acl::require_keys_under(ctx, &prefix, KeyAccess::Read)?;
+    if ctx
+        .get_flags()
+        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA)
+    {
+        return Err(Error::arg(
+            "RETENTION.REPORT cannot run inside MULTI or a script: it walks the keyspace in slices between other clients' commands; call it directly",
+        ));
+    }
+    let run = ReportRun::new(ctx, opts);
+    Ok(blocked::block(ctx, Box::new(run)))
+}
+
+fn parse_args(mut args: Args) -> Result<ReportOptions> {
+    let mut opts = ReportOptions {
+        groups: DEFAULT_GROUPS,
+        top: DEFAULT_TOP,
+        match_glob: None,
+        format: Format::Text,
+    };
+    let mut seen = OptionSet::default();
+    while let Some(option) = args.next_option(&mut seen, &["GROUPS", "TOP", "MATCH", "FORMAT"])? {
+        match option {
+            "GROUPS" => {
+                let n = args.next_i64("GROUPS <n>")?;
+                if !(1..=MAX_GROUPS_SHOWN as i64).contains(&n) {
+                    return Err(Error::arg(format!(
+                        "GROUPS must be between 1 and {MAX_GROUPS_SHOWN} (got {n})"
+                    )));
+                }
+                opts.groups = n as usize;
+            }
+            "TOP" => {
+                let n = args.next_i64("TOP <n>")?;
+                if !(0..=MAX_TOP as i64).contains(&n) {
+                    return Err(Error::arg(format!(
+                        "TOP must be between 0 and {MAX_TOP} (got {n})"
+                    )));
+                }
+                opts.top = n as usize;
+            }
+            "MATCH" => {
+                let pattern = args.next_bytes("MATCH <glob>")?;
+                opts.match_glob = Some(
+                    Glob::new(&pattern).map_err(|e| Error::arg(format!("MATCH: bad glob: {e}")))?,
+                );
+            }
+            "FORMAT" => {
+                let text = args.next_str("FORMAT <text|json>")?;
+                opts.format = match text.to_ascii_lowercase().as_str() {
+                    "text" => Format::Text,
+                    "json" => Format::Json,
+                    _ => {
+                        return Err(Error::arg(format!(
+                            "FORMAT must be text or json (got '{}')",
+                            crate::args::shown(text.as_bytes())
+                        )))
+                    }
+                };
+            }
+            _ => unreachable!("next_option returns only listed options"),
+        }
+    }
+    Ok(opts)
+}
+
+/// The literal start of a glob: every name it matches starts with it.
+pub fn literal_prefix(glob: &[u8]) -> &[u8] {
+    let end = glob
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(glob.len());
+    &glob[..end]
+}
+
+/// The keys one scan step visited (names in one buffer), grouped once the step returned:
+/// nothing but reading happens inside an `RM_Scan` callback.
+#[derive(Default)]
+struct Batch {
+    names: Vec<u8>,
+    keys: Vec<(usize, usize, KeyType, bool, u64)>,
+}
+
+struct ReportRun {
+    opts: ReportOptions,
+    policy: Rc<Policy>,
+    rule_names: Vec<String>,
+    grouper: Grouper,
+    /// The database being walked; None once every database is done.
+    db: Option<i32>,
+    more_dbs: VecDeque<i32>,
+    walked: Vec<i32>,
+    cursor: ScanCursor,
+    batch: Batch,
+    keys: u64,
+    slices: u64,
+    started: Instant,
+    started_as_master: bool,
+    read: CallOptions,
+}
+
+impl ReportRun {
+    fn new(ctx: &Context, opts: ReportOptions) -> ReportRun {
+        let mut dbs: VecDeque<i32> = keyspace::databases_with_keys(ctx).into();
+        let policy = crate::state::policy();
+        let rule_names = policy.rules.iter().map(|r| r.name.clone()).collect();
+        let db = dbs.pop_front();
+        ReportRun {
+            grouper: Grouper::new(opts.top),
+            opts,
+            policy,
+            rule_names,
+            walked: db.into_iter().collect(),
+            db,
+            more_dbs: dbs,
+            cursor: ScanCursor::new(),
+            batch: Batch::default(),
+            keys: 0,
+            slices: 0,
+            started: Instant::now(),
+            started_as_master: is_master(ctx),
+            read: CallOptionsBuilder::new().errors_as_replies().build(),
+        }
+    }
+
+    /// Walks until `deadline`; true once every database is done.
+    fn walk(&mut self, ctx: &Context, deadline: Instant) -> Result<bool> {
+        while let Some(db) = self.db {
+            keyspace::select_db(ctx, db);
+            for _ in 0..STEPS_PER_CLOCK_CHECK {
+                let more = self.step(ctx)?;
+                self.group_batch(ctx, db);
+                if !more {
+                    self.db = self.more_dbs.pop_front();
+                    self.walked.extend(self.db);
+                    self.cursor = ScanCursor::new();
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(self.db.is_none());
+            }
+        }
+        Ok(true)
+    }
+
+    /// One scan step into the batch; Ok(false) when the database is done.
+    fn step(&mut self, ctx: &Context) -> Result<bool> {
+        let batch = &mut self.batch;
+        batch.names.clear();
+        batch.keys.clear();
+        let only = self.opts.match_glob.as_ref();
+        let step = self.cursor.step(ctx, &mut |_, name, key| {
+            let bytes = name.bytes();
+            if only.is_some_and(|g| !g.matches(bytes)) {
+                return;
+            }
+            let Some(key_type) = key.key_type() else {
+                return;
+            };
+            let start = batch.names.len();
+            batch.names.extend_from_slice(bytes);
+            batch.keys.push((
+                start,
+                batch.names.len(),
+                key_type,
+                key.abs_expire_ms().is_some(),
+                key.value_length(),
+            ));
+        });
+        step.map_err(|_| {
+            ctx.log_warning("retention: a key visit panicked; RETENTION.REPORT was stopped");
+            Error::Server(
+                "RETENTION.REPORT stopped by an internal error while visiting a key (see the server log)".into(),
+            )
+        })
+    }
+
+    fn group_batch(&mut self, ctx: &Context, db: i32) {
+        let batch = std::mem::take(&mut self.batch);
+        for &(start, end, key_type, has_ttl, len) in &batch.keys {
+            let name = &batch.names[start..end];
+            let facts = KeyFacts {
+                name,
+                db,
+                key_type,
+                has_ttl,
+                len,
+                rule: self.policy.rule_for(name, key_type),
+            };
+            let read = &self.read;
+            self.grouper
+                .add(&facts, &mut |other| key_type_of(ctx, other), &mut || {
+                    memory_usage(ctx, read, name)
+                });
+            self.keys += 1;
+        }
+        self.batch = batch;
+    }
+
+    fn reply(&self, ctx: &Context) -> RedisValue {
+        let report = Report {
+            server: server_facts(ctx),
+            walk: WalkFacts {
+                databases: self.walked.clone(),
+                keys: self.keys,
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                slices: self.slices,
+                match_glob: self.opts.match_glob.as_ref().map(|g| g.pattern().to_vec()),
+            },
+            grouper: &self.grouper,
+            rule_names: &self.rule_names,
+            groups_shown: self.opts.groups,
+        };
+        match self.opts.format {
+            Format::Text => {
+                let format = "txt".try_into().unwrap_or_default();
+                RedisValue::VerbatimString((format, report.text().into_bytes()))
+            }
+            Format::Json => RedisValue::BulkString(report.json()),
+        }
+    }
+}
+
+impl SlicedCommand for ReportRun {
+    fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
+        let master = is_master(ctx);
+        if master != self.started_as_master {
+            return Some(Err(Error::Server(format!(
+                "RETENTION.REPORT stopped after {} keys: this server became a {} while it ran; run it again",
+                self.keys,
+                if master { "master" } else { "replica" }
+            ))));
+        }
+        let started = Instant::now();
+        let walked = self.walk(ctx, started + Duration::from_micros(budget_us));
+        self.slices += 1;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        if stats::record_slice(elapsed_us, budget_us) {
+            keyspace::latency_sample("retention-report", (elapsed_us / 1000) as i64);
+        }
+        match walked {
+            Ok(false) => None,
+            Ok(true) => Some(Ok(self.reply(ctx))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    fn db(&self) -> i32 {
+        self.db.unwrap_or(0)
+    }
+
+    fn started_on_replica(&self) -> bool {
+        !self.started_as_master
+    }
+}
+
+fn is_master(ctx: &Context) -> bool {
+    ctx.get_flags().contains(ContextFlags::MASTER)
+}
+
+/// The type of the key `name` in the selected database (read NOTOUCH), None if none.
+fn key_type_of(ctx: &Context, name: &[u8]) -> Option<KeyType> {
+    let owned = OwnedName::new(name)?;
+    let key = OpenKey::readable(ctx, owned.name())?;
+    key.view().key_type()
+}
+
+/// `MEMORY USAGE <key>` (the server's default sampling), None when the key is gone.
+fn memory_usage(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
+    let args: [&[u8]; 2] = [b"USAGE", name];
+    match ctx.call_ext::<_, CallResult>("MEMORY", read, &args[..]) {
+        Ok(CallReply::I64(n)) => u64::try_from(n.to_i64()).ok(),
+        _ => None,
+    }
+}
+
+/// An `INFO` field's text (trimmed), None when the server does not have it.
+fn info_text(value: Option<RedisString>) -> Option<String> {
+    value.and_then(|v| v.try_as_str().ok().map(|s| s.trim().to_string()))
+}
+
+fn info_u64(value: Option<RedisString>) -> u64 {
+    info_text(value).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn server_facts(ctx: &Context) -> ServerFacts {
+    let memory = ctx.server_info("memory");
+    let stats = ctx.server_info("stats");
+    ServerFacts {
+        used_memory: info_u64(memory.field("used_memory")),
+        maxmemory: info_u64(memory.field("maxmemory")),
+        evicted_keys: info_u64(stats.field("evicted_keys")),
+        maxmemory_policy: info_text(memory.field("maxmemory_policy")).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_literal_prefix_of_a_glob_bounds_every_match() {
+        assert_eq!(literal_prefix(b"bull:*"), b"bull:");
+        assert_eq!(literal_prefix(b"a?b"), b"a");
+        assert_eq!(literal_prefix(b"[ab]*"), b"");
+        assert_eq!(literal_prefix(b"x\\*y"), b"x");
+        assert_eq!(literal_prefix(b"exact"), b"exact");
+    }
+}
