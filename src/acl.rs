@@ -175,13 +175,15 @@ pub fn require_keys_under(ctx: &Context, prefix: &[u8], access: KeyAccess) -> Re
 
 /// The ACL categories of each command, declared where the server supports it (Redis 7.2+,
 /// Valkey 8+); on Redis 7.0 the checks above stand in for them.
-pub const COMMAND_CATEGORIES: [(&str, &str); 16] = [
+pub const COMMAND_CATEGORIES: [(&str, &str); 17] = [
     ("retention.sweep", "admin dangerous slow"),
     ("retention.reload", "admin dangerous slow"),
     ("retention.status", "read fast"),
     ("retention.policy", "read fast"),
     // RESET is checked by the module (admin); reading the counters is not.
     ("retention.stats", "read fast"),
+    // Like OBJECT/TYPE: declares its key, so key patterns and cluster routing apply.
+    ("retention.explain", "keyspace read slow"),
     ("retention.trim", "keyspace write slow"),
     // CLEAN is checked by the module (admin); COUNTS is a read.
     ("retention.jobs", "keyspace read slow"),

@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod eventloop;
+pub mod explain;
+pub mod history;
 pub mod keyspace;
 pub mod observe;
 pub mod policy;
@@ -102,12 +104,18 @@ mod registration {
         });
     }
 
-    /// Orphan observations are about keys of one database: after a flush or a swap they would
-    /// be about other keys, so every clock starts over (in doubt, leave).
+    /// Orphan observations and remembered actions are about keys of one database: after a
+    /// flush or a swap they would be about other keys, so every clock starts over (in doubt,
+    /// leave) and EXPLAIN forgets what it did.
+    fn forget_keys() {
+        observe::clear();
+        crate::history::clear();
+    }
+
     #[redis_module_macros::flush_event_handler]
     fn on_flush(ctx: &Context, event: FlushSubevent) {
         if event == FlushSubevent::Ended {
-            run_callback(ctx, "flush", observe::clear);
+            run_callback(ctx, "flush", forget_keys);
         }
     }
 
@@ -117,7 +125,7 @@ mod registration {
         _subevent: u64,
         _data: *mut std::os::raw::c_void,
     ) {
-        run_callback(&Context::new(ctx), "SWAPDB", observe::clear);
+        run_callback(&Context::new(ctx), "SWAPDB", forget_keys);
     }
 
     extern "C" fn on_cron_loop(
@@ -154,6 +162,7 @@ mod registration {
             // readonly: COUNTS is served on replicas; CLEAN checks it may write (queue::command).
             ["retention.jobs", guarded!(queue::cmd_jobs), "readonly", 0, 0, 0, ""],
             ["retention.report", guarded!(report::cmd_report), "readonly", 0, 0, 0, ""],
+            ["retention.explain", guarded!(crate::explain::cmd_explain), "readonly", 1, 1, 1, ""],
             ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
             ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
             ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],

@@ -213,6 +213,27 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// The pattern of this selector that `name` matches, as the policy file writes it (a
+    /// queue rule's prefix as `<prefix>*`, a runs rule's base glob with its two suffixes).
+    pub fn matching_pattern(&self, name: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Selector::Globs(globs) => globs
+                .iter()
+                .find(|g| g.matches(name))
+                .map(|g| g.pattern().to_vec()),
+            Selector::Prefix(prefix) => name
+                .starts_with(prefix)
+                .then(|| [prefix.as_slice(), b"*"].concat()),
+            Selector::RunBases(globs) => {
+                let base = run_base_of(name)?;
+                let glob = globs.iter().find(|g| g.matches(base))?;
+                Some([glob.pattern(), b":index|:data"].concat())
+            }
+        }
+    }
+}
+
 /// `runs:active:{w}:{p}:index` → `runs:active:{w}:{p}` (also for `:data`).
 pub fn run_base_of(name: &[u8]) -> Option<&[u8]> {
     name.strip_suffix(b":index")

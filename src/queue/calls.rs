@@ -67,6 +67,11 @@ pub fn key(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 impl<'c> Calls<'c> {
+    /// The database the calls go to.
+    pub fn db(&self) -> i32 {
+        crate::keyspace::selected_db(self.ctx)
+    }
+
     pub fn new(ctx: &'c Context) -> Calls<'c> {
         Calls {
             ctx,

@@ -15,6 +15,7 @@
 
 use super::calls::{key, Calls};
 use super::layout::job_sub_suffixes;
+use crate::history;
 use crate::policy::QueueFlavor;
 
 /// What a batch of removals deletes; committed in one go so that the reads that decided it
@@ -183,6 +184,13 @@ impl<'a> QueueCtx<'a> {
         for chunk in batch.keys.chunks(ARGS_PER_COMMAND) {
             let args: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             ok &= calls.write("UNLINK", &args).is_some();
+        }
+        let db = calls.db();
+        let removed = history::Action::JobRemoved {
+            orphan: set.is_none(),
+        };
+        for key in &batch.keys {
+            history::record(db, key, None, removed);
         }
         let mut sets: Vec<Vec<u8>> = set.map(|s| vec![s.to_vec()]).unwrap_or_default();
         let priority = key(&[self.base, b"priority"]);

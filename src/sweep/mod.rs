@@ -64,7 +64,7 @@ const PRESSURE_BUDGET_FACTOR: u64 = 4;
 /// core. On a compliant keyspace it runs only from the cron (budget × hz, ~1% of a core).
 const BACKLOG_REST_FACTOR: u32 = 4;
 
-fn under_pressure() -> bool {
+pub fn under_pressure() -> bool {
     let ratio = keyspace::used_memory_ratio();
     ratio > 0.0 && ratio >= config::PRESSURE_RATIO.ratio()
 }

@@ -9,6 +9,7 @@ use redis_module::Context;
 
 use super::plan::{idle_allows, plan_pressure_ttl, plan_ttl, TtlPlan};
 use super::work::{plan_work, run_queue, Planned, Queued, WorkEnv, WorkQueue};
+use crate::history;
 use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, RuleTallies, Tally};
@@ -139,7 +140,8 @@ pub fn apply_policy_to_key(
                     }
                     _ => plan_ttl(action, action.ttl_ms, current, rules.env.now_ms),
                 };
-                apply_ttl_plan(ctx, name, plan, rules.env.dry_run, sink.expires, &mut delta);
+                let env = &rules.env;
+                apply_ttl_plan(ctx, name, plan, env, index, sink.expires, &mut delta);
             }
             _ => match plan_work(rule, name_bytes, key_type) {
                 Planned::Nothing => {}
@@ -160,19 +162,29 @@ fn apply_ttl_plan(
     ctx: &Context,
     name: KeyName,
     plan: TtlPlan,
-    dry_run: bool,
+    env: &WorkEnv,
+    rule: usize,
     expires: &mut ExpireBatch,
     delta: &mut Tally,
 ) {
-    let (at, counter) = match plan {
+    let (at, counter, action) = match plan {
         TtlPlan::Leave => return,
-        TtlPlan::Set(at) => (at, &mut delta.ttl_set),
-        TtlPlan::Lower(at) => (at, &mut delta.ttl_lowered),
+        TtlPlan::Set(at) => (
+            at,
+            &mut delta.ttl_set,
+            history::Action::TtlSet { expire_at_ms: at },
+        ),
+        TtlPlan::Lower(at) => (
+            at,
+            &mut delta.ttl_lowered,
+            history::Action::TtlLowered { expire_at_ms: at },
+        ),
     };
     *counter += 1;
-    if !dry_run {
+    if !env.dry_run {
         // Set once the visit has returned (`ExpireBatch::apply_staged`).
         expires.stage(ctx, name, at);
+        history::record(env.db, name.bytes(), Some(rule), action);
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use redis_module::Context;
 
+use crate::history;
 use crate::keyspace;
 use crate::policy::{ActionKind, KeyType, Rule};
 use crate::stats::{RuleTallies, Tally};
@@ -38,6 +39,12 @@ pub trait Work {
         deadline: Instant,
         tally: &mut Tally,
     ) -> Progress;
+
+    /// The one key this work changes, when there is one: what it did is remembered for
+    /// `RETENTION.EXPLAIN` (`history`).
+    fn key(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// A work item waiting to run: the rule that queued it and the database of its key.
@@ -78,6 +85,12 @@ pub fn run_queue(
         }
         tally.add(&t);
         per_rule.add(item.rule, &t);
+        if let (Some(name), false) = (item.work.key(), env.dry_run || t.entries_trimmed == 0) {
+            let trimmed = history::Action::Trimmed {
+                entries: t.entries_trimmed,
+            };
+            history::record(item.db, name, Some(item.rule), trimmed);
+        }
         if progress == Progress::Done {
             queue.pop_front();
         }

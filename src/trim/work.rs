@@ -270,6 +270,10 @@ impl Work for TrimWork {
         tally.entries_trimmed += self.removed - before;
         progress
     }
+
+    fn key(&self) -> Option<&[u8]> {
+        Some(&self.name)
+    }
 }
 
 impl TrimWork {
