@@ -279,8 +279,8 @@ pub fn cmd_explain(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
     let last = history::last(db, &name).map_or_else(
         || {
             format!(
-                "nothing remembered (the module remembers its last {} actions since load)",
-                history::CAPACITY
+                "nothing remembered (the module remembers about its last {} actions since load)",
+                history::SLOTS
             )
         },
         |entry| describe_last(&entry, &policy),

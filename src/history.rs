@@ -1,19 +1,20 @@
 //! What the module last did to a key, for `RETENTION.EXPLAIN`: "why did this key expire, or
 //! vanish?" is the first question an operator asks.
 //!
-//! A bounded ring of the most recent actions (`CAPACITY`), each keyed by database and a
-//! 64-bit SipHash of the name with a per-process random key: no names are kept, memory is
-//! fixed (about 5 MB when full), and recording is one hash and one map update, a few
-//! percent of a key visit that sets a TTL. Older actions are forgotten in order; EXPLAIN
-//! then says so. In memory only: a restart forgets everything.
+//! A fixed table of recent actions, each in the slot its key hashes to (database and a
+//! SipHash of the name with a per-process random key): no names are kept, memory is fixed
+//! (`SLOTS` × 40 bytes, 2.5 MB), and recording is one hash and one store — a 1M-key sweep
+//! that sets every TTL pays a few percent for it (a map with oldest-first eviction cost 20%).
+//! A key's entry lasts until another key's action lands in its slot: the most recent
+//! actions are the ones remembered; EXPLAIN says when it remembers none. In memory only:
+//! a restart forgets everything.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-/// Actions remembered: the most recent ones.
-pub const CAPACITY: usize = 100_000;
+/// Slots of the table: about as many actions are remembered (fewer where keys share slots).
+pub const SLOTS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -34,41 +35,46 @@ pub struct Entry {
     pub action: Action,
 }
 
-type Slot = (i32, u64);
+#[derive(Clone, Copy)]
+struct Stored {
+    db: i32,
+    hash: u64,
+    entry: Entry,
+}
 
-#[derive(Default)]
 struct Log {
-    /// Ring of (key, entry), oldest overwritten first.
-    ring: Vec<(Slot, Entry)>,
-    next: usize,
-    /// Where each key's latest entry is in the ring.
-    latest: HashMap<Slot, usize>,
+    slots: Vec<Option<Stored>>,
     seed: RandomState,
 }
 
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            slots: Vec::new(),
+            seed: RandomState::new(),
+        }
+    }
+}
+
 impl Log {
-    fn slot(&self, db: i32, name: &[u8]) -> Slot {
-        (db, self.seed.hash_one(name))
+    fn place(&self, db: i32, name: &[u8]) -> (u64, usize) {
+        let hash = self.seed.hash_one((db, name));
+        (hash, (hash as usize) % SLOTS)
     }
 
     fn record(&mut self, db: i32, name: &[u8], entry: Entry) {
-        let slot = self.slot(db, name);
-        if self.ring.len() < CAPACITY {
-            self.ring.push((slot, entry));
-        } else {
-            let (old, _) = self.ring[self.next];
-            if self.latest.get(&old) == Some(&self.next) {
-                self.latest.remove(&old);
-            }
-            self.ring[self.next] = (slot, entry);
+        if self.slots.is_empty() {
+            // Allocated at the first action: a module that never acts costs nothing.
+            self.slots = vec![None; SLOTS];
         }
-        self.latest.insert(slot, self.next);
-        self.next = (self.next + 1) % CAPACITY;
+        let (hash, at) = self.place(db, name);
+        self.slots[at] = Some(Stored { db, hash, entry });
     }
 
     fn last(&self, db: i32, name: &[u8]) -> Option<Entry> {
-        let at = *self.latest.get(&self.slot(db, name))?;
-        self.ring.get(at).map(|(_, entry)| *entry)
+        let (hash, at) = self.place(db, name);
+        let stored = self.slots.get(at).copied().flatten()?;
+        (stored.db == db && stored.hash == hash).then_some(stored.entry)
     }
 }
 
@@ -91,19 +97,9 @@ pub fn last(db: i32, name: &[u8]) -> Option<Entry> {
     LOG.with(|log| log.borrow().last(db, name))
 }
 
-/// How many actions are remembered now.
-pub fn len() -> usize {
-    LOG.with(|log| log.borrow().latest.len())
-}
-
 /// After FLUSHALL/FLUSHDB/SWAPDB the remembered names would describe other keys.
 pub fn clear() {
-    LOG.with(|log| {
-        let mut log = log.borrow_mut();
-        log.ring.clear();
-        log.latest.clear();
-        log.next = 0;
-    });
+    LOG.with(|log| log.borrow_mut().slots = Vec::new());
 }
 
 #[cfg(test)]
@@ -130,21 +126,25 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_actions_are_forgotten_first_and_memory_stays_bounded() {
+    fn memory_is_fixed_and_recent_actions_win() {
         let mut log = Log::default();
-        log.record(0, b"first", entry(0));
-        for i in 0..CAPACITY as i64 {
+        for i in 0..(4 * SLOTS) as i64 {
             log.record(0, format!("k{i}").as_bytes(), entry(i));
         }
-        assert_eq!(log.last(0, b"first"), None);
-        assert_eq!(log.last(0, b"k1").map(|e| e.at_ms), Some(1));
-        assert_eq!(log.ring.len(), CAPACITY);
-        assert_eq!(log.latest.len(), CAPACITY);
-        // A key recorded twice keeps only its latest slot when the older one is overwritten.
-        log.record(0, b"k1", entry(-1));
-        for i in 0..CAPACITY as i64 - 1 {
-            log.record(1, format!("x{i}").as_bytes(), entry(i));
-        }
-        assert_eq!(log.last(0, b"k1").map(|e| e.at_ms), Some(-1));
+        assert_eq!(log.slots.len(), SLOTS);
+        // The last action of all is remembered; a key whose slot was taken later is not
+        // mistaken for the key that took it.
+        let last = 4 * SLOTS as i64 - 1;
+        assert_eq!(
+            log.last(0, format!("k{last}").as_bytes()).map(|e| e.at_ms),
+            Some(last)
+        );
+        let remembered = (0..(4 * SLOTS) as i64)
+            .filter(|i| log.last(0, format!("k{i}").as_bytes()) == Some(entry(*i)))
+            .count();
+        assert!(
+            remembered <= SLOTS && remembered > SLOTS / 2,
+            "{remembered}"
+        );
     }
 }
