@@ -286,14 +286,7 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         let mut wrong = node.conn();
         for args in [
             &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
-            &[
-                "RETENTION.JOBS",
-                "bull",
-                "{orders}",
-                "CLEAN",
-                "completed",
-                "1h",
-            ],
+            CLEAN_ORDERS,
             &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"],
             &["ACTIVERUNS.PAGE", runs, "1", "10"],
         ] {
@@ -356,18 +349,7 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
     // The cluster client: it routes by the first argument, then follows the MOVED.
     let counts: Value = q(&mut c, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]).unwrap();
     assert_eq!(map_int(&counts, "completed"), 1);
-    let cleaned: i64 = q(
-        &mut c,
-        &[
-            "RETENTION.JOBS",
-            "bull",
-            "{orders}",
-            "CLEAN",
-            "completed",
-            "1h",
-        ],
-    )
-    .unwrap();
+    let cleaned: i64 = q(&mut c, CLEAN_ORDERS).unwrap();
     assert_eq!(cleaned, 1);
     let trimmed: i64 = q(&mut c, &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"]).unwrap();
     assert_eq!(trimmed, 2);
@@ -377,6 +359,15 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         .expect_err("a queue without a hash tag");
     assert!(spread.to_string().contains("hash tag"), "{spread}");
 }
+
+const CLEAN_ORDERS: &[&str] = &[
+    "RETENTION.JOBS",
+    "bull",
+    "{orders}",
+    "CLEAN",
+    "completed",
+    "1h",
+];
 
 /// Sends `args` to `c`; on MOVED, once more to the node the error names.
 fn follow_moved(c: &mut Connection, args: &[&str]) -> Value {

@@ -88,6 +88,14 @@ fn pttl(c: &mut Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(c).expect("PTTL")
 }
 
+const CLEAN_EMAILS: &[&str] = &[
+    "RETENTION.JOBS",
+    "bull",
+    "emails",
+    "CLEAN",
+    "completed",
+    "0",
+];
 #[test]
 fn the_example_conf_runs_the_example_policy_with_persistence_and_noeviction() {
     let mut server = start_in(scratch_dir("prodconf"));
@@ -189,14 +197,7 @@ fn the_example_acl_users_get_what_the_readme_says() {
         &["RETENTION.SWEEP"][..],
         &["RETENTION.RELOAD"],
         &["RETENTION.STATS", "RESET"],
-        &[
-            "RETENTION.JOBS",
-            "bull",
-            "emails",
-            "CLEAN",
-            "completed",
-            "0",
-        ],
+        CLEAN_EMAILS,
         &["CONFIG", "SET", "retention.dry-run", "yes"],
     ] {
         let err = error_of(&mut app, admin);
@@ -236,14 +237,7 @@ fn the_example_acl_users_get_what_the_readme_says() {
         &["SET", "app:key", "changed"][..],
         &["DEL", "app:key"],
         &["RETENTION.SWEEP"],
-        &[
-            "RETENTION.JOBS",
-            "bull",
-            "emails",
-            "CLEAN",
-            "completed",
-            "0",
-        ],
+        CLEAN_EMAILS,
         &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
     ] {
         let err = error_of(&mut monitor, denied);

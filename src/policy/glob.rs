@@ -373,6 +373,17 @@ impl Glob {
         &self.pattern
     }
 
+    /// The part of the pattern before its first special character (`*`, `?`, `[`, `\`):
+    /// every name the glob matches starts with it.
+    pub fn literal_prefix(&self) -> &[u8] {
+        let end = self
+            .pattern
+            .iter()
+            .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+            .unwrap_or(self.pattern.len());
+        &self.pattern[..end]
+    }
+
     pub fn matches(&self, name: &[u8]) -> bool {
         match &self.matcher {
             Matcher::Everything => true,
@@ -388,6 +399,16 @@ impl Glob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_literal_prefix_stops_at_the_first_special_character() {
+        let prefix = |p: &[u8]| Glob::new_unchecked(p).literal_prefix().to_vec();
+        assert_eq!(prefix(b"celery-task-meta-*"), b"celery-task-meta-");
+        assert_eq!(prefix(b"a?b"), b"a");
+        assert_eq!(prefix(b"[ab]*"), b"");
+        assert_eq!(prefix(b"x\\*y"), b"x");
+        assert_eq!(prefix(b"exact"), b"exact");
+    }
 
     /// A direct port of Redis 7.0's `stringmatchlen_impl` (util.c, nocase = 0), reading a NUL
     /// past the end of the pattern as C does with its terminator. The reference for the tests.

@@ -55,31 +55,7 @@ fn literal_prefixes(selector: &Selector) -> Vec<&[u8]> {
         Selector::Prefix(prefix) => vec![prefix.as_slice()],
         // A run rule's keys are `<base>:index`/`<base>:data`: they start as the base does.
         Selector::Globs(globs) | Selector::RunBases(globs) => {
-            globs.iter().map(|g| literal_prefix(g.pattern())).collect()
+            globs.iter().map(|g| g.literal_prefix()).collect()
         }
-    }
-}
-
-/// The part of a glob before its first special character (`*`, `?`, `[`, `\`).
-pub fn literal_prefix(pattern: &[u8]) -> &[u8] {
-    let end = pattern
-        .iter()
-        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
-        .unwrap_or(pattern.len());
-    &pattern[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literal_prefix_stops_at_the_first_special_character() {
-        assert_eq!(literal_prefix(b"celery-task-meta-*"), b"celery-task-meta-");
-        assert_eq!(literal_prefix(b"a?b"), b"a");
-        assert_eq!(literal_prefix(b"[ab]*"), b"");
-        assert_eq!(literal_prefix(b"x\\*y"), b"x");
-        assert_eq!(literal_prefix(b"exact"), b"exact");
-        assert_eq!(literal_prefix(b""), b"");
     }
 }

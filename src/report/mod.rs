@@ -62,7 +62,7 @@ pub fn cmd_report(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let prefix = opts
         .match_glob
         .as_ref()
-        .map(|g| literal_prefix(g.pattern()).to_vec())
+        .map(|g| g.literal_prefix().to_vec())
         .unwrap_or_default();
     acl::require_keys_under(ctx, &prefix, KeyAccess::Read)?;
     if ctx
@@ -128,15 +128,6 @@ fn parse_args(mut args: Args) -> Result<ReportOptions> {
         }
     }
     Ok(opts)
-}
-
-/// The literal start of a glob: every name it matches starts with it.
-pub fn literal_prefix(glob: &[u8]) -> &[u8] {
-    let end = glob
-        .iter()
-        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
-        .unwrap_or(glob.len());
-    &glob[..end]
 }
 
 /// The keys one scan step visited (names in one buffer), grouped once the step returned:
@@ -362,19 +353,5 @@ fn server_facts(ctx: &Context) -> ServerFacts {
         maxmemory: info_u64(memory.field("maxmemory")),
         evicted_keys: info_u64(stats.field("evicted_keys")),
         maxmemory_policy: info_text(memory.field("maxmemory_policy")).unwrap_or_default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_literal_prefix_of_a_glob_bounds_every_match() {
-        assert_eq!(literal_prefix(b"bull:*"), b"bull:");
-        assert_eq!(literal_prefix(b"a?b"), b"a");
-        assert_eq!(literal_prefix(b"[ab]*"), b"");
-        assert_eq!(literal_prefix(b"x\\*y"), b"x");
-        assert_eq!(literal_prefix(b"exact"), b"exact");
     }
 }
