@@ -72,20 +72,18 @@ fn slot_owner(ctx: &Context, slot: u16) -> Option<Owner> {
         if !(lo..=hi).contains(&i64::from(slot)) {
             continue;
         }
-        // Entries 2.. are nodes: [host, port, id, ...], the master first, then its replicas.
-        let node = |i: usize| match range.get(i) {
-            Some(Ok(CallReply::Array(node))) => {
-                let text = |j: usize| match node.get(j) {
-                    Some(Ok(CallReply::String(s))) => s.to_string(),
-                    Some(Ok(CallReply::I64(n))) => Some(n.to_i64().to_string()),
-                    _ => None,
-                };
-                Some((text(0)?, text(1)?, text(2)?))
-            }
+        let Some(Ok(CallReply::Array(node))) = range.get(2) else {
+            return None;
+        };
+        let text = |i: usize| match node.get(i) {
+            Some(Ok(CallReply::String(s))) => s.to_string(),
+            Some(Ok(CallReply::I64(n))) => Some(n.to_i64().to_string()),
             _ => None,
         };
-        let (host, port, id) = node(2)?;
-        let i_replicate = (3..range.len()).any(|i| node(i).is_some_and(|(_, _, r)| r == my_id));
+        let (host, port, id) = (text(0)?, text(1)?, text(2)?);
+        // From this node's own state, not CLUSTER SLOTS: a replica appears in the slot's
+        // node list only once the others have heard of it.
+        let i_replicate = my_master_id(ctx, &my_id).is_some_and(|master| master == id);
         return Some(Owner {
             address: format!("{host}:{port}"),
             is_me: id == my_id,
@@ -93,6 +91,31 @@ fn slot_owner(ctx: &Context, slot: u16) -> Option<Owner> {
         });
     }
     None
+}
+
+/// The master this node replicates, when it is a cluster replica.
+fn my_master_id(ctx: &Context, my_id: &str) -> Option<String> {
+    use redis_module::raw;
+    // SAFETY: the API table is filled at load.
+    let get = unsafe { raw::RedisModule_GetClusterNodeInfo }?;
+    let id = std::ffi::CString::new(my_id).ok()?;
+    let mut master = [0u8; raw::REDISMODULE_NODE_ID_LEN as usize];
+    let mut flags: std::os::raw::c_int = 0;
+    // SAFETY: a NUL-terminated id; the server copies exactly REDISMODULE_NODE_ID_LEN bytes
+    // into `master` and skips the null out-pointers (ip, port).
+    let rc = unsafe {
+        get(
+            ctx.ctx,
+            id.as_ptr(),
+            std::ptr::null_mut(),
+            master.as_mut_ptr().cast(),
+            std::ptr::null_mut(),
+            &mut flags,
+        )
+    };
+    let replica = flags & raw::REDISMODULE_NODE_SLAVE as std::os::raw::c_int != 0;
+    (rc == raw::REDISMODULE_OK as std::os::raw::c_int && replica)
+        .then(|| String::from_utf8_lossy(&master).into_owned())
 }
 
 fn my_cluster_id() -> Option<String> {
