@@ -175,7 +175,7 @@ pub fn require_keys_under(ctx: &Context, prefix: &[u8], access: KeyAccess) -> Re
 
 /// The ACL categories of each command, declared where the server supports it (Redis 7.2+,
 /// Valkey 8+); on Redis 7.0 the checks above stand in for them.
-pub const COMMAND_CATEGORIES: [(&str, &str); 15] = [
+pub const COMMAND_CATEGORIES: [(&str, &str); 16] = [
     ("retention.sweep", "admin dangerous slow"),
     ("retention.reload", "admin dangerous slow"),
     ("retention.status", "read fast"),
@@ -185,6 +185,8 @@ pub const COMMAND_CATEGORIES: [(&str, &str); 15] = [
     ("retention.trim", "keyspace write slow"),
     // CLEAN is checked by the module (admin); COUNTS is a read.
     ("retention.jobs", "keyspace read slow"),
+    // Lists client addresses and closes clients, as CLIENT LIST / KILL do.
+    ("retention.clients", "admin dangerous slow connection"),
     ("activeruns.add", "write slow"),
     ("activeruns.del", "write slow"),
     ("activeruns.get", "read fast"),
