@@ -36,9 +36,13 @@ pub const MAX_IDLE_S: i64 = i32::MAX as i64;
 /// next tick, so a server with thousands of idle clients is not stalled by one callback.
 pub const MAX_KILLS_PER_TICK: usize = 100;
 
-/// How often the background reaper lists clients when it has no backlog. Idle times have a
-/// resolution of one second, and `CLIENT LIST` costs time in proportion to the clients.
-const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the background reaper lists clients when it has no backlog: a tenth of the
+/// limit, from 1 s (the resolution of idle times) to 60 s. `CLIENT LIST` costs about 1 µs per
+/// client (5 ms with 5000 clients); a client idle past the limit is closed within a tenth of
+/// the limit (at least 1 s) after.
+fn reap_interval(limit_s: u64) -> Duration {
+    Duration::from_secs((limit_s / 10).clamp(1, 60))
+}
 
 /// The flags of a client that may be closed for being idle: `N` (none), `x` (in MULTI),
 /// `d` (watched key touched), `t`/`R`/`B` (client-side caching, as for the server's own
@@ -46,18 +50,19 @@ const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// `r` (cluster READONLY), `e` (no-evict), `T` (no-touch). Any other letter spares the client.
 const NORMAL_FLAGS: &[u8] = b"NxdtRBcAuUreT";
 
-/// One line of `CLIENT LIST`, the fields this module uses.
+/// One line of `CLIENT LIST`, the fields this module uses (borrowed from the reply: a
+/// server with thousands of clients answers megabytes, read without copying).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientInfo {
+pub struct ClientInfo<'a> {
     pub id: u64,
-    pub addr: Vec<u8>,
-    pub name: Vec<u8>,
-    pub user: Vec<u8>,
+    pub addr: &'a [u8],
+    pub name: &'a [u8],
+    pub user: &'a [u8],
     pub idle_s: u64,
-    pub flags: Vec<u8>,
+    pub flags: &'a [u8],
     /// Channel, pattern and shard-channel subscriptions (`sub` + `psub` + `ssub`).
     pub subscriptions: u64,
-    pub cmd: Vec<u8>,
+    pub cmd: &'a [u8],
 }
 
 /// Why a client is never closed for being idle.
@@ -71,7 +76,7 @@ pub enum Spared {
     UnknownFlag,
 }
 
-impl ClientInfo {
+impl ClientInfo<'_> {
     /// None for a normal client, else why it is spared.
     pub fn spared(&self) -> Option<Spared> {
         let has = |flag: u8| self.flags.contains(&flag);
@@ -93,53 +98,72 @@ impl ClientInfo {
     }
 }
 
+/// The fields read, in the order of `ClientInfo`'s slots.
+const FIELDS: [&[u8]; 10] = [
+    b"id", b"addr", b"name", b"user", b"idle", b"flags", b"sub", b"psub", b"ssub", b"cmd",
+];
+const ID: usize = 0;
+const ADDR: usize = 1;
+const NAME: usize = 2;
+const USER: usize = 3;
+const IDLE: usize = 4;
+const FLAGS: usize = 5;
+const SUB: usize = 6;
+const PSUB: usize = 7;
+const SSUB: usize = 8;
+const CMD: usize = 9;
+
 /// `CLIENT LIST`'s fields are `key=value` separated by spaces. A value may itself hold a
 /// space (a unix socket path such as `/tmp/my dir/redis.sock`): a word that does not start
 /// with `key=` continues the value before it. A line that cannot be read for sure (a field
-/// twice, a required field missing or not a number) gives None: its client is left alone.
-pub fn parse_line(line: &[u8]) -> Option<ClientInfo> {
-    let mut fields: Vec<(&[u8], Vec<u8>)> = Vec::new();
-    for word in line.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
-        match field_key(word) {
-            Some(k) => {
-                if fields.iter().any(|(seen, _)| *seen == k) {
+/// read twice, a required field missing or not a number, a line not starting with a field)
+/// gives None: its client is left alone.
+pub fn parse_line(line: &[u8]) -> Option<ClientInfo<'_>> {
+    // (start, end) of each read field's value in `line`.
+    let mut slots: [Option<(usize, usize)>; FIELDS.len()] = [None; FIELDS.len()];
+    // The slot the last field fills (None: a field not read).
+    let mut current: Option<usize> = None;
+    let mut started = false;
+    let mut at = 0;
+    for word in line.split(|&b| b == b' ') {
+        let start = at;
+        at += word.len() + 1;
+        if word.is_empty() {
+            continue;
+        }
+        if let Some(key) = field_key(word) {
+            started = true;
+            current = FIELDS.iter().position(|f| *f == key);
+            if let Some(slot) = current {
+                if slots[slot].is_some() {
                     return None;
                 }
-                fields.push((k, word[k.len() + 1..].to_vec()));
+                slots[slot] = Some((start + key.len() + 1, start + word.len()));
             }
-            None => {
-                let (_, value) = fields.last_mut()?;
-                value.push(b' ');
-                value.extend_from_slice(word);
-            }
+        } else if !started {
+            return None;
+        } else if let Some((_, end)) = current.and_then(|slot| slots[slot].as_mut()) {
+            *end = start + word.len();
         }
     }
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| *k == name.as_bytes())
-            .map(|(_, v)| v.clone())
-    };
+    let get = |slot: usize| slots[slot].map(|(from, to)| &line[from..to]);
     let number =
-        |name: &str| -> Option<u64> { std::str::from_utf8(&get(name)?).ok()?.parse().ok() };
+        |slot: usize| -> Option<u64> { std::str::from_utf8(get(slot)?).ok()?.parse().ok() };
     // Counts a server does not report are 0 (`ssub` is new in Redis 7.0.3); reported ones
     // must be numbers.
-    let count = |name: &str| -> Option<u64> {
-        match get(name) {
-            None => Some(0),
-            Some(_) => number(name),
-        }
+    let count = |slot: usize| match get(slot) {
+        None => Some(0),
+        Some(_) => number(slot),
     };
-    let subscriptions = count("sub")? + count("psub")? + count("ssub")?;
     Some(ClientInfo {
-        id: number("id")?,
-        addr: get("addr")?,
-        name: get("name").unwrap_or_default(),
-        user: get("user").unwrap_or_default(),
-        idle_s: number("idle")?,
-        flags: get("flags")?,
-        subscriptions,
-        cmd: get("cmd").unwrap_or_default(),
+        id: number(ID)?,
+        addr: get(ADDR)?,
+        name: get(NAME).unwrap_or_default(),
+        user: get(USER).unwrap_or_default(),
+        idle_s: number(IDLE)?,
+        flags: get(FLAGS)?,
+        subscriptions: count(SUB)? + count(PSUB)? + count(SSUB)?,
+        cmd: get(CMD).unwrap_or_default(),
     })
 }
 
@@ -155,7 +179,7 @@ fn field_key(word: &[u8]) -> Option<&[u8]> {
 }
 
 /// Every readable line of a `CLIENT LIST` reply, and how many lines could not be read.
-pub fn parse_list(text: &[u8]) -> (Vec<ClientInfo>, usize) {
+pub fn parse_list(text: &[u8]) -> (Vec<ClientInfo<'_>>, usize) {
     let mut clients = Vec::new();
     let mut unreadable = 0;
     for line in text.split(|&b| b == b'\n') {
@@ -181,13 +205,13 @@ pub struct Selection<'a> {
 }
 
 /// The normal clients idle longer than the limit (and named to match), longest idle first.
-pub fn select<'c>(clients: &'c [ClientInfo], sel: &Selection) -> Vec<&'c ClientInfo> {
+pub fn select<'c, 'a>(clients: &'c [ClientInfo<'a>], sel: &Selection) -> Vec<&'c ClientInfo<'a>> {
     let mut chosen: Vec<&ClientInfo> = clients
         .iter()
         .filter(|c| Some(c.id) != sel.caller)
         .filter(|c| c.spared().is_none())
         .filter(|c| c.idle_s > sel.idle_s)
-        .filter(|c| sel.name.is_none_or(|g| g.matches(&c.name)))
+        .filter(|c| sel.name.is_none_or(|g| g.matches(c.name)))
         .collect();
     chosen.sort_by(|a, b| b.idle_s.cmp(&a.idle_s).then(a.id.cmp(&b.id)));
     chosen
@@ -240,23 +264,22 @@ fn parse(args: Vec<RedisString>) -> Result<Request> {
 pub fn cmd_clients(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let req = parse(args)?;
     acl::require_admin(ctx, COMMAND)?;
-    let (clients, _) = list_clients(ctx)?;
-    let caller = crate::keyspace::client_id(ctx);
-    let chosen = select(
-        &clients,
-        &Selection {
-            idle_s: req.idle_s,
-            name: req.name.as_ref(),
-            caller: Some(caller),
-        },
-    );
-    let mut killed_total = 0;
-    let mut reply = Vec::with_capacity(chosen.len());
-    for client in chosen {
-        let killed = req.kill && kill_client(ctx, client.id);
-        killed_total += u64::from(killed);
-        reply.push(client_reply(client, killed));
-    }
+    let sel = Selection {
+        idle_s: req.idle_s,
+        name: req.name.as_ref(),
+        caller: Some(crate::keyspace::client_id(ctx)),
+    };
+    let (reply, killed_total) = with_clients(ctx, |clients| {
+        let chosen = select(clients, &sel);
+        let mut killed_total = 0;
+        let mut reply = Vec::with_capacity(chosen.len());
+        for client in chosen {
+            let killed = req.kill && kill_client(ctx, client.id);
+            killed_total += u64::from(killed);
+            reply.push(client_reply(client, killed));
+        }
+        (reply, killed_total)
+    })?;
     stats::with_stats(|s| s.clients_killed += killed_total);
     Ok(RedisValue::Array(reply))
 }
@@ -268,14 +291,14 @@ fn client_reply(c: &ClientInfo, killed: bool) -> RedisValue {
         key("id"),
         RedisValue::Integer(c.id.min(i64::MAX as u64) as i64),
     );
-    m.insert(key("addr"), bytes(&c.addr));
-    m.insert(key("name"), bytes(&c.name));
-    m.insert(key("user"), bytes(&c.user));
+    m.insert(key("addr"), bytes(c.addr));
+    m.insert(key("name"), bytes(c.name));
+    m.insert(key("user"), bytes(c.user));
     m.insert(
         key("idle_s"),
         RedisValue::Integer(c.idle_s.min(i64::MAX as u64) as i64),
     );
-    m.insert(key("cmd"), bytes(&c.cmd));
+    m.insert(key("cmd"), bytes(c.cmd));
     m.insert(key("killed"), RedisValue::Integer(i64::from(killed)));
     RedisValue::OrderedMap(m)
 }
@@ -311,17 +334,22 @@ fn call_client(ctx: &Context, args: &[&[u8]]) -> Result<CallReply<'static>> {
     }
 }
 
-/// The server's normal clients (`CLIENT LIST TYPE normal` leaves out replicas, masters and
-/// most pub/sub clients; the flags of each line decide the rest) and the unreadable lines.
-fn list_clients(ctx: &Context) -> Result<(Vec<ClientInfo>, usize)> {
-    match call_client(ctx, &[b"LIST", b"TYPE", b"normal"])? {
-        CallReply::String(s) => Ok(parse_list(s.as_bytes())),
-        CallReply::VerbatimString(v) => match v.to_parts() {
-            Some((_, text)) => Ok(parse_list(&text)),
-            None => Err(Error::Server("unexpected reply to CLIENT LIST".into())),
-        },
-        _ => Err(Error::Server("unexpected reply to CLIENT LIST".into())),
-    }
+/// Runs `f` on the server's normal clients: `CLIENT LIST TYPE normal` leaves out replicas,
+/// masters and pub/sub clients, and the flags of each line decide the rest.
+fn with_clients<R>(ctx: &Context, f: impl FnOnce(&[ClientInfo]) -> R) -> Result<R> {
+    let unexpected = || Error::Server("unexpected reply to CLIENT LIST".into());
+    let reply = call_client(ctx, &[b"LIST", b"TYPE", b"normal"])?;
+    let verbatim;
+    let text = match &reply {
+        CallReply::String(s) => s.as_bytes(),
+        CallReply::VerbatimString(v) => {
+            verbatim = v.to_parts().ok_or_else(unexpected)?.1;
+            verbatim.as_slice()
+        }
+        _ => return Err(unexpected()),
+    };
+    let (clients, _unreadable) = parse_list(text);
+    Ok(f(&clients))
 }
 
 /// Closes one client; false when the server did not (it was already gone).
@@ -354,7 +382,7 @@ pub fn on_cron_tick(ctx: &Context) {
     let due = BACKLOG.with(Cell::get)
         || LAST_REAP
             .with(Cell::get)
-            .is_none_or(|at| at.elapsed() >= REAP_INTERVAL);
+            .is_none_or(|at| at.elapsed() >= reap_interval(limit_s));
     if !due {
         return;
     }
@@ -363,10 +391,26 @@ pub fn on_cron_tick(ctx: &Context) {
 }
 
 fn reap(ctx: &Context, limit_s: u64) {
-    let clients = match list_clients(ctx) {
-        Ok((clients, _)) => clients,
+    let sel = Selection {
+        idle_s: limit_s,
+        name: None,
+        caller: None,
+    };
+    let outcome = with_clients(ctx, |clients| {
+        let chosen = select(clients, &sel);
+        let killed = chosen
+            .iter()
+            .take(MAX_KILLS_PER_TICK)
+            .filter(|c| kill_client(ctx, c.id))
+            .count() as u64;
+        (killed, chosen.len() > MAX_KILLS_PER_TICK)
+    });
+    let (killed, backlog) = match outcome {
+        Ok(done) => {
+            WARNED.with(|w| w.set(false));
+            done
+        }
         Err(e) => {
-            BACKLOG.with(|b| b.set(false));
             if !WARNED.with(|w| w.replace(true)) {
                 let why = e.to_string();
                 ctx.log_warning(&format!(
@@ -374,22 +418,10 @@ fn reap(ctx: &Context, limit_s: u64) {
                     why.trim_start_matches("ERR ")
                 ));
             }
-            return;
+            (0, false)
         }
     };
-    WARNED.with(|w| w.set(false));
-    let sel = Selection {
-        idle_s: limit_s,
-        name: None,
-        caller: None,
-    };
-    let chosen = select(&clients, &sel);
-    BACKLOG.with(|b| b.set(chosen.len() > MAX_KILLS_PER_TICK));
-    let killed = chosen
-        .iter()
-        .take(MAX_KILLS_PER_TICK)
-        .filter(|c| kill_client(ctx, c.id))
-        .count() as u64;
+    BACKLOG.with(|b| b.set(backlog));
     if killed > 0 {
         stats::with_stats(|s| s.clients_killed += killed);
         ctx.log_notice(&format!(
@@ -448,7 +480,7 @@ id=13 addr=127.0.0.1:56912 laddr=127.0.0.1:17802 fd=18 name= age=10 idle=1 flags
 id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M capa= db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=20 argv-mem=0 multi-mem=0 rbs=1032 rbp=35 obl=0 oll=0 omem=0 tot-mem=1640 events=r cmd=NULL user=(superuser) redir=-1 resp=2 lib-name= lib-ver= tot-net-in=0 tot-net-out=70 tot-cmds=0
 ";
 
-    fn by_id(clients: &[ClientInfo], id: u64) -> &ClientInfo {
+    fn by_id<'c, 'a>(clients: &'c [ClientInfo<'a>], id: u64) -> &'c ClientInfo<'a> {
         clients.iter().find(|c| c.id == id).expect("client")
     }
 
@@ -618,6 +650,13 @@ id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M 
         );
         let other = Glob::new(b"?").expect("glob");
         assert!(select(&clients, &sel(5, Some(&other), Some(22))).is_empty());
+    }
+
+    #[test]
+    fn the_reaper_lists_clients_every_tenth_of_the_limit() {
+        assert_eq!(reap_interval(1), Duration::from_secs(1));
+        assert_eq!(reap_interval(30), Duration::from_secs(3));
+        assert_eq!(reap_interval(3600), Duration::from_secs(60));
     }
 
     #[test]

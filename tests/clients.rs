@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use redis::{Connection, Value};
-use redis_retention::clients::{parse_list, ClientInfo};
+use redis_retention::clients::parse_list;
 
 /// A connection that sends commands and reads nothing unless asked.
 struct RawClient {
@@ -71,18 +71,36 @@ impl RawClient {
     }
 }
 
-fn client_list(c: &mut Connection) -> Vec<ClientInfo> {
+/// One client of `CLIENT LIST`, as the module reads it.
+#[derive(Debug)]
+struct Listed {
+    id: u64,
+    idle_s: u64,
+    flags: String,
+    cmd: String,
+}
+
+fn client_list(c: &mut Connection) -> Vec<Listed> {
     let text: Vec<u8> = redis::cmd("CLIENT")
         .arg("LIST")
         .query(c)
         .expect("CLIENT LIST");
     let (clients, unreadable) = parse_list(&text);
     assert_eq!(unreadable, 0, "{}", String::from_utf8_lossy(&text));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     clients
+        .iter()
+        .map(|k| Listed {
+            id: k.id,
+            idle_s: k.idle_s,
+            flags: text(k.flags),
+            cmd: text(k.cmd),
+        })
+        .collect()
 }
 
 /// Waits until every client of `ids` is listed and `ready` holds for it.
-fn wait_clients(c: &mut Connection, ids: &[u64], what: &str, ready: impl Fn(&ClientInfo) -> bool) {
+fn wait_clients(c: &mut Connection, ids: &[u64], what: &str, ready: impl Fn(&Listed) -> bool) {
     let ok = wait_until(Duration::from_secs(60), || {
         let clients = client_list(c);
         ids.iter()
@@ -170,21 +188,19 @@ fn kill_closes_exactly_the_idle_normal_clients() {
     ]
     .concat();
 
-    wait_clients(&mut c, &blocked, "blocked", |k| k.flags.contains(&b'b'));
+    wait_clients(&mut c, &blocked, "blocked", |k| k.flags.contains('b'));
     wait_clients(&mut c, &[sub2.id, sub3.id, psub.id], "subscribed", |k| {
-        k.flags.contains(&b'P')
+        k.flags.contains('P')
     });
-    wait_clients(&mut c, &[monitor.id], "monitor", |k| {
-        k.flags.contains(&b'O')
-    });
+    wait_clients(&mut c, &[monitor.id], "monitor", |k| k.flags.contains('O'));
     wait_clients(&mut c, &normal_ids[2..3], "multi", |k| {
-        k.flags.contains(&b'x')
+        k.flags.contains('x')
     });
     wait_clients(&mut c, &normal_ids[3..4], "tracking", |k| {
-        k.flags.contains(&b't')
+        k.flags.contains('t')
     });
     wait_clients(&mut c, &normal_ids[4..5], "unsubscribed", |k| {
-        k.cmd == b"unsubscribe"
+        k.cmd == "unsubscribe"
     });
     let all: Vec<u64> = [normal_ids.clone(), spared.clone()].concat();
     wait_clients(&mut c, &all, "idle", |k| k.idle_s >= 2);
@@ -249,7 +265,7 @@ fn kill_closes_exactly_the_idle_normal_clients() {
     let mut r = replica.conn();
     let link: Vec<u64> = client_list(&mut r)
         .iter()
-        .filter(|k| k.flags.contains(&b'M'))
+        .filter(|k| k.flags.contains('M'))
         .map(|k| k.id)
         .collect();
     assert_eq!(link.len(), 1, "{:?}", client_list(&mut r));
@@ -460,8 +476,8 @@ fn the_background_reaper_closes_idle_normal_clients_only() {
     let mut worker = RawClient::open(&server, &[&["BZPOPMIN", "jobs:prio", "0"]]);
     let sub = RawClient::open(&server, &[&["HELLO", "3"], &["SUBSCRIBE", "news"]]);
     let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-bg"]]);
-    wait_clients(&mut c, &[worker.id], "blocked", |k| k.flags.contains(&b'b'));
-    wait_clients(&mut c, &[sub.id], "subscribed", |k| k.flags.contains(&b'P'));
+    wait_clients(&mut c, &[worker.id], "blocked", |k| k.flags.contains('b'));
+    wait_clients(&mut c, &[sub.id], "subscribed", |k| k.flags.contains('P'));
     config_set(&mut c, "retention.clients-idle-kill-s", "1");
     // The test's own connection stays busy, so it is never idle long enough.
     let closed = wait_until(Duration::from_secs(60), || {
