@@ -352,7 +352,12 @@ fn with_clients<R>(ctx: &Context, f: impl FnOnce(&[ClientInfo]) -> R) -> Result<
         }
         _ => return Err(unexpected()),
     };
-    let (clients, _unreadable) = parse_list(text);
+    let (clients, unreadable) = parse_list(text);
+    if unreadable > 0 && !UNREADABLE_WARNED.with(|w| w.replace(true)) {
+        ctx.log_warning(&format!(
+            "retention: {unreadable} line(s) of CLIENT LIST could not be read; their clients are left alone (reported once)"
+        ));
+    }
     Ok(f(&clients))
 }
 
@@ -384,6 +389,8 @@ thread_local! {
     static BACKLOG: Cell<bool> = const { Cell::new(false) };
     /// The reaper failed and said so in the log: say it again only after it worked.
     static WARNED: Cell<bool> = const { Cell::new(false) };
+    /// Lines of `CLIENT LIST` could not be read (a server with a new format): said once.
+    static UNREADABLE_WARNED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The server cron: with `retention.clients-idle-kill-s` set (and `retention.enabled`), closes

@@ -382,6 +382,18 @@ fn bad_input_gets_a_clear_error_and_kills_nothing() {
         };
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+    // Not from scripts (as CLIENT itself).
+    let err = try_call(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('RETENTION.CLIENTS', 'IDLE', '0', 'KILL')",
+            "0",
+        ],
+    )
+    .expect_err("refused in a script")
+    .to_string();
+    assert!(err.contains("not allowed from script"), "{err}");
     assert!(
         live_ids(&mut c).contains(&idle.id),
         "bad input closed a client"
