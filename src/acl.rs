@@ -175,7 +175,7 @@ pub fn require_keys_under(ctx: &Context, prefix: &[u8], access: KeyAccess) -> Re
 
 /// The ACL categories of each command, declared where the server supports it (Redis 7.2+,
 /// Valkey 8+); on Redis 7.0 the checks above stand in for them.
-pub const COMMAND_CATEGORIES: [(&str, &str); 17] = [
+pub const COMMAND_CATEGORIES: [(&str, &str); 18] = [
     ("retention.sweep", "admin dangerous slow"),
     ("retention.reload", "admin dangerous slow"),
     ("retention.status", "read fast"),
@@ -190,6 +190,8 @@ pub const COMMAND_CATEGORIES: [(&str, &str); 17] = [
     // Changes nothing, but names keys (like SCAN): the module also checks that the caller
     // may read every key the report may name.
     ("retention.report", "keyspace read slow"),
+    // Lists client addresses and closes clients, as CLIENT LIST / KILL do.
+    ("retention.clients", "admin dangerous slow connection"),
     ("activeruns.add", "write slow"),
     ("activeruns.del", "write slow"),
     ("activeruns.get", "read fast"),

@@ -19,6 +19,8 @@ pub const MAX_PASS_INTERVAL_S: i64 = 7 * 24 * 3600;
 pub const DEFAULT_TRACK_QUEUE_MAX: i64 = 100_000;
 pub const MAX_TRACK_QUEUE_MAX: i64 = 10_000_000;
 pub const DEFAULT_PRESSURE_RATIO: &str = "0.8";
+/// 0 = the background idle-client reaper is off; the largest is the server's `timeout` bound.
+pub const MAX_CLIENTS_IDLE_KILL_S: i64 = crate::clients::MAX_IDLE_S;
 
 pub static ENABLED: AtomicBool = AtomicBool::new(true);
 pub static DRY_RUN: AtomicBool = AtomicBool::new(false);
@@ -26,6 +28,7 @@ pub static SWEEP_BUDGET_US: AtomicI64 = AtomicI64::new(DEFAULT_SWEEP_BUDGET_US);
 pub static PASS_INTERVAL_S: AtomicI64 = AtomicI64::new(DEFAULT_PASS_INTERVAL_S);
 pub static TRACK_NEW_KEYS: AtomicBool = AtomicBool::new(true);
 pub static TRACK_QUEUE_MAX: AtomicI64 = AtomicI64::new(DEFAULT_TRACK_QUEUE_MAX);
+pub static CLIENTS_IDLE_KILL_S: AtomicI64 = AtomicI64::new(0);
 
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
@@ -46,6 +49,11 @@ pub fn track_new_keys() -> bool {
 }
 pub fn track_queue_max() -> usize {
     TRACK_QUEUE_MAX.load(Ordering::Relaxed).max(0) as usize
+}
+
+/// `retention.clients-idle-kill-s`: close normal clients idle longer than this (0 = off).
+pub fn clients_idle_kill_s() -> u64 {
+    CLIENTS_IDLE_KILL_S.load(Ordering::Relaxed).max(0) as u64
 }
 
 /// `retention.policy-file`: the path in force. Setting it loads the file first.

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod admin;
 pub mod alloc;
 pub mod args;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -34,7 +35,9 @@ mod registration {
 
     use crate::config::*;
     use crate::error::{run_callback, run_command};
-    use crate::{admin, eventloop, observe, queue, report, runs, state, stats, sweep, trim};
+    use crate::{
+        admin, clients, eventloop, observe, queue, report, runs, state, stats, sweep, trim,
+    };
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
     macro_rules! guarded {
@@ -138,7 +141,9 @@ mod registration {
         // handler reads it as another struct, hence this one).
         let hz = unsafe { data.cast::<raw::RedisModuleCronLoopV1>().as_ref() }.map(|d| d.hz);
         eventloop::note_cron(hz.unwrap_or(10));
-        sweep::on_cron_tick(&Context::new(ctx));
+        let ctx = Context::new(ctx);
+        sweep::on_cron_tick(&ctx);
+        clients::on_cron_tick(&ctx);
     }
 
     #[redis_module_macros::info_command_handler]
@@ -163,6 +168,7 @@ mod registration {
             ["retention.jobs", guarded!(queue::cmd_jobs), "readonly", 0, 0, 0, ""],
             ["retention.report", guarded!(report::cmd_report), "readonly", 0, 0, 0, ""],
             ["retention.explain", guarded!(crate::explain::cmd_explain), "readonly", 1, 1, 1, ""],
+            ["retention.clients", guarded!(clients::cmd_clients), "admin deny-script allow-stale", 0, 0, 0, ""],
             ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
             ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
             ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],
@@ -181,6 +187,7 @@ mod registration {
                 ["sweep-budget-us", &SWEEP_BUDGET_US, DEFAULT_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US, MAX_SWEEP_BUDGET_US, ConfigurationFlags::DEFAULT, None],
                 ["pass-interval-s", &PASS_INTERVAL_S, DEFAULT_PASS_INTERVAL_S, 0, MAX_PASS_INTERVAL_S, ConfigurationFlags::DEFAULT, None],
                 ["track-queue-max", &TRACK_QUEUE_MAX, DEFAULT_TRACK_QUEUE_MAX, 0, MAX_TRACK_QUEUE_MAX, ConfigurationFlags::DEFAULT, None],
+                ["clients-idle-kill-s", &CLIENTS_IDLE_KILL_S, 0, 0, MAX_CLIENTS_IDLE_KILL_S, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 ["policy-file", &POLICY_FILE, "", ConfigurationFlags::DEFAULT, None],

@@ -115,6 +115,8 @@ pub struct Stats {
     /// Slices not run because the server asked modules to avoid replica traffic
     /// (CLIENT PAUSE WRITE, FAILOVER, a cluster manual failover).
     pub held_for_failover: u64,
+    /// Idle clients closed by `RETENTION.CLIENTS ... KILL` and `retention.clients-idle-kill-s`.
+    pub clients_killed: u64,
 }
 
 thread_local! {
@@ -216,7 +218,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 13] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 14] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -230,6 +232,7 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 13] {
         ("replication_errors", s.replication_errors),
         ("stopped_by_demotion", s.stopped_by_demotion),
         ("held_for_failover", s.held_for_failover),
+        ("clients_killed", s.clients_killed),
         // Possible orphans being watched (keys, run-set entries): bounded, in memory only.
         ("orphans_watched", crate::observe::len() as u64),
     ]

@@ -1,0 +1,510 @@
+//! `RETENTION.CLIENTS IDLE <seconds> [KILL] [NAME <glob>]` and `retention.clients-idle-kill-s`
+//! (issue 19): only idle normal clients are listed and closed; queue workers blocked in their
+//! pops, subscribers (RESP2 and RESP3), replicas, the master link, MONITOR and the caller stay.
+//!
+//! The clients under test are raw TCP connections that send their commands and never read
+//! the replies (a blocked pop has none yet), so each is exactly what it looks like to the
+//! server. The test connection polls only with admin commands (`CLIENT LIST`, the module's
+//! own), which the server does not feed to MONITOR: MONITOR goes idle like the others.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use redis::{Connection, Value};
+use redis_retention::clients::parse_list;
+
+/// A connection that sends commands and reads nothing unless asked.
+struct RawClient {
+    stream: TcpStream,
+    id: u64,
+}
+
+fn resp(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+    }
+    out
+}
+
+impl RawClient {
+    /// Connects, learns its id (`CLIENT ID`), then sends `commands` without reading replies.
+    fn open(server: &Server, commands: &[&[&str]]) -> RawClient {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        stream.write_all(&resp(&["CLIENT", "ID"])).expect("send");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            stream.read_exact(&mut byte).expect("CLIENT ID reply");
+            line.push(byte[0]);
+        }
+        let id = std::str::from_utf8(&line[1..line.len() - 2])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("CLIENT ID: {line:?}"));
+        for words in commands {
+            stream.write_all(&resp(words)).expect("send");
+        }
+        RawClient { stream, id }
+    }
+
+    /// Reads until `needle` arrives; false when the connection closes first.
+    fn receives(&mut self, needle: &str) -> bool {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if seen.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                return true;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
+/// One client of `CLIENT LIST`, as the module reads it.
+#[derive(Debug)]
+struct Listed {
+    id: u64,
+    idle_s: u64,
+    flags: String,
+    cmd: String,
+}
+
+fn client_list(c: &mut Connection) -> Vec<Listed> {
+    let text: Vec<u8> = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(c)
+        .expect("CLIENT LIST");
+    let (clients, unreadable) = parse_list(&text);
+    assert_eq!(unreadable, 0, "{}", String::from_utf8_lossy(&text));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    clients
+        .iter()
+        .map(|k| Listed {
+            id: k.id,
+            idle_s: k.idle_s,
+            flags: text(k.flags),
+            cmd: text(k.cmd),
+        })
+        .collect()
+}
+
+/// Waits until every client of `ids` is listed and `ready` holds for it.
+fn wait_clients(c: &mut Connection, ids: &[u64], what: &str, ready: impl Fn(&Listed) -> bool) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        let clients = client_list(c);
+        ids.iter()
+            .all(|id| clients.iter().any(|k| k.id == *id && ready(k)))
+    });
+    assert!(ok, "{what}: {:?}", client_list(c));
+}
+
+fn live_ids(c: &mut Connection) -> Vec<u64> {
+    client_list(c).iter().map(|k| k.id).collect()
+}
+
+/// `(id, name, killed)` of each client in a `RETENTION.CLIENTS` reply.
+fn listed(reply: &Value) -> Vec<(u64, String, bool)> {
+    let Value::Array(items) = reply else {
+        panic!("expected an array, got {reply:?}");
+    };
+    items
+        .iter()
+        .map(|m| {
+            (
+                map_int(m, "id") as u64,
+                map_str(m, "name").unwrap_or_default(),
+                map_int(m, "killed") == 1,
+            )
+        })
+        .collect()
+}
+
+fn clients_cmd(c: &mut Connection, args: &[&str]) -> Value {
+    let mut words = vec!["RETENTION.CLIENTS"];
+    words.extend_from_slice(args);
+    call(c, &words)
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn kill_closes_exactly_the_idle_normal_clients() {
+    let master = Server::start(
+        ServerOpts::default()
+            .paused()
+            // The replica's link on the replica side goes idle between pings.
+            .config("repl-ping-replica-period", "60"),
+    )
+    .expect("master");
+    let replica = Server::start(ServerOpts::default().paused()).expect("replica");
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+
+    // Queue workers waiting in their pops, and a client waiting for replicas.
+    let mut worker = RawClient::open(&master, &[&["BRPOPLPUSH", "jobs:wait", "jobs:active", "0"]]);
+    let others = [
+        RawClient::open(&master, &[&["BZPOPMIN", "jobs:prio", "0"]]),
+        RawClient::open(&master, &[&["XREAD", "BLOCK", "0", "STREAMS", "ev", "$"]]),
+        RawClient::open(&master, &[&["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"]]),
+        RawClient::open(&master, &[&["WAIT", "5", "0"]]),
+    ];
+    let blocked: Vec<u64> = [worker.id]
+        .into_iter()
+        .chain(others.iter().map(|k| k.id))
+        .collect();
+    let mut sub2 = RawClient::open(&master, &[&["SUBSCRIBE", "news"]]);
+    let mut sub3 = RawClient::open(&master, &[&["HELLO", "3"], &["SUBSCRIBE", "news3"]]);
+    let psub = RawClient::open(&master, &[&["PSUBSCRIBE", "ev:*"]]);
+    let monitor = RawClient::open(&master, &[&["MONITOR"]]);
+    // Normal clients: named, unnamed, in MULTI, RESP3 tracking, RESP3 that unsubscribed.
+    let normal = [
+        RawClient::open(&master, &[&["CLIENT", "SETNAME", "idle-a"]]),
+        RawClient::open(&master, &[]),
+        RawClient::open(&master, &[&["MULTI"], &["SET", "k", "v"]]),
+        RawClient::open(&master, &[&["HELLO", "3"], &["CLIENT", "TRACKING", "on"]]),
+        RawClient::open(
+            &master,
+            &[&["HELLO", "3"], &["SUBSCRIBE", "x"], &["UNSUBSCRIBE", "x"]],
+        ),
+    ];
+    let normal_ids: Vec<u64> = normal.iter().map(|k| k.id).collect();
+    let spared = [
+        blocked.to_vec(),
+        vec![sub2.id, sub3.id, psub.id, monitor.id],
+    ]
+    .concat();
+
+    wait_clients(&mut c, &blocked, "blocked", |k| k.flags.contains('b'));
+    wait_clients(&mut c, &[sub2.id, sub3.id, psub.id], "subscribed", |k| {
+        k.flags.contains('P')
+    });
+    wait_clients(&mut c, &[monitor.id], "monitor", |k| k.flags.contains('O'));
+    wait_clients(&mut c, &normal_ids[2..3], "multi", |k| {
+        k.flags.contains('x')
+    });
+    wait_clients(&mut c, &normal_ids[3..4], "tracking", |k| {
+        k.flags.contains('t')
+    });
+    wait_clients(&mut c, &normal_ids[4..5], "unsubscribed", |k| {
+        k.cmd == "unsubscribe"
+    });
+    let all: Vec<u64> = [normal_ids.clone(), spared.clone()].concat();
+    wait_clients(&mut c, &all, "idle", |k| k.idle_s >= 2);
+
+    // Listing closes nothing.
+    let before = live_ids(&mut c);
+    let reply = clients_cmd(&mut c, &["IDLE", "1"]);
+    let seen = listed(&reply);
+    assert_eq!(
+        sorted(seen.iter().map(|(id, ..)| *id).collect()),
+        sorted(normal_ids.clone())
+    );
+    assert!(seen.iter().all(|(.., killed)| !killed));
+    assert!(seen
+        .iter()
+        .any(|(id, name, _)| *id == normal_ids[0] && name == "idle-a"));
+    assert_eq!(sorted(live_ids(&mut c)), sorted(before));
+
+    let reply = clients_cmd(&mut c, &["IDLE", "0", "KILL"]);
+    let killed = listed(&reply);
+    assert!(killed.iter().all(|(.., k)| *k), "{killed:?}");
+    assert_eq!(
+        sorted(killed.iter().map(|(id, ..)| *id).collect()),
+        sorted(normal_ids.clone())
+    );
+    let gone = wait_until(Duration::from_secs(10), || {
+        let live = live_ids(&mut c);
+        normal_ids.iter().all(|id| !live.contains(id))
+    });
+    assert!(gone, "killed clients still listed");
+    let live = live_ids(&mut c);
+    for id in &spared {
+        assert!(live.contains(id), "client {id} was closed");
+    }
+    assert_eq!(stat(&mut c, "clients_killed"), normal_ids.len() as i64);
+    assert_eq!(
+        info_i64(&mut c, "retention", "retention_clients_killed"),
+        normal_ids.len() as i64
+    );
+
+    // The worker still takes a job, the subscribers still hear, the replica still follows.
+    call(&mut c, &["LPUSH", "jobs:wait", "job-1"]);
+    assert!(
+        worker.receives("job-1"),
+        "the blocked worker lost its connection"
+    );
+    assert_eq!(
+        call(&mut c, &["LRANGE", "jobs:active", "0", "-1"]),
+        Value::Array(vec![Value::BulkString(b"job-1".to_vec())])
+    );
+    assert_eq!(call(&mut c, &["PUBLISH", "news", "hello"]), Value::Int(1));
+    assert_eq!(call(&mut c, &["PUBLISH", "news3", "hello3"]), Value::Int(1));
+    assert!(sub2.receives("hello") && sub3.receives("hello3"));
+    assert_eq!(info_i64(&mut c, "replication", "connected_slaves"), 1);
+    wait_replica_caught_up(&master, &replica);
+    assert_eq!(
+        call(&mut replica.conn(), &["LRANGE", "jobs:active", "0", "-1"]),
+        Value::Array(vec![Value::BulkString(b"job-1".to_vec())])
+    );
+
+    // On the replica, its master link is never a candidate, however idle.
+    let mut r = replica.conn();
+    let link: Vec<u64> = client_list(&mut r)
+        .iter()
+        .filter(|k| k.flags.contains('M'))
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(link.len(), 1, "{:?}", client_list(&mut r));
+    wait_clients(&mut r, &link, "master link idle", |k| k.idle_s >= 2);
+    let reply = clients_cmd(&mut r, &["IDLE", "0", "KILL"]);
+    assert!(listed(&reply).iter().all(|(id, ..)| *id != link[0]));
+    assert!(live_ids(&mut r).contains(&link[0]));
+    assert_eq!(
+        info_field(&info(&mut r, "replication"), "master_link_status").as_deref(),
+        Some("up")
+    );
+}
+
+#[test]
+fn name_glob_filters_and_the_caller_stays() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let a = RawClient::open(&server, &[&["CLIENT", "SETNAME", "web-1"]]);
+    let b = RawClient::open(&server, &[&["CLIENT", "SETNAME", "web-2"]]);
+    let other = RawClient::open(&server, &[&["CLIENT", "SETNAME", "batch-1"]]);
+    let unnamed = RawClient::open(&server, &[]);
+    let ids = [a.id, b.id, other.id, unnamed.id];
+    wait_clients(&mut c, &ids, "idle", |k| k.idle_s >= 2);
+    let me: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).expect("id");
+
+    let reply = clients_cmd(&mut c, &["IDLE", "1", "NAME", "web-*", "KILL"]);
+    assert_eq!(
+        sorted(listed(&reply).iter().map(|(id, ..)| *id).collect()),
+        sorted(vec![a.id, b.id])
+    );
+    let closed = wait_until(Duration::from_secs(10), || {
+        let live = live_ids(&mut c);
+        !live.contains(&a.id) && !live.contains(&b.id)
+    });
+    assert!(closed);
+    let live = live_ids(&mut c);
+    assert!(live.contains(&other.id) && live.contains(&unnamed.id));
+
+    // `?` matches one byte: no unnamed client matches, and the name must be one byte long.
+    assert_eq!(
+        clients_cmd(&mut c, &["IDLE", "0", "NAME", "?"]),
+        Value::Array(vec![])
+    );
+    // Everything idle but the caller, which is never listed.
+    let reply = clients_cmd(&mut c, &["IDLE", "0", "KILL"]);
+    let killed = listed(&reply);
+    assert_eq!(
+        sorted(killed.iter().map(|(id, ..)| *id).collect()),
+        sorted(vec![other.id, unnamed.id])
+    );
+    assert!(killed.iter().all(|(id, ..)| *id as i64 != me));
+    assert_eq!(call(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
+    assert_eq!(stat(&mut c, "clients_killed"), 4);
+}
+
+#[test]
+fn the_reply_is_a_map_per_client_under_resp3_too() {
+    let server = Server::start_paused(None);
+    let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-3"]]);
+    let mut c = server.conn();
+    wait_clients(&mut c, &[idle.id], "idle", |k| k.idle_s >= 2);
+    let _: Value = redis::cmd("HELLO").arg(3).query(&mut c).expect("HELLO 3");
+    let reply = clients_cmd(&mut c, &["IDLE", "1"]);
+    let Value::Array(items) = &reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(items.len(), 1);
+    assert!(matches!(items[0], Value::Map(_)), "{reply:?}");
+    assert_eq!(map_int(&items[0], "id") as u64, idle.id);
+    assert_eq!(map_str(&items[0], "name").as_deref(), Some("idle-3"));
+    assert_eq!(map_str(&items[0], "user").as_deref(), Some("default"));
+    assert_eq!(map_str(&items[0], "cmd").as_deref(), Some("client|setname"));
+    assert!(map_int(&items[0], "idle_s") >= 2);
+    assert!(map_str(&items[0], "addr").is_some_and(|a| a.starts_with("127.0.0.1:")));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_kills_nothing() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-x"]]);
+    wait_clients(&mut c, &[idle.id], "idle", |k| k.idle_s >= 2);
+    for (args, expected) in [
+        (&[][..], "needs IDLE"),
+        (&["KILL"], "needs IDLE"),
+        (&["NAME", "idle-*", "KILL"], "needs IDLE"),
+        (&["IDLE"], "needs IDLE <seconds>"),
+        (
+            &["IDLE", "-1", "KILL"],
+            "IDLE must be 0 to 2147483647 seconds (got -1)",
+        ),
+        (
+            &["IDLE", "2147483648", "KILL"],
+            "IDLE must be 0 to 2147483647",
+        ),
+        (
+            &["IDLE", "99999999999999999999", "KILL"],
+            "not an integer in range",
+        ),
+        (&["IDLE", "ten", "KILL"], "'ten' is not an integer"),
+        (&["IDLE", "1.5", "KILL"], "not an integer"),
+        (&["IDLE", "1", "KILL", "NOW"], "unknown option 'NOW'"),
+        (&["IDLE", "1", "KILL", "KILL"], "KILL given twice"),
+        (&["IDLE", "1", "IDLE", "2", "KILL"], "IDLE given twice"),
+        (&["IDLE", "1", "KILL", "NAME"], "needs NAME <glob>"),
+        (&["IDLE", "1", "KILL", "NAME", ""], "empty glob"),
+        (&["IDLE", "1", "KILL", "NAME", "idle-[x"], "unterminated"),
+    ] {
+        let mut words = vec!["RETENTION.CLIENTS"];
+        words.extend_from_slice(args);
+        let err = match try_call(&mut c, &words) {
+            Ok(v) => panic!("{args:?} succeeded: {v:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // Not from scripts (as CLIENT itself).
+    let err = try_call(
+        &mut c,
+        &[
+            "EVAL",
+            "return redis.call('RETENTION.CLIENTS', 'IDLE', '0', 'KILL')",
+            "0",
+        ],
+    )
+    .expect_err("refused in a script")
+    .to_string();
+    assert!(err.contains("not allowed from script"), "{err}");
+    assert!(
+        live_ids(&mut c).contains(&idle.id),
+        "bad input closed a client"
+    );
+    assert_eq!(stat(&mut c, "clients_killed"), 0);
+}
+
+#[test]
+fn users_without_admin_rights_get_noperm() {
+    let server = Server::start_paused(None);
+    let mut admin = server.conn();
+    for user in [
+        // The ready-made application user of the README.
+        &["app", "on", ">pw", "~*", "+@all", "-@admin", "-@dangerous"][..],
+        // Granted the command by name, but without the rights of CONFIG SET.
+        &[
+            "named",
+            "on",
+            ">pw",
+            "~*",
+            "+@read",
+            "+@connection",
+            "+retention.clients",
+        ],
+    ] {
+        let mut rules = vec!["SETUSER"];
+        rules.extend_from_slice(user);
+        let _: () = redis::cmd("ACL")
+            .arg(&rules)
+            .query(&mut admin)
+            .expect("ACL SETUSER");
+    }
+    let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-p"]]);
+    wait_clients(&mut admin, &[idle.id], "idle", |k| k.idle_s >= 2);
+    for user in ["app", "named"] {
+        let mut c = server.conn();
+        let _: () = redis::cmd("AUTH")
+            .arg(user)
+            .arg("pw")
+            .query(&mut c)
+            .expect("AUTH");
+        for args in [&["IDLE", "0"][..], &["IDLE", "0", "KILL"]] {
+            let mut words = vec!["RETENTION.CLIENTS"];
+            words.extend_from_slice(args);
+            let err = try_call(&mut c, &words).expect_err("denied").to_string();
+            assert!(err.contains("NOPERM"), "{user} {args:?}: {err}");
+            assert!(err.contains("retention.clients"), "{err}");
+        }
+    }
+    assert!(live_ids(&mut admin).contains(&idle.id));
+    assert_eq!(stat(&mut admin, "clients_killed"), 0);
+    let log: Vec<Value> = redis::cmd("ACL")
+        .arg("LOG")
+        .query(&mut admin)
+        .expect("ACL LOG");
+    for user in ["app", "named"] {
+        assert!(
+            log.iter()
+                .any(|e| map_str(e, "username").as_deref() == Some(user)
+                    && map_str(e, "object").as_deref() == Some("retention.clients")),
+            "no ACL LOG entry for {user}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn a_renamed_client_command_gets_a_clear_error() {
+    let server =
+        Server::start(
+            ServerOpts::default()
+                .paused()
+                .directive(&["rename-command", "CLIENT", ""]),
+        )
+        .expect("server");
+    let err = try_call(
+        &mut server.conn(),
+        &["RETENTION.CLIENTS", "IDLE", "0", "KILL"],
+    )
+    .expect_err("no CLIENT command")
+    .to_string();
+    assert!(
+        err.contains("renamed or disabled") && err.contains("rename-command CLIENT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_background_reaper_closes_idle_normal_clients_only() {
+    // No policy: the background sweeper has nothing to do; the reaper runs from the cron.
+    let server = Server::start(ServerOpts::default()).expect("server");
+    let mut c = server.conn();
+    let mut worker = RawClient::open(&server, &[&["BZPOPMIN", "jobs:prio", "0"]]);
+    let sub = RawClient::open(&server, &[&["HELLO", "3"], &["SUBSCRIBE", "news"]]);
+    let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-bg"]]);
+    wait_clients(&mut c, &[worker.id], "blocked", |k| k.flags.contains('b'));
+    wait_clients(&mut c, &[sub.id], "subscribed", |k| k.flags.contains('P'));
+    config_set(&mut c, "retention.clients-idle-kill-s", "1");
+    // The test's own connection stays busy, so it is never idle long enough.
+    let closed = wait_until(Duration::from_secs(60), || {
+        !live_ids(&mut c).contains(&idle.id)
+    });
+    config_set(&mut c, "retention.clients-idle-kill-s", "0");
+    assert!(
+        closed,
+        "the idle client was not closed: {:?}",
+        client_list(&mut c)
+    );
+    let live = live_ids(&mut c);
+    assert!(live.contains(&worker.id) && live.contains(&sub.id));
+    assert!(stat(&mut c, "clients_killed") >= 1);
+    call(&mut c, &["ZADD", "jobs:prio", "1", "job-9"]);
+    assert!(worker.receives("job-9"));
+    assert!(server.log().contains("idle longer than 1 s"));
+}
