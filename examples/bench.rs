@@ -6,9 +6,14 @@
 //! `--rounds N` (default 3, 1 with --smoke) repeats the server-side approaches on freshly
 //! populated servers and shows the median: one VM's runs differ by up to ±20%.
 //! `--only` runs some approaches: idle, cron, pipelined, lua, module, background, queue, steady.
+//! `--rtt 0.5ms` runs the client-side approaches (cron, pipelined, lua, module) with their
+//! client behind a latency proxy on loopback that adds that round trip (issue 20; see
+//! `bench/runs/src/proxy.rs`); the PING watcher stays direct: it measures the server.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../bench/runs/src/proxy.rs"]
+mod proxy;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,11 @@ const POLICY: &str = r#"{"rules":[{"name":"celery","match":"celery-task-meta-*",
                                   {"name":"bench","match":"key:*","ttl":"1h"}]}"#;
 /// The sequential cron loop manages a few thousand keys/s: measure it on a sample.
 const CRON_SAMPLE_KEYS: u64 = 30_000;
+/// Over a network round trip it manages a few hundred keys/s.
+const CRON_SAMPLE_KEYS_RTT: u64 = 3_000;
+/// The approaches whose client talks to the server while they run (the others run in the
+/// server): what `--rtt` measures unless `--only` says otherwise.
+const CLIENT_APPROACHES: [&str; 4] = ["cron", "pipelined", "lua", "module"];
 /// The Node cron loop (ioredis, as operators' scripts use it); its packages come from the
 /// Node workspace under tests/compat (`npm ci`, done by scripts/bench).
 const CRON_LOOP_JS: &str = "tests/compat/bench/cron-loop.js";
@@ -52,11 +62,16 @@ struct Args {
     smoke: bool,
     only: Vec<String>,
     rounds: Option<usize>,
+    rtt: Option<Duration>,
 }
 
 impl Args {
     fn runs(&self, approach: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|a| a == approach)
+        match self.only.is_empty() {
+            true if self.rtt.is_some() => CLIENT_APPROACHES.contains(&approach),
+            true => true,
+            false => self.only.iter().any(|a| a == approach),
+        }
     }
 
     fn rounds(&self) -> usize {
@@ -94,8 +109,9 @@ fn parse_args() -> Args {
         smoke: false,
         only: Vec::new(),
         rounds: None,
+        rtt: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--keys" => {
@@ -116,7 +132,19 @@ fn parse_args() -> Args {
                     panic!("unknown approach {bad} (one of {})", APPROACHES.join(", "));
                 }
             }
-            other => panic!("unknown argument {other} (use --keys N, --smoke, --only a,b)"),
+            "--rtt" => {
+                let v = match it.peek() {
+                    Some(v) if !v.starts_with("--") => it.next().unwrap_or_default(),
+                    _ => "0.5ms".into(),
+                };
+                args.rtt = Some(
+                    proxy::parse_duration(&v)
+                        .unwrap_or_else(|| panic!("--rtt needs a duration such as 0.5ms (got {v})")),
+                );
+            }
+            other => panic!(
+                "unknown argument {other} (use --keys N, --smoke, --only a,b, --rounds N, --rtt 0.5ms)"
+            ),
         }
     }
     args
@@ -211,6 +239,52 @@ fn module_server(enabled: bool) -> Server {
     Server::start_in(dir, opts).expect("module server")
 }
 
+/// `--rtt`: the round trip added between the timed clients and their server.
+struct Net {
+    rtt: Duration,
+    /// The hold per direction that makes PING through a proxy measure `rtt` here.
+    hold: Duration,
+    /// The proxy's own check, printed with the results.
+    check: String,
+}
+
+impl Net {
+    fn calibrate(rtt: Duration) -> Net {
+        let server = plain_server();
+        let front = proxy::LatencyProxy::start(server.port, rtt).expect("latency proxy");
+        let cal = front
+            .calibrate(server.port, rtt)
+            .expect("PING through the latency proxy");
+        Net {
+            rtt,
+            hold: cal.hold,
+            check: cal.describe(),
+        }
+    }
+
+    /// A latency proxy in front of `server`.
+    fn front(&self, server: &Server) -> proxy::LatencyProxy {
+        let front = proxy::LatencyProxy::start(server.port, self.rtt).expect("latency proxy");
+        front.set_hold(self.hold);
+        front
+    }
+}
+
+/// The timed client's connection: direct, or through a latency proxy (returned, to be kept
+/// alive as long as the connection is used).
+fn client_side(server: &Server, net: Option<&Net>) -> (Connection, Option<proxy::LatencyProxy>) {
+    let Some(net) = net else {
+        return (server.conn(), None);
+    };
+    let front = net.front(server);
+    let c = redis::Client::open(format!("redis://127.0.0.1:{}/", front.port))
+        .and_then(|cl| cl.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connect through the latency proxy");
+    c.set_read_timeout(Some(Duration::from_secs(600)))
+        .expect("set timeout");
+    (c, Some(front))
+}
+
 fn populate(c: &mut Connection, keys: u64) {
     let _: () = redis::cmd("DEBUG")
         .arg("POPULATE")
@@ -240,15 +314,20 @@ fn timed<T>(server: &Server, f: impl FnOnce() -> T) -> (T, f64, PingStats) {
 
 /// Approach 1: What cron scripts do: SCAN COUNT 100, then TTL and EXPIRE per key, one
 /// round trip each, from Node with ioredis (the client most such scripts use).
-fn cron_loop(keys: u64, smoke: bool) -> Row {
+fn cron_loop(keys: u64, smoke: bool, net: Option<&Net>) -> Row {
     let server = plain_server();
     let mut c = server.conn();
     populate(&mut c, keys);
-    let sample = keys.min(CRON_SAMPLE_KEYS);
+    let sample = keys.min(match net {
+        Some(_) => CRON_SAMPLE_KEYS_RTT,
+        None => CRON_SAMPLE_KEYS,
+    });
+    let front = net.map(|n| n.front(&server));
+    let port = front.as_ref().map_or(server.port, |f| f.port);
     let (out, _, ping) = timed(&server, || {
         Command::new("node")
             .arg(CRON_LOOP_JS)
-            .arg(server.port.to_string())
+            .arg(port.to_string())
             .arg(format!("{PREFIX}*"))
             .arg(TTL_S.to_string())
             .arg(sample.to_string())
@@ -281,11 +360,13 @@ fn cron_loop(keys: u64, smoke: bool) -> Row {
 }
 
 /// Approach 2: A pipelined client: SCAN COUNT 1000, pipelined TTLs, pipelined EXPIREs.
-fn pipelined(keys: u64, smoke: bool) -> Row {
+fn pipelined(keys: u64, smoke: bool, net: Option<&Net>) -> Row {
     let server = plain_server();
     let mut c = server.conn();
     populate(&mut c, keys);
+    let (mut client, _front) = client_side(&server, net);
     let (_, secs, ping) = timed(&server, || {
+        let c = &mut client;
         let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -294,20 +375,20 @@ fn pipelined(keys: u64, smoke: bool) -> Row {
                 .arg(format!("{PREFIX}*"))
                 .arg("COUNT")
                 .arg(1000)
-                .query(&mut c)
+                .query(c)
                 .unwrap();
             let mut ttls = redis::pipe();
             for k in &batch {
                 ttls.cmd("TTL").arg(k);
             }
-            let ttls: Vec<i64> = ttls.query(&mut c).unwrap();
+            let ttls: Vec<i64> = ttls.query(c).unwrap();
             let mut expires = redis::pipe();
             for (k, ttl) in batch.iter().zip(ttls) {
                 if ttl == -1 {
                     expires.cmd("EXPIRE").arg(k).arg(TTL_S).ignore();
                 }
             }
-            let _: () = expires.query(&mut c).unwrap();
+            let _: () = expires.query(c).unwrap();
             cursor = next;
             if cursor == 0 {
                 break;
@@ -327,10 +408,11 @@ fn pipelined(keys: u64, smoke: bool) -> Row {
 }
 
 /// Approach 3: A Lua EVAL loop: fast, but the server answers nobody until it ends.
-fn lua_loop(keys: u64, smoke: bool) -> Row {
+fn lua_loop(keys: u64, smoke: bool, net: Option<&Net>) -> Row {
     let server = plain_server();
     let mut c = server.conn();
     populate(&mut c, keys);
+    let (mut client, _front) = client_side(&server, net);
     let script = format!(
         "local cur='0' repeat local r=redis.call('SCAN',cur,'MATCH','{PREFIX}*','COUNT',1000) cur=r[1] \
          for _,k in ipairs(r[2]) do if redis.call('TTL',k)==-1 then redis.call('EXPIRE',k,{TTL_S}) end end until cur=='0' return 1"
@@ -339,7 +421,7 @@ fn lua_loop(keys: u64, smoke: bool) -> Row {
         let _: i64 = redis::cmd("EVAL")
             .arg(&script)
             .arg(0)
-            .query(&mut c)
+            .query(&mut client)
             .unwrap();
     });
     if smoke {
@@ -356,11 +438,12 @@ fn lua_loop(keys: u64, smoke: bool) -> Row {
 
 /// Approaches 4 and 5: RETENTION.SWEEP assigning TTLs, then again on the compliant keyspace, next to
 /// a no-op module scan of the same keyspace.
-fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
+fn module_sweeps(keys: u64, smoke: bool, net: Option<&Net>) -> Vec<Row> {
     let server = module_server(false);
     let mut c = server.conn();
     populate(&mut c, keys);
-    let (report, secs, ping) = timed(&server, || sweep(&mut c, &[]));
+    let (mut client, _front) = client_side(&server, net);
+    let (report, secs, ping) = timed(&server, || sweep(&mut client, &[]));
     assert_eq!(
         map_int(&report, "ttl_set") as u64,
         keys,
@@ -381,7 +464,7 @@ fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
         ),
     }];
     // Every key has a TTL now: the server's counts say so and the pass ends at once.
-    let (report, secs, ping) = timed(&server, || sweep(&mut c, &[]));
+    let (report, secs, ping) = timed(&server, || sweep(&mut client, &[]));
     assert_eq!(map_int(&report, "keys_scanned"), 0, "{report:?}");
     rows.push(Row {
         approach: "RETENTION.SWEEP (every key has a TTL)",
@@ -398,7 +481,7 @@ fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
         .arg(&["config:permanent", "v"])
         .query(&mut c)
         .unwrap();
-    let (report, secs, ping) = timed(&server, || sweep(&mut c, &[]));
+    let (report, secs, ping) = timed(&server, || sweep(&mut client, &[]));
     assert_eq!(
         map_int(&report, "ttl_set"),
         0,
@@ -412,7 +495,7 @@ fn module_sweeps(keys: u64, smoke: bool) -> Vec<Row> {
         ping,
         note: "one key without TTL that no rule governs".into(),
     });
-    let (report, secs, ping) = timed(&server, || sweep(&mut c, &["NOOP"]));
+    let (report, secs, ping) = timed(&server, || sweep(&mut client, &["NOOP"]));
     assert_eq!(map_int(&report, "keys_scanned") as u64, keys + 1);
     rows.push(Row {
         approach: "no-op module scan (iteration floor)",
@@ -697,22 +780,33 @@ fn main() {
         "populating {keys} keys per approach ({} run)",
         if args.smoke { "smoke" } else { "full" }
     );
+    let net = args.rtt.map(Net::calibrate);
+    let net = net.as_ref();
+    if let Some(net) = net {
+        eprintln!("{}", net.check);
+    }
     let mut rows = Vec::new();
     if args.runs("idle") {
         rows.push(idle(keys, args.smoke));
     }
     if args.runs("cron") {
-        rows.push(cron_loop(keys, args.smoke));
+        rows.push(cron_loop(keys, args.smoke, net));
     }
     let rounds = args.rounds();
     if args.runs("pipelined") {
-        rows.extend(median_rounds(rounds, || vec![pipelined(keys, args.smoke)]));
+        rows.extend(median_rounds(rounds, || {
+            vec![pipelined(keys, args.smoke, net)]
+        }));
     }
     if args.runs("lua") {
-        rows.extend(median_rounds(rounds, || vec![lua_loop(keys, args.smoke)]));
+        rows.extend(median_rounds(rounds, || {
+            vec![lua_loop(keys, args.smoke, net)]
+        }));
     }
     if args.runs("module") {
-        rows.extend(median_rounds(rounds, || module_sweeps(keys, args.smoke)));
+        rows.extend(median_rounds(rounds, || {
+            module_sweeps(keys, args.smoke, net)
+        }));
     }
     if args.runs("background") {
         rows.push(background(keys, args.smoke));
@@ -733,6 +827,14 @@ fn main() {
     };
     let module_rate = rate_of("RETENTION.SWEEP (assigning").unwrap_or(f64::NAN);
     println!("\nredis-retention benchmark: {keys} keys `{PREFIX}<n>` without TTL, rule ttl 1d; server {}", server_bin());
+    match net {
+        Some(net) => println!(
+            "clients through a latency proxy adding a {:.2} ms round trip (PING watcher direct)\n{}",
+            net.rtt.as_secs_f64() * 1000.0,
+            net.check
+        ),
+        None => println!("clients on loopback"),
+    }
     println!("\n| approach | keys | seconds | keys/s | module sweep is × faster | PING max ms | PING p99 ms | PING p99.9 ms | PINGs > {SLOW_PING_MS} ms | notes |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {

@@ -7,7 +7,14 @@
 //!
 //! Each workload runs closed-loop on `clients` connections for a fixed time; the table
 //! shows requests/s, p50/p99 latency and how PAGE compares (SPEC 6 targets: ≥ 0.8× the
-//! HMGET floor, ≥ 1.5× the two-round-trip client, ≥ 20× HGETALL + sort).
+//! HMGET floor, ≥ 1.5× the two-round-trip client, ≥ 20× HGETALL + sort). Every workload
+//! does the same client work: parse the reply into owned id and document bytes.
+//!
+//! `--rtt 0.5ms` runs the workloads' connections through a latency proxy on loopback
+//! (`proxy.rs`: each chunk held half the round trip in each direction), as a client in
+//! the same cloud region sees the server; loading and checks go direct.
+
+mod proxy;
 
 use std::time::{Duration, Instant};
 
@@ -25,12 +32,14 @@ struct Opts {
     rounds: usize,
     /// Leave the loaded data in place (for profiling with other tools).
     keep: bool,
+    /// Added round trip (through the latency proxy), if any.
+    rtt: Option<Duration>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench-runs --port P [--runs 100000] [--small-runs 1000,10000] [--doc-bytes 1024] \
-         [--page-size 50] [--seconds 3] [--clients 1,8] [--rounds 10] [--keep]"
+         [--page-size 50] [--seconds 3] [--clients 1,8] [--rounds 10] [--keep] [--rtt 0.5ms]"
     );
     std::process::exit(2)
 }
@@ -46,6 +55,7 @@ fn parse_opts() -> Opts {
         clients: vec![1, 8],
         rounds: 10,
         keep: false,
+        rtt: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -71,6 +81,7 @@ fn parse_opts() -> Opts {
             "--seconds" => o.seconds = v.parse().unwrap_or_else(|_| usage()),
             "--clients" => o.clients = list(&v),
             "--rounds" => o.rounds = v.parse().unwrap_or_else(|_| usage()),
+            "--rtt" => o.rtt = Some(proxy::parse_duration(&v).unwrap_or_else(|| usage())),
             _ => usage(),
         }
         i += 2;
@@ -149,11 +160,15 @@ fn load(con: &mut Connection, runs: usize, doc_bytes: usize) -> RunSet {
     set
 }
 
-type Page = Vec<(Vec<u8>, Vec<u8>)>;
+/// One run of a page: (id, document).
+type Run = (Vec<u8>, Vec<u8>);
+type Page = Vec<Run>;
+/// A workload: one request and the client's handling of its reply.
+type Workload<'a> = &'a (dyn Fn(&mut Connection) + Sync);
 
-fn bulk(v: &Value) -> Vec<u8> {
+fn bulk(v: Value) -> Vec<u8> {
     match v {
-        Value::BulkString(b) => b.clone(),
+        Value::BulkString(b) => b,
         other => panic!("expected a bulk string, got {other:?}"),
     }
 }
@@ -165,24 +180,31 @@ fn module_page(con: &mut Connection, set: &RunSet, size: usize) -> Page {
         .arg(size)
         .query(con)
         .expect("PAGE");
-    let Value::Array(parts) = v else {
+    let Value::Array(mut parts) = v else {
         panic!("PAGE reply")
     };
-    let Value::Array(items) = &parts[1] else {
+    let Some(Value::Array(items)) = parts.pop() else {
         panic!("PAGE rows")
     };
-    items
-        .chunks(2)
-        .map(|c| (bulk(&c[0]), bulk(&c[1])))
-        .collect()
+    let mut items = items.into_iter();
+    let mut page = Vec::with_capacity(items.len() / 2);
+    while let (Some(id), Some(doc)) = (items.next(), items.next()) {
+        page.push((bulk(id), bulk(doc)));
+    }
+    page
 }
 
-fn hmget(con: &mut Connection, set: &RunSet, ids: &[Vec<u8>]) -> Page {
-    let docs: Vec<Vec<u8>> = redis::cmd("HMGET")
+fn hmget_docs(con: &mut Connection, set: &RunSet, ids: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    redis::cmd("HMGET")
         .arg(set.data())
         .arg(ids)
         .query(con)
-        .expect("HMGET");
+        .expect("HMGET")
+}
+
+/// The floor: the ids are known (the client keeps its own copy of them).
+fn hmget(con: &mut Connection, set: &RunSet, ids: &[Vec<u8>]) -> Page {
+    let docs = hmget_docs(con, set, ids);
     ids.iter().cloned().zip(docs).collect()
 }
 
@@ -193,7 +215,8 @@ fn two_round_trips(con: &mut Connection, set: &RunSet, size: usize) -> Page {
         .arg(size - 1)
         .query(con)
         .expect("ZREVRANGE");
-    hmget(con, set, &ids)
+    let docs = hmget_docs(con, set, &ids);
+    ids.into_iter().zip(docs).collect()
 }
 
 fn hgetall_sort(con: &mut Connection, set: &RunSet, size: usize) -> Page {
@@ -202,14 +225,14 @@ fn hgetall_sort(con: &mut Connection, set: &RunSet, size: usize) -> Page {
         .query(con)
         .expect("HGETALL");
     // What the application does with it: parse every document to learn its start time.
-    let mut keyed: Vec<(i64, (Vec<u8>, Vec<u8>))> = all
+    let mut keyed: Vec<(i64, Run)> = all
         .into_iter()
         .map(|(id, doc)| {
             let v: serde_json::Value = serde_json::from_slice(&doc).expect("json");
             (v["startedAt"].as_i64().unwrap_or(0), (id, doc))
         })
         .collect();
-    keyed.sort_by(|a, b| b.0.cmp(&a.0));
+    keyed.sort_by_key(|k| std::cmp::Reverse(k.0));
     keyed.into_iter().take(size).map(|(_, r)| r).collect()
 }
 
@@ -346,11 +369,13 @@ struct Row {
     ratio: Option<(f64, f64)>,
 }
 
-fn print_table(rows: &[Row], page_size: usize, doc_bytes: usize) {
+fn print_table(rows: &[Row], page_size: usize, doc_bytes: usize, path: &str) {
     println!();
-    println!("ACTIVERUNS.PAGE base 1 {page_size} vs client-side listing; documents ~{doc_bytes} B");
     println!(
-        "{:>7} {:>7}  {:<34} {:>9} {:>9} {:>8} {:>8} {:>13}  {:>11}  {}",
+        "ACTIVERUNS.PAGE base 1 {page_size} vs client-side listing; documents ~{doc_bytes} B; {path}"
+    );
+    println!(
+        "{:>7} {:>7}  {:<34} {:>9} {:>9} {:>8} {:>8} {:>13}  {:>11}  target",
         "runs",
         "clients",
         "workload",
@@ -360,7 +385,6 @@ fn print_table(rows: &[Row], page_size: usize, doc_bytes: usize) {
         "p99 us",
         "srv CPU us/req",
         "PAGE / this",
-        "target"
     );
     for r in rows {
         let (ratio, target) = match r.ratio {
@@ -393,6 +417,27 @@ fn main() {
     let o = parse_opts();
     let mut con = connect(&o.url);
     let size = o.page_size;
+    // The workloads' connections: direct, or through the latency proxy.
+    let (_proxy, work_url, path) = match o.rtt {
+        None => (None, o.url.clone(), "loopback".to_string()),
+        Some(rtt) => {
+            let port: u16 = o
+                .url
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            let proxy = proxy::LatencyProxy::start(port, rtt).expect("latency proxy");
+            let check = proxy
+                .calibrate(port, rtt)
+                .expect("PING through the latency proxy")
+                .describe();
+            eprintln!("{check}");
+            let url = format!("redis://127.0.0.1:{}/", proxy.port);
+            (Some(proxy), url, check)
+        }
+    };
     let mut sizes = vec![o.runs];
     sizes.extend(o.small_runs.iter().copied().filter(|n| *n != o.runs));
     let mut rows = Vec::new();
@@ -407,7 +452,7 @@ fn main() {
         assert_eq!(page, two_round_trips(&mut con, &set, size));
         assert_eq!(page, hgetall_sort(&mut con, &set, size));
         assert_eq!(page, hmget(&mut con, &set, &ids));
-        let url = o.url.as_str();
+        let url = work_url.as_str();
         for &clients in &o.clients {
             eprintln!("measuring {runs} runs, {clients} clients ...");
             let page_w = |c: &mut Connection| {
@@ -422,7 +467,7 @@ fn main() {
             let all_w = |c: &mut Connection| {
                 hgetall_sort(c, &set, size);
             };
-            let mut named: Vec<(&'static str, Option<f64>, &(dyn Fn(&mut Connection) + Sync))> =
+            let mut named: Vec<(&'static str, Option<f64>, Workload)> =
                 vec![("ACTIVERUNS.PAGE base 1 50", None, &page_w)];
             if full {
                 named.push(("HMGET data <50 ids> (floor)", Some(0.8), &hmget_w));
@@ -458,5 +503,5 @@ fn main() {
                 .expect("DEL");
         }
     }
-    print_table(&rows, size, o.doc_bytes);
+    print_table(&rows, size, o.doc_bytes, &path);
 }
