@@ -1,11 +1,12 @@
 'use strict';
 // scripts/demo at its small size (its Node part, with the same RETENTION_SERVER_BIN and
-// RETENTION_MODULE): the tour runs end to end and its own checks pass. Those checks are made
-// with BullMQ and Bull: used memory went down, every live job (waiting, prioritized, delayed,
-// active with its lock, parents waiting for children and the children) is still there in the
-// same state with the same data, getJobCounts() of live states is unchanged, finished jobs
-// were cleaned to the policy's limits, and both queues still work (next id, workers process
-// the new job, the waiting jobs and the parents).
+// RETENTION_MODULE): the tour runs end to end and its own checks pass. Those checks: used
+// memory went down, where the policy removes or trims and nowhere else; and, made with BullMQ
+// and Bull themselves, every live job (waiting, prioritized, delayed, active with its lock,
+// parents waiting for children, and the children) is still there in the same state with the
+// same data, getJobCounts() of live states is unchanged, finished jobs were cleaned to the
+// policy's limits, and both queues still work (next id; workers process the new job, the
+// waiting jobs and the parents).
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -23,6 +24,8 @@ function run(args) {
 
 const CHECKS = [
   /^ok {3}used_memory went down \(/m,
+  /^ok {3}job cleaning, trims and run expiry freed more than half of their owners' memory/m,
+  /^ok {3}keys no rule governs are untouched/m,
   /^ok {3}every live job is still there, same state and data, active ones locked/m,
   /^ok {3}emails: getJobCounts\(\) of live states unchanged/m,
   /^ok {3}emails: finished jobs cleaned to the policy's limits/m,
