@@ -35,7 +35,11 @@ function parseArgs(argv) {
 }
 
 const out = (line = '') => process.stdout.write(`${line}\n`);
-const section = (title) => { out(); out(`=== ${title}`); };
+let sections = 0;
+const section = (title) => {
+  if (sections++) out();
+  out(`=== ${title}`);
+};
 
 function human(bytes) {
   const n = Math.abs(bytes);
@@ -187,19 +191,23 @@ async function main() {
       queues.buildBullmq(server, { jobs: size.bullmq, flows: size.flows, live: size.live }),
       queues.buildBull(server, { jobs: size.bull, live: size.live }),
     ]);
-    out(`bull:emails       BullMQ ${num(size.bullmq)} emails sent by a worker (some failed after 3 attempts, some logged), ${size.flows} finished flows, an hourly job scheduler; nobody set removeOnComplete/removeOnFail`);
-    out(`bull:thumbnails   Bull ${num(size.bull)} resizes, the same way, and a repeatable job`);
-    out('                  finished jobs spread over the last 14 days; then live jobs in both: waiting, prioritized,');
-    out('                  delayed by hours, one active holding its lock, and BullMQ parents waiting for children in bull:renders');
+    const built = (what, text) => out(`${what.padEnd(27)} ${text}`);
+    built('bull:emails', `BullMQ: ${num(size.bullmq)} emails sent by a worker (some bounced after 3 attempts, some logged),`);
+    built('', `${size.flows} finished flows, an hourly job scheduler; nobody set removeOnComplete/removeOnFail`);
+    built('bull:thumbnails', `Bull: ${num(size.bull)} image resizes, the same way, and a repeatable job`);
+    built('', 'finished jobs spread over the last 14 days; then live jobs in both: waiting, prioritized,');
+    built('', 'delayed by hours, one active holding its lock; BullMQ parents waiting for children in bull:renders');
     const celery = await keyspace.buildCelery(c, size.celery);
-    out(`celery-task-meta-* ${num(size.celery)} Celery results of the last 30 days, no result_expires`);
+    built('celery-task-meta-*', `${num(size.celery)} Celery results of the last 30 days, no result_expires`);
     const audit = await keyspace.buildAudit(c, size.audit[0], size.audit[1]);
-    out(`audit:tenant-<id> ${size.audit[0]} streams of ${num(size.audit[1])} entries over 30 days, never trimmed`);
+    built('audit:tenant-<id>', `${size.audit[0]} streams of ${num(size.audit[1])} entries over 30 days, never trimmed`);
     const bases = await keyspace.buildLegacyRuns(c, size.runs[0], size.runs[1]);
-    out(`runs:active:{ws}:<project>  ${size.runs[0]} legacy hashes of ${size.runs[1]} runs (HSET id json), 85% left over by crashed runners`);
+    built('runs:active:{ws}:<project>', `${size.runs[0]} legacy hashes of ${num(size.runs[1])} runs (HSET id json), 85% left by crashed runners`);
     await keyspace.buildChannels(c, Math.ceil(size.other / 5));
     await keyspace.buildUngoverned(c, size.other);
-    out(`channel:*, session:*, cache:product:*, user:*:prefs, ...  websocket state and keys no rule governs`);
+    built('channel:*', `${num(Math.ceil(size.other / 5))} websocket channel hashes`);
+    built('session:*, cache:product:*,', 'keys no rule governs: sessions (the app gives them a TTL),');
+    built('user:*:prefs, ...', 'a product cache and user preferences (no TTL)');
     out(`(built in ${((Date.now() - t) / 1000).toFixed(1)} s)`);
 
     section('migrating the legacy run hashes to index + data (README: "Migrating from a legacy hash")');
