@@ -283,7 +283,8 @@ struct Exact {
     types: BTreeMap<String, u64>,
 }
 
-/// Every key of databases 0, 1 and 3 by SCAN, with TYPE, PTTL and MEMORY USAGE, per group.
+/// Every key of databases 0, 1 and 3 by SCAN, with TYPE, PTTL and exact MEMORY USAGE
+/// (`SAMPLES 0`), per group.
 fn exact_count(c: &mut Connection) -> BTreeMap<String, Exact> {
     let mut out: BTreeMap<String, Exact> = BTreeMap::new();
     for db in [0, 1, 3] {
@@ -301,7 +302,9 @@ fn exact_count(c: &mut Connection) -> BTreeMap<String, Exact> {
                     .arg(k)
                     .cmd("MEMORY")
                     .arg("USAGE")
-                    .arg(k);
+                    .arg(k)
+                    .arg("SAMPLES")
+                    .arg(0);
             }
             let facts: Vec<redis::Value> = p.query(c).expect("facts");
             for (k, f) in chunk.iter().zip(facts.chunks(3)) {

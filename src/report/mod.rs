@@ -248,7 +248,7 @@ impl ReportRun {
             let read = &self.read;
             self.grouper
                 .add(&facts, &mut |other| key_type_of(ctx, other), &mut || {
-                    memory_usage(ctx, read, name)
+                    memory_usage(ctx, read, name, len)
                 });
             self.keys += 1;
         }
@@ -327,10 +327,19 @@ fn key_type_of(ctx: &Context, name: &[u8]) -> Option<KeyType> {
     key.view().key_type()
 }
 
-/// `MEMORY USAGE <key>` (the server's default sampling), None when the key is gone.
-fn memory_usage(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
-    let args: [&[u8]; 2] = [b"USAGE", name];
-    match ctx.call_ext::<_, CallResult>("MEMORY", read, &args[..]) {
+/// Collections up to this many elements are measured exactly (`SAMPLES 0`): cheap, and the
+/// default 5-element sample misjudges a job hash (a few big fields among small ones) by ±30%.
+const EXACT_UP_TO_ELEMENTS: u64 = 128;
+
+/// `MEMORY USAGE <key>`: exact for small collections, the server's default sampling for larger
+/// ones; None when the key is gone.
+fn memory_usage(ctx: &Context, read: &CallOptions, name: &[u8], elements: u64) -> Option<u64> {
+    let exact: [&[u8]; 4] = [b"USAGE", name, b"SAMPLES", b"0"];
+    let args = match elements <= EXACT_UP_TO_ELEMENTS {
+        true => &exact[..],
+        false => &exact[..2],
+    };
+    match ctx.call_ext::<_, CallResult>("MEMORY", read, args) {
         Ok(CallReply::I64(n)) => u64::try_from(n.to_i64()).ok(),
         _ => None,
     }
