@@ -3,7 +3,7 @@
 //!
 //! A fixed table of recent actions, each in the slot its key hashes to (database and a
 //! SipHash of the name with a per-process random key): no names are kept, memory is fixed
-//! (`SLOTS` × 40 bytes, 2.5 MB), and recording is one hash and one store — a 1M-key sweep
+//! (`SLOTS` × 48 bytes, 3 MB, allocated at the first action), and recording is one hash and one store — a 1M-key sweep
 //! that sets every TTL pays a few percent for it (a map with oldest-first eviction cost 20%).
 //! A key's entry lasts until another key's action lands in its slot: the most recent
 //! actions are the ones remembered; EXPLAIN says when it remembers none. In memory only:
@@ -123,6 +123,12 @@ mod tests {
         assert_eq!(log.last(0, b"a").map(|e| e.at_ms), Some(2));
         assert_eq!(log.last(3, b"a").map(|e| e.at_ms), Some(5));
         assert_eq!(log.last(0, b"b"), None);
+    }
+
+    #[test]
+    fn a_slot_is_48_bytes() {
+        // The README and the module doc promise 3 MB for the table.
+        assert!(std::mem::size_of::<Option<Stored>>() <= 48);
     }
 
     #[test]
