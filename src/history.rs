@@ -3,8 +3,9 @@
 //!
 //! A fixed table of recent actions, each in the slot its key hashes to (database and a
 //! SipHash of the name with a per-process random key): no names are kept, memory is fixed
-//! (`SLOTS` × 48 bytes, 3 MB, allocated at the first action), and recording is one hash and one store — a 1M-key sweep
-//! that sets every TTL pays a few percent for it (a map with oldest-first eviction cost 20%).
+//! (`SLOTS` × 48 bytes, 3 MB, allocated at the first action), and recording is one hash and
+//! one store: a 1M-key sweep that sets every TTL pays a few percent for it (a map with
+//! oldest-first eviction cost 20%).
 //! A key's entry lasts until another key's action lands in its slot: the most recent
 //! actions are the ones remembered; EXPLAIN says when it remembers none. In memory only:
 //! a restart forgets everything.
