@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::history::{self, Action as Did};
 use crate::keyspace::{self, OpenKey, OwnedName};
 use crate::policy::duration::format_duration_ms;
-use crate::policy::{Action, KeyType, Policy, QueueFlavor, Rule, Selector};
+use crate::policy::{Action, KeyType, Policy, QueueFlavor, Rule, RuleFlavor, Selector};
 use crate::queue::layout::{classify, KeyRole};
 use crate::stats::key;
 use crate::sweep::plan::{idle_allows, plan_pressure_ttl, plan_ttl, TtlPlan};
@@ -156,7 +156,7 @@ fn decide(rule: &Rule, name: &[u8], facts: &KeyFacts, clock: &Clock) -> String {
 }
 
 fn explain_queue_key(
-    flavor: QueueFlavor,
+    flavor: RuleFlavor,
     selector: &Selector,
     name: &[u8],
     facts: &KeyFacts,
@@ -165,11 +165,12 @@ fn explain_queue_key(
         Selector::Prefix(prefix) => prefix.len(),
         _ => 0,
     };
-    let library = match flavor {
-        QueueFlavor::BullMq => "BullMQ",
-        QueueFlavor::Bull => "Bull",
+    let (classified_as, library) = match flavor {
+        RuleFlavor::One(QueueFlavor::BullMq) => (QueueFlavor::BullMq, "BullMQ"),
+        RuleFlavor::One(QueueFlavor::Bull) => (QueueFlavor::Bull, "Bull"),
+        RuleFlavor::Auto => (QueueFlavor::BullMq, "BullMQ or Bull"),
     };
-    match classify(flavor, prefix_len, name, facts.key_type) {
+    match classify(classified_as, prefix_len, name, facts.key_type) {
         KeyRole::Finished { set, .. } => format!(
             "the queue's {} set: jobs finished longer ago than the rule allows (or beyond its count) are removed with their keys, as {library}'s own clean does",
             set.name()

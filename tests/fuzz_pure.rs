@@ -483,7 +483,7 @@ fn finished() -> impl Strategy<Value = Option<Value>> {
 
 fn queue_rule() -> impl Strategy<Value = Map<String, Value>> {
     (
-        any::<bool>(),
+        prop::sample::select(vec!["bullmq", "bull", "auto"]),
         prop::option::of(prop::sample::select(vec![
             "bull", "jobs", "my:app", "b{x}", "é", "a]b", "q\\",
         ])),
@@ -494,7 +494,7 @@ fn queue_rule() -> impl Strategy<Value = Map<String, Value>> {
     )
         .prop_map(|(mq, prefix, completed, failed, events, orphan)| {
             let mut q = Map::new();
-            q.insert("flavor".into(), json!(if mq { "bullmq" } else { "bull" }));
+            q.insert("flavor".into(), json!(mq));
             put(&mut q, "prefix", prefix.map(|p| json!(p)));
             put(&mut q, "completed", completed);
             put(&mut q, "failed", failed);

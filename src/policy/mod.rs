@@ -180,9 +180,26 @@ pub struct EventsRetention {
     pub max_age_ms: Option<i64>,
 }
 
+/// A queue rule's library: one, or (`auto`) whichever each queue under the prefix is. Both
+/// libraries default to the prefix `bull`, so one prefix often holds queues of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleFlavor {
+    One(QueueFlavor),
+    Auto,
+}
+
+impl RuleFlavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleFlavor::One(flavor) => flavor.name(),
+            RuleFlavor::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueAction {
-    pub flavor: QueueFlavor,
+    pub flavor: RuleFlavor,
     pub prefix: String,
     pub completed: Option<FinishedRetention>,
     pub failed: Option<FinishedRetention>,

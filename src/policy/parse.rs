@@ -360,10 +360,11 @@ fn parse_queue(v: &Value) -> Parsed<QueueAction> {
         "queue.",
     )?;
     let flavor = match obj.get("flavor").map(|f| f.as_str()) {
-        Some(Some("bullmq")) => QueueFlavor::BullMq,
-        Some(Some("bull")) => QueueFlavor::Bull,
-        None => return Err("queue.flavor: missing: \"bullmq\" or \"bull\"".into()),
-        Some(_) => return Err("queue.flavor: must be \"bullmq\" or \"bull\"".into()),
+        Some(Some("bullmq")) => RuleFlavor::One(QueueFlavor::BullMq),
+        Some(Some("bull")) => RuleFlavor::One(QueueFlavor::Bull),
+        Some(Some("auto")) => RuleFlavor::Auto,
+        None => return Err("queue.flavor: missing: \"bullmq\", \"bull\" or \"auto\"".into()),
+        Some(_) => return Err("queue.flavor: must be \"bullmq\", \"bull\" or \"auto\"".into()),
     };
     let prefix = match obj.get("prefix") {
         None => "bull".to_string(),

@@ -14,7 +14,7 @@ use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
 use super::calls::{key, Calls};
 use super::detect::{detect_flavor, flavor_evidence, queue_exists, Evidence};
-use super::finished::{CleanFinished, EventMode};
+use super::finished::{CleanFinished, EventMode, FlavorCheck};
 use super::layout::FinishedSet;
 use crate::acl::{self, KeyAccess};
 use crate::args::{parse_i64, shown, Args, OptionSet};
@@ -311,7 +311,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
         base,
         req.set,
         req.retention,
-        false,
+        FlavorCheck::Trust,
         EventMode::Always,
     );
     let env = WorkEnv {

@@ -15,6 +15,15 @@ pub enum Evidence {
     NotBullMq,
 }
 
+/// The library of the queue at `base`, as its keys show it (BullMQ writes a versioned `meta`
+/// and an events stream; Bull neither).
+pub fn flavor_of(calls: &Calls, base: &[u8]) -> QueueFlavor {
+    match flavor_evidence(calls, base) {
+        Evidence::BullMq => QueueFlavor::BullMq,
+        Evidence::NotBullMq => QueueFlavor::Bull,
+    }
+}
+
 pub fn flavor_evidence(calls: &Calls, base: &[u8]) -> Evidence {
     let meta = key(&[base, b"meta"]);
     if let Ok(Some(version)) = calls.hget(&meta, b"version") {

@@ -14,7 +14,7 @@ use redis_module::Context;
 
 use super::calls::{key, Calls};
 use super::counters;
-use super::detect::{flavor_evidence, Evidence};
+use super::detect::{flavor_evidence, flavor_of, Evidence};
 use super::jobs::{Batch, QueueCtx};
 use super::layout::{parse_score, FinishedSet, Reason, Window};
 use crate::policy::{FinishedRetention, QueueFlavor};
@@ -37,13 +37,23 @@ pub enum EventMode {
     WhenRemoved,
 }
 
+/// How work on one queue makes sure it has the queue's library right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlavorCheck {
+    /// The caller named it (`RETENTION.JOBS … FLAVOR`, or detected it already).
+    Trust,
+    /// A rule for one library: a queue that looks like the other is skipped.
+    Verify,
+    /// An `auto` rule: whichever the queue's keys show.
+    Detect,
+}
+
 pub struct CleanFinished {
     flavor: QueueFlavor,
     base: Vec<u8>,
     set: FinishedSet,
     retention: FinishedRetention,
-    /// Background work checks that the queue looks like the rule's flavor first.
-    verify_flavor: bool,
+    check: FlavorCheck,
     events: EventMode,
     window: Option<Window>,
     offset: u64,
@@ -60,7 +70,7 @@ impl CleanFinished {
         base: Vec<u8>,
         set: FinishedSet,
         retention: FinishedRetention,
-        verify_flavor: bool,
+        check: FlavorCheck,
         events: EventMode,
     ) -> CleanFinished {
         CleanFinished {
@@ -68,7 +78,7 @@ impl CleanFinished {
             base,
             set,
             retention,
-            verify_flavor,
+            check,
             events,
             window: None,
             offset: 0,
@@ -195,10 +205,15 @@ impl Work for CleanFinished {
         let window = match self.window {
             Some(w) => w,
             None => {
-                if self.verify_flavor && !self.queue_matches_flavor(&calls) {
-                    tally.skipped_wrong_type += 1;
-                    self.done = true;
-                    return Progress::Done;
+                match self.check {
+                    FlavorCheck::Trust => {}
+                    FlavorCheck::Detect => self.flavor = flavor_of(&calls, &self.base),
+                    FlavorCheck::Verify if self.queue_matches_flavor(&calls) => {}
+                    FlavorCheck::Verify => {
+                        tally.skipped_wrong_type += 1;
+                        self.done = true;
+                        return Progress::Done;
+                    }
                 }
                 // The age cutoff is fixed once, as the library's clean fixes its timestamp.
                 let w = Window::new(&self.retention, env.now_ms);

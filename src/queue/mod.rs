@@ -27,8 +27,14 @@ mod jobs;
 pub mod layout;
 pub mod orphans;
 
-use crate::policy::{Action, KeyType, QueueAction, QueueFlavor, Rule};
-use crate::sweep::work::Planned;
+use std::time::Instant;
+
+use redis_module::Context;
+
+use crate::policy::{Action, KeyType, QueueAction, QueueFlavor, Rule, RuleFlavor};
+use crate::stats::Tally;
+use crate::sweep::work::{Planned, Progress, Work, WorkEnv};
+use finished::FlavorCheck;
 use layout::{classify, FinishedSet, KeyRole};
 
 pub use command::cmd_jobs;
@@ -43,7 +49,48 @@ pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {
 
 pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
     let prefix_len = queue.prefix.len() + 1;
-    match classify(queue.flavor, prefix_len, name, key_type) {
+    match queue.flavor {
+        RuleFlavor::One(flavor) => {
+            let role = classify(flavor, prefix_len, name, key_type);
+            plan_role(queue, flavor, FlavorCheck::Verify, role, name, key_type)
+        }
+        RuleFlavor::Auto => {
+            let mq = classify(QueueFlavor::BullMq, prefix_len, name, key_type);
+            let bull = classify(QueueFlavor::Bull, prefix_len, name, key_type);
+            if mq == bull {
+                // Work that reads the queue's keys to learn its library (BullMQ as a
+                // placeholder until then).
+                return plan_role(
+                    queue,
+                    QueueFlavor::BullMq,
+                    FlavorCheck::Detect,
+                    mq,
+                    name,
+                    key_type,
+                );
+            }
+            // The libraries read the name differently (a sub-key of one, a job of the
+            // other): one check each, and each applies only to a queue of its library.
+            let verify =
+                |flavor, role| plan_role(queue, flavor, FlavorCheck::Verify, role, name, key_type);
+            either(
+                verify(QueueFlavor::BullMq, mq),
+                verify(QueueFlavor::Bull, bull),
+            )
+        }
+    }
+}
+
+fn plan_role(
+    queue: &QueueAction,
+    flavor: QueueFlavor,
+    check: FlavorCheck,
+    role: KeyRole,
+    name: &[u8],
+    key_type: KeyType,
+) -> Planned {
+    let prefix_len = queue.prefix.len() + 1;
+    match role {
         KeyRole::Finished { base_len, set } => {
             let retention = match set {
                 FinishedSet::Completed => queue.completed,
@@ -51,24 +98,26 @@ pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
             };
             match retention {
                 Some(r) => Planned::Work(Box::new(finished::CleanFinished::new(
-                    queue.flavor,
+                    flavor,
                     name[..base_len].to_vec(),
                     set,
                     r,
-                    true,
+                    check,
                     finished::EventMode::WhenRemoved,
                 ))),
                 None => Planned::Nothing,
             }
         }
-        KeyRole::Events => match (queue.flavor, queue.events) {
+        // Only BullMQ keeps an events stream.
+        KeyRole::Events => match (flavor, queue.events) {
             (QueueFlavor::BullMq, Some(events)) => Planned::Work(Box::new(
                 events::TrimEvents::new(name.to_vec(), name.len() - "events".len(), events),
             )),
             _ => Planned::Nothing,
         },
         KeyRole::JobCandidate => Planned::Work(Box::new(orphans::OrphanCheck::new(
-            queue.flavor,
+            flavor,
+            check,
             prefix_len,
             name,
             orphans::Candidate::Hash,
@@ -76,7 +125,8 @@ pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
         ))),
         KeyRole::SubKeyCandidate { job_key_len } => {
             Planned::Work(Box::new(orphans::OrphanCheck::new(
-                queue.flavor,
+                flavor,
+                check,
                 prefix_len,
                 name,
                 orphans::Candidate::SubKey {
@@ -90,12 +140,43 @@ pub fn plan(queue: &QueueAction, name: &[u8], key_type: KeyType) -> Planned {
     }
 }
 
+/// Both plans' work, one after the other.
+fn either(first: Planned, second: Planned) -> Planned {
+    match (first, second) {
+        (Planned::Work(a), Planned::Work(b)) => Planned::Work(Box::new(Both(Some(a), b))),
+        (Planned::Work(w), _) | (_, Planned::Work(w)) => Planned::Work(w),
+        (Planned::WrongType, _) | (_, Planned::WrongType) => Planned::WrongType,
+        (Planned::Nothing, Planned::Nothing) => Planned::Nothing,
+    }
+}
+
+/// Two work items on the same key, run in turn.
+struct Both(Option<Box<dyn Work>>, Box<dyn Work>);
+
+impl Work for Both {
+    fn step(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        tally: &mut Tally,
+    ) -> Progress {
+        if let Some(first) = &mut self.0 {
+            if first.step(ctx, env, deadline, tally) == Progress::More {
+                return Progress::More;
+            }
+            self.0 = None;
+        }
+        self.1.step(ctx, env, deadline, tally)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{EventsRetention, FinishedRetention};
 
-    fn rule(flavor: QueueFlavor) -> QueueAction {
+    fn rule(flavor: RuleFlavor) -> QueueAction {
         QueueAction {
             flavor,
             prefix: "bull".into(),
@@ -118,13 +199,14 @@ mod tests {
 
     #[test]
     fn plan_returns_work_only_for_what_the_rule_asks() {
-        let mq = rule(QueueFlavor::BullMq);
+        let mq = rule(RuleFlavor::One(QueueFlavor::BullMq));
         assert!(is_work(plan(&mq, b"bull:q:completed", KeyType::ZSet)));
         // No failed retention configured.
         assert!(!is_work(plan(&mq, b"bull:q:failed", KeyType::ZSet)));
         assert!(is_work(plan(&mq, b"bull:q:events", KeyType::Stream)));
         assert!(is_work(plan(&mq, b"bull:q:1", KeyType::Hash)));
         assert!(is_work(plan(&mq, b"bull:q:1:logs", KeyType::List)));
+        let auto = rule(RuleFlavor::Auto);
         for (name, t) in [
             ("bull:q:id", KeyType::String),
             ("bull:q:meta", KeyType::Hash),
@@ -144,6 +226,16 @@ mod tests {
             ("bull:q:dn:klia:failed", KeyType::Hash),
         ] {
             assert!(!is_work(plan(&mq, name.as_bytes(), t)), "{name}");
+            assert!(!is_work(plan(&auto, name.as_bytes(), t)), "auto: {name}");
+        }
+        // `auto` plans what either library's rule would.
+        for (name, t) in [
+            ("bull:q:completed", KeyType::ZSet),
+            ("bull:q:events", KeyType::Stream),
+            ("bull:q:1", KeyType::Hash),
+            ("bull:q:1:logs", KeyType::List),
+        ] {
+            assert!(is_work(plan(&auto, name.as_bytes(), t)), "auto: {name}");
         }
         // A finished scheduler iteration and its logs are still checked as possible orphans.
         assert!(is_work(plan(
@@ -157,7 +249,7 @@ mod tests {
             KeyType::List
         )));
         // Bull has no events stream.
-        let bull = rule(QueueFlavor::Bull);
+        let bull = rule(RuleFlavor::One(QueueFlavor::Bull));
         assert!(!is_work(plan(&bull, b"bull:q:events", KeyType::Stream)));
     }
 }

@@ -28,7 +28,8 @@ use redis_module::Context;
 
 use super::calls::{key, Calls};
 use super::counters;
-use super::detect::{flavor_evidence, Evidence};
+use super::detect::{flavor_evidence, flavor_of, Evidence};
+use super::finished::FlavorCheck;
 use super::jobs::{self, Batch, QueueCtx};
 use super::layout::{
     base_candidates, is_structure_id, parse_ms, state_zsets, STATE_LISTS, STATE_SETS,
@@ -63,6 +64,7 @@ pub enum Candidate {
 
 pub struct OrphanCheck {
     flavor: QueueFlavor,
+    check: FlavorCheck,
     prefix_len: usize,
     name: Vec<u8>,
     candidate: Candidate,
@@ -72,6 +74,7 @@ pub struct OrphanCheck {
 impl OrphanCheck {
     pub fn new(
         flavor: QueueFlavor,
+        check: FlavorCheck,
         prefix_len: usize,
         name: &[u8],
         candidate: Candidate,
@@ -79,6 +82,7 @@ impl OrphanCheck {
     ) -> OrphanCheck {
         OrphanCheck {
             flavor,
+            check,
             prefix_len,
             name: name.to_vec(),
             candidate,
@@ -110,6 +114,17 @@ fn resolve_base(calls: &Calls, prefix_len: usize, job_key: &[u8]) -> Option<usiz
 fn flavor_matches(calls: &Calls, flavor: QueueFlavor, base: &[u8]) -> bool {
     let is_bullmq = flavor_evidence(calls, base) == Evidence::BullMq;
     is_bullmq == (flavor == QueueFlavor::BullMq)
+}
+
+impl OrphanCheck {
+    /// The library to judge the queue at `base` by, None when this check is not for it.
+    fn flavor_for(&self, calls: &Calls, base: &[u8]) -> Option<QueueFlavor> {
+        match self.check {
+            FlavorCheck::Trust => Some(self.flavor),
+            FlavorCheck::Detect => Some(flavor_of(calls, base)),
+            FlavorCheck::Verify => flavor_matches(calls, self.flavor, base).then_some(self.flavor),
+        }
+    }
 }
 
 /// What a look found about a job id.
@@ -216,13 +231,16 @@ impl OrphanCheck {
             return;
         };
         let (base, id) = name.split_at(base_len);
-        if is_structure_id(id) || !flavor_matches(calls, self.flavor, base) {
+        if is_structure_id(id) {
             return;
         }
+        let Some(flavor) = self.flavor_for(calls, base) else {
+            return;
+        };
         let parent_key = fields[2].as_deref();
         match references(
             calls,
-            self.flavor,
+            flavor,
             base,
             id,
             parent_key,
@@ -239,7 +257,7 @@ impl OrphanCheck {
         if env.dry_run {
             return;
         }
-        let queue = QueueCtx::new(calls, self.flavor, base);
+        let queue = QueueCtx::new(calls, flavor, base);
         let mut batch = Batch::default();
         if queue.add(calls, &mut batch, id, None) && queue.commit(calls, &batch, None) {
             observe::forget(obs_key());
@@ -266,18 +284,14 @@ impl OrphanCheck {
             return;
         };
         let (base, id) = job_key.split_at(base_len);
-        if is_structure_id(id) || !flavor_matches(calls, self.flavor, base) {
+        if is_structure_id(id) {
             return;
         }
+        let Some(flavor) = self.flavor_for(calls, base) else {
+            return;
+        };
         // A state set that still lists the id (its hash missing) is the library's business.
-        match references(
-            calls,
-            self.flavor,
-            base,
-            id,
-            None,
-            Self::list_budget(deadline),
-        ) {
+        match references(calls, flavor, base, id, None, Self::list_budget(deadline)) {
             Refs::Referenced => return observe::forget_with(obs_key),
             Refs::Doubt => return,
             Refs::Unreferenced => {}
