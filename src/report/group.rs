@@ -467,6 +467,12 @@ enum Token<'a> {
 }
 
 fn collapse_segment(segment: &[u8], out: &mut Vec<u8>) {
+    // A whole-segment hash tag (`{acme}`) names a tenant or shard for Redis Cluster: one
+    // group for all of them, as for ids.
+    if segment.len() > 2 && segment.starts_with(b"{") && segment.ends_with(b"}") {
+        out.extend_from_slice(b"{*}");
+        return;
+    }
     let mut tokens: Vec<Token> = Vec::new();
     let mut i = 0;
     let mut word_start = 0;
@@ -580,6 +586,8 @@ mod tests {
         for (name, pattern) in [
             ("user:42", "user:*"),
             ("user:42:profile", "user:*:profile"),
+            ("runs:active:{acme}:web:data", "runs:active:{*}:web:data"),
+            ("{}:x", "{}:x"),
             ("session:8f14e45f-ceea-467f-a0e6-0d4f2f5c1e4b", "session:*"),
             (
                 "celery-task-meta-8f14e45f-ceea-467f-a0e6-0d4f2f5c1e4b",
