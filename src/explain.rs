@@ -186,6 +186,29 @@ fn explain_queue_key(
     }
 }
 
+/// For a job hash under a queue rule: where the job is and what the rule's limits make of
+/// it, read from its queue (`queue::describe_job`).
+fn job_now(
+    ctx: &Context,
+    rule: &Rule,
+    name: &[u8],
+    facts: &KeyFacts,
+    clock: &Clock,
+) -> Option<String> {
+    let Action::Queue(queue) = &rule.action else {
+        return None;
+    };
+    let prefix_len = queue.prefix.len() + 1;
+    if classify(QueueFlavor::BullMq, prefix_len, name, facts.key_type) != KeyRole::JobCandidate {
+        return None;
+    }
+    let text = crate::queue::describe_job(ctx, queue, name, clock.now_ms)?;
+    Some(match clock.dry_run {
+        true => format!("nothing (retention.dry-run is on); otherwise: {text}"),
+        false => text,
+    })
+}
+
 /// The latest remembered action, in words.
 pub fn describe_last(entry: &history::Entry, policy: &Policy) -> String {
     let by = entry
@@ -250,7 +273,14 @@ pub fn cmd_explain(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
             .expire_at_ms
             .map_or(RedisValue::Null, RedisValue::Integer);
         m.insert(key("expire_at_ms"), expire);
-        let explanation = explain(&policy, &name, facts, &clock);
+        let mut explanation = explain(&policy, &name, facts, &clock);
+        let governing = explanation
+            .rule
+            .as_ref()
+            .and_then(|(i, _)| policy.rules.get(*i));
+        if let Some(job) = governing.and_then(|r| job_now(ctx, r, &name, facts, &clock)) {
+            explanation.now = job;
+        }
         let rule = explanation.rule.as_ref();
         m.insert(
             key("rule"),

@@ -67,7 +67,15 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
     call(&mut c, &["SET", "unrelated", "v"]);
 
     // (key, rule, matched pattern, words of the reason)
-    let cases: [(&str, Option<&str>, Option<&str>, &str); 11] = [
+    // A Bull queue beside it: the example's BullMQ rule skips it, and EXPLAIN says why.
+    call(&mut c, &["SET", "bull:legacy:id", "1"]);
+    call(
+        &mut c,
+        &["HSET", "bull:legacy:1", "name", "n", "finishedOn", "1"],
+    );
+    call(&mut c, &["ZADD", "bull:legacy:completed", "1", "1"]);
+
+    let cases: [(&str, Option<&str>, Option<&str>, &str); 13] = [
         (
             "bull:mail:id",
             Some("queue-structure"),
@@ -84,7 +92,19 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
             "bull:mail:1",
             Some("bull-jobs"),
             Some("bull:*"),
-            "BullMQ job hash",
+            "remove it with its keys at the next pass: completed 2d ago, older than the rule allows (max_age 1d, max_count 500)",
+        ),
+        (
+            "bull:mail:2",
+            Some("bull-jobs"),
+            Some("bull:*"),
+            "nothing: a live BullMQ job (wait in bull:mail:*); live jobs are never touched",
+        ),
+        (
+            "bull:legacy:1",
+            Some("bull-jobs"),
+            Some("bull:*"),
+            "is a Bull queue and this rule is for BullMQ queues",
         ),
         (
             "bull:mail:1:logs",

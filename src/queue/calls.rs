@@ -182,6 +182,17 @@ impl<'c> Calls<'c> {
         self.hget(hash, field).map(|v| v.is_some())
     }
 
+    /// The member's score, None when it is not in the set; Err when the key is not a zset.
+    pub fn zscore(&self, zset: &[u8], member: &[u8]) -> Result<Option<f64>, ()> {
+        self.bulk("ZSCORE", &[zset, member])
+            .map(|v| v.and_then(|text| super::layout::parse_score(&text)))
+    }
+
+    /// The member's rank from the lowest score, None when it is not in the set.
+    pub fn zrank(&self, zset: &[u8], member: &[u8]) -> Option<u64> {
+        self.int("ZRANK", &[zset, member]).map(|n| n.max(0) as u64)
+    }
+
     /// Is `member` in the sorted set? Err when the key is not a sorted set.
     pub fn zscore_present(&self, zset: &[u8], member: &[u8]) -> Result<bool, ()> {
         self.bulk("ZSCORE", &[zset, member]).map(|v| v.is_some())

@@ -20,6 +20,7 @@
 mod calls;
 mod command;
 pub mod counters;
+mod describe;
 mod detect;
 mod events;
 mod finished;
@@ -38,6 +39,7 @@ use finished::FlavorCheck;
 use layout::{classify, FinishedSet, KeyRole};
 
 pub use command::cmd_jobs;
+pub use describe::describe_job;
 
 /// The planner of queue rules (registered with the sweep at load).
 pub fn plan_rule(rule: &Rule, name: &[u8], key_type: KeyType) -> Planned {

@@ -92,7 +92,7 @@ impl OrphanCheck {
 }
 
 /// The unique existing queue whose base prefixes `job_key`; its length.
-fn resolve_base(calls: &Calls, prefix_len: usize, job_key: &[u8]) -> Option<usize> {
+pub(super) fn resolve_base(calls: &Calls, prefix_len: usize, job_key: &[u8]) -> Option<usize> {
     let mut found = None;
     for (n, base_len) in base_candidates(prefix_len, job_key).enumerate() {
         if n >= MAX_BASE_CANDIDATES {
