@@ -45,8 +45,15 @@ ensure_node_packages() {
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# A phase heading with the seconds since the outermost script started (where CI time goes).
+: "${RETENTION_T0:=$(date +%s)}"
+export RETENTION_T0
+phase() {
+  echo "==> [$(( $(date +%s) - RETENTION_T0 ))s] $*" >&2
+}
+
 build_module() {
-  echo "==> cargo build --release" >&2
+  phase "cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet)
 }
 

@@ -37,7 +37,7 @@ fn soak_duration() -> Duration {
     let secs = std::env::var("RETENTION_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20u64);
+        .unwrap_or(12u64);
     Duration::from_secs(secs.max(5))
 }
 
