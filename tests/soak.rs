@@ -2,7 +2,7 @@
 //! queues are produced and worked (in both databases), ACTIVERUNS traffic comes and goes,
 //! RETENTION.TRIM and RETENTION.SWEEP are called now and then, and the background sweeper
 //! passes every second, on a master with a replica. Runs `RETENTION_SOAK_SECS` seconds
-//! (default 20; `scripts/soak <secs>` for longer).
+//! (default 12; `scripts/soak <secs>` for longer).
 //!
 //! Afterwards: the servers are alive, the module counted no error, memory stayed flat once
 //! the policy had bounded the data (TTLs of seconds, trims, cleaning), no unfinished job was
