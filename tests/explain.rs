@@ -67,7 +67,7 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
     call(&mut c, &["SET", "unrelated", "v"]);
 
     // (key, rule, matched pattern, words of the reason)
-    // A Bull queue beside it: the example's BullMQ rule skips it, and EXPLAIN says why.
+    // A Bull queue beside the BullMQ one: the example's rule (flavor auto) cleans it too.
     call(&mut c, &["SET", "bull:legacy:id", "1"]);
     call(
         &mut c,
@@ -104,7 +104,7 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
             "bull:legacy:1",
             Some("bull-jobs"),
             Some("bull:*"),
-            "is a Bull queue and this rule is for BullMQ queues",
+            "remove it with its keys at the next pass: completed",
         ),
         (
             "bull:mail:1:logs",
@@ -201,7 +201,8 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
 #[test]
 fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     let policy = r#"{"rules":[{"name":"cap-list","match":"list:*","type":"list","trim":{"max_len":2}},
-        {"name":"t","match":"t:*","ttl":"1h"}]}"#;
+        {"name":"t","match":"t:*","ttl":"1h"},
+        {"name":"mq","queue":{"flavor":"bullmq","prefix":"q"}}]}"#;
     let server = Server::start_paused(Some(policy));
     let mut c = server.conn();
     call(&mut c, &["RPUSH", "list:a", "1", "2", "3", "4", "5"]);
@@ -210,6 +211,16 @@ fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     assert!(
         last.contains("trimmed 3 entries") && last.contains("cap-list"),
         "{last}"
+    );
+
+    // A Bull queue under a BullMQ rule's prefix: skipped, and EXPLAIN says why.
+    call(&mut c, &["SET", "q:old:id", "1"]);
+    call(&mut c, &["HSET", "q:old:1", "name", "n", "finishedOn", "1"]);
+    call(&mut c, &["ZADD", "q:old:completed", "1", "1"]);
+    let now = text(&explain(&mut c, "q:old:1"), "now");
+    assert!(
+        now.contains("is a Bull queue and this rule is for BullMQ queues") && now.contains("auto"),
+        "{now}"
     );
 
     config_set(&mut c, "retention.dry-run", "yes");

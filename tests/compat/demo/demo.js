@@ -124,7 +124,7 @@ async function remembered(client, names) {
 /** Who owns a key of the demo's keyspace, and what the policy does to it. */
 const OWNERS = [
   [/^bull:emails:/, 'bull:emails', 'BullMQ: finished jobs removed by rule bull-jobs (completed 24h/500, failed 7d/1000), events trimmed'],
-  [/^bull:thumbnails:/, 'bull:thumbnails', 'Bull: finished jobs removed by RETENTION.JOBS … CLEAN, same limits'],
+  [/^bull:thumbnails:/, 'bull:thumbnails', 'Bull: finished jobs removed by the same rule (flavor auto), the same limits'],
   [/^bull:renders:/, 'bull:renders', 'BullMQ: only live jobs (children of waiting parents): untouched'],
   [/^audit:/, 'audit:*', 'rule audit-stream: trimmed to 7 days (approx: whole nodes of 100 entries)'],
   [/^runs:active:/, 'runs:active:*', 'rule active-runs: runs older than 3h expired from index and data'],
@@ -243,10 +243,8 @@ async function main() {
     section('apply the policy: one pass now (CONFIG SET retention.enabled yes would do it in the background)');
     await show(c, ['RETENTION.SWEEP'], renderSweep);
     out();
-    out('The example policy has one queue rule for prefix bull, flavor bullmq: it governs every bull:* key');
-    out('and skips the Bull queue (skipped_wrong_type). Clean that one with the same limits, once:');
-    await show(c, ['RETENTION.JOBS', 'bull', 'thumbnails', 'CLEAN', 'completed', '24h', '500', 'FLAVOR', 'bull']);
-    await show(c, ['RETENTION.JOBS', 'bull', 'thumbnails', 'CLEAN', 'failed', '7d', '1000', 'FLAVOR', 'bull']);
+    out('The example policy\'s queue rule has "flavor": "auto": the BullMQ queue (emails) and the Bull');
+    out('queue (thumbnails) under the same prefix bull were each cleaned the way their own library cleans.');
     out();
     out('What did it do? (RETENTION.EXPLAIN remembers about its last 65,536 actions)');
     await show(c, ['RETENTION.EXPLAIN', await remembered(c, oldest)], (r) => renderMap(r, ['key', 'exists', 'last']));
