@@ -1,8 +1,7 @@
 'use strict';
 // Deterministic, realistic-looking payloads: the same scale gives the same keyspace shape.
 
-const HOUR = 3600 * 1000;
-const DAY = 24 * HOUR;
+const { DAY, HOUR, hashOf } = require('../lib/harness');
 
 /** mulberry32: a small seeded PRNG. */
 function rng(seed) {
@@ -28,15 +27,6 @@ function rng(seed) {
   return next;
 }
 
-/** FNV-1a of a string: a stable number per job id. */
-function hashOf(text) {
-  let h = 2166136261;
-  for (const ch of text) {
-    h ^= ch.charCodeAt(0);
-    h = Math.imul(h, 16777619) >>> 0;
-  }
-  return h;
-}
 
 const FIRST = ['Ada', 'Grace', 'Linus', 'Margaret', 'Ken', 'Barbara', 'Dennis', 'Frances', 'Edsger', 'Radia'];
 const TENANTS = ['acme', 'globex', 'initech', 'umbrella', 'hooli', 'stark', 'wayne', 'wonka', 'tyrell',

@@ -6,10 +6,10 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const IORedis = require('ioredis');
+const { freePort, sleep } = require('../lib/harness');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const SERVER_BIN = process.env.RETENTION_SERVER_BIN || 'redis-server';
@@ -17,19 +17,6 @@ const MODULE = process.env.RETENTION_MODULE ||
   path.join(REPO, 'target', 'release', 'libredis_retention.so');
 const POLICY = path.join(REPO, 'examples', 'policy.json');
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function readLog(dir) {
   try { return fs.readFileSync(path.join(dir, 'server.log'), 'utf8'); } catch { return ''; }

@@ -148,6 +148,6 @@ function ageOf(normalizedId) {
 }
 
 module.exports = {
-  DAY, HOUR, MODULE, SERVER_BIN, ageOf, flatToObject, moduleCounts, rewriteFinishTimes,
-  sleep, startServer, suffixes, waitFor,
+  DAY, HOUR, MODULE, SERVER_BIN, ageOf, flatToObject, freePort, hashOf, moduleCounts,
+  rewriteFinishTimes, sleep, startServer, suffixes, waitFor,
 };
