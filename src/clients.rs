@@ -398,7 +398,9 @@ thread_local! {
 /// `MAX_KILLS_PER_TICK` per tick.
 pub fn on_cron_tick(ctx: &Context) {
     let limit_s = config::clients_idle_kill_s();
-    if limit_s == 0 || !config::enabled() {
+    // Dry run: "count what would change, change nothing": nothing is closed (RETENTION.CLIENTS
+    // IDLE <s> lists what would be).
+    if limit_s == 0 || !config::enabled() || config::dry_run() {
         BACKLOG.with(|b| b.set(false));
         return;
     }

@@ -490,7 +490,21 @@ fn the_background_reaper_closes_idle_normal_clients_only() {
     let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-bg"]]);
     wait_clients(&mut c, &[worker.id], "blocked", |k| k.flags.contains('b'));
     wait_clients(&mut c, &[sub.id], "subscribed", |k| k.flags.contains('P'));
+    // Under retention.dry-run nothing is closed, however long the client idles.
+    config_set(&mut c, "retention.dry-run", "yes");
     config_set(&mut c, "retention.clients-idle-kill-s", "1");
+    let idled = wait_until(Duration::from_secs(30), || {
+        client_list(&mut c)
+            .iter()
+            .any(|k| k.id == idle.id && k.idle_s >= 3)
+    });
+    assert!(
+        idled,
+        "the idle client vanished under dry-run: {:?}",
+        client_list(&mut c)
+    );
+    assert_eq!(stat(&mut c, "clients_killed"), 0);
+    config_set(&mut c, "retention.dry-run", "no");
     // The test's own connection stays busy, so it is never idle long enough.
     let closed = wait_until(Duration::from_secs(60), || {
         !live_ids(&mut c).contains(&idle.id)
