@@ -457,10 +457,12 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
         .filter(|w| w["kind"] == "finished_jobs")
         .collect();
     assert_eq!(finished.len(), 1, "{finished:?}");
-    assert!(finished[0]["message"]
-        .as_str()
-        .expect("message")
-        .contains("queue bull:emails: 12000 finished jobs"));
+    let message = finished[0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("queue bull:emails: 12000 finished jobs")
+            && message.contains("rule 'queues' cleans them"),
+        "{message}"
+    );
 
     // The text form shows the same groups, aligned, and its warnings.
     let text: String = redis::cmd("RETENTION.REPORT")

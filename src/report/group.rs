@@ -226,6 +226,8 @@ impl Group {
 pub struct Finished {
     pub completed: u64,
     pub failed: u64,
+    /// The rule that governs the finished sets (the queue rule cleaning them), if any.
+    pub rule: Option<usize>,
 }
 
 impl Finished {
@@ -374,10 +376,14 @@ impl Grouper {
             let known = self.finished.contains_key(raw_base);
             if known || self.finished.len() < MAX_QUEUES {
                 let f = self.finished.entry(raw_base.to_vec()).or_default();
-                match rest {
-                    b"completed" => f.completed += key.len,
-                    b"failed" => f.failed += key.len,
-                    _ => {}
+                let count = match rest {
+                    b"completed" => Some(&mut f.completed),
+                    b"failed" => Some(&mut f.failed),
+                    _ => None,
+                };
+                if let Some(count) = count {
+                    *count += key.len;
+                    f.rule = f.rule.or(key.rule);
                 }
             }
         }

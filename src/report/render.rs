@@ -215,10 +215,17 @@ impl Report<'_> {
             .collect();
         let rest = full.split_off(full.len().min(WARNINGS_PER_KIND));
         for (base, f) in full {
+            let advice = match self.rule_name(f.rule) {
+                Some(rule) => format!(
+                    "rule '{rule}' cleans them to its completed/failed limits at each pass (RETENTION.EXPLAIN {}completed)",
+                    shown(base)
+                ),
+                None => "remove them with the library's removeOnComplete/removeOnFail or a queue rule".into(),
+            };
             out.push(Warning {
                 kind: "finished_jobs",
                 message: format!(
-                    "queue {}: {} finished jobs (completed {}, failed {}), more than {FINISHED_WARN_JOBS}: remove them with the library's removeOnComplete/removeOnFail or a queue rule",
+                    "queue {}: {} finished jobs (completed {}, failed {}), more than {FINISHED_WARN_JOBS}: {advice}",
                     shown(base.strip_suffix(b":").unwrap_or(base)),
                     f.total(),
                     f.completed,
