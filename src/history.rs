@@ -1,18 +1,20 @@
 //! What the module last did to a key, for `RETENTION.EXPLAIN`: "why did this key expire, or
 //! vanish?" is the first question an operator asks.
 //!
-//! A fixed table of recent actions, each in the slot its key hashes to (database and a
-//! SipHash of the name with a per-process random key): no names are kept, memory is fixed
-//! (`SLOTS` × 48 bytes, 3 MB, allocated at the first action), and recording is one hash and
-//! one store: a 1M-key sweep that sets every TTL pays a few percent for it (a map with
-//! oldest-first eviction cost 20%).
+//! A fixed table of recent actions, each in the slot its key hashes to (database and an
+//! FxHash of the name): no names are kept, memory is fixed (`SLOTS` × 48 bytes, 3 MB,
+//! allocated at the first action), and recording is one hash and one store. Measured A/B
+//! (1M keys given a TTL by one `RETENTION.SWEEP`, 5 rounds each, Redis 7.0): ~7% longer with
+//! the table; with SipHash it was ~14%, with a map evicting oldest-first ~20%. FxHash is not
+//! keyed: names crafted to collide could only make EXPLAIN show another key's action.
 //! A key's entry lasts until another key's action lands in its slot: the most recent
 //! actions are the ones remembered; EXPLAIN says when it remembers none. In memory only:
 //! a restart forgets everything.
 
 use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+
+use rustc_hash::FxBuildHasher;
 
 /// Slots of the table: about as many actions are remembered (fewer where keys share slots).
 pub const SLOTS: usize = 1 << 16;
@@ -43,23 +45,14 @@ struct Stored {
     entry: Entry,
 }
 
+#[derive(Default)]
 struct Log {
     slots: Vec<Option<Stored>>,
-    seed: RandomState,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log {
-            slots: Vec::new(),
-            seed: RandomState::new(),
-        }
-    }
 }
 
 impl Log {
     fn place(&self, db: i32, name: &[u8]) -> (u64, usize) {
-        let hash = self.seed.hash_one((db, name));
+        let hash = FxBuildHasher.hash_one((db, name));
         (hash, (hash as usize) % SLOTS)
     }
 
