@@ -8,12 +8,16 @@
 //! shrunk input, which then goes into `tests/corpus/` and a named regression test here.
 //! The corpus files under `tests/corpus/` (policies, globs) are replayed first.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Value};
+
+use common::Rng;
 
 use redis_retention::args::{parse_i64, shown};
 use redis_retention::cluster::key_hash_slot;
@@ -197,6 +201,166 @@ fn unguarded_match(pattern: &[u8], name: &[u8]) -> bool {
 /// Valkey (the servers this suite runs on).
 fn guarded_match(pattern: &[u8], name: &[u8]) -> bool {
     reference_match(pattern, name, Some(1000))
+}
+
+// ---------------------------------------------------------------------------------------
+// The glob matcher against the reference port, on fixed tables and seeded random inputs
+// (one port of `stringmatchlen` serves the unit-level and the property tests).
+
+fn valid_glob(p: &[u8]) -> Glob {
+    Glob::new(p).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(p)))
+}
+
+#[test]
+fn table_of_matches() {
+    let yes: &[(&[u8], &[u8])] = &[
+        (b"*", b""),
+        (b"*", b"anything"),
+        (b"**", b"x"),
+        (b"bull:*", b"bull:"),
+        (b"bull:*", b"bull:q:1"),
+        (b"bull:*:id", b"bull:q:id"),
+        (b"bull:*:id", b"bull::id"),
+        (b"bull:*:id", b"bull:a:b:id"),
+        (b"*:id", b"x:id"),
+        (b"a?c", b"abc"),
+        (b"a?c", b"a\x00c"),
+        (b"[abc]x", b"bx"),
+        (b"[^abc]x", b"dx"),
+        (b"[a-z]", b"m"),
+        (b"[z-a]", b"m"),
+        (b"[a-cx-z]", b"y"),
+        (b"[\\]]", b"]"),
+        (b"[\\^a]", b"^"),
+        (b"[a\\-z]", b"-"),
+        (b"a\\*b", b"a*b"),
+        (b"a\\?", b"a?"),
+        (b"a\\[b", b"a[b"),
+        (b"\\x", b"x"),
+        (b"ab\\", b"ab\\"),
+        (b"[*]", b"*"),
+        (b"[\x80-\xff]", b"\xa0"),
+        (b"*a*a*a*a*a*b", b"aaaaaab"),
+        (b"*?", b"x"),
+        (b"?*?", b"xy"),
+        (b"a*b*c", b"abc"),
+        (b"a*b*c", b"axxbyyc"),
+        (b"*\x00*", b"a\x00b"),
+        (b"[^a-z]", b"\xff"),
+    ];
+    for (p, n) in yes {
+        assert!(valid_glob(p).matches(n), "{:?} should match {:?}", p, n);
+        assert!(unguarded_match(p, n), "reference: {:?} vs {:?}", p, n);
+    }
+    let no: &[(&[u8], &[u8])] = &[
+        (b"**", b""),
+        (b"?", b""),
+        (b"a*", b""),
+        (b"bull:*", b"bull"),
+        (b"bull:*", b"Bull:x"),
+        (b"bull:*:id", b"bull:q:idx"),
+        (b"a?c", b"ac"),
+        (b"a?c", b"abbc"),
+        (b"[abc]x", b"dx"),
+        (b"[^abc]x", b"ax"),
+        (b"[a-z]", b"A"),
+        (b"a\\*b", b"axb"),
+        (b"ab\\", b"ab"),
+        (b"*a*a*a*a*a*b", b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        (b"a*b*c", b"acb"),
+        (b"abc", b"abcd"),
+        (b"abc", b"ab"),
+        (b"[\x80-\xff]", b"a"),
+    ];
+    for (p, n) in no {
+        assert!(
+            !valid_glob(p).matches(n),
+            "{:?} should not match {:?}",
+            p,
+            n
+        );
+        assert!(!unguarded_match(p, n), "reference: {:?} vs {:?}", p, n);
+    }
+}
+
+#[test]
+fn odd_patterns_still_compile_exactly_like_redis() {
+    // Rejected by `new`, but `new_unchecked` must still mirror Redis (the property test covers
+    // them too); spot-check the strangest readings.
+    let cases: &[(&[u8], &[u8], bool)] = &[
+        (b"[abc", b"b", true),
+        (b"[^", b"q", true),
+        (b"[", b"[", false),
+        (b"[]", b"]", false),
+        (b"[^]", b"x", true),
+        (b"[a-]", b"_", true),
+        (b"[a-]", b"-", false),
+        (b"[\x00-\xff]", b"\x80", false),
+        (b"[\x00-\xff]", b"\xff", true),
+        (b"[a-]x", b"x", true),
+    ];
+    for (p, n, want) in cases {
+        let g = Glob::new_unchecked(p);
+        assert!(Glob::new(p).is_err(), "{p:?}");
+        assert_eq!(unguarded_match(p, n), *want, "reference {p:?} {n:?}");
+        assert_eq!(g.matches(n), *want, "{p:?} {n:?}");
+    }
+}
+
+#[test]
+fn agrees_with_a_port_of_redis_on_random_inputs() {
+    let pattern_alphabet = b"**??[[]]^-\\abc\x00\x7f\x80\xff";
+    let name_alphabet = b"abc-]^\\*?[\x00\x7f\x80\xff";
+    let mut rng = Rng(0x5eed);
+    let mut accepted = 0;
+    for _ in 0..100_000 {
+        let pattern = rng.string(pattern_alphabet, 0, 10);
+        if pattern.is_empty() {
+            continue; // rejected, and SCAN MATCH "" is not a glob anyone uses
+        }
+        let g = Glob::new_unchecked(&pattern);
+        if Glob::new(&pattern).is_ok() {
+            accepted += 1;
+        }
+        for _ in 0..8 {
+            let name = rng.string(name_alphabet, 0, 8);
+            assert_eq!(
+                g.matches(&name),
+                unguarded_match(&pattern, &name),
+                "pattern {pattern:?} name {name:?}"
+            );
+        }
+    }
+    assert!(accepted > 5_000, "too few accepted patterns: {accepted}");
+}
+
+#[test]
+fn agrees_with_redis_on_names_built_from_the_pattern() {
+    // Random names rarely match long patterns; derive names from the pattern's own bytes.
+    let pattern_alphabet = b"***?[]^-\\abab";
+    let mut rng = Rng(42);
+    for _ in 0..100_000 {
+        let pattern = rng.string(pattern_alphabet, 0, 14);
+        if pattern.is_empty() {
+            continue;
+        }
+        let g = Glob::new_unchecked(&pattern);
+        let mut name: Vec<u8> = pattern
+            .iter()
+            .copied()
+            .filter(|_| rng.below(4) != 0)
+            .collect();
+        if rng.below(2) == 0 {
+            let extra = rng.string(b"ab", 0, 3);
+            let at = rng.below(name.len() + 1);
+            name.splice(at..at, extra);
+        }
+        assert_eq!(
+            g.matches(&name),
+            unguarded_match(&pattern, &name),
+            "pattern {pattern:?} name {name:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
