@@ -17,16 +17,6 @@ fn acl_setuser(c: &mut Connection, rules: &[&str]) {
         .expect("ACL SETUSER");
 }
 
-fn login(server: &Server, user: &str) -> Connection {
-    let mut c = server.conn();
-    let _: () = redis::cmd("AUTH")
-        .arg(user)
-        .arg("pw")
-        .query(&mut c)
-        .expect("AUTH");
-    c
-}
-
 fn error_of(c: &mut Connection, args: &[&str]) -> String {
     match try_call(c, args) {
         Ok(v) => panic!("{args:?} succeeded: {v:?}"),

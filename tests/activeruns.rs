@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
-    attach_replica, dataset_digest, map_int, now_ms, wait_replica_caught_up, Rng, Server,
+    attach_replica, civil, dataset_digest, map_int, now_ms, wait_replica_caught_up, Rng, Server,
     ServerOpts,
 };
 use redis::{Connection, Value};
@@ -946,26 +946,10 @@ fn model_sorted(m: &Model, desc: bool) -> Vec<(String, String, i64)> {
     v
 }
 
-/// Unix ms → `YYYY-MM-DDTHH:MM:SS.mmmZ` (H. Hinnant's civil_from_days).
+/// Unix ms → `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn iso(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
+    let (y, m, d, h, mi, s, milli) = civil(ms);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
 const GRID_MS: i64 = 60_000;

@@ -429,12 +429,7 @@ fn users_without_admin_rights_get_noperm() {
     let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-p"]]);
     wait_clients(&mut admin, &[idle.id], "idle", |k| k.idle_s >= 2);
     for user in ["app", "named"] {
-        let mut c = server.conn();
-        let _: () = redis::cmd("AUTH")
-            .arg(user)
-            .arg("pw")
-            .query(&mut c)
-            .expect("AUTH");
+        let mut c = login(&server, user);
         for args in [&["IDLE", "0"][..], &["IDLE", "0", "KILL"]] {
             let mut words = vec!["RETENTION.CLIENTS"];
             words.extend_from_slice(args);

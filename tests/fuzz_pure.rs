@@ -17,7 +17,7 @@ use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Value};
 
-use common::Rng;
+use common::{civil, Rng};
 
 use redis_retention::args::{parse_i64, shown};
 use redis_retention::cluster::key_hash_slot;
@@ -1494,31 +1494,6 @@ proptest! {
         prop_assert_eq!(ms_from_json(&json!(ms)), Some(ms));
         prop_assert_eq!(ms_from_json(&json!(ms.to_string())), Some(ms));
     }
-}
-
-/// Unix ms → (year, month, day, hour, minute, second, ms) (H. Hinnant's `civil_from_days`),
-/// an independent inverse of the parser's day count.
-fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
-    let days = ms.div_euclid(86_400_000);
-    let rest = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000,
-    )
 }
 
 // ---------------------------------------------------------------------------------------

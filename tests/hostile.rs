@@ -523,20 +523,26 @@ fn fill(c: &mut Connection, kind: &str, key: &str, n: usize) {
         .expect("fill");
 }
 
-#[test]
-fn keys_vanishing_or_changing_type_mid_work_get_a_clear_answer() {
+/// 200,000 keys `v:<n>` under a TTL rule, and a 50 µs budget: passes of many slices.
+fn server_with_200k_keys() -> (Server, Connection) {
     let policy = r#"{"rules":[{"name":"v","match":"v:*","ttl":"1h"}]}"#;
-    let mut server = Server::start_paused(Some(policy));
+    let server = Server::start_paused(Some(policy));
     let mut c = server.conn();
     config_set(&mut c, "retention.sweep-budget-us", "50");
-
-    // A sweep while another client deletes, re-types and flushes keys under it.
     let _: () = redis::cmd("DEBUG")
         .arg("POPULATE")
         .arg(200_000)
         .arg("v")
         .query(&mut c)
         .expect("populate");
+    (server, c)
+}
+
+#[test]
+fn keys_vanishing_or_changing_type_mid_work_get_a_clear_answer() {
+    let (mut server, mut c) = server_with_200k_keys();
+
+    // A sweep while another client deletes, re-types and flushes keys under it.
     let mut sweeper = server.conn();
     let sweep =
         std::thread::spawn(move || redis::cmd("RETENTION.SWEEP").query::<Value>(&mut sweeper));
@@ -859,16 +865,7 @@ fn send_and_hang_up(port: u16, words: &[&str]) {
 
 #[test]
 fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
-    let policy = r#"{"rules":[{"name":"v","match":"v:*","ttl":"1h"}]}"#;
-    let mut server = Server::start_paused(Some(policy));
-    let mut c = server.conn();
-    config_set(&mut c, "retention.sweep-budget-us", "50");
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(200_000)
-        .arg("v")
-        .query(&mut c)
-        .expect("populate");
+    let (mut server, mut c) = server_with_200k_keys();
     fill(&mut c, "list", "l", 500_000);
     fill(&mut c, "zset", "z", 300_000);
     call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.0.0"]);

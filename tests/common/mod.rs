@@ -667,3 +667,39 @@ pub fn running_pass(c: &mut redis::Connection) -> Option<(String, i64)> {
     let kind = map_str(&pass, "kind").unwrap_or_default();
     Some((kind, map_int(&pass, "keys_visited")))
 }
+
+/// Unix ms → (year, month, day, hour, minute, second, ms) (H. Hinnant's `civil_from_days`),
+/// an independent inverse of the parser's day count.
+pub fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
+    let days = ms.div_euclid(86_400_000);
+    let rest = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    )
+}
+
+/// A connection authenticated as `user` with the password `pw` (the tests' ACL users).
+pub fn login(server: &Server, user: &str) -> redis::Connection {
+    let mut c = server.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg(user)
+        .arg("pw")
+        .query(&mut c)
+        .expect("AUTH");
+    c
+}
