@@ -564,6 +564,16 @@ pub fn client_id(ctx: &Context) -> u64 {
     unsafe { raw::RedisModule_GetClientId.unwrap()(ctx.ctx) }
 }
 
+/// Whether the client with this id is still connected (a blocked client that closed its
+/// connection, or was killed, is gone from the server's client table).
+pub fn client_connected(id: u64) -> bool {
+    // SAFETY: a null info pointer asks only whether the client exists.
+    unsafe {
+        raw::RedisModule_GetClientInfoById.unwrap()(std::ptr::null_mut(), id)
+            == raw::REDISMODULE_OK as c_int
+    }
+}
+
 /// The database the current client has selected.
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: valid command context.

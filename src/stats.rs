@@ -112,6 +112,8 @@ pub struct Stats {
     pub replication_errors: u64,
     /// Running passes, trims and cleanings stopped because the server became a replica.
     pub stopped_by_demotion: u64,
+    /// SWEEPs, trims, cleanings and reports stopped because their client went away.
+    pub stopped_client_gone: u64,
     /// Slices not run because the server asked modules to avoid replica traffic
     /// (CLIENT PAUSE WRITE, FAILOVER, a cluster manual failover).
     pub held_for_failover: u64,
@@ -218,7 +220,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 14] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 15] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -231,6 +233,7 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 14] {
         ("pressure_ticks", s.pressure_ticks),
         ("replication_errors", s.replication_errors),
         ("stopped_by_demotion", s.stopped_by_demotion),
+        ("stopped_client_gone", s.stopped_client_gone),
         ("held_for_failover", s.held_for_failover),
         ("clients_killed", s.clients_killed),
         // Possible orphans being watched (keys, run-set entries): bounded, in memory only.

@@ -527,3 +527,134 @@ fn background_work_holds_while_clients_are_paused_for_writes() {
     });
     assert!(resumed, "the sweeper did not resume after the pause");
 }
+
+/// Runs `args` on a connection of its own and waits until the server shows that client
+/// blocked in the command; returns its client id and the thread waiting for the reply.
+fn start_blocked(
+    server: &Server,
+    args: &[&str],
+) -> (i64, std::thread::JoinHandle<redis::RedisResult<Value>>) {
+    let mut conn = server.conn();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut conn)
+        .expect("CLIENT ID");
+    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let waiter =
+        std::thread::spawn(move || redis::cmd(&owned[0]).arg(&owned[1..]).query(&mut conn));
+    let mut c = server.conn();
+    let shown = format!("cmd={}", args[0].to_lowercase());
+    let blocked = wait_until(Duration::from_secs(10), || {
+        let line: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("ID")
+            .arg(id)
+            .query(&mut c)
+            .expect("CLIENT LIST");
+        line.contains(&shown) && line.contains("flags=b")
+    });
+    assert!(blocked, "{} never showed as blocked", args[0]);
+    (id, waiter)
+}
+
+/// Closes the client `id` (as Ctrl-C in redis-cli would) and waits for the module to count
+/// the command it waited in as stopped, the `n`th such.
+fn close_and_see_stopped(
+    c: &mut Connection,
+    id: i64,
+    waiter: std::thread::JoinHandle<redis::RedisResult<Value>>,
+    n: i64,
+) {
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(c)
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    let reply = waiter.join().expect("waiting thread");
+    assert!(reply.is_err(), "a closed client got a reply: {reply:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || stat(c, "stopped_client_gone")
+            == n),
+        "stopped_client_gone did not reach {n}"
+    );
+}
+
+/// What `f` reads now and again 300 ms later (both must be equal when nothing runs).
+fn settled<T: PartialEq + std::fmt::Debug>(mut f: impl FnMut() -> T, what: &str) -> T {
+    let first = f();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        f(),
+        first,
+        "{what} still changes after its client went away"
+    );
+    first
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal() {
+    let (master, replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    let keys = 1_000_000;
+    // DEBUG POPULATE is not replicated: the same keys are made on both.
+    for server in [&master, &replica] {
+        let _: () = redis::cmd("DEBUG")
+            .arg("POPULATE")
+            .arg(keys)
+            .arg("t")
+            .query(&mut server.conn())
+            .expect("POPULATE");
+    }
+    // A sorted set of 1M members for RETENTION.TRIM, trimmed in slices.
+    for chunk in 0..1_000 {
+        let mut add = redis::cmd("ZADD");
+        add.arg("z:big");
+        for i in chunk * 1_000..(chunk + 1) * 1_000 {
+            add.arg(i).arg(i);
+        }
+        let _: i64 = add.query(&mut c).expect("ZADD");
+    }
+
+    // A report (read-only, sliced like TRIM and CLEAN).
+    let (id, waiter) = start_blocked(&master, &["RETENTION.REPORT"]);
+    close_and_see_stopped(&mut c, id, waiter, 1);
+    assert!(master
+        .log()
+        .contains("RETENTION.REPORT stopped: its client disconnected"));
+
+    // A trim: what it removed before the client went is replicated, and then it stops.
+    let (id, waiter) = start_blocked(&master, &["RETENTION.TRIM", "z:big", "MAXLEN", "10"]);
+    close_and_see_stopped(&mut c, id, waiter, 2);
+    let left: i64 = settled(|| c.zcard("z:big").expect("ZCARD"), "the trim");
+    assert!(left > 10 && left < 1_000_000, "{left} members left");
+
+    // A sweep pass: the same, and no pass is left running.
+    // (New-key tracking gave the first populated keys their TTL already.)
+    let gave = |c: &mut Connection| stat(c, "ttl_set");
+    let before = gave(&mut c);
+    let (id, waiter) = start_blocked(&master, &["RETENTION.SWEEP", "BUDGET", "200"]);
+    assert!(wait_until(Duration::from_secs(10), || gave(&mut c) > before + 1_000));
+    close_and_see_stopped(&mut c, id, waiter, 3);
+    let given = settled(|| gave(&mut c), "the sweep");
+    assert!(
+        given < keys,
+        "the sweep finished before its client went: {given}"
+    );
+    assert_eq!(running_pass(&mut c), None);
+
+    assert_same_data(&master, &replica, &[0], "after the stopped commands");
+    let sample: Vec<String> = (0..keys).step_by(97).map(|i| format!("t:{i}")).collect();
+    let at_master = expire_times(&mut c, &sample);
+    assert!(at_master.contains(&-1) && at_master.iter().any(|&t| t > 0));
+    assert_eq!(at_master, expire_times(&mut replica.conn(), &sample));
+    // The server is free for the next command of each kind.
+    let trimmed: i64 = redis::cmd("RETENTION.TRIM")
+        .arg("z:big")
+        .arg("MAXLEN")
+        .arg(10)
+        .query(&mut c)
+        .expect("TRIM");
+    assert_eq!(trimmed, left - 10);
+}

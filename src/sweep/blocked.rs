@@ -3,6 +3,10 @@
 //! `RETENTION.SWEEP` pass and take the same share of each event-loop iteration, sitting out
 //! the iterations the server's own work made long; a module timer could not (its slices run
 //! whenever it fires, and a "zero-delay" timer idles a millisecond between them).
+//!
+//! A command whose client goes away (closed its connection, Ctrl-C in redis-cli, CLIENT KILL)
+//! stops before its next slice, as the server's own blocking commands do: what it changed so
+//! far was replicated slice by slice, and nobody is left to read its reply.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -10,7 +14,7 @@ use std::collections::VecDeque;
 use redis_module::{BlockedClient, Context, RedisValue, ThreadSafeContext};
 
 use crate::error::{run_callback, Error, Result};
-use crate::{eventloop, keyspace};
+use crate::{eventloop, keyspace, stats};
 
 /// Work done for one blocked client.
 pub trait SlicedCommand {
@@ -29,6 +33,7 @@ pub trait SlicedCommand {
 
 struct Waiting {
     client: BlockedClient,
+    client_id: u64,
     command: Box<dyn SlicedCommand>,
 }
 
@@ -38,8 +43,14 @@ thread_local! {
 
 /// Blocks the calling client until `command` has finished in slices.
 pub fn block(ctx: &Context, command: Box<dyn SlicedCommand>) -> RedisValue {
+    let client_id = keyspace::client_id(ctx);
     let client = ctx.block_client();
-    WAITING.with(|w| w.borrow_mut().push_back(Waiting { client, command }));
+    let waiting = Waiting {
+        client,
+        client_id,
+        command,
+    };
+    WAITING.with(|w| w.borrow_mut().push_back(waiting));
     // The first slice runs in this same event-loop iteration, before the server sleeps.
     eventloop::arm();
     RedisValue::NoReply
@@ -55,8 +66,12 @@ pub fn run_next(ctx: &Context, budget_us: u64) {
     let Some(mut waiting) = WAITING.with(|w| w.borrow_mut().pop_front()) else {
         return;
     };
-    keyspace::select_db(ctx, waiting.command.db());
     let name = waiting.command.name();
+    if !keyspace::client_connected(waiting.client_id) {
+        note_client_gone(ctx, name);
+        return; // dropping the blocked client releases it
+    }
+    keyspace::select_db(ctx, waiting.command.db());
     let outcome = run_callback(ctx, name, || waiting.command.slice(ctx, budget_us));
     let reply = match outcome {
         Some(None) => {
@@ -90,6 +105,14 @@ pub fn stop_all(why: &str) -> u64 {
         );
     }
     count
+}
+
+/// Logs and counts a command stopped because its client went away.
+pub fn note_client_gone(ctx: &Context, name: &str) {
+    ctx.log_notice(&format!(
+        "retention: {name} stopped: its client disconnected"
+    ));
+    stats::with_stats(|s| s.stopped_client_gone += 1);
 }
 
 fn answer(client: BlockedClient, reply: Result<RedisValue>) {

@@ -363,6 +363,10 @@ fn command_pass_slice(ctx: &Context, slice_us: u64) {
     let Some(mut current) = with_engine(|e| e.command.take()) else {
         return;
     };
+    if !keyspace::client_connected(current.client_id) {
+        blocked::note_client_gone(ctx, "RETENTION.SWEEP");
+        return; // dropping the blocked client releases it
+    }
     let finished = run_callback(ctx, "RETENTION.SWEEP slice", || {
         current.pass.run_slice(ctx, slice_us, under_pressure())
     });
