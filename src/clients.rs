@@ -50,9 +50,10 @@ fn reap_interval(limit_s: u64) -> Duration {
 
 /// The flags of a client that may be closed for being idle: `N` (none), `x` (in MULTI),
 /// `d` (watched key touched), `t`/`R`/`B` (client-side caching, as for the server's own
-/// `timeout`), `c`/`A` (being closed anyway), `u` (just unblocked), `U` (unix socket),
-/// `r` (cluster READONLY), `e` (no-evict), `T` (no-touch). Any other letter spares the client.
-const NORMAL_FLAGS: &[u8] = b"NxdtRBcAuUreT";
+/// `timeout`), `c`/`A` (being closed anyway), `U` (unix socket), `r` (cluster READONLY), `e`
+/// (no-evict), `T` (no-touch). Any other letter spares the client; `u` (just unblocked, its
+/// reply not yet written) among them.
+const NORMAL_FLAGS: &[u8] = b"NxdtRBcAUreT";
 
 /// One line of `CLIENT LIST`, the fields this module uses (borrowed from the reply: a
 /// server with thousands of clients answers megabytes, read without copying).
@@ -67,12 +68,18 @@ pub struct ClientInfo<'a> {
     /// Channel, pattern and shard-channel subscriptions (`sub` + `psub` + `ssub`).
     pub subscriptions: u64,
     pub cmd: &'a [u8],
+    /// Reply bytes and blocks not yet written to it (`obl` + `oll`).
+    pub output_pending: u64,
 }
 
 /// Why a client is never closed for being idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spared {
     Blocked,
+    /// Just unblocked, or a reply still to be written: a client served by a push in the same
+    /// event-loop iteration still shows the idle time of its blocking command, and closing it
+    /// would drop the element it popped.
+    Replying,
     PubSub,
     Replica,
     Master,
@@ -86,6 +93,8 @@ impl ClientInfo<'_> {
         let has = |flag: u8| self.flags.contains(&flag);
         if has(b'b') {
             Some(Spared::Blocked)
+        } else if has(b'u') || self.output_pending > 0 {
+            Some(Spared::Replying)
         } else if has(b'P') || self.subscriptions > 0 {
             Some(Spared::PubSub)
         } else if has(b'S') {
@@ -103,8 +112,9 @@ impl ClientInfo<'_> {
 }
 
 /// The fields read, in the order of `ClientInfo`'s slots.
-const FIELDS: [&[u8]; 10] = [
-    b"id", b"addr", b"name", b"user", b"idle", b"flags", b"sub", b"psub", b"ssub", b"cmd",
+const FIELDS: [&[u8]; 12] = [
+    b"id", b"addr", b"name", b"user", b"idle", b"flags", b"sub", b"psub", b"ssub", b"cmd", b"obl",
+    b"oll",
 ];
 const ID: usize = 0;
 const ADDR: usize = 1;
@@ -116,6 +126,8 @@ const SUB: usize = 6;
 const PSUB: usize = 7;
 const SSUB: usize = 8;
 const CMD: usize = 9;
+const OBL: usize = 10;
+const OLL: usize = 11;
 
 /// `CLIENT LIST`'s fields are `key=value` separated by spaces. A value may itself hold a
 /// space (a unix socket path such as `/tmp/my dir/redis.sock`): a word that does not start
@@ -168,6 +180,7 @@ pub fn parse_line(line: &[u8]) -> Option<ClientInfo<'_>> {
         flags: get(FLAGS)?,
         subscriptions: count(SUB)? + count(PSUB)? + count(SSUB)?,
         cmd: get(CMD).unwrap_or_default(),
+        output_pending: count(OBL)? + count(OLL)?,
     })
 }
 
@@ -611,6 +624,28 @@ id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M 
         assert_eq!(c.spared(), Some(Spared::UnknownFlag));
         let c = parse_line(b"id=3 addr=a:1 idle=99 flags=").expect("line");
         assert_eq!(c.spared(), Some(Spared::UnknownFlag));
+    }
+
+    #[test]
+    fn a_client_with_a_reply_still_to_write_is_not_idle() {
+        // A BLPOP client served by a push earlier in this event-loop iteration: unblocked, its
+        // reply in the output buffer, its idle time still that of the BLPOP.
+        let served = b"id=5 addr=a:1 idle=40 flags=u obl=27 oll=0 cmd=blpop";
+        let queued = b"id=6 addr=a:1 idle=40 flags=N obl=0 oll=3 cmd=get";
+        let written = b"id=7 addr=a:1 idle=40 flags=N obl=0 oll=0 cmd=get";
+        let spared = |line: &[u8]| parse_line(line).expect("line").spared();
+        assert_eq!(spared(served), Some(Spared::Replying));
+        assert_eq!(
+            spared(b"id=5 addr=a:1 idle=40 flags=u"),
+            Some(Spared::Replying)
+        );
+        assert_eq!(
+            spared(b"id=5 addr=a:1 idle=40 flags=N obl=1"),
+            Some(Spared::Replying)
+        );
+        assert_eq!(spared(queued), Some(Spared::Replying));
+        assert_eq!(spared(written), None);
+        assert_eq!(parse_line(b"id=5 addr=a:1 idle=4 flags=N obl=x"), None);
     }
 
     #[test]

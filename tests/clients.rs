@@ -322,6 +322,35 @@ fn name_glob_filters_and_the_caller_stays() {
 }
 
 #[test]
+fn a_worker_served_by_a_push_in_the_same_iteration_keeps_its_element() {
+    // A worker blocked in BLPOP long enough to look idle the moment it is served. The push and
+    // the KILL arrive in one write, so the server runs both before it writes the worker's
+    // reply: the worker is then unblocked (`u`) with its reply pending. Closing it would drop
+    // the popped element with the connection.
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let mut worker = RawClient::open(&server, &[&["BLPOP", "jobs", "0"]]);
+    let idle = RawClient::open(&server, &[]);
+    wait_clients(&mut c, &[worker.id, idle.id], "idle", |k| k.idle_s >= 2);
+    let mut both = redis::pipe();
+    both.cmd("LPUSH").arg("jobs").arg("job-1");
+    both.cmd("RETENTION.CLIENTS").arg("IDLE").arg(1).arg("KILL");
+    let (pushed, reply): (i64, Value) = both.query(&mut c).expect("LPUSH + CLIENTS");
+    assert_eq!(pushed, 1);
+    assert_eq!(
+        listed(&reply)
+            .iter()
+            .map(|(id, ..)| *id)
+            .collect::<Vec<_>>(),
+        [idle.id],
+        "only the idle client is closed"
+    );
+    assert!(worker.receives("job-1"), "the worker lost its element");
+    assert!(live_ids(&mut c).contains(&worker.id));
+    assert_eq!(call(&mut c, &["LLEN", "jobs"]), Value::Int(0));
+}
+
+#[test]
 fn the_reply_is_a_map_per_client_under_resp3_too() {
     let server = Server::start_paused(None);
     let idle = RawClient::open(&server, &[&["CLIENT", "SETNAME", "idle-3"]]);
