@@ -29,6 +29,7 @@ pub static PASS_INTERVAL_S: AtomicI64 = AtomicI64::new(DEFAULT_PASS_INTERVAL_S);
 pub static TRACK_NEW_KEYS: AtomicBool = AtomicBool::new(true);
 pub static TRACK_QUEUE_MAX: AtomicI64 = AtomicI64::new(DEFAULT_TRACK_QUEUE_MAX);
 pub static CLIENTS_IDLE_KILL_S: AtomicI64 = AtomicI64::new(0);
+pub static EXPLAIN_HISTORY: AtomicBool = AtomicBool::new(true);
 
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
@@ -49,6 +50,11 @@ pub fn track_new_keys() -> bool {
 }
 pub fn track_queue_max() -> usize {
     TRACK_QUEUE_MAX.load(Ordering::Relaxed).max(0) as usize
+}
+
+/// `retention.explain-history`: remember each action for `RETENTION.EXPLAIN`'s `last`.
+pub fn explain_history() -> bool {
+    EXPLAIN_HISTORY.load(Ordering::Relaxed)
 }
 
 /// `retention.clients-idle-kill-s`: close normal clients idle longer than this (0 = off).

@@ -307,15 +307,16 @@ pub fn cmd_explain(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         );
         m.insert(key("now"), RedisValue::BulkString(explanation.now));
     }
-    let last = history::last(db, &name).map_or_else(
-        || {
-            format!(
-                "nothing remembered (the module remembers about its last {} actions since load)",
-                history::SLOTS
-            )
-        },
-        |entry| describe_last(&entry, &policy),
-    );
+    let last = match history::last(db, &name) {
+        Some(entry) => describe_last(&entry, &policy),
+        None if !crate::config::explain_history() => {
+            "not recorded (retention.explain-history is no)".to_string()
+        }
+        None => format!(
+            "nothing remembered (the module remembers about its last {} actions since load)",
+            history::SLOTS
+        ),
+    };
     m.insert(key("last"), RedisValue::BulkString(last));
     Ok(RedisValue::OrderedMap(m))
 }

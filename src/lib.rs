@@ -36,7 +36,7 @@ mod registration {
     use crate::config::*;
     use crate::error::{run_callback, run_command};
     use crate::{
-        admin, clients, eventloop, observe, queue, report, runs, state, stats, sweep, trim,
+        admin, clients, eventloop, history, observe, queue, report, runs, state, stats, sweep, trim,
     };
 
     /// Wraps a handler so errors and panics become replies (see `error::run_command`).
@@ -197,6 +197,7 @@ mod registration {
                 ["enabled", &ENABLED, true, ConfigurationFlags::DEFAULT, None],
                 ["dry-run", &DRY_RUN, false, ConfigurationFlags::DEFAULT, None],
                 ["track-new-keys", &TRACK_NEW_KEYS, true, ConfigurationFlags::DEFAULT, None],
+                ["explain-history", &EXPLAIN_HISTORY, true, ConfigurationFlags::DEFAULT, Some(Box::new(history::on_config_changed))],
             ],
             enum: [],
             module_args_as_configuration: true,

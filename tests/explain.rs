@@ -268,3 +268,44 @@ fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     assert_eq!(err.code(), Some("NOPERM"), "{err}");
     explain(&mut app, "app:1");
 }
+
+#[test]
+fn explain_history_off_records_nothing_and_frees_its_table() {
+    let server = Server::start_paused(Some(r#"{"rules":[{"name":"t","match":"t:*","ttl":"1h"}]}"#));
+    let mut c = server.conn();
+    let used = |c: &mut Connection| info_i64(c, "memory", "used_memory");
+    call(&mut c, &["SET", "t:1", "v"]);
+    sweep(&mut c, &[]);
+    let last = text(&explain(&mut c, "t:1"), "last");
+    assert!(
+        last.contains("gave it a TTL") && last.contains("rule 't'"),
+        "{last}"
+    );
+
+    // Off: the 3 MB table is freed and nothing more is recorded.
+    let with_table = used(&mut c);
+    config_set(&mut c, "retention.explain-history", "no");
+    let freed = with_table - used(&mut c);
+    assert!(freed >= 2_500_000, "turning it off freed {freed} bytes");
+    call(&mut c, &["SET", "t:2", "v"]);
+    sweep(&mut c, &[]);
+    for key in ["t:1", "t:2"] {
+        assert_eq!(
+            text(&explain(&mut c, key), "last"),
+            "not recorded (retention.explain-history is no)"
+        );
+    }
+    assert!(used(&mut c) < with_table - 2_500_000, "the table came back");
+    let ttl: i64 = redis::cmd("TTL").arg("t:2").query(&mut c).expect("TTL");
+    assert!(
+        (3590..=3600).contains(&ttl),
+        "the rule still acts: TTL {ttl}"
+    );
+
+    // On again: it starts empty and records again.
+    config_set(&mut c, "retention.explain-history", "yes");
+    call(&mut c, &["SET", "t:3", "v"]);
+    sweep(&mut c, &[]);
+    assert!(text(&explain(&mut c, "t:3"), "last").contains("gave it a TTL"));
+    assert!(text(&explain(&mut c, "t:2"), "last").contains("nothing remembered"));
+}
