@@ -313,14 +313,8 @@ fn a_master_demoted_mid_sweep_stops_writing_answers_its_client_and_goes_idle() {
             .config("repl-diskless-sync-delay", "0"),
     )
     .expect("new");
-    for (server, keys) in [(&old, 1_000_000), (&new, 20_000)] {
-        let _: () = redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(keys)
-            .arg("t")
-            .query(&mut server.conn())
-            .expect("POPULATE");
-    }
+    populate(&old, 1_000_000);
+    populate(&new, 20_000);
     let sweeper_port = old.port;
     let sweeper = std::thread::spawn(move || {
         let client = redis::Client::open(format!("redis://127.0.0.1:{sweeper_port}/"))?;
@@ -459,15 +453,21 @@ fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
         .arg(&target_id)
         .query(&mut s);
     assert!(migrate.is_ok(), "MIGRATESLOTS refused: {migrate:?}");
+    // Done when the keys are there and the target owns the slot (it answers for the keys
+    // instead of redirecting: the keys arrive before the ownership changes).
     let moved = wait_until(Duration::from_secs(30), || {
-        redis::cmd("CLUSTER")
+        let arrived = redis::cmd("CLUSTER")
             .arg("COUNTKEYSINSLOT")
             .arg(SLOT)
             .query::<i64>(&mut t)
             .unwrap_or(0)
-            == names.len() as i64
+            == names.len() as i64;
+        arrived && redis::cmd("EXISTS").arg(&names[0]).query::<i64>(&mut t) == Ok(1)
     });
-    assert!(moved, "the slot's keys did not arrive");
+    assert!(
+        moved,
+        "the slot's keys did not arrive, or the target does not own the slot"
+    );
     assert_eq!(expire_times(&mut t, &names), before, "expire times changed");
 }
 
@@ -526,6 +526,16 @@ fn background_work_holds_while_clients_are_paused_for_writes() {
         keys_with_ttl_db0(&mut c) == 200_000
     });
     assert!(resumed, "the sweeper did not resume after the pause");
+}
+
+/// `t:0` ... `t:<n-1>` (`DEBUG POPULATE`: fast, and not replicated).
+fn populate(server: &Server, n: i64) {
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("t")
+        .query(&mut server.conn())
+        .expect("POPULATE");
 }
 
 /// Runs `args` on a connection of its own and waits until the server shows that client
@@ -598,15 +608,10 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
     let (master, replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
     let mut c = master.conn();
     let keys = 1_000_000;
-    // DEBUG POPULATE is not replicated: the same keys are made on both.
-    for server in [&master, &replica] {
-        let _: () = redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(keys)
-            .arg("t")
-            .query(&mut server.conn())
-            .expect("POPULATE");
-    }
+    // DEBUG POPULATE is not replicated: the same keys are made on both, on the replica first
+    // (the TTLs new-key tracking gives the master's keys must find them there).
+    populate(&replica, keys);
+    populate(&master, keys);
     // A sorted set of 1M members for RETENTION.TRIM, trimmed in slices.
     for chunk in 0..1_000 {
         let mut add = redis::cmd("ZADD");
