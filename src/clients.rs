@@ -351,21 +351,31 @@ fn call_client(ctx: &Context, args: &[&[u8]]) -> Result<CallReply<'static>> {
     }
 }
 
+/// The text of a `CLIENT LIST` reply (RESP2 bulk string; verbatim under RESP3).
+fn list_text<'r>(reply: &'r CallReply) -> Result<std::borrow::Cow<'r, [u8]>> {
+    let unexpected = || Error::Server("unexpected reply to CLIENT LIST".into());
+    match reply {
+        CallReply::String(s) => Ok(std::borrow::Cow::Borrowed(s.as_bytes())),
+        CallReply::VerbatimString(v) => Ok(v.to_parts().ok_or_else(unexpected)?.1.into()),
+        _ => Err(unexpected()),
+    }
+}
+
+/// The flags of the calling client (`CLIENT LIST ID`), None when they cannot be read.
+pub fn caller_flags(ctx: &Context) -> Option<Vec<u8>> {
+    let id = crate::keyspace::client_id(ctx).to_string();
+    let reply = call_client(ctx, &[b"LIST", b"ID", id.as_bytes()]).ok()?;
+    let text = list_text(&reply).ok()?;
+    let (clients, _) = parse_list(&text);
+    clients.first().map(|c| c.flags.to_vec())
+}
+
 /// Runs `f` on the server's normal clients: `CLIENT LIST TYPE normal` leaves out replicas,
 /// masters and pub/sub clients, and the flags of each line decide the rest.
 fn with_clients<R>(ctx: &Context, f: impl FnOnce(&[ClientInfo]) -> R) -> Result<R> {
-    let unexpected = || Error::Server("unexpected reply to CLIENT LIST".into());
     let reply = call_client(ctx, &[b"LIST", b"TYPE", b"normal"])?;
-    let verbatim;
-    let text = match &reply {
-        CallReply::String(s) => s.as_bytes(),
-        CallReply::VerbatimString(v) => {
-            verbatim = v.to_parts().ok_or_else(unexpected)?.1;
-            verbatim.as_slice()
-        }
-        _ => return Err(unexpected()),
-    };
-    let (clients, unreadable) = parse_list(text);
+    let text = list_text(&reply)?;
+    let (clients, unreadable) = parse_list(&text);
     if unreadable > 0 && !UNREADABLE_WARNED.with(|w| w.replace(true)) {
         ctx.log_warning(&format!(
             "retention: {unreadable} line(s) of CLIENT LIST could not be read; their clients are left alone (reported once)"

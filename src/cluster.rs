@@ -11,8 +11,9 @@ pub fn in_cluster(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::CLUSTER)
 }
 
-/// Whether a command only reads its keys: a replica of the slot's master serves reads (as the
-/// server serves readonly commands on replicas), writes go to the master.
+/// Whether a command only reads its keys: a replica of the slot's master serves reads to
+/// clients that sent `READONLY` (as the server serves readonly commands on replicas), writes
+/// go to the master.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
@@ -34,10 +35,18 @@ pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str, access: Acce
         )));
     }
     match slot_owner(ctx, slot) {
-        Some(owner) if owner.is_me || (owner.i_replicate && access == Access::Read) => Ok(()),
+        Some(owner) if owner.is_me => Ok(()),
+        Some(owner) if owner.i_replicate && access == Access::Read && reads_replicas(ctx) => Ok(()),
         Some(owner) => Err(Error::Moved(format!("{slot} {}", owner.address))),
         None => Ok(()),
     }
+}
+
+/// Whether the calling client sent `READONLY` (the `r` flag of its `CLIENT LIST` line): the
+/// server redirects other clients' reads from a replica to the master, which alone is sure
+/// to be current. When it cannot be told, it is not.
+fn reads_replicas(ctx: &Context) -> bool {
+    crate::clients::caller_flags(ctx).is_some_and(|flags| flags.contains(&b'r'))
 }
 
 struct Owner {

@@ -255,7 +255,7 @@ fn runs_rule_sweeps_each_node_and_skips_untagged_bases() {
 /// `RETENTION.JOBS` builds its keys from `<prefix>:<queue>:`: the wrong master answers MOVED
 /// (as for declared keys) and a cluster client follows it; a queue spread over slots is
 /// refused. `RETENTION.TRIM` declares its key: the server itself redirects. The owner's
-/// replica serves the reads (COUNTS, PAGE after READONLY) and sends CLEAN to its master.
+/// replica serves the reads (COUNTS, PAGE) after READONLY and sends CLEAN to its master.
 #[test]
 fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_route_them() {
     let cluster = Cluster::start(POLICY, 3, 1, ServerOpts::default().paused());
@@ -302,9 +302,22 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         }
     }
 
-    // The owner's replica (in READONLY mode, as cluster clients read from replicas).
+    // The owner's replica: a client that did not send READONLY is sent to the master, as
+    // the server does for reads of declared keys; in READONLY mode (as cluster clients read
+    // from replicas) it is served.
     let replica = cluster.replicas_of(owner)[0];
     let mut r = replica.conn();
+    for args in [
+        &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
+        &["ACTIVERUNS.PAGE", runs, "1", "10"],
+    ] {
+        let err = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<Value>(&mut r)
+            .expect_err("a replica served a client not in READONLY mode");
+        assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
+        assert!(err.to_string().contains(&owner_port.to_string()), "{err}");
+    }
     let _: () = redis::cmd("READONLY").query(&mut r).expect("READONLY");
     let _: () = redis::cmd("WAIT")
         .arg(1)
