@@ -68,17 +68,17 @@ pub struct ClientInfo<'a> {
     /// Channel, pattern and shard-channel subscriptions (`sub` + `psub` + `ssub`).
     pub subscriptions: u64,
     pub cmd: &'a [u8],
-    /// Reply bytes and blocks not yet written to it (`obl` + `oll`).
-    pub output_pending: u64,
 }
 
 /// Why a client is never closed for being idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spared {
     Blocked,
-    /// Just unblocked, or a reply still to be written: a client served by a push in the same
-    /// event-loop iteration still shows the idle time of its blocking command, and closing it
-    /// would drop the element it popped.
+    /// Just unblocked (`u`): a client served by a push earlier in this event-loop iteration,
+    /// its reply not yet written, still shows the idle time of its blocking command, and
+    /// closing it would drop the element it popped. (Pending output alone does not spare a
+    /// client: one that stopped reading keeps it for ever, and the server's `timeout` closes
+    /// it too.)
     Replying,
     PubSub,
     Replica,
@@ -93,7 +93,7 @@ impl ClientInfo<'_> {
         let has = |flag: u8| self.flags.contains(&flag);
         if has(b'b') {
             Some(Spared::Blocked)
-        } else if has(b'u') || self.output_pending > 0 {
+        } else if has(b'u') {
             Some(Spared::Replying)
         } else if has(b'P') || self.subscriptions > 0 {
             Some(Spared::PubSub)
@@ -112,9 +112,8 @@ impl ClientInfo<'_> {
 }
 
 /// The fields read, in the order of `ClientInfo`'s slots.
-const FIELDS: [&[u8]; 12] = [
-    b"id", b"addr", b"name", b"user", b"idle", b"flags", b"sub", b"psub", b"ssub", b"cmd", b"obl",
-    b"oll",
+const FIELDS: [&[u8]; 10] = [
+    b"id", b"addr", b"name", b"user", b"idle", b"flags", b"sub", b"psub", b"ssub", b"cmd",
 ];
 const ID: usize = 0;
 const ADDR: usize = 1;
@@ -126,8 +125,6 @@ const SUB: usize = 6;
 const PSUB: usize = 7;
 const SSUB: usize = 8;
 const CMD: usize = 9;
-const OBL: usize = 10;
-const OLL: usize = 11;
 
 /// `CLIENT LIST`'s fields are `key=value` separated by spaces. A value may itself hold a
 /// space (a unix socket path such as `/tmp/my dir/redis.sock`): a word that does not start
@@ -180,7 +177,6 @@ pub fn parse_line(line: &[u8]) -> Option<ClientInfo<'_>> {
         flags: get(FLAGS)?,
         subscriptions: count(SUB)? + count(PSUB)? + count(SSUB)?,
         cmd: get(CMD).unwrap_or_default(),
-        output_pending: count(OBL)? + count(OLL)?,
     })
 }
 
@@ -359,15 +355,6 @@ fn list_text<'r>(reply: &'r CallReply) -> Result<std::borrow::Cow<'r, [u8]>> {
         CallReply::VerbatimString(v) => Ok(v.to_parts().ok_or_else(unexpected)?.1.into()),
         _ => Err(unexpected()),
     }
-}
-
-/// The flags of the calling client (`CLIENT LIST ID`), None when they cannot be read.
-pub fn caller_flags(ctx: &Context) -> Option<Vec<u8>> {
-    let id = crate::keyspace::client_id(ctx).to_string();
-    let reply = call_client(ctx, &[b"LIST", b"ID", id.as_bytes()]).ok()?;
-    let text = list_text(&reply).ok()?;
-    let (clients, _) = parse_list(&text);
-    clients.first().map(|c| c.flags.to_vec())
 }
 
 /// Runs `f` on the server's normal clients: `CLIENT LIST TYPE normal` leaves out replicas,
@@ -637,25 +624,16 @@ id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M 
     }
 
     #[test]
-    fn a_client_with_a_reply_still_to_write_is_not_idle() {
+    fn a_client_just_served_is_not_idle() {
         // A BLPOP client served by a push earlier in this event-loop iteration: unblocked, its
         // reply in the output buffer, its idle time still that of the BLPOP.
         let served = b"id=5 addr=a:1 idle=40 flags=u obl=27 oll=0 cmd=blpop";
-        let queued = b"id=6 addr=a:1 idle=40 flags=N obl=0 oll=3 cmd=get";
-        let written = b"id=7 addr=a:1 idle=40 flags=N obl=0 oll=0 cmd=get";
+        // One that stopped reading: its output stays, its idle time grows; closed as the
+        // server's own `timeout` would.
+        let stuck = b"id=6 addr=a:1 idle=40 flags=N obl=0 oll=3 cmd=get";
         let spared = |line: &[u8]| parse_line(line).expect("line").spared();
         assert_eq!(spared(served), Some(Spared::Replying));
-        assert_eq!(
-            spared(b"id=5 addr=a:1 idle=40 flags=u"),
-            Some(Spared::Replying)
-        );
-        assert_eq!(
-            spared(b"id=5 addr=a:1 idle=40 flags=N obl=1"),
-            Some(Spared::Replying)
-        );
-        assert_eq!(spared(queued), Some(Spared::Replying));
-        assert_eq!(spared(written), None);
-        assert_eq!(parse_line(b"id=5 addr=a:1 idle=4 flags=N obl=x"), None);
+        assert_eq!(spared(stuck), None);
     }
 
     #[test]

@@ -36,17 +36,24 @@ pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str, access: Acce
     }
     match slot_owner(ctx, slot) {
         Some(owner) if owner.is_me => Ok(()),
-        Some(owner) if owner.i_replicate && access == Access::Read && reads_replicas(ctx) => Ok(()),
+        Some(owner) if owner.i_replicate && access == Access::Read && may_read_here(ctx, base) => {
+            Ok(())
+        }
         Some(owner) => Err(Error::Moved(format!("{slot} {}", owner.address))),
         None => Ok(()),
     }
 }
 
-/// Whether the calling client sent `READONLY` (the `r` flag of its `CLIENT LIST` line): the
-/// server redirects other clients' reads from a replica to the master, which alone is sure
-/// to be current. When it cannot be told, it is not.
-fn reads_replicas(ctx: &Context) -> bool {
-    crate::clients::caller_flags(ctx).is_some_and(|flags| flags.contains(&b'r'))
+/// Whether the server lets the caller read the queue's keys on this replica: only a client
+/// that sent `READONLY` may (others are sent to the master, which alone is sure to be
+/// current). Asked of the server with one read of a queue key: `RM_Call` carries the caller's
+/// `READONLY` over, also from a script (`EVAL_RO`) or another module's call, and refuses keys
+/// this node may not serve it.
+fn may_read_here(ctx: &Context, base: &[u8]) -> bool {
+    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let probe = [base, b"id"].concat();
+    ctx.call_ext::<_, CallResult>("EXISTS", &opts, &[probe.as_slice()])
+        .is_ok()
 }
 
 struct Owner {

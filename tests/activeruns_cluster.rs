@@ -330,6 +330,13 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         .query(&mut r)
         .expect("COUNTS on the replica");
     assert_eq!(map_int(&counts, "completed"), 2);
+    // From a read-only script too: the server carries READONLY over to the script's calls.
+    let counts: Value = redis::cmd("EVAL_RO")
+        .arg("return redis.call('RETENTION.JOBS', 'bull', '{orders}', 'COUNTS')")
+        .arg(0)
+        .query(&mut r)
+        .expect("COUNTS from EVAL_RO on the replica");
+    assert_eq!(map_int(&counts, "completed"), 2);
     let page: Value = redis::cmd("ACTIVERUNS.PAGE")
         .arg(&[runs, "1", "10"])
         .query(&mut r)

@@ -612,6 +612,15 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
     // (the TTLs new-key tracking gives the master's keys must find them there).
     populate(&replica, keys);
     populate(&master, keys);
+    // New-key tracking gives the first populated keys their TTL: let it finish first, so that
+    // what changes later is the commands' work only.
+    let mut seen = -1;
+    let tracked = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = stat(&mut c, "ttl_set");
+        std::mem::replace(&mut seen, now) == now
+    });
+    assert!(tracked, "new-key tracking did not settle");
     // A sorted set of 1M members for RETENTION.TRIM, trimmed in slices.
     for chunk in 0..1_000 {
         let mut add = redis::cmd("ZADD");
@@ -636,7 +645,6 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
     assert!(left > 10 && left < 1_000_000, "{left} members left");
 
     // A sweep pass: the same, and no pass is left running.
-    // (New-key tracking gave the first populated keys their TTL already.)
     let gave = |c: &mut Connection| stat(c, "ttl_set");
     let before = gave(&mut c);
     let (id, waiter) = start_blocked(&master, &["RETENTION.SWEEP", "BUDGET", "200"]);

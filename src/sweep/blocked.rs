@@ -5,8 +5,9 @@
 //! whenever it fires, and a "zero-delay" timer idles a millisecond between them).
 //!
 //! A command whose client goes away (closed its connection, Ctrl-C in redis-cli, CLIENT KILL)
-//! stops before its next slice, as the server's own blocking commands do: what it changed so
-//! far was replicated slice by slice, and nobody is left to read its reply.
+//! stops at its next slice (a closed socket is freed, and noticed, one slice later), as the
+//! server's own blocking commands do: what it changed so far was replicated slice by slice,
+//! and nobody is left to read its reply.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
