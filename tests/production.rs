@@ -630,6 +630,20 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
         }
         let _: i64 = add.query(&mut c).expect("ZADD");
     }
+    // A BullMQ queue of 100k completed jobs for RETENTION.JOBS ... CLEAN.
+    const JOBS: i64 = 100_000;
+    call(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:5.81.5"]);
+    let _: i64 = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, tonumber(ARGV[1]) do \
+               redis.call('HSET', 'bull:q:' .. i, 'timestamp', 1, 'finishedOn', i) \
+               redis.call('ZADD', 'bull:q:completed', i, i) \
+             end return 1",
+        )
+        .arg(0)
+        .arg(JOBS)
+        .query(&mut c)
+        .expect("jobs");
 
     // A report (read-only, sliced like TRIM and CLEAN).
     let (id, waiter) = start_blocked(&master, &["RETENTION.REPORT"]);
@@ -644,12 +658,24 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
     let left: i64 = settled(|| c.zcard("z:big").expect("ZCARD"), "the trim");
     assert!(left > 10 && left < 1_000_000, "{left} members left");
 
+    // A queue clean: the same, whole jobs only (each job's hash goes with its entry).
+    let clean = ["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"];
+    let (id, waiter) = start_blocked(&master, &clean);
+    close_and_see_stopped(&mut c, id, waiter, 3);
+    let jobs_left: i64 = settled(|| c.zcard("bull:q:completed").expect("ZCARD"), "the clean");
+    assert!(jobs_left > 0 && jobs_left < JOBS, "{jobs_left} jobs left");
+    let hashes_left = scan_match(&mut c, b"bull:q:[0-9]*").len() as i64;
+    assert_eq!(
+        hashes_left, jobs_left,
+        "a job's hash and its entry went apart"
+    );
+
     // A sweep pass: the same, and no pass is left running.
     let gave = |c: &mut Connection| stat(c, "ttl_set");
     let before = gave(&mut c);
     let (id, waiter) = start_blocked(&master, &["RETENTION.SWEEP", "BUDGET", "200"]);
     assert!(wait_until(Duration::from_secs(10), || gave(&mut c) > before + 1_000));
-    close_and_see_stopped(&mut c, id, waiter, 3);
+    close_and_see_stopped(&mut c, id, waiter, 4);
     let given = settled(|| gave(&mut c), "the sweep");
     assert!(
         given < keys,
@@ -670,4 +696,9 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
         .query(&mut c)
         .expect("TRIM");
     assert_eq!(trimmed, left - 10);
+    let cleaned: i64 = redis::cmd(clean[0])
+        .arg(&clean[1..])
+        .query(&mut c)
+        .expect("CLEAN");
+    assert_eq!(cleaned, jobs_left);
 }
