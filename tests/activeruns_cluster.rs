@@ -290,15 +290,7 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
             &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"],
             &["ACTIVERUNS.PAGE", runs, "1", "10"],
         ] {
-            let err = redis::cmd(args[0])
-                .arg(&args[1..])
-                .query::<Value>(&mut wrong)
-                .expect_err("the wrong node answered");
-            assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
-            assert!(
-                err.to_string().contains(&owner_port.to_string()),
-                "{args:?} must name the owner {owner_port}: {err}"
-            );
+            assert_moved_to(&mut wrong, args, owner_port, "the wrong node answered");
         }
     }
 
@@ -311,12 +303,8 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
         &["ACTIVERUNS.PAGE", runs, "1", "10"],
     ] {
-        let err = redis::cmd(args[0])
-            .arg(&args[1..])
-            .query::<Value>(&mut r)
-            .expect_err("a replica served a client not in READONLY mode");
-        assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
-        assert!(err.to_string().contains(&owner_port.to_string()), "{err}");
+        let served = "a replica served a client not in READONLY mode";
+        assert_moved_to(&mut r, args, owner_port, served);
     }
     let _: () = redis::cmd("READONLY").query(&mut r).expect("READONLY");
     let _: () = redis::cmd("WAIT")
@@ -345,12 +333,15 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         matches!(&page, Value::Array(p) if p[0] == Value::Int(1)),
         "{page:?}"
     );
-    let err = redis::cmd("RETENTION.JOBS")
-        .arg(&["bull", "{orders}", "CLEAN", "completed", "1h"])
-        .query::<Value>(&mut r)
-        .expect_err("CLEAN on a replica");
-    assert_eq!(err.code(), Some("MOVED"), "{err}");
-    assert!(err.to_string().contains(&owner_port.to_string()), "{err}");
+    let clean = [
+        "RETENTION.JOBS",
+        "bull",
+        "{orders}",
+        "CLEAN",
+        "completed",
+        "1h",
+    ];
+    assert_moved_to(&mut r, &clean, owner_port, "CLEAN on a replica");
 
     // A client that follows MOVED to the node it names, as redis-cli -c does.
     let mut any = cluster.nodes[0].conn();
@@ -388,6 +379,20 @@ const CLEAN_ORDERS: &[&str] = &[
     "completed",
     "1h",
 ];
+
+/// Sends `args` to `c`, which must answer `MOVED` to the node on `owner_port` (`served`: the
+/// message when it answers instead).
+fn assert_moved_to(c: &mut Connection, args: &[&str], owner_port: u16, served: &str) {
+    let err = redis::cmd(args[0])
+        .arg(&args[1..])
+        .query::<Value>(c)
+        .expect_err(served);
+    assert_eq!(err.code(), Some("MOVED"), "{args:?}: {err}");
+    assert!(
+        err.to_string().contains(&owner_port.to_string()),
+        "{args:?} must name the owner {owner_port}: {err}"
+    );
+}
 
 /// Sends `args` to `c`; on MOVED, once more to the node the error names.
 fn follow_moved(c: &mut Connection, args: &[&str]) -> Value {
