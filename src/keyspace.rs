@@ -12,7 +12,6 @@ use redis_module::{raw, Context, ContextFlags};
 
 use crate::error::Error;
 use crate::policy::KeyType;
-use crate::replication;
 
 /// The policy's name for a `RedisModule_KeyType` code (None for empty or unknown types).
 pub fn key_type_of(code: c_int) -> Option<KeyType> {
@@ -161,87 +160,42 @@ fn set_expire_now(ctx: &Context, name: KeyName, at_ms: i64) -> bool {
     done
 }
 
-/// Replicates many expire times in one command. `RM_Replicate` costs about half of setting a
-/// TTL when called per key (command lookup, argv building), so the keys of a slice go out
-/// as one script call whose arguments are explicit keys and absolute times: replicas and
-/// the AOF apply exactly the master's `PEXPIREAT`s, never re-run a rule.
+/// Expire times a walk decided, set and replicated once the walk's callback has returned.
+/// Each one goes to replicas and the AOF as the `PEXPIREAT` the server itself would write
+/// for it (explicit key, absolute time: replicas never re-run a rule); the server wraps a
+/// callback's commands in `MULTI`/`EXEC` as it does for every module's effects. Never a
+/// script: replicas and restarts with `EVAL` renamed away, and tools that read the stream
+/// or the AOF, see only the server's own commands.
 pub struct ExpireBatch {
     /// Decided in a scan callback or on a read handle, not yet set (see `stage`).
     staged: Vec<(*mut raw::RedisModuleString, i64)>,
-    /// Set on the master, not yet replicated.
-    names: Vec<*mut raw::RedisModuleString>,
-    times: Vec<i64>,
-    /// The database every queued name belongs to (replication names one database).
+    /// Set (and replicated) since the batch was last flushed.
+    set: usize,
+    /// The database every staged name belongs to.
     db: i32,
-    /// Scratch kept between flushes (see `group_by_time`).
-    order: Vec<usize>,
-    groups: Vec<TimeGroup>,
-    argv: Vec<*mut raw::RedisModuleString>,
 }
 
-/// `ARGV` is `time, count, time, count, ...`: the first `count` keys get the first time, and
-/// so on. A slice's keys share one time per rule, so this sends each time once instead of
-/// once per key (40% fewer replicated bytes for a typical key). Deterministic by construction.
-const PEXPIREAT_SCRIPT: &str = "local k=1 for j=1,#ARGV,2 do for _=1,tonumber(ARGV[j+1]) do \
-redis.call('PEXPIREAT',KEYS[k],ARGV[j]) k=k+1 end end return k-1";
-/// Keys per replicated command. A replica applies each script atomically, so this bounds
-/// how long one of them holds the replica (~100 `PEXPIREAT`s, well under a millisecond) and
-/// the size of one replication/AOF entry; it also keeps the server's copies of the argument
-/// vector under 1 KB, which glibc's malloc (Valkey's PyPI build) serves without first
-/// consolidating every small chunk the scan freed (perf, 1M-key pass on Valkey 9.1: 10.6% of
-/// the samples were that consolidation with 1000 keys per script, 1.1% with 100).
+/// Expire times set between two flushes. A slice flushes when it reaches this many, which
+/// bounds how long a walk goes without looking at its clock and how many commands one
+/// `MULTI`/`EXEC` of the replication stream holds.
 pub const EXPIRE_BATCH_MAX: usize = 100;
-
-/// One expire time and how many consecutive keys of the batch get it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeGroup {
-    pub at_ms: i64,
-    pub keys: usize,
-}
-
-/// Orders a batch so that keys with the same expire time are adjacent (keys keep their
-/// relative order within a time; `PEXPIREAT`s of distinct keys commute): fills `order` with
-/// the key order and `groups` with the groups in that order. Both are scratch buffers the
-/// caller keeps between batches: with glibc's malloc (Valkey's PyPI build) each large
-/// allocation first consolidates every small chunk the scan freed, and perf put a fifth of
-/// a pass's samples under this function when it allocated its own.
-pub fn group_by_time(times: &[i64], order: &mut Vec<usize>, groups: &mut Vec<TimeGroup>) {
-    order.clear();
-    order.extend(0..times.len());
-    // In place; the index breaks ties, so the order is stable without a merge buffer.
-    order.sort_unstable_by_key(|&i| (times[i], i));
-    groups.clear();
-    for &i in order.iter() {
-        match groups.last_mut() {
-            Some(g) if g.at_ms == times[i] => g.keys += 1,
-            _ => groups.push(TimeGroup {
-                at_ms: times[i],
-                keys: 1,
-            }),
-        }
-    }
-}
 
 impl ExpireBatch {
     pub fn new() -> ExpireBatch {
         ExpireBatch {
             staged: Vec::new(),
-            names: Vec::new(),
-            times: Vec::new(),
+            set: 0,
             db: 0,
-            order: Vec::new(),
-            groups: Vec::new(),
-            argv: Vec::new(),
         }
     }
 
     pub fn is_full(&self) -> bool {
-        self.names.len() + self.staged.len() >= EXPIRE_BATCH_MAX
+        self.len() >= EXPIRE_BATCH_MAX
     }
 
-    /// Expire times decided so far (staged or set).
+    /// Expire times decided since the last flush (staged or set).
     pub fn len(&self) -> usize {
-        self.names.len() + self.staged.len()
+        self.set + self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -254,19 +208,20 @@ impl ExpireBatch {
     /// `apply_staged` sets it once the callback has returned.
     pub fn stage(&mut self, ctx: &Context, name: KeyName, at_ms: i64) {
         let db = selected_db(ctx);
-        if db != self.db && !self.is_empty() {
-            // Replication names one database: what the other one set goes out first.
+        if db != self.db && !self.staged.is_empty() {
+            // Staged names belong to one database: the other one's are set first.
             self.apply_staged(ctx);
-            self.flush(ctx);
         }
         self.db = db;
-        // SAFETY: keeps the name alive past the scan callback; released in `flush`.
+        // SAFETY: keeps the name alive past the scan callback; released in `apply_staged`.
         unsafe { raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), name.as_ptr()) };
         self.staged.push((name.as_ptr(), at_ms));
     }
 
-    /// Sets every staged expire time; returns how many could not be set (the key went away
-    /// or changed in between: nothing to replicate for those). Call outside scan callbacks.
+    /// Sets and replicates every staged expire time; returns how many could not be set (the
+    /// key went away or changed in between: nothing to replicate for those). Call outside
+    /// scan callbacks, in the callback that decided them (a change and its propagation
+    /// belong to the same execution unit).
     pub fn apply_staged(&mut self, ctx: &Context) -> u64 {
         if self.staged.is_empty() {
             return 0;
@@ -282,81 +237,22 @@ impl ExpireBatch {
                 };
                 match set_expire_now(ctx, name, at_ms) {
                     true => {
-                        self.names.push(ptr);
-                        self.times.push(at_ms);
+                        replicate_pexpireat(ctx, ptr, at_ms);
+                        self.set += 1;
                     }
-                    false => {
-                        failed += 1;
-                        // SAFETY: retained in `stage`, released once.
-                        unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
-                    }
+                    false => failed += 1,
                 }
+                // SAFETY: retained in `stage`, released once.
+                unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
             }
             failed
         })
     }
 
-    /// Replicates the expire times set so far, in the database they were set in. Must run
-    /// in the same callback as the changes, so the server propagates them together.
+    /// Ends the batch: sets what is still staged and starts counting again.
     pub fn flush(&mut self, ctx: &Context) {
-        if self.names.is_empty() {
-            return;
-        }
-        in_db(ctx, self.db, || match self.names.len() {
-            1 => replicate_pexpireat(ctx, self.names[0], self.times[0]),
-            _ => self.replicate_script(ctx),
-        });
-        for name in self.names.drain(..) {
-            // SAFETY: retained in `stage`.
-            unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
-        }
-        self.times.clear();
-    }
-
-    fn replicate_script(&mut self, ctx: &Context) {
-        if !replication::eval_available() {
-            return self.replicate_key_by_key(ctx);
-        }
-        group_by_time(&self.times, &mut self.order, &mut self.groups);
-        let mut text = itoa::Buffer::new();
-        let mut owned: Vec<OwnedName> = Vec::with_capacity(2 + 2 * self.groups.len());
-        owned.extend(OwnedName::new(PEXPIREAT_SCRIPT.as_bytes()));
-        owned.extend(OwnedName::new(text.format(self.names.len()).as_bytes()));
-        for group in &self.groups {
-            owned.extend(OwnedName::new(text.format(group.at_ms).as_bytes()));
-            owned.extend(OwnedName::new(text.format(group.keys).as_bytes()));
-        }
-        if owned.len() != 2 + 2 * self.groups.len() {
-            // Out of memory making an argument: replicate key by key rather than send a
-            // script whose arguments do not add up.
-            return self.replicate_key_by_key(ctx);
-        }
-        let argv = &mut self.argv;
-        argv.clear();
-        argv.extend(owned[..2].iter().map(OwnedName::as_ptr));
-        argv.extend(self.order.iter().map(|&i| self.names[i]));
-        argv.extend(owned[2..].iter().map(OwnedName::as_ptr));
-        // SAFETY: every pointer in argv is a live module string; "v" = array + count.
-        let rc = unsafe {
-            raw::RedisModule_Replicate.unwrap()(
-                ctx.ctx,
-                c"EVAL".as_ptr(),
-                c"v".as_ptr(),
-                argv.as_ptr(),
-                argv.len(),
-            )
-        };
-        if rc != raw::REDISMODULE_OK as c_int {
-            // EVAL went away (renamed or disabled) since the module loaded.
-            replication::eval_refused(ctx);
-            self.replicate_key_by_key(ctx);
-        }
-    }
-
-    fn replicate_key_by_key(&self, ctx: &Context) {
-        for (&name, &at) in self.names.iter().zip(&self.times) {
-            replicate_pexpireat(ctx, name, at);
-        }
+        self.apply_staged(ctx);
+        self.set = 0;
     }
 }
 
@@ -368,8 +264,7 @@ impl Default for ExpireBatch {
 
 impl Drop for ExpireBatch {
     fn drop(&mut self) {
-        let staged = self.staged.drain(..).map(|(name, _)| name);
-        for name in self.names.drain(..).chain(staged) {
+        for (name, _) in self.staged.drain(..) {
             // SAFETY: retained in `stage` and not yet released.
             unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
         }
@@ -648,22 +543,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_grouped_by_time_keeping_their_order_within_a_time() {
-        let times = [30, 10, 30, 20, 10, 30];
-        let (mut order, mut groups) = (Vec::new(), Vec::new());
-        group_by_time(&times, &mut order, &mut groups);
-        assert_eq!(order, vec![1, 4, 3, 0, 2, 5]);
-        let expected = [(10, 2), (20, 1), (30, 3)].map(|(at_ms, keys)| TimeGroup { at_ms, keys });
-        assert_eq!(groups, expected);
-        let grouped: Vec<i64> = order.iter().map(|&i| times[i]).collect();
-        let expanded: Vec<i64> = groups
-            .iter()
-            .flat_map(|g| std::iter::repeat_n(g.at_ms, g.keys))
-            .collect();
-        assert_eq!(grouped, expanded, "each key must get its own time");
-    }
-
-    #[test]
     fn keyspace_counts_are_read_from_the_info_line() {
         assert_eq!(
             parse_keyspace_counts("keys=10,expires=3,avg_ttl=0"),
@@ -676,22 +555,5 @@ mod tests {
         assert_eq!(parse_keyspace_counts("keys=5,avg_ttl=12"), None);
         assert_eq!(parse_keyspace_counts("keys=x,expires=1"), None);
         assert_eq!(parse_keyspace_counts(""), None);
-    }
-
-    #[test]
-    fn one_time_makes_one_group_and_nothing_makes_none() {
-        let (mut order, mut groups) = (vec![3], Vec::new());
-        group_by_time(&[7; 1000], &mut order, &mut groups);
-        assert_eq!(order, (0..1000).collect::<Vec<_>>());
-        assert_eq!(
-            groups,
-            vec![TimeGroup {
-                at_ms: 7,
-                keys: 1000
-            }]
-        );
-        // The buffers are reused: a later, empty batch leaves nothing of the earlier one.
-        group_by_time(&[], &mut order, &mut groups);
-        assert!(order.is_empty() && groups.is_empty());
     }
 }

@@ -1,16 +1,9 @@
-//! Which commands the module can replicate its key-API changes as (SPEC 5.3). Every expire
-//! time the module sets is replicated as `PEXPIREAT` (many at once as one `EVAL` of
-//! `PEXPIREAT`s). Hardened servers rename or remove commands (`rename-command EVAL ""`):
-//! without `EVAL` expire times go out one `PEXPIREAT` each; without `PEXPIREAT` the module
-//! refuses to load rather than set TTLs that replicas and the AOF would never see.
-
-use std::cell::Cell;
+//! Which commands the module replicates its key-API changes as. Every expire time the module
+//! sets goes to replicas and the AOF as the `PEXPIREAT` the server would write for it.
+//! Hardened servers rename or remove commands (`rename-command`): without `PEXPIREAT` the
+//! module refuses to load rather than set TTLs that replicas and the AOF would never see.
 
 use redis_module::{CallOptionsBuilder, CallResult, Context};
-
-thread_local! {
-    static EVAL_AVAILABLE: Cell<bool> = const { Cell::new(true) };
-}
 
 /// Whether the server has a command named `name`, found without running it: a call with no
 /// arguments fails the arity check of a command that exists, and the lookup of one that
@@ -37,23 +30,7 @@ pub fn check_commands(ctx: &Context) -> Result<(), String> {
     if command_exists(ctx, "PEXPIREAT") == Some(false) {
         return Err("the PEXPIREAT command is renamed or disabled (rename-command): the module replicates every expire time it sets as PEXPIREAT, and replicas and the AOF would miss them; keep PEXPIREAT, or restrict it with an ACL instead".into());
     }
-    let eval = command_exists(ctx, "EVAL") != Some(false);
-    EVAL_AVAILABLE.with(|a| a.set(eval));
-    if !eval {
-        ctx.log_notice("retention: EVAL is renamed or disabled: expire times are replicated one PEXPIREAT per key (a larger replication stream and AOF)");
-    }
     Ok(())
-}
-
-pub fn eval_available() -> bool {
-    EVAL_AVAILABLE.with(Cell::get)
-}
-
-/// `RM_Replicate` refused `EVAL`: from now on expire times go out key by key.
-pub fn eval_refused(ctx: &Context) {
-    if EVAL_AVAILABLE.with(|a| a.replace(false)) {
-        ctx.log_warning("retention: EVAL could not be replicated; expire times are replicated one PEXPIREAT per key from now on");
-    }
 }
 
 /// Valkey's module option (valkeymodule.h, 9.0+) saying the module copes with atomic slot

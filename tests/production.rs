@@ -1,4 +1,4 @@
-//! Production conditions of issue 17: several databases in use at once, hardened servers
+//! Production conditions: several databases in use at once, hardened servers
 //! (`rename-command`), WATCH on keys the module only looks at, memory pressure on the new-key
 //! path, and a master demoted in the middle of its work.
 
@@ -161,38 +161,113 @@ fn background_passes_cover_every_database_that_has_keys() {
     }
 }
 
-#[test]
-fn renamed_eval_replicates_expire_times_key_by_key() {
-    let (master, replica, _) = master_and_replica(
-        TTL_POLICY,
-        ServerOpts::default().directive(&["rename-command", "EVAL", ""]),
-    );
-    let mut c = master.conn();
-    // Written through the replication stream (DEBUG POPULATE is not replicated).
+/// Every file of the server's append-only log, concatenated (Redis 7 keeps a base file and
+/// increments under `appendonlydir/`).
+fn aof_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("appendonlydir"))
+        .expect("appendonlydir")
+        .map(|e| e.expect("AOF entry").path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).expect("AOF file"))
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Writes `n` keys `t:<i>` through the replication stream (DEBUG POPULATE is not replicated).
+fn set_keys(c: &mut Connection, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("t:{i}")).collect();
     let mut pipe = redis::pipe();
-    for i in 0..5000 {
-        pipe.cmd("SET").arg(format!("t:{i}")).arg("v").ignore();
+    for key in &keys {
+        pipe.cmd("SET").arg(key).arg("v").ignore();
     }
-    let _: () = pipe.query(&mut c).expect("SET");
-    // The new-key path and the sweep share the work: both replicate through the fallback.
-    sweep(&mut c, &[]);
-    wait_replica_caught_up(&master, &replica);
-    let keys: Vec<String> = (0..5000).map(|i| format!("t:{i}")).collect();
-    let on_master = expire_times(&mut c, &keys);
-    assert!(on_master.iter().all(|&t| t > 0));
-    let on_replica = expire_times(&mut replica.conn(), &keys);
+    let _: () = pipe.query(c).expect("SET");
+    keys
+}
+
+fn assert_same_expire_times(master: &Server, other: &Server, keys: &[String], what: &str) {
+    let on_master = expire_times(&mut master.conn(), keys);
+    assert!(on_master.iter().all(|&t| t > 0), "the master set every TTL");
+    let on_other = expire_times(&mut other.conn(), keys);
     let differing = on_master
         .iter()
-        .zip(&on_replica)
+        .zip(&on_other)
         .filter(|(m, r)| m != r)
         .count();
-    assert_eq!(differing, 0, "the replica missed expire times");
-    assert_eq!(master.digest(), replica.digest());
-    assert_eq!(stat(&mut c, "replication_errors"), 0);
-    assert!(
-        master.log().contains("one PEXPIREAT per key"),
-        "the fallback is logged"
+    assert_eq!(differing, 0, "{what}: expire times differ");
+    assert_eq!(
+        master.digest(),
+        other.digest(),
+        "{what}: DEBUG DIGEST differs"
     );
+}
+
+/// Operators harden replicas first: a replica with EVAL renamed away applies every expire
+/// time its master's module set, because the stream holds only `PEXPIREAT`s.
+#[test]
+fn a_replica_with_eval_renamed_receives_every_expire_time() {
+    let dir = scratch_dir("evalreplica");
+    let policy = write_policy(&dir, TTL_POLICY);
+    let master = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "3600"),
+    )
+    .expect("master");
+    let replica = Server::start(ServerOpts::default().policy(&policy).directive(&[
+        "rename-command",
+        "EVAL",
+        "",
+    ]))
+    .expect("replica");
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+    // The new-key path and a sweep share the work: both replicate.
+    let keys = set_keys(&mut c, 20_000);
+    sweep(&mut c, &[]);
+    wait_replica_caught_up(&master, &replica);
+    assert_same_expire_times(&master, &replica, &keys, "replica without EVAL");
+    assert_eq!(stat(&mut c, "replication_errors"), 0);
+    let replica_log = replica.log();
+    assert!(
+        !replica_log.contains("Unknown command"),
+        "the replica refused part of the stream: {replica_log}"
+    );
+}
+
+/// The AOF holds the server's own commands (`PEXPIREAT`, in `MULTI`/`EXEC`), never a
+/// script; a master restarted with EVAL renamed away loads it and has every expire time.
+#[test]
+fn the_aof_holds_no_script_and_loads_with_eval_renamed() {
+    let (mut master, replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    let keys = set_keys(&mut c, 20_000);
+    sweep(&mut c, &[]);
+    wait_replica_caught_up(&master, &replica);
+    assert_same_expire_times(&master, &replica, &keys, "replica");
+    let aof = aof_bytes(&master.dir);
+    assert!(!contains(&aof, b"EVAL"), "the AOF holds a script call");
+    assert!(
+        contains(&aof, b"PEXPIREAT"),
+        "the AOF holds the expire times"
+    );
+    master.kill();
+    let dir = master.dir.clone();
+    let restarted = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .paused()
+            .config("appendonly", "yes")
+            .directive(&["rename-command", "EVAL", ""]),
+    )
+    .expect("a restart with EVAL renamed loads the AOF");
+    assert_same_expire_times(&restarted, &replica, &keys, "restart from the AOF");
 }
 
 #[test]
