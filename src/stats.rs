@@ -107,6 +107,9 @@ pub struct Stats {
     /// Work items (trims, cleanings) of noted keys left to the next full pass because the
     /// tracking work queue was full.
     pub tracked_work_dropped: u64,
+    /// Work items of noted keys planned under a policy that was replaced before they ran:
+    /// dropped, and their keys planned again under the new one.
+    pub tracked_work_replanned: u64,
     pub pressure_ticks: u64,
     /// Expire times that could not be replicated (the server lost PEXPIREAT): must stay 0.
     pub replication_errors: u64,
@@ -220,7 +223,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 15] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 16] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -230,6 +233,7 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 15] {
         ("tracked_keys", s.tracked_keys),
         ("tracked_dropped", s.tracked_dropped),
         ("tracked_work_dropped", s.tracked_work_dropped),
+        ("tracked_work_replanned", s.tracked_work_replanned),
         ("pressure_ticks", s.pressure_ticks),
         ("replication_errors", s.replication_errors),
         ("stopped_by_demotion", s.stopped_by_demotion),

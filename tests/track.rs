@@ -145,3 +145,76 @@ fn tracking_stops_when_disabled_and_on_replicas() {
         "the replica acted on its own"
     );
 }
+
+/// Work queued for a noted key carries its rule's limits. A policy that replaces that rule
+/// governs the work from the moment it is in force: a cleaning under way stops.
+#[test]
+fn a_reloaded_policy_stops_work_planned_under_the_old_one() {
+    let dir = scratch_dir("track-reload");
+    let cleaning = r#"{"rules":[{"name":"jobs","queue":{"flavor":"bull","prefix":"bull",
+      "completed":{"max_count":10}}}]}"#;
+    let policy = write_policy(&dir, cleaning);
+    let server = Server::start_in(
+        dir.clone(),
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("pass-interval-s", "3600")
+            .config("hz", "10"),
+    )
+    .expect("start");
+    let mut c = server.conn();
+    assert!(wait_until(Duration::from_secs(5), || passes(&mut c) == 1));
+    // A Bull queue whose 200,001 completed jobs arrive in one script: the ZADDs note the
+    // state set once, and the cleaning it queues runs over many loop iterations.
+    let jobs = 200_001;
+    let finished = now_ms() - 60_000;
+    let _: () = redis::cmd("SET")
+        .arg("bull:q:id")
+        .arg(jobs)
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, tonumber(ARGV[1]) do \
+               redis.call('HSET', 'bull:q:' .. i, 'name', 'n', 'data', '{}', 'opts', '{}', \
+                 'timestamp', ARGV[2], 'processedOn', ARGV[2], 'finishedOn', ARGV[2]) \
+               redis.call('ZADD', 'bull:q:completed', ARGV[2], i) \
+             end return 0",
+        )
+        .arg(0)
+        .arg(jobs)
+        .arg(finished)
+        .query(&mut c)
+        .expect("fill the queue");
+    let zcard = |c: &mut Connection| -> i64 {
+        redis::cmd("ZCARD")
+            .arg("bull:q:completed")
+            .query(c)
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || zcard(&mut c) < jobs - 100),
+        "the cleaning of the noted queue did not start"
+    );
+    write_policy(
+        &dir,
+        r#"{"rules":[{"name":"all","match":"*","keep":true}]}"#,
+    );
+    let _: () = redis::cmd("RETENTION.RELOAD")
+        .query(&mut c)
+        .expect("RELOAD");
+    let at_reload = zcard(&mut c);
+    assert!(
+        at_reload > 10_000,
+        "the cleaning ended before the reload ({at_reload} left)"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        zcard(&mut c),
+        at_reload,
+        "jobs were removed under a policy no longer in force"
+    );
+    let hashes = scan_match(&mut c, b"bull:q:[0-9]*").len() as i64;
+    assert_eq!(hashes, at_reload, "every kept entry kept its job hash");
+    assert!(stat(&mut c, "tracked_work_replanned") >= 1);
+}

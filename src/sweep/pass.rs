@@ -149,6 +149,7 @@ pub fn apply_policy_to_key(
                 Planned::Work(work) => sink.pending.push_back(Queued {
                     rule: index,
                     db: rules.env.db,
+                    key: name_bytes.to_vec(),
                     work,
                 }),
             },

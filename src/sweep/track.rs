@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use redis_module::{Context, NotifyEvent};
@@ -37,6 +38,8 @@ struct Tracker {
     /// Empty between calls of `process`; kept so its buffers are not regrown on every
     /// loop iteration that has new keys.
     expires: ExpireBatch,
+    /// The policy `work` was planned under.
+    planned_under: Option<Rc<Policy>>,
 }
 
 thread_local! {
@@ -120,6 +123,32 @@ pub fn on_key_event(ctx: &Context, event: NotifyEvent, event_name: &str, name: &
     });
 }
 
+/// From the moment a policy is in force nothing acts under another one: work planned under
+/// an older policy (a trim to its limits, a cleaning to its counts) is dropped, and the key
+/// that planned it is noted again, to be planned under the policy in force now. Returns how
+/// many work items were dropped.
+fn replan_if_policy_changed(t: &mut Tracker, policy: &Rc<Policy>) -> u64 {
+    let current = t
+        .planned_under
+        .as_ref()
+        .is_some_and(|p| Rc::ptr_eq(p, policy));
+    t.planned_under = Some(policy.clone());
+    if current || t.work.is_empty() {
+        return 0;
+    }
+    let dropped = t.work.len() as u64;
+    // In their queued order, ahead of keys noted since.
+    for item in t.work.drain(..).rev() {
+        t.keys.push_front(Noted {
+            db: item.db,
+            name: item.key,
+        });
+    }
+    // A state set noted under the old policy may be noted again.
+    t.queue_sets.clear();
+    dropped
+}
+
 /// Applies the policy to noted keys until done or `budget_us` has passed. Keys are looked at
 /// through read-only handles: only a key that gets a TTL is reopened writable, so WATCH and
 /// client-side caches see a change only where there is one.
@@ -130,9 +159,14 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
     let dry_run = config::dry_run();
     let mut tally = Tally::default();
     let mut per_rule = RuleTallies::default();
-    let (mut work, mut expires) = TRACKER.with(|t| {
+    let (mut work, mut expires, replanned) = TRACKER.with(|t| {
         let mut t = t.borrow_mut();
-        (std::mem::take(&mut t.work), std::mem::take(&mut t.expires))
+        let replanned = replan_if_policy_changed(&mut t, &policy);
+        (
+            std::mem::take(&mut t.work),
+            std::mem::take(&mut t.expires),
+            replanned,
+        )
     });
     let mut visited = 0u64;
     let mut work_dropped = 0u64;
@@ -201,6 +235,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
     stats::with_stats(|s| {
         s.tracked_keys += visited;
         s.tracked_work_dropped += work_dropped;
+        s.tracked_work_replanned += replanned;
     });
     stats::record_work(&policy, &tally, &per_rule);
 }

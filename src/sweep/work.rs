@@ -47,10 +47,12 @@ pub trait Work {
     }
 }
 
-/// A work item waiting to run: the rule that queued it and the database of its key.
+/// A work item waiting to run: the rule that queued it, and the key (and its database)
+/// whose visit planned it, from which it is planned again under a new policy.
 pub struct Queued {
     pub rule: usize,
     pub db: i32,
+    pub key: Vec<u8>,
     pub work: Box<dyn Work>,
 }
 
