@@ -74,6 +74,16 @@ mod registration {
         Status::Ok
     }
 
+    /// `MODULE UNLOAD` is refused: the server does not remove a module's event-loop file
+    /// descriptor on unload (it would call into the unmapped library on its next readiness),
+    /// and blocked commands, queued work and the module's thread-local state have no safe
+    /// point to be torn down from. The log line says so; `MODULE UNLOAD` answers the
+    /// server's own error and the module keeps working.
+    fn deinit(ctx: &Context) -> Status {
+        ctx.log_warning("retention: MODULE UNLOAD refused: the module stays loaded until the server restarts (the server would keep calling its event-loop hook after unload); to stop its work: CONFIG SET retention.enabled no");
+        Status::Err
+    }
+
     /// Each action that needs more than one visit per key plans its own work.
     fn register_planners() {
         use crate::policy::ActionKind;
@@ -157,6 +167,7 @@ mod registration {
         allocator: (crate::alloc::ModuleAlloc, crate::alloc::ModuleAlloc),
         data_types: [],
         init: init,
+        deinit: deinit,
         commands: [
             ["retention.sweep", guarded!(sweep::command::cmd_sweep), "admin write", 0, 0, 0, ""],
             ["retention.status", guarded!(sweep::command::cmd_status), "readonly", 0, 0, 0, ""],

@@ -777,3 +777,26 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
         .expect("CLEAN");
     assert_eq!(cleaned, jobs_left);
 }
+
+/// `MODULE UNLOAD` is refused with the server's error and a log line saying why; the module
+/// keeps working (the server would otherwise keep calling its event-loop hook).
+#[test]
+fn module_unload_is_refused_and_the_module_keeps_working() {
+    let (mut master, _replica, _) = master_and_replica(TTL_POLICY, ServerOpts::default());
+    let mut c = master.conn();
+    let unload: redis::RedisResult<Value> = redis::cmd("MODULE")
+        .arg(&["UNLOAD", "retention"])
+        .query(&mut c);
+    let err = unload.expect_err("MODULE UNLOAD succeeded").to_string();
+    assert!(err.contains("Error unloading module"), "{err}");
+    assert!(master.log().contains("MODULE UNLOAD refused"), "the reason is logged");
+    let modules: Value = redis::cmd("MODULE").arg("LIST").query(&mut c).expect("LIST");
+    assert!(format!("{modules:?}").contains("retention"), "{modules:?}");
+    // Still at work: a new key gets its TTL, and the server is alive.
+    let _: () = c.set("t:after-unload", "v").expect("SET");
+    assert!(wait_until(Duration::from_secs(5), || {
+        c.ttl::<_, i64>("t:after-unload").unwrap_or(-1) > 0
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(master.alive(), "the server died");
+}
