@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod args;
 pub mod clients;
 pub mod cluster;
+pub mod command_info;
 pub mod config;
 pub mod error;
 pub mod eventloop;
@@ -56,6 +57,10 @@ mod registration {
             return Status::Err;
         }
         crate::replication::declare_module_options(ctx);
+        if let Err(err) = crate::command_info::declare(ctx) {
+            ctx.log_warning(&format!("retention: module not loaded: {err}"));
+            return Status::Err;
+        }
         crate::acl::declare_categories(ctx);
         register_planners();
         if let Err(err) =

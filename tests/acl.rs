@@ -1,4 +1,4 @@
-//! Access control (SPEC 5.8, issue 18): admin commands need the rights of CONFIG SET, key
+//! Access control: admin commands need the rights of CONFIG SET, key
 //! patterns bound what a user's commands may touch, read-only users read. On Redis 7.0 the
 //! module checks the caller itself; on Valkey 9 the commands also carry ACL categories.
 
@@ -209,4 +209,93 @@ fn key_patterns_bound_queues_and_run_sets() {
         &["ACTIVERUNS.ADD", "runs:active:{a}:p", "r1", "{}"],
     );
     assert_eq!(added, Value::Int(1));
+}
+
+/// A user whose key rights are read-only (`%R~`) runs the read commands: their keys are
+/// declared read-only (a legacy key range counts as read-write). Writes stay refused.
+#[test]
+fn a_user_with_read_only_key_rights_runs_the_read_commands() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut admin = server.conn();
+    call(&mut admin, &["ACTIVERUNS.ADD", "runs:{a}", "r1", "{}"]);
+    call(&mut admin, &["SET", "t:1", "v"]);
+    acl_setuser(&mut admin, &["reader", "on", ">pw", "%R~*", "+@all"]);
+    let before = server.digest();
+    let mut reader = login(&server, "reader");
+    for args in [
+        &["ACTIVERUNS.GET", "runs:{a}", "r1"][..],
+        &["ACTIVERUNS.PAGE", "runs:{a}", "1", "10"],
+        &["ACTIVERUNS.AFTER", "runs:{a}", "+inf", "", "10"],
+        &["ACTIVERUNS.COUNT", "runs:{a}"],
+        &["RETENTION.EXPLAIN", "t:1"],
+    ] {
+        try_call(&mut reader, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    for args in [
+        &["ACTIVERUNS.ADD", "runs:{a}", "r2", "{}"][..],
+        &["ACTIVERUNS.DEL", "runs:{a}", "r1"],
+        &["ACTIVERUNS.EXPIRE", "runs:{a}", "1s"],
+        &["ACTIVERUNS.MIGRATE", "legacy", "runs:{a}"],
+        &["RETENTION.TRIM", "t:1", "MAXLEN", "1"],
+    ] {
+        let err = error_of(&mut reader, args);
+        assert!(err.contains("NOPERM"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        server.digest(),
+        before,
+        "a read or a denied write changed data"
+    );
+}
+
+/// `COMMAND GETKEYSANDFLAGS` names every keyed command's keys with the access it needs.
+#[test]
+fn every_keyed_command_declares_its_keys_with_their_access() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let cases: [(&[&str], &[(&str, &[&str])]); 10] = [
+        (
+            &["RETENTION.TRIM", "s", "MAXLEN", "1"],
+            &[("s", &["RW", "delete"])],
+        ),
+        (&["RETENTION.EXPLAIN", "k"], &[("k", &["RO"])]),
+        (
+            &["ACTIVERUNS.ADD", "b", "i", "{}"],
+            &[("b", &["RW", "update"])],
+        ),
+        (&["ACTIVERUNS.DEL", "b", "i"], &[("b", &["RW", "delete"])]),
+        (&["ACTIVERUNS.GET", "b", "i"], &[("b", &["RO", "access"])]),
+        (
+            &["ACTIVERUNS.PAGE", "b", "1", "10"],
+            &[("b", &["RO", "access"])],
+        ),
+        (
+            &["ACTIVERUNS.AFTER", "b", "+inf", "", "10"],
+            &[("b", &["RO", "access"])],
+        ),
+        (&["ACTIVERUNS.COUNT", "b"], &[("b", &["RO"])]),
+        (
+            &["ACTIVERUNS.EXPIRE", "b", "1h"],
+            &[("b", &["RW", "delete"])],
+        ),
+        (
+            &["ACTIVERUNS.MIGRATE", "old", "b"],
+            &[
+                ("old", &["RW", "access", "delete"]),
+                ("b", &["RW", "update"]),
+            ],
+        ),
+    ];
+    for (args, want) in cases {
+        let got: Vec<(String, Vec<String>)> = redis::cmd("COMMAND")
+            .arg("GETKEYSANDFLAGS")
+            .arg(args)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let want: Vec<(String, Vec<String>)> = want
+            .iter()
+            .map(|(k, f)| (k.to_string(), f.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want, "{args:?}");
+    }
 }

@@ -789,8 +789,14 @@ fn module_unload_is_refused_and_the_module_keeps_working() {
         .query(&mut c);
     let err = unload.expect_err("MODULE UNLOAD succeeded").to_string();
     assert!(err.contains("Error unloading module"), "{err}");
-    assert!(master.log().contains("MODULE UNLOAD refused"), "the reason is logged");
-    let modules: Value = redis::cmd("MODULE").arg("LIST").query(&mut c).expect("LIST");
+    assert!(
+        master.log().contains("MODULE UNLOAD refused"),
+        "the reason is logged"
+    );
+    let modules: Value = redis::cmd("MODULE")
+        .arg("LIST")
+        .query(&mut c)
+        .expect("LIST");
     assert!(format!("{modules:?}").contains("retention"), "{modules:?}");
     // Still at work: a new key gets its TTL, and the server is alive.
     let _: () = c.set("t:after-unload", "v").expect("SET");
