@@ -248,12 +248,15 @@ fn a_user_with_read_only_key_rights_runs_the_read_commands() {
     );
 }
 
+/// A command line and the `(key, flags)` pairs `COMMAND GETKEYSANDFLAGS` must give for it.
+type KeysAndFlags<'a> = (&'a [&'a str], &'a [(&'a str, &'a [&'a str])]);
+
 /// `COMMAND GETKEYSANDFLAGS` names every keyed command's keys with the access it needs.
 #[test]
 fn every_keyed_command_declares_its_keys_with_their_access() {
     let server = Server::start_paused(None);
     let mut c = server.conn();
-    let cases: [(&[&str], &[(&str, &[&str])]); 10] = [
+    let cases: [KeysAndFlags; 10] = [
         (
             &["RETENTION.TRIM", "s", "MAXLEN", "1"],
             &[("s", &["RW", "delete"])],
