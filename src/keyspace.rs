@@ -1,6 +1,6 @@
-//! The one place that touches keys through the raw module API, and that replicates every
-//! change as a deterministic command (SPEC 5.3): key-API writes are not propagated by the
-//! server, so each one here is followed by its explicit `RM_Replicate`.
+//! Reading the keyspace through the raw module API: key handles opened read-only, the
+//! resumable scan, databases and the facts the server keeps about keys. Nothing here changes
+//! a key: writes go through the write gateway (`write`).
 
 use std::ffi::{c_void, CString};
 use std::marker::PhantomData;
@@ -8,9 +8,8 @@ use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use redis_module::{raw, Context, ContextFlags};
+use redis_module::{raw, Context};
 
-use crate::error::Error;
 use crate::policy::KeyType;
 
 /// The policy's name for a `RedisModule_KeyType` code (None for empty or unknown types).
@@ -35,6 +34,15 @@ pub struct KeyName<'a> {
 }
 
 impl<'a> KeyName<'a> {
+    /// # Safety
+    /// `ptr` must be a live module string for the lifetime `'a`.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<raw::RedisModuleString>) -> KeyName<'a> {
+        KeyName {
+            ptr,
+            _lifetime: PhantomData,
+        }
+    }
+
     pub fn as_ptr(self) -> *mut raw::RedisModuleString {
         self.ptr.as_ptr()
     }
@@ -54,8 +62,8 @@ impl<'a> KeyName<'a> {
 }
 
 /// A key handle the server gave us or that we opened read-only; valid only while borrowed.
-/// Deciding happens on such handles; changes go through `ExpireBatch::apply_staged`, which
-/// opens the key writable only when something is to change.
+/// Deciding happens on such handles; changes go through the write gateway (`write`), which
+/// opens a key writable only when something is to change.
 pub struct KeyView {
     key: NonNull<raw::RedisModuleKey>,
 }
@@ -87,7 +95,8 @@ impl KeyView {
         unsafe { raw::RedisModule_ValueLength.unwrap()(self.key.as_ptr()) as u64 }
     }
 
-    fn set_abs_expire(&self, at_ms: i64) -> bool {
+    /// Sets the absolute expire time; the server refuses (false) on a read-only handle.
+    pub(crate) fn set_abs_expire(&self, at_ms: i64) -> bool {
         // SAFETY: live handle; the server refuses (ERR) if it is not writable.
         let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };
         rc == raw::REDISMODULE_OK as c_int
@@ -110,15 +119,9 @@ impl OpenKey {
         )
     }
 
-    /// Opens `name` for writing without touching its LRU/LFU data. Closing it signals the
-    /// key modified (WATCH, client tracking): only for keys that are changed.
-    fn writable(ctx: &Context, name: KeyName) -> Option<OpenKey> {
-        let mode =
-            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
-        Self::open(ctx, name, mode)
-    }
-
-    fn open(ctx: &Context, name: KeyName, mode: u32) -> Option<OpenKey> {
+    /// Opens `name` with the key API `mode` bits; None when the key does not exist. Only
+    /// the write gateway (`write`) asks for a writable handle.
+    pub(crate) fn open(ctx: &Context, name: KeyName, mode: u32) -> Option<OpenKey> {
         // SAFETY: ctx and name are valid for this call; the handle is closed in Drop.
         let ptr =
             unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.as_ptr(), mode as c_int) };
@@ -138,155 +141,6 @@ impl Drop for OpenKey {
     fn drop(&mut self) {
         // SAFETY: we opened this handle and close it exactly once.
         unsafe { raw::RedisModule_CloseKey.unwrap()(self.view.key.as_ptr()) };
-    }
-}
-
-/// Sets a staged key's absolute expire time. The change is signalled like `PEXPIREAT` does,
-/// so clients cannot tell the two apart: closing the writable handle signals the modified
-/// key (WATCH, client tracking), the keyspace event is ours to send.
-fn set_expire_now(ctx: &Context, name: KeyName, at_ms: i64) -> bool {
-    let done = OpenKey::writable(ctx, name).is_some_and(|k| k.view().set_abs_expire(at_ms));
-    if done {
-        // SAFETY: valid ctx and name for the duration of the call.
-        unsafe {
-            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
-                ctx.ctx,
-                raw::NotifyEvent::GENERIC.bits(),
-                c"expire".as_ptr(),
-                name.as_ptr(),
-            );
-        }
-    }
-    done
-}
-
-/// Expire times a walk decided, set and replicated once the walk's callback has returned.
-/// Each one goes to replicas and the AOF as the `PEXPIREAT` the server itself would write
-/// for it (explicit key, absolute time: replicas never re-run a rule); the server wraps a
-/// callback's commands in `MULTI`/`EXEC` as it does for every module's effects. Never a
-/// script: replicas and restarts with `EVAL` renamed away, and tools that read the stream
-/// or the AOF, see only the server's own commands.
-pub struct ExpireBatch {
-    /// Decided in a scan callback or on a read handle, not yet set (see `stage`).
-    staged: Vec<(*mut raw::RedisModuleString, i64)>,
-    /// Set (and replicated) since the batch was last flushed.
-    set: usize,
-    /// The database every staged name belongs to.
-    db: i32,
-}
-
-/// Expire times set between two flushes. A slice flushes when it reaches this many, which
-/// bounds how long a walk goes without looking at its clock and how many commands one
-/// `MULTI`/`EXEC` of the replication stream holds.
-pub const EXPIRE_BATCH_MAX: usize = 100;
-
-impl ExpireBatch {
-    pub fn new() -> ExpireBatch {
-        ExpireBatch {
-            staged: Vec::new(),
-            set: 0,
-            db: 0,
-        }
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.len() >= EXPIRE_BATCH_MAX
-    }
-
-    /// Expire times decided since the last flush (staged or set).
-    pub fn len(&self) -> usize {
-        self.set + self.staged.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Records that `name` (in the context's selected database) gets `at_ms`. Nothing
-    /// changes yet: a key is never modified inside an `RM_Scan` callback (Valkey 9 moves a
-    /// key's object when it gains an expire, and the scan would then read a freed handle).
-    /// `apply_staged` sets it once the callback has returned.
-    pub fn stage(&mut self, ctx: &Context, name: KeyName, at_ms: i64) {
-        let db = selected_db(ctx);
-        if db != self.db && !self.staged.is_empty() {
-            // Staged names belong to one database: the other one's are set first.
-            self.apply_staged(ctx);
-        }
-        self.db = db;
-        // SAFETY: keeps the name alive past the scan callback; released in `apply_staged`.
-        unsafe { raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), name.as_ptr()) };
-        self.staged.push((name.as_ptr(), at_ms));
-    }
-
-    /// Sets and replicates every staged expire time; returns how many could not be set (the
-    /// key went away or changed in between: nothing to replicate for those). Call outside
-    /// scan callbacks, in the callback that decided them (a change and its propagation
-    /// belong to the same execution unit).
-    pub fn apply_staged(&mut self, ctx: &Context) -> u64 {
-        if self.staged.is_empty() {
-            return 0;
-        }
-        let staged = std::mem::take(&mut self.staged);
-        in_db(ctx, self.db, || {
-            let mut failed = 0;
-            for (ptr, at_ms) in staged {
-                let name = KeyName {
-                    // SAFETY: retained in `stage`, so non-null and alive.
-                    ptr: unsafe { NonNull::new_unchecked(ptr) },
-                    _lifetime: PhantomData,
-                };
-                match set_expire_now(ctx, name, at_ms) {
-                    true => {
-                        replicate_pexpireat(ctx, ptr, at_ms);
-                        self.set += 1;
-                    }
-                    false => failed += 1,
-                }
-                // SAFETY: retained in `stage`, released once.
-                unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), ptr) };
-            }
-            failed
-        })
-    }
-
-    /// Ends the batch: sets what is still staged and starts counting again.
-    pub fn flush(&mut self, ctx: &Context) {
-        self.apply_staged(ctx);
-        self.set = 0;
-    }
-}
-
-impl Default for ExpireBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ExpireBatch {
-    fn drop(&mut self) {
-        for (name, _) in self.staged.drain(..) {
-            // SAFETY: retained in `stage` and not yet released.
-            unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), name) };
-        }
-    }
-}
-
-fn replicate_pexpireat(ctx: &Context, name: *mut raw::RedisModuleString, at_ms: i64) {
-    // SAFETY: valid ctx/name; "sl" = one RedisModuleString and one long long.
-    let rc = unsafe {
-        raw::RedisModule_Replicate.unwrap()(
-            ctx.ctx,
-            c"PEXPIREAT".as_ptr(),
-            c"sl".as_ptr(),
-            name,
-            at_ms as std::os::raw::c_longlong,
-        )
-    };
-    if rc != raw::REDISMODULE_OK as c_int {
-        // The module refuses to load without PEXPIREAT; only a server that lost the command
-        // afterwards gets here. Loud: replicas now miss this expire time.
-        ctx.log_warning("retention: PEXPIREAT could not be replicated; a replica or the AOF misses an expire time");
-        crate::stats::with_stats(|s| s.replication_errors += 1);
     }
 }
 
@@ -431,20 +285,6 @@ pub fn latency_sample(event: &str, ms: i64) {
 pub fn avoid_replica_traffic() -> bool {
     // SAFETY: the API table is filled once at load; the function takes no arguments.
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
-}
-
-/// Ok when the command running in `ctx` may write now. Commands registered `readonly` (so
-/// that replicas and paused servers serve their reads) ask this before a write: the server
-/// does not stop them on a replica or during CLIENT PAUSE WRITE as it stops `write` commands.
-pub fn may_write(ctx: &Context, what: &str) -> Result<(), Error> {
-    let flags = ctx.get_flags();
-    if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::READONLY) {
-        return Err(Error::ReadOnlyReplica);
-    }
-    if avoid_replica_traffic() {
-        return Err(Error::WritesPaused(what.to_string()));
-    }
-    Ok(())
 }
 
 /// used_memory / maxmemory (0 when maxmemory is not set).

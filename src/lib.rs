@@ -26,6 +26,7 @@ pub mod stats;
 pub mod sweep;
 pub mod time;
 pub mod trim;
+pub mod write;
 
 mod registration {
     use redis_module::configuration::ConfigurationFlags;

@@ -113,6 +113,9 @@ pub struct Stats {
     pub pressure_ticks: u64,
     /// Expire times that could not be replicated (the server lost PEXPIREAT): must stay 0.
     pub replication_errors: u64,
+    /// Writing commands the server refused (the keys changed type or went away, out of
+    /// memory): the work that asked stops or counts an error.
+    pub write_errors: u64,
     /// Running passes, trims and cleanings stopped because the server became a replica.
     pub stopped_by_demotion: u64,
     /// SWEEPs, trims, cleanings and reports stopped because their client went away.
@@ -223,7 +226,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 16] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 17] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -236,6 +239,7 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 16] {
         ("tracked_work_replanned", s.tracked_work_replanned),
         ("pressure_ticks", s.pressure_ticks),
         ("replication_errors", s.replication_errors),
+        ("write_errors", s.write_errors),
         ("stopped_by_demotion", s.stopped_by_demotion),
         ("stopped_client_gone", s.stopped_client_gone),
         ("held_for_failover", s.held_for_failover),

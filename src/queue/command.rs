@@ -26,6 +26,7 @@ use crate::stats::{self, Tally};
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::work::{Progress, Work, WorkEnv};
 use crate::time::now_ms;
+use crate::write::{Asker, Writer};
 use crate::{config, keyspace};
 
 const COMMAND: &str = "RETENTION.JOBS";
@@ -295,10 +296,10 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     // JOBS is registered readonly (COUNTS is served on replicas and during pauses), so the
     // server does not hold CLEAN as it holds write commands: the module does. While writes
     // are held, a client that can wait waits (the slices hold too); one in MULTI is refused.
-    let held = match keyspace::may_write(ctx, "RETENTION.JOBS CLEAN") {
+    let held = match Writer::new(ctx, Asker::Caller, "RETENTION.JOBS CLEAN") {
         Err(Error::WritesPaused(_)) if !cannot_block => true,
         Err(refused) => return Err(refused),
-        Ok(()) => false,
+        Ok(_) => false,
     };
     if cannot_block && card > INLINE_MAX_JOBS {
         return Err(Error::arg(format!(
@@ -318,6 +319,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
         now_ms: now_ms(),
         dry_run: req.dry_run,
         db: keyspace::selected_db(ctx),
+        asker: Asker::Caller,
     };
     let budget = match cannot_block {
         true => Duration::from_secs(3600),

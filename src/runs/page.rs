@@ -11,7 +11,6 @@ use super::server::{reply_page, Documents, Item, Order, RunSet};
 use super::MAX_PAGE_SIZE;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
-use crate::keyspace;
 
 /// Re-reads of a window after repairing holes in it. Each round removes every hole it saw,
 /// so a page comes back short only when the index is mostly holes; the next call goes on.
@@ -143,7 +142,8 @@ fn window_after(
 /// Whether PAGE/AFTER may remove the holes they see. Not on a replica or while writes are
 /// held, and not inside a script: a read-only script (EVAL_RO) may call these commands.
 fn may_repair(ctx: &Context) -> bool {
-    !ctx.get_flags().contains(ContextFlags::LUA) && keyspace::may_write(ctx, "repair").is_ok()
+    !ctx.get_flags().contains(ContextFlags::LUA)
+        && crate::write::Writer::new(ctx, crate::write::Asker::Caller, "repair").is_ok()
 }
 
 /// Reads the window and the documents of its ids; with `repair`, ids without a document are

@@ -10,10 +10,11 @@ use redis_module::Context;
 use super::plan::{idle_allows, plan_pressure_ttl, plan_ttl, TtlPlan};
 use super::work::{plan_work, run_queue, Planned, Queued, WorkEnv, WorkQueue};
 use crate::history;
-use crate::keyspace::{self, ExpireBatch, KeyName, KeyView, ScanCursor};
+use crate::keyspace::{self, KeyName, KeyView, ScanCursor};
 use crate::policy::{Action, Glob, Policy};
 use crate::stats::{self, RuleTallies, Tally};
 use crate::time::now_ms;
+use crate::write::{Asker, ExpireBatch, Writer};
 
 /// On keys that need nothing the clock is read once per this many scan steps (about one
 /// key each), as expire.c does: reading it per key would cost more than the work. After a
@@ -35,6 +36,14 @@ pub enum PassKind {
 }
 
 impl PassKind {
+    /// A command's pass changes keys for its caller; a background pass for the module.
+    pub fn asker(self) -> Asker {
+        match self {
+            PassKind::Background => Asker::Module,
+            PassKind::Command => Asker::Caller,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             PassKind::Background => "background",
@@ -183,9 +192,8 @@ fn apply_ttl_plan(
     };
     *counter += 1;
     if !env.dry_run {
-        // Set once the visit has returned (`ExpireBatch::apply_staged`).
-        expires.stage(ctx, name, at);
-        history::record(env.db, name.bytes(), Some(rule), action);
+        // Set once the visit has returned, and recorded for EXPLAIN once set.
+        expires.stage(ctx, name, at, rule, action);
     }
 }
 
@@ -264,6 +272,14 @@ impl Pass {
             now_ms: now_ms(),
             dry_run: self.opts.dry_run,
             db: self.opts.db,
+            asker: self.kind.asker(),
+        };
+        let writer = match Writer::new(ctx, env.asker, "the sweep") {
+            Ok(writer) => writer,
+            Err(refused) => {
+                self.aborted = Some(refused.to_string());
+                return true;
+            }
         };
         if self.slices.is_multiple_of(SLICES_PER_KEYSPACE_CHECK)
             && self.nothing_left(ctx, under_pressure)
@@ -281,14 +297,14 @@ impl Pass {
             if self.scan_done || self.aborted.is_some() {
                 break;
             }
-            self.scan_some(ctx, env, under_pressure, &mut slice, &mut rule_delta);
+            self.scan_some(&writer, env, under_pressure, &mut slice, &mut rule_delta);
             if Instant::now() >= deadline {
                 break;
             }
         }
         // Replicate before returning to the server: effects and their propagation must
         // belong to the same callback.
-        self.expires.flush(ctx);
+        self.expires.flush(&writer);
         self.next_database_if_done();
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);
@@ -324,12 +340,13 @@ impl Pass {
 
     fn scan_some(
         &mut self,
-        ctx: &Context,
+        writer: &Writer,
         env: WorkEnv,
         under_pressure: bool,
         slice: &mut Tally,
         rule_delta: &mut RuleTallies,
     ) {
+        let ctx = writer.ctx();
         // Queued work may have selected another database.
         keyspace::select_db(ctx, self.opts.db);
         let rules = KeyRules {
@@ -355,7 +372,7 @@ impl Pass {
                 }
             });
             // Keys change only once RM_Scan has returned (see `ExpireBatch::stage`).
-            sink.tally.errors += sink.expires.apply_staged(ctx);
+            sink.tally.errors += sink.expires.apply_staged(writer);
             match step {
                 Ok(true) => {}
                 Ok(false) => {
@@ -375,7 +392,7 @@ impl Pass {
             // pile into few of its chains and each lookup there walks them.
             let set_ttl = sink.expires.len() != queued;
             if sink.expires.is_full() {
-                sink.expires.flush(ctx);
+                sink.expires.flush(writer);
             }
             if set_ttl || sink.pending.len() >= MAX_PENDING_WORK {
                 break;

@@ -17,10 +17,11 @@ use redis_module::{Context, NotifyEvent};
 use super::pass::{apply_policy_to_key, KeyRules, KeySink};
 use super::work::{run_queue, WorkEnv, WorkQueue};
 use crate::config;
-use crate::keyspace::{self, ExpireBatch, OpenKey, OwnedName};
+use crate::keyspace::{self, OpenKey, OwnedName};
 use crate::policy::{Action, Policy, Selector};
 use crate::stats::{self, RuleTallies, Tally};
 use crate::time::now_ms;
+use crate::write::{Asker, ExpireBatch, Writer};
 
 /// A key noted by a notification, waiting to be looked at.
 struct Noted {
@@ -153,6 +154,11 @@ fn replan_if_policy_changed(t: &mut Tracker, policy: &Rc<Policy>) -> u64 {
 /// through read-only handles: only a key that gets a TTL is reopened writable, so WATCH and
 /// client-side caches see a change only where there is one.
 pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
+    // Called only where the module acts (a master, writes not held): a refusal here means
+    // the server changed under us, and the next call looks again.
+    let Ok(writer) = Writer::new(ctx, Asker::Module, "new-key tracking") else {
+        return;
+    };
     let deadline = Instant::now() + Duration::from_micros(budget_us);
     let policy = crate::state::policy();
     let now_ms = now_ms();
@@ -199,6 +205,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
                 now_ms,
                 dry_run,
                 db: noted.db,
+                asker: Asker::Module,
             },
             under_pressure,
         };
@@ -215,16 +222,17 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
             work.truncate(queued);
             work_dropped += 1;
         }
-        tally.errors += expires.apply_staged(ctx);
+        tally.errors += expires.apply_staged(&writer);
         if expires.is_full() {
-            expires.flush(ctx);
+            expires.flush(&writer);
         }
     }
-    expires.flush(ctx);
+    expires.flush(&writer);
     let env = WorkEnv {
         now_ms,
         dry_run,
         db: 0,
+        asker: Asker::Module,
     };
     run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
     TRACKER.with(|t| {

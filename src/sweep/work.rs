@@ -13,6 +13,7 @@ use crate::history;
 use crate::keyspace;
 use crate::policy::{ActionKind, KeyType, Rule};
 use crate::stats::{RuleTallies, Tally};
+use crate::write::Asker;
 
 /// What a work item needs to know about the pass it runs in.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,8 @@ pub struct WorkEnv {
     pub dry_run: bool,
     /// The database the work belongs to; `run_queue` selects it before every step.
     pub db: i32,
+    /// Who the work is for: what it changes goes through the write gateway on their behalf.
+    pub asker: Asker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

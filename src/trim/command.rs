@@ -21,6 +21,7 @@ use crate::stats::{self, Tally};
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::work::{Progress, Work, WorkEnv};
 use crate::time::now_ms;
+use crate::write::Asker;
 use crate::{config, keyspace};
 
 const OPTIONS: [&str; 6] = ["MAXLEN", "MAXAGE", "APPROX", "KEEP", "SCOREUNIT", "DRYRUN"];
@@ -182,6 +183,7 @@ pub fn cmd_trim(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
             now_ms: now_ms(),
             dry_run: req.dry_run,
             db: keyspace::selected_db(ctx),
+            asker: Asker::Caller,
         },
     };
     let may_block = !ctx

@@ -1,6 +1,6 @@
 //! Runs a trim against the server in bounded calls, resumable across slices.
 //!
-//! Every change is a replicated `RM_Call` of a deterministic command: `LTRIM` with explicit
+//! Every change goes through the write gateway as a deterministic command: `LTRIM` with explicit
 //! non-negative indexes, `ZREMRANGEBYRANK` from rank 0, `XTRIM` with an explicit id or count
 //! (the server itself rewrites `~` trims to their exact outcome before propagating them).
 //! Each call removes a bounded number of entries, and the deadline is checked between calls.
@@ -17,6 +17,7 @@ use super::plan::{
 use crate::policy::{KeyType, TrimAction};
 use crate::stats::Tally;
 use crate::sweep::work::{Progress, Work, WorkEnv};
+use crate::write::Writer;
 
 /// The collection types a trim applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,30 +96,35 @@ impl TrimWork {
         self.failure.as_ref()
     }
 
-    /// One bounded server call (plus cheap reads). Ok(true) while there is more to do.
-    fn call_once(&mut self, ctx: &Context, now_ms: i64, dry_run: bool) -> Result<bool, Failure> {
-        match (self.shape, dry_run) {
-            (Shape::List, _) => self.list_once(ctx, dry_run),
-            (Shape::ZSet, _) => self.zset_once(ctx, now_ms, dry_run),
-            (Shape::Stream, false) => self.stream_once(ctx),
-            (Shape::Stream, true) => self.stream_count_once(ctx, now_ms),
+    /// One bounded server call (plus cheap reads). Ok(true) while there is more to do. A
+    /// dry run has no writer: it only reads.
+    fn call_once(
+        &mut self,
+        ctx: &Context,
+        writer: Option<&Writer>,
+        now_ms: i64,
+    ) -> Result<bool, Failure> {
+        match (self.shape, writer) {
+            (Shape::List, _) => self.list_once(ctx, writer),
+            (Shape::ZSet, _) => self.zset_once(ctx, writer, now_ms),
+            (Shape::Stream, Some(writer)) => self.stream_once(writer),
+            (Shape::Stream, None) => self.stream_count_once(ctx, now_ms),
         }
     }
 
-    fn list_once(&mut self, ctx: &Context, dry_run: bool) -> Result<bool, Failure> {
-        let len = call_count(ctx, Access::Read, "LLEN", &[&self.name])?;
+    fn list_once(&mut self, ctx: &Context, writer: Option<&Writer>) -> Result<bool, Failure> {
+        let len = read_count(ctx, "LLEN", &[&self.name])?;
         let remove = entries_to_remove(len, self.trim.max_len, 0);
-        if remove == 0 || dry_run {
+        let Some(writer) = writer.filter(|_| remove > 0) else {
             self.removed += remove;
             return Ok(false);
-        }
+        };
         let now_removing = remove.min(self.chunk.size());
         let (start, stop) = list_trim_range(len, now_removing, self.trim.keep);
         let (start, stop) = (start.to_string(), stop.to_string());
         let started = Instant::now();
-        call(
-            ctx,
-            Access::Write,
+        write(
+            writer,
             "LTRIM",
             &[&self.name, start.as_bytes(), stop.as_bytes()],
         )?;
@@ -128,53 +134,51 @@ impl TrimWork {
         Ok(now_removing < remove)
     }
 
-    fn zset_once(&mut self, ctx: &Context, now_ms: i64, dry_run: bool) -> Result<bool, Failure> {
-        let len = call_count(ctx, Access::Read, "ZCARD", &[&self.name])?;
+    fn zset_once(
+        &mut self,
+        ctx: &Context,
+        writer: Option<&Writer>,
+        now_ms: i64,
+    ) -> Result<bool, Failure> {
+        let len = read_count(ctx, "ZCARD", &[&self.name])?;
         let older = match self.trim.max_age_ms {
             Some(age) => {
                 let cutoff = zset_cutoff_score(now_ms, age, self.trim.score_unit);
                 let below = exclusive_score_bound(cutoff);
-                call_count(
-                    ctx,
-                    Access::Read,
-                    "ZCOUNT",
-                    &[&self.name, b"-inf", below.as_bytes()],
-                )?
+                read_count(ctx, "ZCOUNT", &[&self.name, b"-inf", below.as_bytes()])?
             }
             None => 0,
         };
         let remove = entries_to_remove(len, self.trim.max_len, older);
-        if dry_run {
+        let Some(writer) = writer else {
             self.removed += remove;
             return Ok(false);
-        }
+        };
         let Some(stop) = zset_step_stop_rank(remove, self.chunk.size()) else {
             return Ok(false);
         };
         let stop = stop.to_string();
         let started = Instant::now();
-        let n = call_count(
-            ctx,
-            Access::Write,
+        let n = count_of(
             "ZREMRANGEBYRANK",
-            &[&self.name, b"0", stop.as_bytes()],
+            write(
+                writer,
+                "ZREMRANGEBYRANK",
+                &[&self.name, b"0", stop.as_bytes()],
+            )?,
         )?;
         self.chunk.observe(n, started.elapsed().as_micros() as u64);
         self.removed += n;
         Ok(n > 0 && n < remove)
     }
 
-    fn stream_once(&mut self, ctx: &Context) -> Result<bool, Failure> {
+    fn stream_once(&mut self, writer: &Writer) -> Result<bool, Failure> {
         let Some(step) = self.stream_steps.get(self.stream_at).copied() else {
             return Ok(false);
         };
         let [a, b, c] = xtrim_args(step);
-        let n = call_count(
-            ctx,
-            Access::Write,
-            "XTRIM",
-            &[&self.name, a.as_bytes(), b.as_bytes(), c.as_bytes()],
-        )?;
+        let args: [&[u8]; 4] = [&self.name, a.as_bytes(), b.as_bytes(), c.as_bytes()];
+        let n = count_of("XTRIM", write(writer, "XTRIM", &args)?)?;
         self.removed += n;
         if !stream_step_repeats(step, n) {
             self.stream_at += 1;
@@ -195,7 +199,7 @@ impl TrimWork {
                 return Ok(true);
             }
         }
-        let len = call_count(ctx, Access::Read, "XLEN", &[&self.name])?;
+        let len = read_count(ctx, "XLEN", &[&self.name])?;
         self.removed = entries_to_remove(len, self.trim.max_len, self.older.counted);
         Ok(false)
     }
@@ -209,9 +213,8 @@ impl TrimWork {
         let page = self.chunk.size();
         let count = page.to_string();
         let started = Instant::now();
-        let reply = call(
+        let reply = read(
             ctx,
-            Access::Read,
             "XRANGE",
             &[
                 &self.name,
@@ -255,9 +258,19 @@ impl Work for TrimWork {
             }
         };
         let before = self.removed;
+        let writer = match env.dry_run {
+            true => None,
+            false => match Writer::new(ctx, env.asker, "a trim") {
+                Ok(writer) => Some(writer),
+                Err(refused) => {
+                    self.note_failure(ctx, Failure::Server(refused.to_string()), tally);
+                    return Progress::Done;
+                }
+            },
+        };
         // At least one call per step, so a late start still makes progress.
         let progress = loop {
-            match self.call_once(ctx, now_ms, env.dry_run) {
+            match self.call_once(ctx, writer.as_ref(), now_ms) {
                 Ok(true) if Instant::now() < deadline => {}
                 Ok(true) => break Progress::More,
                 Ok(false) => break Progress::Done,
@@ -292,41 +305,33 @@ impl TrimWork {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    /// Executed and propagated to replicas and the AOF as the command itself.
-    Write,
-}
-
-fn call(
-    ctx: &Context,
-    access: Access,
-    command: &str,
-    args: &[&[u8]],
-) -> Result<CallReply<'static>, Failure> {
-    let builder = CallOptionsBuilder::new().errors_as_replies();
-    let options = match access {
-        Access::Read => builder.build(),
-        Access::Write => builder.replicate().build(),
-    };
+/// A read: runs without propagation.
+fn read(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<CallReply<'static>, Failure> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
     let reply: CallResult<'static> = ctx.call_ext(command, &options, args);
-    reply.map_err(|e| {
-        let text = e.to_string();
-        match text.starts_with("WRONGTYPE") {
-            true => Failure::WrongType,
-            false => Failure::Server(format!("{command}: {text}")),
-        }
-    })
+    reply.map_err(|e| failure(command, e.to_string()))
 }
 
-fn call_count(
-    ctx: &Context,
-    access: Access,
-    command: &str,
-    args: &[&[u8]],
-) -> Result<u64, Failure> {
-    match call(ctx, access, command, args)? {
+/// A change, through the write gateway (which replicates it as run).
+fn write(writer: &Writer, command: &str, args: &[&[u8]]) -> Result<CallReply<'static>, Failure> {
+    writer
+        .call(command, args)
+        .map_err(|text| failure(command, text))
+}
+
+fn failure(command: &str, text: String) -> Failure {
+    match text.starts_with("WRONGTYPE") {
+        true => Failure::WrongType,
+        false => Failure::Server(format!("{command}: {text}")),
+    }
+}
+
+fn read_count(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<u64, Failure> {
+    count_of(command, read(ctx, command, args)?)
+}
+
+fn count_of(command: &str, reply: CallReply<'static>) -> Result<u64, Failure> {
+    match reply {
         CallReply::I64(n) => Ok(n.to_i64().max(0) as u64),
         other => Err(Failure::Server(format!(
             "{command}: expected an integer reply, got {other:?}"

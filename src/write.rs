@@ -1,0 +1,262 @@
+//! The write gateway: the one layer that changes keys. Everything above it asks; nothing
+//! else opens a key writable or runs a writing command. It knows
+//! - **who asked** (`Asker`): a command's caller, whose key rights the server checked
+//!   against the command's key specs and the module checked for the keys it derives, before
+//!   any work started; or the module itself (passes, new-key tracking, queued work);
+//! - **whether this server may write now** (`Writer::new`): a master, not loading, not asked
+//!   to hold writes (`CLIENT PAUSE WRITE`, a failover), not a read-only replica;
+//! - **how the server would replicate the change**: a writing command runs through
+//!   `RM_Call` with `!`, so the server propagates it as it ran it (it rewrites `XTRIM ~` and
+//!   `XADD *` to their outcome itself); an expire time set through the key API goes out as
+//!   the `PEXPIREAT` the server would write. The server wraps a callback's effects in
+//!   `MULTI`/`EXEC`, as for any module. Never a script: replicas and restarts with `EVAL`
+//!   renamed away, and tools that read the stream or the AOF, see the server's own commands;
+//! - **what it did**: expire times are recorded for `RETENTION.EXPLAIN` once set (not when
+//!   decided), and every write the server refuses is counted (`write_errors`).
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::{
+    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags,
+};
+
+use crate::error::Error;
+use crate::history;
+use crate::keyspace::{select_db, selected_db, KeyName, OpenKey};
+use crate::stats;
+
+/// Who a write is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// The module's own work: background passes, new-key tracking, their queued work.
+    Module,
+    /// A command's caller (its rights were checked when the command started).
+    Caller,
+}
+
+/// Permission to write in one server callback. The server's role cannot change inside a
+/// callback, so the check made when it is created holds for its lifetime; it cannot be
+/// kept past the callback (it borrows the callback's context).
+pub struct Writer<'c> {
+    ctx: &'c Context,
+    asker: Asker,
+}
+
+thread_local! {
+    static REPLICATED: CallOptions = CallOptionsBuilder::new()
+        .errors_as_replies()
+        .replicate()
+        .build();
+}
+
+/// Whether the server asks modules not to add to the replication stream now (clients
+/// paused for writes, FAILOVER, a cluster manual failover).
+pub fn avoid_replica_traffic() -> bool {
+    // SAFETY: the API table is filled once at load; the function takes no arguments.
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
+impl<'c> Writer<'c> {
+    /// Ok when this server may write now; `what` names the work in the refusal. A replica
+    /// answers the server's own `READONLY` error; a server holding writes says so.
+    pub fn new(ctx: &'c Context, asker: Asker, what: &str) -> Result<Writer<'c>, Error> {
+        let flags = ctx.get_flags();
+        if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::READONLY) {
+            return Err(Error::ReadOnlyReplica);
+        }
+        if flags.contains(ContextFlags::LOADING) {
+            return Err(Error::Server(format!(
+                "{what}: the server is loading its dataset; try again when it is done"
+            )));
+        }
+        if avoid_replica_traffic() {
+            return Err(Error::WritesPaused(what.to_string()));
+        }
+        Ok(Writer { ctx, asker })
+    }
+
+    pub fn asker(&self) -> Asker {
+        self.asker
+    }
+
+    pub fn ctx(&self) -> &'c Context {
+        self.ctx
+    }
+
+    /// Runs a writing command in the context's selected database; the server propagates it
+    /// as run. Err carries the server's error text (e.g. `WRONGTYPE …`) for the caller to
+    /// report; every refusal is counted (`write_errors`).
+    pub fn call(&self, cmd: &str, args: &[&[u8]]) -> Result<CallReply<'static>, String> {
+        let reply = REPLICATED.with(|opts| self.ctx.call_ext::<_, CallResult>(cmd, opts, args));
+        reply.map_err(|e| {
+            stats::with_stats(|s| s.write_errors += 1);
+            e.to_utf8_string().unwrap_or_default()
+        })
+    }
+
+    /// Gives the key `name` (context's database) the absolute expire time `at_ms` through
+    /// the key API, signals it as `PEXPIREAT` does (the `expire` keyspace event; closing the
+    /// writable handle signals the key modified to WATCH and client tracking), and
+    /// replicates it as `PEXPIREAT`. False when the key is gone.
+    pub fn set_expire(&self, name: KeyName, at_ms: i64) -> bool {
+        let mode =
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        let done =
+            OpenKey::open(self.ctx, name, mode).is_some_and(|k| k.view().set_abs_expire(at_ms));
+        if !done {
+            return false;
+        }
+        // SAFETY: valid ctx and name for the duration of the call.
+        unsafe {
+            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(
+                self.ctx.ctx,
+                raw::NotifyEvent::GENERIC.bits(),
+                c"expire".as_ptr(),
+                name.as_ptr(),
+            );
+        }
+        self.replicate_pexpireat(name, at_ms);
+        true
+    }
+
+    fn replicate_pexpireat(&self, name: KeyName, at_ms: i64) {
+        // SAFETY: valid ctx/name; "sl" = one RedisModuleString and one long long.
+        let rc = unsafe {
+            raw::RedisModule_Replicate.unwrap()(
+                self.ctx.ctx,
+                c"PEXPIREAT".as_ptr(),
+                c"sl".as_ptr(),
+                name.as_ptr(),
+                at_ms as std::os::raw::c_longlong,
+            )
+        };
+        if rc != raw::REDISMODULE_OK as c_int {
+            // The module refuses to load without PEXPIREAT; only a server that lost the
+            // command afterwards gets here. Loud: replicas now miss this expire time.
+            self.ctx.log_warning("retention: PEXPIREAT could not be replicated; a replica or the AOF misses an expire time");
+            stats::with_stats(|s| s.replication_errors += 1);
+        }
+    }
+}
+
+/// One expire time decided and not yet set, with what EXPLAIN records once it is.
+struct Staged {
+    name: NonNull<raw::RedisModuleString>,
+    db: i32,
+    at_ms: i64,
+    rule: usize,
+    action: history::Action,
+}
+
+/// Expire times a walk decided inside an `RM_Scan` callback, set once the callback has
+/// returned: a key is never modified inside it (Valkey 9 moves a key's object when it gains
+/// an expire, and the scan would then read a freed handle).
+pub struct ExpireBatch {
+    staged: Vec<Staged>,
+    /// Set since the batch was last flushed.
+    set: usize,
+}
+
+/// Expire times set between two flushes. A slice flushes when it reaches this many, which
+/// bounds how long a walk goes without looking at its clock and how many commands one
+/// `MULTI`/`EXEC` of the replication stream holds.
+pub const EXPIRE_BATCH_MAX: usize = 100;
+
+impl ExpireBatch {
+    pub fn new() -> ExpireBatch {
+        ExpireBatch {
+            staged: Vec::new(),
+            set: 0,
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len() >= EXPIRE_BATCH_MAX
+    }
+
+    /// Expire times decided since the last flush (staged or set).
+    pub fn len(&self) -> usize {
+        self.set + self.staged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records that `name` (in the context's selected database) gets `at_ms` under `rule`;
+    /// nothing changes until `apply_staged`.
+    pub fn stage(
+        &mut self,
+        ctx: &Context,
+        name: KeyName,
+        at_ms: i64,
+        rule: usize,
+        action: history::Action,
+    ) {
+        let Some(ptr) = NonNull::new(name.as_ptr()) else {
+            return;
+        };
+        // SAFETY: keeps the name alive past the scan callback; released in `apply_staged`.
+        unsafe { raw::RedisModule_RetainString.unwrap()(std::ptr::null_mut(), ptr.as_ptr()) };
+        self.staged.push(Staged {
+            name: ptr,
+            db: selected_db(ctx),
+            at_ms,
+            rule,
+            action,
+        });
+    }
+
+    /// Sets (and replicates) every staged expire time, each in its key's database; returns
+    /// how many could not be set (the key went away in between: nothing to replicate for
+    /// those). Call outside scan callbacks, in the callback that decided them.
+    pub fn apply_staged(&mut self, writer: &Writer) -> u64 {
+        if self.staged.is_empty() {
+            return 0;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let ctx = writer.ctx;
+        let selected = selected_db(ctx);
+        let mut db = selected;
+        let mut failed = 0;
+        for s in staged {
+            if s.db != db && select_db(ctx, s.db) {
+                db = s.db;
+            }
+            // SAFETY: retained in `stage`, alive until freed below.
+            let name = unsafe { KeyName::from_raw(s.name) };
+            if s.db == db && writer.set_expire(name, s.at_ms) {
+                history::record(db, name.bytes(), Some(s.rule), s.action);
+                self.set += 1;
+            } else {
+                failed += 1;
+            }
+            // SAFETY: retained in `stage`, released once.
+            unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), s.name.as_ptr()) };
+        }
+        select_db(ctx, selected);
+        failed
+    }
+
+    /// Ends the batch: sets what is still staged and starts counting again.
+    pub fn flush(&mut self, writer: &Writer) {
+        self.apply_staged(writer);
+        self.set = 0;
+    }
+}
+
+impl Default for ExpireBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ExpireBatch {
+    fn drop(&mut self) {
+        for s in self.staged.drain(..) {
+            // SAFETY: retained in `stage` and not yet released.
+            unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), s.name.as_ptr()) };
+        }
+    }
+}
