@@ -5,7 +5,10 @@
 //! `--smoke` checks that every approach reached the right end state (no timing checks).
 //! `--rounds N` (default 3, 1 with --smoke) repeats the server-side approaches on freshly
 //! populated servers and shows the median: one VM's runs differ by up to ±20%.
-//! `--only` runs some approaches: idle, cron, pipelined, lua, module, background, queue, steady.
+//! `--only` runs some approaches: idle, cron, pipelined, lua, module, background, queue, runs,
+//! ties, steady. `runs` and `ties` are latency checks against the idle control: a dry run of a
+//! `runs` rule over many expired runs, and ACTIVERUNS.AFTER past a deleted marker among many
+//! runs of one score.
 //! `--rtt 0.5ms` runs the client-side approaches (cron, pipelined, lua, module) with their
 //! client behind a latency proxy on loopback that adds that round trip (issue 20; see
 //! `bench/runs/src/proxy.rs`); the PING watcher stays direct: it measures the server.
@@ -38,7 +41,7 @@ const CLIENT_APPROACHES: [&str; 4] = ["cron", "pipelined", "lua", "module"];
 /// The Node cron loop (ioredis, as operators' scripts use it); its packages come from the
 /// Node workspace under tests/compat (`npm ci`, done by scripts/bench).
 const CRON_LOOP_JS: &str = "tests/compat/bench/cron-loop.js";
-const APPROACHES: [&str; 8] = [
+const APPROACHES: [&str; 10] = [
     "idle",
     "cron",
     "pipelined",
@@ -46,8 +49,22 @@ const APPROACHES: [&str; 8] = [
     "module",
     "background",
     "queue",
+    "runs",
+    "ties",
     "steady",
 ];
+/// Rows that count jobs, runs or calls, not keys: no ratio to the key sweep.
+const NOT_KEY_ROWS: [&str; 3] = [
+    "background sweeper cleaning a Bull queue",
+    "SWEEP DRYRUN of a runs rule",
+    "ACTIVERUNS.AFTER past",
+];
+/// Expired runs in one run set for the `runs` dry run, per key of `--keys` (500k at 1M).
+const EXPIRED_RUNS_PER_KEY: f64 = 0.5;
+/// Equal-score runs for the `ties` AFTER walk, per key of `--keys` (300k at 1M).
+const TIED_RUNS_PER_KEY: f64 = 0.3;
+/// AFTER calls the `ties` approach makes past a deleted marker.
+const TIED_AFTER_CALLS: u64 = 2_000;
 /// Finished jobs of the Bull queue the background sweeper cleans, per key of `--keys`
 /// (350k at the default 1M: the size at which issue 17 measured PING stalls).
 const QUEUE_JOBS_PER_KEY: f64 = 0.35;
@@ -636,6 +653,127 @@ fn queue_clean(jobs: u64, smoke: bool) -> Row {
     }
 }
 
+/// Fills the run set `base` with `n` runs (ids `r<i>`, a small document each) scored by
+/// `score(i)`, in one script per 50k runs.
+fn fill_runs(c: &mut Connection, base: &str, n: u64, score: &str) {
+    let script = format!(
+        "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
+           redis.call('ZADD', KEYS[1], {score}, 'r' .. i) \
+           redis.call('HSET', KEYS[2], 'r' .. i, '{{}}') \
+         end return 0"
+    );
+    let (index, data) = (format!("{base}:index"), format!("{base}:data"));
+    for start in (0..n).step_by(50_000) {
+        let stop = (start + 50_000).min(n) - 1;
+        let _: i64 = redis::cmd("EVAL")
+            .arg(&script)
+            .arg(2)
+            .arg(&index)
+            .arg(&data)
+            .arg(start)
+            .arg(stop)
+            .query(c)
+            .expect("fill the run set");
+    }
+}
+
+/// Approach 8: `RETENTION.SWEEP DRYRUN` of a `runs` rule over a set whose runs all expired:
+/// it pages the expired entries; other clients must not wait on that walk.
+fn runs_dry_run(runs: u64, smoke: bool) -> Row {
+    let dir = scratch_dir("bench-runs");
+    let policy = write_policy(
+        &dir,
+        r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}]}"#,
+    );
+    let server = Server::start_in(
+        dir,
+        ServerOpts::default()
+            .policy(&policy)
+            .module_arg("enabled", "no")
+            .module_arg("track-new-keys", "no"),
+    )
+    .expect("module server");
+    let mut c = server.conn();
+    fill_runs(&mut c, "runs:{bench}", runs, "1000 + i");
+    let (report, secs, ping) = timed(&server, || sweep(&mut c, &["DRYRUN"]));
+    assert_eq!(
+        map_int(&report, "runs_expired") as u64,
+        runs,
+        "the dry run must count every expired run"
+    );
+    if smoke {
+        let left: u64 = redis::cmd("ZCARD")
+            .arg("runs:{bench}:index")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(left, runs, "a dry run changed the set");
+    }
+    Row {
+        approach: "SWEEP DRYRUN of a runs rule (expired runs)",
+        keys: runs,
+        secs,
+        ping,
+        note: "one run set, every run expired".into(),
+    }
+}
+
+/// The ids of a PAGE/AFTER reply (`[total, [id, json, score, ...]]`).
+fn page_ids(page: &Value) -> Vec<String> {
+    let Value::Array(parts) = page else {
+        return Vec::new();
+    };
+    let Some(Value::Array(rows)) = parts.get(1) else {
+        return Vec::new();
+    };
+    rows.chunks(3)
+        .filter_map(|row| match row.first() {
+            Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(id).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Approach 9: `ACTIVERUNS.AFTER` from a marker that was deleted, inside a run of equal
+/// scores (what `ACTIVERUNS.MIGRATE` without `SCOREFIELD` leaves): each call must find its
+/// place without walking the ties.
+fn after_among_ties(runs: u64, smoke: bool) -> Row {
+    let server = module_server(false);
+    let mut c = server.conn();
+    fill_runs(&mut c, "runs:{ties}", runs, "0");
+    let marker = format!("r{}", runs / 2);
+    let _: i64 = redis::cmd("ACTIVERUNS.DEL")
+        .arg("runs:{ties}")
+        .arg(&marker)
+        .query(&mut c)
+        .expect("DEL the marker");
+    let calls = if smoke { 20 } else { TIED_AFTER_CALLS };
+    // Equal scores sort by id bytes: the 10 ids that follow the marker's place.
+    let mut ids: Vec<String> = (0..runs).map(|i| format!("r{i}")).collect();
+    ids.sort();
+    let expected: Vec<String> = ids.into_iter().filter(|id| *id > marker).take(10).collect();
+    let (_, secs, ping) = timed(&server, || {
+        for _ in 0..calls {
+            let page: Value = redis::cmd("ACTIVERUNS.AFTER")
+                .arg(&["runs:{ties}", "0", &marker, "10", "ASC"])
+                .query(&mut c)
+                .expect("AFTER");
+            if smoke {
+                assert_eq!(page_ids(&page), expected, "AFTER past {marker}");
+            }
+        }
+    });
+    Row {
+        approach: "ACTIVERUNS.AFTER past a deleted marker among ties (calls)",
+        keys: calls,
+        secs,
+        ping,
+        note: format!(
+            "{runs} runs of one score; {:.0} us per call",
+            secs * 1e6 / calls as f64
+        ),
+    }
+}
+
 fn redis_benchmark_rps(port: u16, requests: u64) -> f64 {
     let out = Command::new("redis-benchmark")
         .args([
@@ -815,6 +953,14 @@ fn main() {
         let jobs = ((keys as f64 * QUEUE_JOBS_PER_KEY) as u64).max(1);
         rows.push(queue_clean(jobs, args.smoke));
     }
+    if args.runs("runs") {
+        let runs = ((keys as f64 * EXPIRED_RUNS_PER_KEY) as u64).max(100);
+        rows.push(runs_dry_run(runs, args.smoke));
+    }
+    if args.runs("ties") {
+        let runs = ((keys as f64 * TIED_RUNS_PER_KEY) as u64).max(100);
+        rows.push(after_among_ties(runs, args.smoke));
+    }
     let steady = args.runs("steady").then(|| match args.smoke {
         true => steady_state(20_000, 1, true),
         false => steady_state(300_000, 5, false),
@@ -841,8 +987,7 @@ fn main() {
         // The control row moves no keys: no rate, no ratio.
         let (keys, rate, ratio) = match r.keys {
             0 => ("–".to_string(), "–".to_string(), "–".to_string()),
-            // Jobs, not keys: no ratio to the key sweep.
-            n if r.approach.contains("Bull queue") => {
+            n if NOT_KEY_ROWS.iter().any(|a| r.approach.starts_with(a)) => {
                 (n.to_string(), format!("{:.0}", r.rate()), "–".to_string())
             }
             n => (
