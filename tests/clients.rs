@@ -546,3 +546,107 @@ fn the_background_reaper_closes_idle_normal_clients_only() {
     assert!(worker.receives("job-9"));
     assert!(server.log().contains("idle longer than 1 s"));
 }
+
+/// The module's own `CLIENT LIST` calls, as the slow log records them (with
+/// `slowlog-log-slower-than 0` it records every command, those run through `RM_Call`
+/// included): `(unix time s, arguments after LIST)`. The test itself never sends
+/// `CLIENT LIST TYPE` or `CLIENT LIST ID`. The slow log keeps 32 arguments of a command;
+/// the last then says how many more there were.
+fn module_listings(c: &mut Connection) -> Vec<(i64, Vec<String>)> {
+    let entries: Vec<Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(c)
+        .expect("SLOWLOG GET");
+    let mut found: Vec<(i64, i64, Vec<String>)> = entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(fields) = entry else {
+                return None;
+            };
+            let id: i64 = redis::from_redis_value(fields.first()?).ok()?;
+            let at: i64 = redis::from_redis_value(fields.get(1)?).ok()?;
+            let args: Vec<String> = redis::from_redis_value(fields.get(3)?).ok()?;
+            let upper: Vec<String> = args.iter().map(|a| a.to_ascii_uppercase()).collect();
+            let ours = upper.len() > 2
+                && upper[..2] == ["CLIENT", "LIST"]
+                && (upper[2] == "TYPE" || upper[2] == "ID");
+            ours.then(|| (id, at, upper[2..].to_vec()))
+        })
+        .collect();
+    found.sort_by_key(|(id, ..)| *id);
+    found.into_iter().map(|(_, at, args)| (at, args)).collect()
+}
+
+/// How many ids a `CLIENT LIST ID ...` names, from its slow-log arguments (after LIST).
+fn ids_named(args: &[String]) -> usize {
+    let more = args
+        .last()
+        .and_then(|a| a.strip_prefix("... ("))
+        .and_then(|a| a.strip_suffix(" MORE ARGUMENTS)"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match more {
+        Some(n) => args.len() - 2 + n,
+        None => args.len() - 1,
+    }
+}
+
+#[test]
+fn the_background_reaper_lists_clients_once_however_many_are_idle() {
+    let server = Server::start(
+        ServerOpts::default()
+            .config("slowlog-log-slower-than", "0")
+            .config("slowlog-max-len", "100000"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    let mut worker = RawClient::open(&server, &[&["BLPOP", "jobs", "0"]]);
+    let mut sub = RawClient::open(&server, &[&["SUBSCRIBE", "news"]]);
+    let idle: Vec<RawClient> = (0..300).map(|_| RawClient::open(&server, &[])).collect();
+    let idle_ids: Vec<u64> = idle.iter().map(|k| k.id).collect();
+    wait_clients(&mut c, &[worker.id], "blocked", |k| k.flags.contains('b'));
+    wait_clients(&mut c, &[sub.id], "subscribed", |k| k.flags.contains('P'));
+    let all: Vec<u64> = [idle_ids.clone(), vec![worker.id, sub.id]].concat();
+    wait_clients(&mut c, &all, "idle", |k| k.idle_s >= 2);
+
+    call(&mut c, &["SLOWLOG", "RESET"]);
+    config_set(&mut c, "retention.clients-idle-kill-s", "1");
+    let closed = wait_until(Duration::from_secs(60), || {
+        let live = live_ids(&mut c);
+        idle_ids.iter().all(|id| !live.contains(id))
+    });
+    config_set(&mut c, "retention.clients-idle-kill-s", "0");
+    assert!(closed, "idle clients left: {:?}", client_list(&mut c).len());
+    assert_eq!(stat(&mut c, "clients_killed"), idle_ids.len() as i64);
+    let live = live_ids(&mut c);
+    assert!(live.contains(&worker.id) && live.contains(&sub.id));
+    call(&mut c, &["LPUSH", "jobs", "job-1"]);
+    assert!(
+        worker.receives("job-1"),
+        "the blocked worker lost its connection"
+    );
+    assert_eq!(call(&mut c, &["PUBLISH", "news", "hello"]), Value::Int(1));
+    assert!(sub.receives("hello"), "the subscriber lost its connection");
+
+    // Every client is listed at most once a second (the reaper's interval for a 1 s limit);
+    // in between, each tick looks again at no more than 100 named clients.
+    let calls = module_listings(&mut c);
+    let listings: Vec<i64> = calls
+        .iter()
+        .filter(|(_, args)| args[0] == "TYPE")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(!listings.is_empty(), "no listing recorded: {calls:?}");
+    let mut seconds = listings.clone();
+    seconds.dedup();
+    assert_eq!(seconds, listings, "listed twice within a second: {calls:?}");
+    let looks: Vec<usize> = calls
+        .iter()
+        .filter(|(_, args)| args[0] == "ID")
+        .map(|(_, args)| ids_named(args))
+        .collect();
+    assert!(
+        looks.iter().all(|&n| (1..=100).contains(&n)) && looks.iter().sum::<usize>() >= 300,
+        "ids looked at per tick: {looks:?}"
+    );
+}

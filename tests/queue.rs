@@ -199,6 +199,76 @@ fn bullmq_clean_removes_a_job_with_everything_the_library_removes() {
     assert_eq!(last_event(&mut c, "bull:q:events"), cleaned(5));
 }
 
+/// `OBJECT ENCODING` and `OBJECT IDLETIME` of a key: both look the key up without touching it.
+fn encoding_and_idle_s(c: &mut Connection, key: &str) -> (String, i64) {
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key)
+        .query(c)
+        .expect("OBJECT ENCODING");
+    let idle: i64 = redis::cmd("OBJECT")
+        .arg("IDLETIME")
+        .arg(key)
+        .query(c)
+        .expect("OBJECT IDLETIME");
+    (encoding, idle)
+}
+
+#[test]
+fn reading_a_deduplication_key_changes_neither_its_encoding_nor_its_idle_time() {
+    // LRU eviction reads the idle time the cleaner must not reset. Ids from 10000 up are
+    // not the server's shared integers, so each int-encoded key is its own object.
+    let server = Server::start(
+        ServerOpts::default()
+            .paused()
+            .config("maxmemory-policy", "allkeys-lru"),
+    )
+    .expect("server");
+    let mut c = server.conn();
+    let base = "bull:q:";
+    bullmq_queue(&mut c, base);
+    let old = now_ms() - 2 * DAY_MS;
+    // Finished jobs whose de-duplication keys now name newer jobs: read, then left alone.
+    let others = [("1", "d1", "123456"), ("2", "d2", "job-b")];
+    for (id, deid, owner) in others {
+        finished_job(&mut c, base, "completed", id, old);
+        cmd(&mut c, &["HSET", &format!("{base}{id}"), "deid", deid]);
+        cmd(&mut c, &["SET", &format!("{base}de:{deid}"), owner]);
+    }
+    // One whose key still names it (an int-encoded id): read right, so removed with it.
+    finished_job(&mut c, base, "completed", "123457", old);
+    cmd(&mut c, &["HSET", "bull:q:123457", "deid", "d3"]);
+    cmd(&mut c, &["SET", "bull:q:de:d3", "123457"]);
+    let dedup = ["bull:q:de:d1", "bull:q:de:d2"];
+    let before: Vec<(String, i64)> = dedup
+        .iter()
+        .map(|k| encoding_and_idle_s(&mut c, k))
+        .collect();
+    assert_eq!(before[0].0, "int");
+    assert_eq!(before[1].0, "embstr");
+    let idled = common::wait_until(Duration::from_secs(30), || {
+        dedup.iter().all(|k| encoding_and_idle_s(&mut c, k).1 >= 2)
+    });
+    assert!(idled, "the keys never went idle");
+
+    let removed = jobs_int(&mut c, &["bull", "q", "CLEAN", "completed", "1d"]);
+    assert_eq!(removed, 3);
+    assert!(!exists(&mut c, "bull:q:de:d3"), "its own job's key goes");
+    for (key, (encoding, _)) in dedup.iter().zip(&before) {
+        let (after, idle_s) = encoding_and_idle_s(&mut c, key);
+        assert!(
+            idle_s >= 2,
+            "{key}: the read reset its idle time ({idle_s} s)"
+        );
+        assert_eq!(&after, encoding, "{key}: the read re-encoded it");
+    }
+    let values: Vec<String> = dedup
+        .iter()
+        .map(|k| redis::cmd("GET").arg(k).query(&mut c).expect("GET"))
+        .collect();
+    assert_eq!(values, ["123456", "job-b"]);
+}
+
 #[test]
 fn bullmq_clean_keeps_locked_jobs_and_children_a_parent_waits_for() {
     let server = Server::start_paused(None);

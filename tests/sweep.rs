@@ -388,6 +388,66 @@ fn a_pass_ends_early_when_every_key_has_a_ttl() {
     assert_eq!(map_int(&db0, "keys_scanned"), 0);
 }
 
+/// `(keys_visited, progress_pct)` of the running background pass, None while none runs.
+fn background_progress(c: &mut Connection) -> Option<(i64, i64)> {
+    let status: Value = redis::cmd("RETENTION.STATUS").query(c).expect("STATUS");
+    let pass = flat_map(&status)
+        .into_iter()
+        .find(|(k, _)| k == "pass")
+        .map(|(_, v)| v)?;
+    (map_str(&pass, "kind").as_deref() == Some("background")).then(|| {
+        (
+            map_int(&pass, "keys_visited"),
+            map_int(&pass, "progress_pct"),
+        )
+    })
+}
+
+#[test]
+fn progress_counts_the_keys_of_every_database_the_pass_covers() {
+    // A rule no key matches: the pass visits every key and changes none, so it advances
+    // only from the cron, one budget per tick (a few seconds for 100,000 keys), and is seen
+    // on its way.
+    let server = Server::start_paused(Some(
+        r#"{"rules":[{"name":"none","match":"nothing:*","ttl":"1h"}]}"#,
+    ));
+    let (small, big) = (5, 100_000);
+    let mut c = server.conn();
+    for i in 0..small {
+        let _: () = c.set(format!("db0:{i}"), "v").unwrap();
+    }
+    let mut db5 = server.conn_db(5);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(big)
+        .query(&mut db5)
+        .unwrap();
+    config_set(&mut c, "retention.enabled", "yes");
+
+    // From db 0 (5 keys) while the pass is in db 5: about visited / 100,005, not / 5.
+    let total = small + big;
+    let mut samples = Vec::new();
+    let seen = wait_until(Duration::from_secs(120), || {
+        if let Some((visited, pct)) = background_progress(&mut c) {
+            if visited > small && samples.last().is_none_or(|&(v, _)| v < visited) {
+                samples.push((visited, pct));
+            }
+        }
+        // Until the percentage has moved off 0, so the samples say more than "small".
+        samples.len() >= 5 && samples.last().is_some_and(|&(_, pct)| pct >= 2)
+    });
+    assert!(seen, "no background pass seen in db 5: {samples:?}");
+    for &(visited, pct) in &samples {
+        let expected = visited * 100 / total;
+        assert!(
+            (0..=99).contains(&pct) && (pct - expected).abs() <= 1,
+            "{pct}% after {visited} of {total} keys (expected {expected}%): {samples:?}"
+        );
+    }
+    let status: Value = redis::cmd("RETENTION.STATUS").query(&mut c).unwrap();
+    assert_eq!(map_int(&status, "dbsize"), small, "dbsize is the caller's");
+}
+
 #[test]
 fn background_sweeper_reaches_the_same_end_state() {
     let dir = scratch_dir("bg");

@@ -6,10 +6,10 @@
 //! arguments into the generated id / exact threshold before propagating). Errors come back
 //! as replies (`E`), never as panics; a read that fails is "in doubt" to the callers.
 //!
-//! The reads done once per job (does a key exist, a few hash fields, a string) use the key
-//! API instead of RM_Call: several times cheaper, which is what makes a queue with millions
-//! of finished jobs cleanable at a few microseconds per job. Keys are opened NOTOUCH so the
-//! cleaner's reads do not refresh the keys' LRU/LFU data.
+//! The reads done once per job (does a key exist, a few hash fields) use the key API instead
+//! of RM_Call: several times cheaper, which is what makes a queue with millions of finished
+//! jobs cleanable at a few microseconds per job. Keys are opened NOTOUCH so the cleaner's
+//! reads do not refresh the keys' LRU/LFU data. A string is the exception (see `Calls::get`).
 
 use std::os::raw::c_int;
 use std::ptr::NonNull;
@@ -42,6 +42,57 @@ impl ReadKey {
 
     fn is(&self, key_type: isize) -> bool {
         self.key_type() as isize == key_type
+    }
+
+    /// What the eviction policy keeps of the key's use: its LRU idle time or LFU counter.
+    fn access(&self) -> Option<Access> {
+        let (mut idle_ms, mut freq) = (-1, -1);
+        // SAFETY: live handle and valid out-pointers; each sets -1 when the policy keeps the
+        // other kind of data.
+        unsafe {
+            raw::RedisModule_GetLRU.unwrap()(self.key.as_ptr(), &mut idle_ms);
+            raw::RedisModule_GetLFU.unwrap()(self.key.as_ptr(), &mut freq);
+        }
+        match (idle_ms, freq) {
+            (_, f) if f >= 0 => Some(Access::Freq(f)),
+            (ms, _) if ms >= 0 => Some(Access::IdleMs(ms)),
+            _ => None,
+        }
+    }
+
+    /// Puts back the use data `before` a read refreshed it (only then: a key not refreshed,
+    /// e.g. while a fork child saves, is left as it is).
+    fn put_back(&self, before: Access) {
+        if !self.access().is_some_and(|now| refreshed(before, now)) {
+            return;
+        }
+        // SAFETY: live handle; these write only the object's LRU/LFU field, which is neither
+        // replicated nor seen by WATCH.
+        unsafe {
+            match before {
+                Access::IdleMs(ms) => raw::RedisModule_SetLRU.unwrap()(self.key.as_ptr(), ms),
+                Access::Freq(f) => raw::RedisModule_SetLFU.unwrap()(self.key.as_ptr(), f),
+            };
+        }
+    }
+}
+
+/// A key's use as the eviction policy keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// LRU: ms since the last access (second resolution).
+    IdleMs(i64),
+    /// LFU: the logarithmic access counter.
+    Freq(i64),
+}
+
+/// Whether a read between `before` and `now` counted as an access: the idle time went down,
+/// or the counter up (it only decays otherwise).
+fn refreshed(before: Access, now: Access) -> bool {
+    match (before, now) {
+        (Access::IdleMs(b), Access::IdleMs(n)) => n < b,
+        (Access::Freq(b), Access::Freq(n)) => n > b,
+        _ => false,
     }
 }
 
@@ -131,22 +182,24 @@ impl<'c> Calls<'c> {
         }
     }
 
-    /// The value of a string key (None when missing or not a string).
+    /// The value of a string key (None when missing or not a string), the key left exactly
+    /// as it was. Not `RM_StringDMA`: for a key encoded as an integer or an embedded string
+    /// it replaces the value with a new raw string (another encoding, a fresh LRU/LFU). GET
+    /// changes no object but counts as an access, which is put back after.
     pub fn get(&self, name: &[u8]) -> Option<Vec<u8>> {
-        let key = ReadKey::open(self.ctx, name)?;
-        if !key.is(raw::REDISMODULE_KEYTYPE_STRING) {
-            return None;
+        let before = {
+            let key = ReadKey::open(self.ctx, name)?;
+            if !key.is(raw::REDISMODULE_KEYTYPE_STRING) {
+                return None;
+            }
+            key.access()
+        };
+        // The handle is closed across the call: GET may find the key expired and delete it.
+        let value = self.bulk("GET", &[name]).ok().flatten();
+        if let (Some(before), Some(key)) = (before, ReadKey::open(self.ctx, name)) {
+            key.put_back(before);
         }
-        let mut len: usize = 0;
-        // SAFETY: live string key opened for reading; the DMA pointer is read before close.
-        unsafe {
-            let ptr = raw::RedisModule_StringDMA.unwrap()(
-                key.key.as_ptr(),
-                &mut len,
-                raw::REDISMODULE_READ as c_int,
-            );
-            (!ptr.is_null()).then(|| std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec())
-        }
+        value
     }
 
     pub fn hget(&self, name: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, ()> {
@@ -258,5 +311,26 @@ impl<'c> Calls<'c> {
 
     pub fn xlen(&self, stream: &[u8]) -> Option<i64> {
         self.int("XLEN", &[stream])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_fresher_use_counts_as_a_read() {
+        use Access::{Freq, IdleMs};
+        assert!(refreshed(IdleMs(5000), IdleMs(0)));
+        // The clock ticked between the two looks; nothing read the key.
+        assert!(!refreshed(IdleMs(5000), IdleMs(6000)));
+        assert!(!refreshed(IdleMs(5000), IdleMs(5000)));
+        assert!(refreshed(Freq(5), Freq(6)));
+        // The counter decayed (a minute passed); nothing read the key.
+        assert!(!refreshed(Freq(5), Freq(4)));
+        assert!(!refreshed(Freq(5), Freq(5)));
+        // The policy changed between the two looks: nothing to put back.
+        assert!(!refreshed(IdleMs(5000), Freq(9)));
+        assert!(!refreshed(Freq(5), IdleMs(0)));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisString, RedisValue};
 
-use super::pass::{Pass, PassOptions, PassReport};
+use super::pass::{Pass, PassKind, PassOptions, PassReport};
 use crate::args::{shown, Args, OptionSet};
 use crate::config::{MAX_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US};
 use crate::error::{Error, Result};
@@ -101,11 +101,53 @@ pub fn cmd_status(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(super::status_reply(ctx))
 }
 
+/// The databases a pass covers, `current` among them. A background pass takes every
+/// database that had keys when it started, in ascending order: those already done are the
+/// ones below `current` (`with_keys`: the databases that have keys now). A command pass
+/// covers the caller's database only.
+fn covered_dbs(kind: PassKind, current: i32, more: &[i32], with_keys: &[i32]) -> Vec<i32> {
+    let done = match kind {
+        PassKind::Background => with_keys
+            .iter()
+            .copied()
+            .filter(|&db| db < current)
+            .collect(),
+        PassKind::Command => Vec::new(),
+    };
+    [done, vec![current], more.to_vec()].concat()
+}
+
+/// The keys now in the databases `pass` covers: what it visits, about once each.
+pub fn keys_in_scope(ctx: &Context, pass: &Pass) -> u64 {
+    let more: Vec<i32> = pass.opts.more_dbs.iter().copied().collect();
+    let with_keys = match pass.kind {
+        PassKind::Background => keyspace::databases_with_keys(ctx),
+        PassKind::Command => Vec::new(),
+    };
+    covered_dbs(pass.kind, pass.opts.db, &more, &with_keys)
+        .into_iter()
+        .map(|db| keyspace::in_db(ctx, db, || keyspace::db_size(ctx)))
+        .sum()
+}
+
+/// How far a running pass is, from the keys it visited and those in its scope. At most 99:
+/// the pass is not done until its last slice, and keys deleted behind it (or visited twice
+/// by a scan over a resizing table) can make `visited` pass the keys left.
+fn progress_pct(visited: u64, in_scope: u64) -> u64 {
+    match in_scope {
+        0 => 100,
+        n => (visited.saturating_mul(100) / n).min(99),
+    }
+}
+
+/// `keys_in_scope`: the keys of every database the running pass covers (0 when none runs);
+/// `dbsize`: those of the caller's database.
 pub fn status_reply(
     running: Option<&Pass>,
     last: Option<&PassReport>,
     next_background_ms: i64,
     dbsize: u64,
+    keys_in_scope: u64,
 ) -> RedisValue {
     let mut m: BTreeMap<RedisValueKey, RedisValue> = BTreeMap::new();
     m.insert(
@@ -131,11 +173,8 @@ pub fn status_reply(
         p.insert(key("keys_visited"), int(pass.keys_visited()));
         p.insert(key("elapsed_ms"), int(pass.elapsed_ms()));
         p.insert(key("slices"), int(report.slices));
-        // Keys are visited about once each, so visited/dbsize is the fraction done.
-        let pct = match dbsize {
-            0 => 100,
-            n => (pass.keys_visited() * 100 / n).min(99),
-        };
+        p.insert(key("keys_in_scope"), int(keys_in_scope));
+        let pct = progress_pct(pass.keys_visited(), keys_in_scope);
         p.insert(key("progress_pct"), int(pct));
         m.insert(key("pass"), RedisValue::OrderedMap(p));
     }
@@ -146,4 +185,43 @@ pub fn status_reply(
         last.map(report_reply).unwrap_or(RedisValue::Null),
     );
     RedisValue::OrderedMap(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_pass_covers_the_databases_done_and_those_to_come() {
+        let with_keys = [0, 3, 5, 9];
+        let covered = covered_dbs(PassKind::Background, 5, &[9], &with_keys);
+        assert_eq!(covered, [0, 3, 5, 9]);
+        // The first database: none done yet.
+        assert_eq!(
+            covered_dbs(PassKind::Background, 0, &[3, 5, 9], &with_keys),
+            [0, 3, 5, 9]
+        );
+        // The current database emptied meanwhile: still the one being swept.
+        assert_eq!(
+            covered_dbs(PassKind::Background, 4, &[9], &with_keys),
+            [0, 3, 4, 9]
+        );
+    }
+
+    #[test]
+    fn a_command_pass_covers_the_callers_database_only() {
+        assert_eq!(covered_dbs(PassKind::Command, 5, &[], &[0, 5, 9]), [5]);
+    }
+
+    #[test]
+    fn progress_is_visited_over_keys_in_scope_below_100() {
+        assert_eq!(progress_pct(0, 100_005), 0);
+        assert_eq!(progress_pct(5, 100_005), 0);
+        assert_eq!(progress_pct(50_003, 100_005), 50);
+        // Keys deleted behind the pass, or visited twice: not past 99 while it runs.
+        assert_eq!(progress_pct(100_005, 100_005), 99);
+        assert_eq!(progress_pct(200_000, 100_005), 99);
+        assert_eq!(progress_pct(u64::MAX, 3), 99);
+        assert_eq!(progress_pct(7, 0), 100);
+    }
 }

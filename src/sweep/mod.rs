@@ -391,11 +391,13 @@ pub fn status_reply(ctx: &Context) -> RedisValue {
             .as_ref()
             .map(|c| &c.pass)
             .or(e.background.as_ref());
+        let keys_in_scope = running.map_or(0, |pass| command::keys_in_scope(ctx, pass));
         command::status_reply(
             running,
             e.last_report.as_ref(),
             e.next_background_ms,
             dbsize,
+            keys_in_scope,
         )
     })
 }
