@@ -1,10 +1,11 @@
 //! The queue cleaner's access to the keyspace: `RM_Call` with explicit arguments.
 //!
-//! Reads run without propagation. Every write goes through `write`, which runs the command
-//! with the `!` flag so the server propagates it to replicas and the AOF exactly as run
-//! (explicit keys and ids; for XADD `*` and XTRIM `~` the server itself rewrites the
-//! arguments into the generated id / exact threshold before propagating). Errors come back
-//! as replies (`E`), never as panics; a read that fails is "in doubt" to the callers.
+//! Reads run without propagation. Every write goes through `write`, which hands it to the
+//! write gateway (`crate::write`) on behalf of the work's asker: the server propagates it to
+//! replicas and the AOF exactly as run (explicit keys and ids; for XADD `*` and XTRIM `~` the
+//! server itself rewrites the arguments into the generated id / exact threshold before
+//! propagating). Errors come back as values, never as panics; a read that fails is "in
+//! doubt" to the callers.
 //!
 //! The reads done once per job (does a key exist, a few hash fields) use the key API instead
 //! of RM_Call: several times cheaper, which is what makes a queue with millions of finished
@@ -17,6 +18,9 @@ use std::ptr::NonNull;
 use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
 };
+
+use crate::sweep::work::WorkEnv;
+use crate::write::{Asker, Writer};
 
 /// A key opened for reading through the key API; closed on drop.
 struct ReadKey {
@@ -109,7 +113,8 @@ pub type ScoredMembers = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct Calls<'c> {
     ctx: &'c Context,
     read: CallOptions,
-    write: CallOptions,
+    /// Who changes go through the write gateway for; None: this use only reads.
+    asker: Option<Asker>,
 }
 
 /// A key name built from parts (`<base><id>:logs`, ...).
@@ -123,14 +128,20 @@ impl<'c> Calls<'c> {
         crate::keyspace::selected_db(self.ctx)
     }
 
+    /// Reads only (counts, EXPLAIN, checks before work starts).
     pub fn new(ctx: &'c Context) -> Calls<'c> {
         Calls {
             ctx,
             read: CallOptionsBuilder::new().errors_as_replies().build(),
-            write: CallOptionsBuilder::new()
-                .errors_as_replies()
-                .replicate()
-                .build(),
+            asker: None,
+        }
+    }
+
+    /// Reads, and writes for `env`'s asker (none in a dry run).
+    pub fn for_work(ctx: &'c Context, env: &WorkEnv) -> Calls<'c> {
+        Calls {
+            asker: (!env.dry_run).then_some(env.asker),
+            ..Calls::new(ctx)
         }
     }
 
@@ -138,16 +149,25 @@ impl<'c> Calls<'c> {
         self.ctx.call_ext::<_, CallResult>(cmd, &self.read, args)
     }
 
-    /// Runs a write and propagates it verbatim. Returns its integer reply, if any.
+    /// Runs a write through the write gateway (which replicates it as run). Returns its
+    /// integer reply, if any; None when it was refused (callers treat that as doubt).
     pub fn write(&self, cmd: &str, args: &[&[u8]]) -> Option<i64> {
-        match self.ctx.call_ext::<_, CallResult>(cmd, &self.write, args) {
+        let refused = |why: String| {
+            self.ctx
+                .log_warning(&format!("retention: queue cleaner: {cmd} failed: {why}"));
+        };
+        let Some(asker) = self.asker else {
+            refused("a read-only use of the queue asked for a write".into());
+            return None;
+        };
+        let writer = Writer::new(self.ctx, asker, "the queue cleaner")
+            .map_err(|e| refused(e.to_string()))
+            .ok()?;
+        match writer.call(cmd, args) {
             Ok(CallReply::I64(n)) => Some(n.to_i64()),
             Ok(_) => Some(0),
-            Err(e) => {
-                self.ctx.log_warning(&format!(
-                    "retention: queue cleaner: {cmd} failed: {}",
-                    e.to_utf8_string().unwrap_or_default()
-                ));
+            Err(why) => {
+                refused(why);
                 None
             }
         }

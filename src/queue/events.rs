@@ -72,7 +72,7 @@ impl Work for TrimEvents {
         deadline: Instant,
         tally: &mut Tally,
     ) -> Progress {
-        let calls = Calls::new(ctx);
+        let calls = Calls::for_work(ctx, env);
         if env.dry_run {
             // What MAXLEN would evict; the age criterion is not estimated in a dry run.
             if let (Some(max_len), Some(len)) = (self.retention.max_len, calls.xlen(&self.key)) {

@@ -201,7 +201,7 @@ impl Work for CleanFinished {
         if self.done {
             return Progress::Done;
         }
-        let calls = Calls::new(ctx);
+        let calls = Calls::for_work(ctx, env);
         let window = match self.window {
             Some(w) => w,
             None => {

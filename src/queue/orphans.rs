@@ -318,7 +318,7 @@ impl Work for OrphanCheck {
         deadline: Instant,
         tally: &mut Tally,
     ) -> Progress {
-        let calls = Calls::new(ctx);
+        let calls = Calls::for_work(ctx, env);
         match self.candidate {
             Candidate::Hash => self.check_job(&calls, env, deadline, tally),
             Candidate::SubKey {
