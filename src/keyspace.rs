@@ -95,11 +95,9 @@ impl KeyView {
         unsafe { raw::RedisModule_ValueLength.unwrap()(self.key.as_ptr()) as u64 }
     }
 
-    /// Sets the absolute expire time; the server refuses (false) on a read-only handle.
-    pub(crate) fn set_abs_expire(&self, at_ms: i64) -> bool {
-        // SAFETY: live handle; the server refuses (ERR) if it is not writable.
-        let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(self.key.as_ptr(), at_ms) };
-        rc == raw::REDISMODULE_OK as c_int
+    /// The raw handle, for the write gateway.
+    pub(crate) fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.key.as_ptr()
     }
 }
 

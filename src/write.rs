@@ -102,8 +102,11 @@ impl<'c> Writer<'c> {
     pub fn set_expire(&self, name: KeyName, at_ms: i64) -> bool {
         let mode =
             raw::REDISMODULE_READ | raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
-        let done =
-            OpenKey::open(self.ctx, name, mode).is_some_and(|k| k.view().set_abs_expire(at_ms));
+        let done = OpenKey::open(self.ctx, name, mode).is_some_and(|key| {
+            // SAFETY: a live handle opened writable just above.
+            let rc = unsafe { raw::RedisModule_SetAbsExpire.unwrap()(key.view().raw(), at_ms) };
+            rc == raw::REDISMODULE_OK as c_int
+        });
         if !done {
             return false;
         }
