@@ -642,3 +642,58 @@ fn memory_pressure_applies_the_pressure_ttl_and_works_under_noeviction() {
         "the rule's earlier TTL is lowered under pressure: {lowered}"
     );
 }
+
+/// A SWEEP started under one policy stops when another is loaded: nothing acts under a
+/// policy no longer in force. The caller gets the report with the reason.
+#[test]
+fn a_sweep_stops_when_a_new_policy_is_loaded() {
+    let dir = scratch_dir("sweep-reload");
+    let policy = write_policy(
+        &dir,
+        r#"{"rules":[{"name":"all","match":"key:*","ttl":"1h"}]}"#,
+    );
+    let server = Server::start_in(dir.clone(), ServerOpts::default().paused().policy(&policy))
+        .expect("start");
+    let mut c = server.conn();
+    let keys = 300_000;
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .query(&mut c)
+        .unwrap();
+    let port = server.port;
+    let sweeper = std::thread::spawn(move || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+        let mut conn = client.get_connection().expect("conn");
+        // A small budget: the pass takes many slices, so the reload lands in the middle.
+        sweep(&mut conn, &["BUDGET", "100"])
+    });
+    let expires = |c: &mut Connection| -> i64 {
+        let line = info_field(&info(c, "keyspace"), "db0").unwrap_or_default();
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix("expires="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || expires(&mut c) > 1000),
+        "the sweep did not start"
+    );
+    write_policy(
+        &dir,
+        r#"{"rules":[{"name":"keep","match":"*","keep":true}]}"#,
+    );
+    let _: () = redis::cmd("RETENTION.RELOAD")
+        .query(&mut c)
+        .expect("RELOAD");
+    let at_reload = expires(&mut c);
+    let report = sweeper.join().expect("sweeper");
+    let aborted = map_str(&report, "aborted").unwrap_or_default();
+    assert!(aborted.contains("new policy"), "{report:?}");
+    assert!(at_reload < keys, "the sweep ended before the reload");
+    assert_eq!(
+        expires(&mut c),
+        at_reload,
+        "TTLs were set under a policy no longer in force"
+    );
+}

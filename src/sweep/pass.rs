@@ -197,6 +197,10 @@ fn apply_ttl_plan(
     }
 }
 
+/// Why a pass stopped when the policy it started with was replaced.
+pub const POLICY_REPLACED: &str =
+    "a new policy was loaded: the pass stopped there; run RETENTION.SWEEP again to apply it";
+
 pub struct Pass {
     pub kind: PassKind,
     pub opts: PassOptions,
@@ -274,6 +278,12 @@ impl Pass {
             db: self.opts.db,
             asker: self.kind.asker(),
         };
+        if !Rc::ptr_eq(&self.policy, &crate::state::policy()) {
+            // From the moment a policy is in force nothing acts under another one: the
+            // pass (and the work it queued) stops where it is.
+            self.aborted = Some(POLICY_REPLACED.into());
+            return true;
+        }
         let writer = match Writer::new(ctx, env.asker, "the sweep") {
             Ok(writer) => writer,
             Err(refused) => {
