@@ -14,6 +14,7 @@
 //! - **what it did**: expire times are recorded for `RETENTION.EXPLAIN` once set (not when
 //!   decided), and every write the server refuses is counted (`write_errors`).
 
+use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::ptr::NonNull;
 
@@ -23,7 +24,7 @@ use redis_module::{
 
 use crate::error::Error;
 use crate::history;
-use crate::keyspace::{select_db, selected_db, KeyName, OpenKey};
+use crate::keyspace::{select_db, selected_db, KeyName, OpenKey, OwnedName};
 use crate::stats;
 
 /// Who a write is for.
@@ -41,6 +42,10 @@ pub enum Asker {
 pub struct Writer<'c> {
     ctx: &'c Context,
     asker: Asker,
+    /// The last expire time replicated, as the string the stream carries: a slice's keys
+    /// share one time per rule, so each `PEXPIREAT` reuses it instead of formatting and
+    /// allocating its own (the server only takes a reference).
+    time_text: RefCell<Option<(i64, OwnedName)>>,
 }
 
 thread_local! {
@@ -73,7 +78,11 @@ impl<'c> Writer<'c> {
         if avoid_replica_traffic() {
             return Err(Error::WritesPaused(what.to_string()));
         }
-        Ok(Writer { ctx, asker })
+        Ok(Writer {
+            ctx,
+            asker,
+            time_text: RefCell::new(None),
+        })
     }
 
     pub fn asker(&self) -> Asker {
@@ -124,15 +133,32 @@ impl<'c> Writer<'c> {
     }
 
     fn replicate_pexpireat(&self, name: KeyName, at_ms: i64) {
-        // SAFETY: valid ctx/name; "sl" = one RedisModuleString and one long long.
-        let rc = unsafe {
-            raw::RedisModule_Replicate.unwrap()(
-                self.ctx.ctx,
-                c"PEXPIREAT".as_ptr(),
-                c"sl".as_ptr(),
-                name.as_ptr(),
-                at_ms as std::os::raw::c_longlong,
-            )
+        let mut cached = self.time_text.borrow_mut();
+        if cached.as_ref().is_none_or(|(at, _)| *at != at_ms) {
+            *cached = OwnedName::new(itoa::Buffer::new().format(at_ms).as_bytes())
+                .map(|text| (at_ms, text));
+        }
+        let rc = match cached.as_ref() {
+            // SAFETY: valid ctx, name and time string; "ss" = two RedisModuleStrings.
+            Some((_, text)) => unsafe {
+                raw::RedisModule_Replicate.unwrap()(
+                    self.ctx.ctx,
+                    c"PEXPIREAT".as_ptr(),
+                    c"ss".as_ptr(),
+                    name.as_ptr(),
+                    text.as_ptr(),
+                )
+            },
+            // SAFETY: as above; "sl" = one RedisModuleString and one long long.
+            None => unsafe {
+                raw::RedisModule_Replicate.unwrap()(
+                    self.ctx.ctx,
+                    c"PEXPIREAT".as_ptr(),
+                    c"sl".as_ptr(),
+                    name.as_ptr(),
+                    at_ms as std::os::raw::c_longlong,
+                )
+            },
         };
         if rc != raw::REDISMODULE_OK as c_int {
             // The module refuses to load without PEXPIREAT; only a server that lost the
