@@ -1,20 +1,25 @@
 //! ACTIVERUNS.PAGE (by position) and ACTIVERUNS.AFTER (by keyset): one round trip,
 //! O(log N + size), and never a hole: an indexed id without a document is left out of the
-//! reply. Where writes are allowed (a master, not paused, not in a script) it is also
-//! removed from the index (replicated as ZREM) and the window read again; replicas and
-//! read-only scripts get the page without the missing runs, so they are registered readonly.
+//! reply.
+//!
+//! Both are reads and change nothing, wherever they run: a reader's rights are checked
+//! for reading only, and the name it pages may not even be a run set (an application's
+//! own `search:index`). Holes are removed by writes (`ACTIVERUNS.EXPIRE`) and by the
+//! `runs` rules, which watch them across passes first.
 
-use redis_module::{Context, ContextFlags, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use super::names::shown;
-use super::server::{reply_page, Documents, Item, Order, RunSet};
+use super::server::{reply_page, Item, Order, Row, RunSet};
 use super::MAX_PAGE_SIZE;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
 
-/// Re-reads of a window after repairing holes in it. Each round removes every hole it saw,
-/// so a page comes back short only when the index is mostly holes; the next call goes on.
-const MAX_REPAIR_ROUNDS: usize = 4;
+/// Further reads past a window whose holes left the page short. Holes come in streaks
+/// (a writer that lost a batch of documents), so each read is at least `MIN_REFILL_READ`
+/// entries; past `MAX_REFILL_ROUNDS` reads the page comes back short.
+const MAX_REFILL_ROUNDS: usize = 4;
+const MIN_REFILL_READ: u64 = 128;
 /// Up to this rank PAGE walks the index with the key API (moving an iterator is a pointer
 /// step); deeper pages use ZRANGE's O(log N) rank lookup.
 const MAX_ITER_SKIP: u64 = 1000;
@@ -43,13 +48,12 @@ pub fn cmd_page(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let order = order.unwrap_or(Order::Desc);
     let set = RunSet::open(ctx, base.as_slice())?;
     let start = (page - 1).saturating_mul(size);
-    let (total, items, docs) = match set.count()? {
-        count if start >= count => (count, Vec::new(), Documents::none()),
-        _ => rows_with_repair(&set, may_repair(ctx), |set| {
-            window_by_rank(set, start, size, order)
-        })?,
+    let total = set.count()?;
+    let rows = match start < total {
+        true => fill(&set, window_by_rank(&set, start, size, order)?, size, order)?,
+        false => Vec::new(),
     };
-    reply_page(ctx, total, &items, &docs, with_scores);
+    reply_page(ctx, total, &rows, with_scores);
     Ok(RedisValue::NoReply)
 }
 
@@ -75,10 +79,13 @@ pub fn cmd_after(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     args.done()?;
     let set = RunSet::open(ctx, base.as_slice())?;
     let marker = marker.as_slice();
-    let (total, items, docs) = rows_with_repair(&set, may_repair(ctx), |set| {
-        window_after(set, score, marker, size, order)
-    })?;
-    reply_page(ctx, total, &items, &docs, true);
+    let rows = fill(
+        &set,
+        window_after(&set, score, marker, size, order)?,
+        size,
+        order,
+    )?;
+    reply_page(ctx, set.count()?, &rows, true);
     Ok(RedisValue::NoReply)
 }
 
@@ -139,49 +146,30 @@ fn window_after(
         .unwrap_or_default())
 }
 
-/// Whether PAGE/AFTER may remove the holes they see. Not on a replica or while writes are
-/// held, and not inside a script: a read-only script (EVAL_RO) may call these commands.
-fn may_repair(ctx: &Context) -> bool {
-    !ctx.get_flags().contains(ContextFlags::LUA)
-        && crate::write::Writer::new(ctx, crate::write::Asker::Caller, "repair").is_ok()
-}
-
-/// Reads the window and the documents of its ids; with `repair`, ids without a document are
-/// removed from the index and the window is read again (the window function sees the
-/// repaired index). The reply leaves such ids out either way.
-fn rows_with_repair(
-    set: &RunSet,
-    repair: bool,
-    window: impl Fn(&RunSet) -> Result<Vec<Item>>,
-) -> Result<(u64, Vec<Item>, Documents)> {
-    let mut round = 0;
-    loop {
-        let items = window(set)?;
-        let docs = set.documents_of(&items)?;
-        if !repair {
-            return Ok((set.count()?, items, docs));
-        }
-        let holes: Vec<&[u8]> = items
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| docs.is_missing(*i))
-            .map(|(_, item)| item.id.as_slice())
-            .collect();
-        if holes.is_empty() {
-            return Ok((set.count()?, items, docs));
-        }
-        if !set.data_exists()? {
-            // Every indexed id is a hole: one UNLINK instead of ZREMs page by page.
-            set.unlink_index()?;
-            return Ok((0, Vec::new(), Documents::none()));
-        }
-        set.index_remove(&holes)?;
-        round += 1;
-        if round > MAX_REPAIR_ROUNDS {
-            // A short page; the holes seen are gone, the reply leaves them out.
-            return Ok((set.count()?, items, docs));
-        }
+/// The runs of `window` (the first `size` entries of a page), holes left out. When holes
+/// made it short and the index goes on, the entries after the window's last one are read
+/// too, a bounded number of times, so that a page shows up to `size` runs where they exist.
+/// A PAGE filled this way may show a run again on the next page (its window starts at its
+/// own rank, holes included); AFTER, which goes on from the last run shown, never does.
+fn fill(set: &RunSet, window: Vec<Item>, size: u64, order: Order) -> Result<Vec<Row>> {
+    if !set.data_exists()? {
+        return Ok(Vec::new());
     }
+    let (mut window, mut asked) = (window, size);
+    let mut rows = Vec::with_capacity(window.len());
+    for round in 0..=MAX_REFILL_ROUNDS {
+        let index_ended = (window.len() as u64) < asked;
+        let last = window.last().map(|i| (i.score, i.id.as_slice().to_vec()));
+        rows.extend(set.rows_of(window)?);
+        let Some((score, id)) = last else { break };
+        if rows.len() as u64 >= size || index_ended || round == MAX_REFILL_ROUNDS {
+            break;
+        }
+        asked = size.max(MIN_REFILL_READ);
+        window = window_after(set, score, &id, asked, order)?;
+    }
+    rows.truncate(size as usize);
+    Ok(rows)
 }
 
 /// An integer in 1..=max.

@@ -328,40 +328,27 @@ impl Drop for ZsetIter<'_> {
     }
 }
 
-/// The documents of a window (None = the id has no document: a hole).
-pub struct Documents {
-    docs: Vec<Option<RedisString>>,
+/// A run as a page shows it: an index entry and its document.
+pub struct Row {
+    pub item: Item,
+    pub doc: RedisString,
 }
 
-impl Documents {
-    pub fn none() -> Documents {
-        Documents { docs: Vec::new() }
-    }
-
-    pub fn is_missing(&self, i: usize) -> bool {
-        !matches!(self.docs.get(i), Some(Some(_)))
-    }
-}
-
-/// Writes `[total, [id, json, (score,) ...]]` to the client, leaving out ids without a
-/// document. Infallible by construction: nothing may fail once a reply has begun.
-pub fn reply_page(ctx: &Context, total: u64, items: &[Item], docs: &Documents, scores: bool) {
-    let present: Vec<usize> = (0..items.len()).filter(|i| !docs.is_missing(*i)).collect();
+/// Writes `[total, [id, json, (score,) ...]]` to the client. Infallible by construction:
+/// nothing may fail once a reply has begun.
+pub fn reply_page(ctx: &Context, total: u64, rows: &[Row], scores: bool) {
     let per_row = if scores { 3 } else { 2 };
     let c = ctx.ctx;
-    // SAFETY: command context; every element replied is live (items and docs are borrowed).
+    // SAFETY: command context; every element replied is live (rows are borrowed).
     unsafe {
         raw::RedisModule_ReplyWithArray.unwrap()(c, 2);
         raw::RedisModule_ReplyWithLongLong.unwrap()(c, total as i64);
-        raw::RedisModule_ReplyWithArray.unwrap()(c, (present.len() * per_row) as _);
-        for i in present {
-            let item = &items[i];
-            raw::RedisModule_ReplyWithString.unwrap()(c, item.id.inner);
-            if let Some(Some(doc)) = docs.docs.get(i) {
-                raw::RedisModule_ReplyWithString.unwrap()(c, doc.inner);
-            }
+        raw::RedisModule_ReplyWithArray.unwrap()(c, (rows.len() * per_row) as _);
+        for row in rows {
+            raw::RedisModule_ReplyWithString.unwrap()(c, row.item.id.inner);
+            raw::RedisModule_ReplyWithString.unwrap()(c, row.doc.inner);
             if scores {
-                reply_score(c, item.score);
+                reply_score(c, row.item.score);
             }
         }
     }
@@ -518,20 +505,20 @@ impl<'c> RunSet<'c> {
             .collect())
     }
 
-    /// The document of each item (HGET through the key API, reusing the index's own id
-    /// strings: measured as cheap as an HMGET through RM_Call, without its extra copies).
-    pub fn documents_of(&self, items: &[Item]) -> Result<Documents> {
+    /// The items that have a document, with it, in order; holes (ids without a document)
+    /// are left out. HGET through the key API, reusing the index's own id strings:
+    /// measured as cheap as an HMGET through RM_Call, without its extra copies.
+    pub fn rows_of(&self, items: Vec<Item>) -> Result<Vec<Row>> {
         let Some(data) = self.open_data()? else {
-            return Ok(Documents {
-                docs: items.iter().map(|_| None).collect(),
-            });
+            return Ok(Vec::new());
         };
-        Ok(Documents {
-            docs: items
-                .iter()
-                .map(|item| data.hash_get(self.ctx, &item.id))
-                .collect(),
-        })
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                let doc = data.hash_get(self.ctx, &item.id)?;
+                Some(Row { item, doc })
+            })
+            .collect())
     }
 
     /// Which ids have a data entry.

