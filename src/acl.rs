@@ -22,6 +22,10 @@ const ADMIN_EQUIVALENT: [&[u8]; 3] = [b"CONFIG", b"SET", b"retention.policy-file
 pub enum KeyAccess {
     Read,
     Write,
+    /// Adds or changes values without returning them (ZADD, HSET, PEXPIREAT).
+    Update,
+    /// Removes values without returning them (ZREM, HDEL, UNLINK).
+    Delete,
 }
 
 impl KeyAccess {
@@ -33,6 +37,8 @@ impl KeyAccess {
                     | raw::REDISMODULE_CMD_KEY_UPDATE
                     | raw::REDISMODULE_CMD_KEY_DELETE
             }
+            KeyAccess::Update => raw::REDISMODULE_CMD_KEY_UPDATE | raw::REDISMODULE_CMD_KEY_INSERT,
+            KeyAccess::Delete => raw::REDISMODULE_CMD_KEY_DELETE,
         };
         flags as c_int
     }
@@ -234,4 +240,30 @@ pub fn declare_categories(ctx: &Context) -> usize {
         }
     }
     declared
+}
+
+/// The caller may `access` the key `key`, one a command touches without naming it (a run
+/// set's `<base>:index` and `<base>:data`): the server checks only the keys a command
+/// declares, so the module checks the others itself.
+pub fn require_key(ctx: &Context, key: &[u8], access: KeyAccess) -> Result<()> {
+    let Some(caller) = Caller::of(ctx) else {
+        return Ok(());
+    };
+    if caller.may_access(key, access) {
+        return Ok(());
+    }
+    caller.log_denial(
+        ctx,
+        key,
+        raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
+    );
+    let verb = match access {
+        KeyAccess::Read => "read",
+        KeyAccess::Write | KeyAccess::Update => "write",
+        KeyAccess::Delete => "delete from",
+    };
+    Err(Error::NoPerm(format!(
+        "No permissions to {verb} the key '{}' (the user's key patterns must cover it)",
+        crate::args::shown(key)
+    )))
 }

@@ -8,6 +8,7 @@ use super::names::{shown, validate_id};
 use super::reconcile::reconcile_all;
 use super::server::RunSet;
 use super::timestamp::MAX_MS;
+use crate::acl::KeyAccess;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
@@ -30,7 +31,7 @@ pub fn cmd_add(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     args.done()?;
     validate_id(id.as_slice())?;
     validate_json(doc.as_slice())?;
-    let set = RunSet::open(ctx, base.as_slice())?;
+    let set = RunSet::open(ctx, base.as_slice(), KeyAccess::Update)?;
     // The master's clock, written down: the replica gets the same number.
     let score_ms = score_ms.unwrap_or_else(now_ms);
     let added = set.index_add(&[(score_ms as f64, id.as_slice())], false)?;
@@ -53,7 +54,7 @@ pub fn cmd_del(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         .map(RedisString::as_slice)
         .filter(|id| seen.insert(*id))
         .collect();
-    let set = RunSet::open(ctx, base)?;
+    let set = RunSet::open(ctx, base, KeyAccess::Delete)?;
     let indexed = set.scores(&ids)?;
     let documented = set.have_documents(&ids)?;
     let in_index: Vec<&[u8]> = pick(&ids, indexed.iter().map(Option::is_some));
@@ -77,7 +78,7 @@ pub fn cmd_get(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     if args.len() != 3 {
         return Err(Error::WrongArity);
     }
-    let set = RunSet::open(ctx, args[1].as_slice())?;
+    let set = RunSet::open(ctx, args[1].as_slice(), KeyAccess::Read)?;
     let id = args[2].as_slice();
     // The index decides membership, as it does for PAGE and COUNT.
     if set.score(id)?.is_none() {
@@ -94,7 +95,7 @@ pub fn cmd_count(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     if args.len() != 2 {
         return Err(Error::WrongArity);
     }
-    let set = RunSet::open(ctx, args[1].as_slice())?;
+    let set = RunSet::open(ctx, args[1].as_slice(), KeyAccess::Read)?;
     Ok(RedisValue::Integer(set.count()? as i64))
 }
 
@@ -108,7 +109,8 @@ pub fn cmd_expire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         .map_err(|_| "not a duration".to_string())
         .and_then(parse_duration_ms)
         .map_err(|e| Error::arg(format!("max_age: {}", shown(e.as_bytes()))))?;
-    let set = RunSet::open(ctx, args[1].as_slice())?;
+    // Removes runs and leftovers; what it reads is only counted, never returned.
+    let set = RunSet::open(ctx, args[1].as_slice(), KeyAccess::Delete)?;
     let expired = expire_older_than(&set, now_ms() - max_age_ms)?;
     // Leftovers of other writers (a client-side ZREMRANGEBYSCORE leaves its JSON behind):
     // only a set whose two keys disagree in size can hold any, so only then is it walked.

@@ -17,6 +17,7 @@ use super::commands::validate_json;
 use super::names::{shown, validate_id};
 use super::server::{key_facts, write_call, RunSet};
 use super::timestamp::{json_field, ms_from_json};
+use crate::acl::{require_key, KeyAccess};
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
@@ -56,13 +57,17 @@ pub fn cmd_migrate(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         score_field = Some(args.next_str("SCOREFIELD <json-field>")?);
     }
     args.done()?;
-    let set = RunSet::open(ctx, base.as_slice())?;
+    // Both keys are written (the index built, the data hash created or added to).
+    let set = RunSet::open(ctx, base.as_slice(), KeyAccess::Update)?;
     let legacy_name = legacy.as_slice();
     if legacy_name == set.names.index.as_slice() || legacy_name == set.names.data.as_slice() {
         return Err(Error::arg(
             "the legacy hash must not be one of the run set's own keys (<base>:index, <base>:data)",
         ));
     }
+    // Its documents are read and the key goes (renamed away or unlinked).
+    require_key(ctx, legacy_name, KeyAccess::Read)?;
+    require_key(ctx, legacy_name, KeyAccess::Delete)?;
     let outcome = match key_facts(ctx, legacy_name) {
         None => Outcome::default(),
         Some(facts) if facts.key_type != Some(KeyType::Hash) => return Err(Error::WrongType),

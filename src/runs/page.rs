@@ -12,6 +12,7 @@ use redis_module::{Context, RedisString, RedisValue};
 use super::names::shown;
 use super::server::{reply_page, Item, Order, Row, RunSet};
 use super::MAX_PAGE_SIZE;
+use crate::acl::KeyAccess;
 use crate::args::{parse_i64, Args, OptionSet};
 use crate::error::{Error, Result};
 
@@ -46,7 +47,7 @@ pub fn cmd_page(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         }
     }
     let order = order.unwrap_or(Order::Desc);
-    let set = RunSet::open(ctx, base.as_slice())?;
+    let set = RunSet::open(ctx, base.as_slice(), KeyAccess::Read)?;
     let start = (page - 1).saturating_mul(size);
     let total = set.count()?;
     let rows = match start < total {
@@ -77,7 +78,7 @@ pub fn cmd_after(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         None => Order::Desc,
     };
     args.done()?;
-    let set = RunSet::open(ctx, base.as_slice())?;
+    let set = RunSet::open(ctx, base.as_slice(), KeyAccess::Read)?;
     let marker = marker.as_slice();
     let rows = fill(
         &set,

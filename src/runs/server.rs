@@ -15,6 +15,7 @@ use redis_module::{
 };
 
 use super::names::{shown, RunSetNames};
+use crate::acl::{require_key, KeyAccess};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
 
@@ -399,13 +400,17 @@ pub struct RunSet<'c> {
 }
 
 impl<'c> RunSet<'c> {
-    /// Names the run set, checks the cluster slots and that both keys have the right type
-    /// (or do not exist): every command fails here before it changes anything.
-    pub fn open(ctx: &'c Context, base: &[u8]) -> Result<RunSet<'c>> {
+    /// Names the run set, checks the cluster slots, that the caller may `access` both keys
+    /// and that both have the right type (or do not exist): every command fails here
+    /// before it reads or changes anything.
+    pub fn open(ctx: &'c Context, base: &[u8], access: KeyAccess) -> Result<RunSet<'c>> {
         let names = RunSetNames::new(base)?;
         if in_cluster(ctx) {
             names.check_cluster_slots()?;
         }
+        // The server checked only the base the command names; these are the keys it uses.
+        require_key(ctx, &names.index, access)?;
+        require_key(ctx, &names.data, access)?;
         let set = RunSet::unchecked(ctx, names);
         set.check_types()?;
         Ok(set)
