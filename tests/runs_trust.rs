@@ -345,3 +345,98 @@ fn a_read_only_user_of_every_run_key_may_page_but_not_add() {
     assert!(e.contains("NOPERM"), "{e}");
     assert_eq!(server.digest(), before);
 }
+
+// ---------------------------------------------------------------------------------------
+// AFTER past a deleted marker among many equal scores.
+
+/// `n` runs sharing one score, the way MIGRATE without SCOREFIELD writes them (scored with
+/// the migration time), plus one older and one newer run. Returns the shared score.
+fn migrated_ties(c: &mut Connection, base: &str, n: u64) -> String {
+    let legacy = format!("{base}:legacy");
+    // Ids of different lengths (t1, t10, t100, ...): their byte order is not numeric order.
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "for i = 0, tonumber(ARGV[1]) - 1, 1000 do local t = {} \
+             for j = i, math.min(i + 999, tonumber(ARGV[1]) - 1) do \
+             t[#t + 1] = 't' .. j; t[#t + 1] = '{}' end \
+             redis.call('HSET', KEYS[1], unpack(t)) end",
+        )
+        .arg(1)
+        .arg(&legacy)
+        .arg(n)
+        .query(c)
+        .expect("EVAL");
+    let reply = call(c, &["ACTIVERUNS.MIGRATE", &legacy, base]);
+    assert_eq!(map_int(&reply, "score_now"), n as i64);
+    call(c, &["ACTIVERUNS.ADD", base, "older", "{}", "SCORE", "10"]);
+    let newer = (now_ms() + 3_600_000).to_string();
+    call(c, &["ACTIVERUNS.ADD", base, "newer", "{}", "SCORE", &newer]);
+    redis::cmd("ZSCORE")
+        .arg(format!("{base}:index"))
+        .arg("t0")
+        .query(c)
+        .expect("ZSCORE")
+}
+
+/// The whole index as (score, id), in ZRANGE order.
+fn index_entries(c: &mut Connection, base: &str) -> Vec<(i64, Vec<u8>)> {
+    let flat: Vec<(Vec<u8>, i64)> = redis::cmd("ZRANGE")
+        .arg(format!("{base}:index"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(c)
+        .expect("ZRANGE");
+    flat.into_iter().map(|(id, score)| (score, id)).collect()
+}
+
+/// What AFTER must answer, computed here: the `size` entries past (score, marker).
+fn expected_after(
+    all: &[(i64, Vec<u8>)],
+    score: i64,
+    marker: &str,
+    size: usize,
+    asc: bool,
+) -> Vec<String> {
+    let position = (score, marker.as_bytes().to_vec());
+    let past = |e: &&(i64, Vec<u8>)| match asc {
+        true => **e > position,
+        false => **e < position,
+    };
+    let ids = |e: &(i64, Vec<u8>)| String::from_utf8(e.1.clone()).expect("id");
+    match asc {
+        true => all.iter().filter(past).take(size).map(ids).collect(),
+        false => all.iter().rev().filter(past).take(size).map(ids).collect(),
+    }
+}
+
+#[test]
+fn after_a_deleted_marker_among_many_ties_lands_exactly() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let b = "runs:{ties}";
+    let score = migrated_ties(&mut c, b, 100_000);
+    // Markers that left: in the middle, next to a neighbour that left too, at both ends.
+    call(
+        &mut c,
+        &["ACTIVERUNS.DEL", b, "t50000", "t50001", "t0", "t99999"],
+    );
+    let all = index_entries(&mut c, b);
+    assert_eq!(all.len(), 100_000 - 4 + 2);
+    let tie: i64 = score.parse().expect("score");
+    for marker in [
+        "t50000", "t50001", "t0", "t99999", "t5", "t49999x", "a", "u", "t",
+    ] {
+        for (order, asc) in [("ASC", true), ("DESC", false)] {
+            for size in [1, 7, 50] {
+                let want = expected_after(&all, tie, marker, size, asc);
+                let got = after(&mut c, b, &score, marker, size as u64, order);
+                assert_eq!(got, want, "AFTER {score} {marker} {size} {order}");
+            }
+        }
+    }
+    // A marker that is still there answers the same way.
+    let want = expected_after(&all, tie, "t70000", 5, false);
+    assert_eq!(after(&mut c, b, &score, "t70000", 5, "DESC"), want);
+    assert_eq!(want.len(), 5);
+}

@@ -10,7 +10,7 @@
 use redis_module::{Context, RedisString, RedisValue};
 
 use super::names::shown;
-use super::server::{reply_page, Item, Order, Row, RunSet};
+use super::server::{reply_page, Bound, Item, Order, Row, RunSet};
 use super::MAX_PAGE_SIZE;
 use crate::acl::KeyAccess;
 use crate::args::{parse_i64, Args, OptionSet};
@@ -133,18 +133,54 @@ fn window_after(
     {
         return Ok(items);
     }
-    // Many runs share the score (e.g. migrated without a start time). If the marker is
-    // still there its rank is found in O(log N).
+    // Many runs share the score (e.g. migrated without a start time): any reader could make
+    // a walk past them cost O(ties), so the position is found by rank in O(log N) steps.
+    let start = rank_after_ties(set, score, marker, order)?;
+    window_by_rank(set, start, size, order)
+}
+
+/// The rank in `order` of the first entry after (score, marker), `score` being shared by
+/// many entries.
+fn rank_after_ties(set: &RunSet, score: f64, marker: &[u8], order: Order) -> Result<u64> {
     if set.score(marker)? == Some(score) {
         if let Some(rank) = set.rank(marker, order)? {
-            return window_by_rank(set, rank + 1, size, order);
+            return Ok(rank + 1);
         }
     }
-    // The marker left: walk the ties.
-    Ok(set
-        .view()?
-        .items_after(score, marker, size, order, u64::MAX)
-        .unwrap_or_default())
+    // The marker left. Equal scores sort by id bytes, so the ties form a sorted run of ASC
+    // ranks and the marker's place among them is bisected, one ZRANGE (O(log N)) a probe.
+    let below = set.count_between(Bound::Inclusive(f64::NEG_INFINITY), Bound::Exclusive(score))?;
+    let ties = set.count_between(Bound::Inclusive(score), Bound::Inclusive(score))?;
+    let first_past = first_rank_where(below, below + ties, |rank| {
+        // A rank with no id (none here: nothing changes during the command) counts as past.
+        Ok(set.id_at_rank(rank)?.is_none_or(|id| match order {
+            Order::Asc => id.as_slice() > marker,
+            Order::Desc => id.as_slice() >= marker,
+        }))
+    })?;
+    Ok(match order {
+        Order::Asc => first_past,
+        // DESC walks down from the last ASC rank before the marker (first_past - 1).
+        Order::Desc => set.count()?.saturating_sub(first_past),
+    })
+}
+
+/// The first rank in `lo..hi` where `past` holds, `hi` when none does; `past` must be false
+/// then true along the ranks (a sorted run).
+fn first_rank_where(
+    mut lo: u64,
+    mut hi: u64,
+    mut past: impl FnMut(u64) -> Result<bool>,
+) -> Result<u64> {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if past(mid)? {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
 }
 
 /// The runs of `window` (the first `size` entries of a page), holes left out. When holes
@@ -222,4 +258,36 @@ fn parse_score_text(bytes: &[u8]) -> Option<f64> {
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
     text.parse::<f64>().ok().filter(|s| plain && s.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisection_finds_the_first_rank_past_a_position() {
+        let ids = ["a", "b", "bb", "c", "d"];
+        for (marker, want_gt, want_ge) in [
+            ("", 0, 0),
+            ("a", 1, 0),
+            ("ab", 1, 1),
+            ("bb", 3, 2),
+            ("d", 5, 4),
+            ("z", 5, 5),
+        ] {
+            let mut probes = 0;
+            let gt = first_rank_where(0, 5, |r| {
+                probes += 1;
+                Ok(ids[r as usize] > marker)
+            })
+            .unwrap();
+            let ge = first_rank_where(0, 5, |r| Ok(ids[r as usize] >= marker)).unwrap();
+            assert_eq!((gt, ge), (want_gt, want_ge), "{marker}");
+            assert!(probes <= 3, "{probes} probes for 5 ranks");
+        }
+        // Offsets: ranks lo..hi of a larger index.
+        assert_eq!(first_rank_where(10, 10, |_| Ok(true)).unwrap(), 10);
+        assert_eq!(first_rank_where(10, 20, |r| Ok(r >= 17)).unwrap(), 17);
+        assert!(first_rank_where(0, 4, |_| Err(Error::arg("x"))).is_err());
+    }
 }

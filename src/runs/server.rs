@@ -573,6 +573,22 @@ impl<'c> RunSet<'c> {
         ids_of(read_call(self.ctx, "ZRANGE", &args)?)
     }
 
+    /// The id at ASC rank `rank` (ZRANGE index rank rank: O(log N)).
+    pub fn id_at_rank(&self, rank: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.ids_by_rank(rank, rank, Order::Asc)?.pop())
+    }
+
+    /// How many entries have a score between the bounds (ZCOUNT: O(log N)).
+    pub fn count_between(&self, from: Bound, to: Bound) -> Result<u64> {
+        let (from, to) = (from.arg(), to.arg());
+        let reply = read_call(
+            self.ctx,
+            "ZCOUNT",
+            &[&self.names.index, from.as_bytes(), to.as_bytes()],
+        )?;
+        int_reply(reply, "ZCOUNT")
+    }
+
     /// ZRANK / ZREVRANK.
     pub fn rank(&self, id: &[u8], order: Order) -> Result<Option<u64>> {
         let cmd = match order {
