@@ -440,3 +440,50 @@ fn after_a_deleted_marker_among_many_ties_lands_exactly() {
     assert_eq!(after(&mut c, b, &score, "t70000", 5, "DESC"), want);
     assert_eq!(want.len(), 5);
 }
+
+// ---------------------------------------------------------------------------------------
+// A dry run of a `runs` rule.
+
+const RUNS_1H: &str = r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+
+/// `old` runs two days old (ten to a score), and `fresh` runs a minute old, in `base`.
+fn old_and_fresh_runs(c: &mut Connection, base: &str, old: u64, fresh: u64) {
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "local function put(n, first, tag, score_of) \
+               for i = 0, n - 1, 500 do local z, h = {}, {} \
+                 for j = i, math.min(i + 499, n - 1) do \
+                   z[#z + 1] = score_of(j); z[#z + 1] = tag .. j \
+                   h[#h + 1] = tag .. j; h[#h + 1] = '{}' end \
+                 redis.call('ZADD', KEYS[1], unpack(z)) \
+                 redis.call('HSET', KEYS[2], unpack(h)) end end \
+             local now = tonumber(ARGV[3]) \
+             put(tonumber(ARGV[1]), 0, 'old', function(j) return now - 172800000 + math.floor(j / 10) end) \
+             put(tonumber(ARGV[2]), 0, 'fresh', function(j) return now - 60000 end)",
+        )
+        .arg(2)
+        .arg(format!("{base}:index"))
+        .arg(format!("{base}:data"))
+        .arg(old)
+        .arg(fresh)
+        .arg(now_ms())
+        .query(c)
+        .expect("EVAL");
+}
+
+#[test]
+fn a_dry_run_counts_every_expired_run_and_changes_nothing() {
+    let server = Server::start_paused(Some(RUNS_1H));
+    let mut c = server.conn();
+    old_and_fresh_runs(&mut c, "runs:{big}", 20_000, 300);
+    old_and_fresh_runs(&mut c, "runs:{small}", 7, 3);
+    let before = server.digest();
+    let dry = sweep(&mut c, &["DRYRUN"]);
+    assert_eq!(map_int(&dry, "runs_expired"), 20_000 + 7, "{dry:?}");
+    assert_eq!(server.digest(), before, "a dry run changed data");
+    let real = sweep(&mut c, &[]);
+    assert_eq!(map_int(&real, "runs_expired"), 20_000 + 7, "{real:?}");
+    let count = call(&mut c, &["ACTIVERUNS.COUNT", "runs:{big}"]);
+    assert_eq!(count, Value::Int(300));
+    assert_eq!(call(&mut c, &["HLEN", "runs:{big}:data"]), Value::Int(300));
+}
