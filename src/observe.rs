@@ -16,11 +16,18 @@
 //! per observation is fixed however long the name, and an accidental collision between
 //! two of at most `MAX_OBSERVATIONS` live observations is about 2^-94.
 //!
-//! The table is bounded. When it is full a new observation is not recorded (that key waits
-//! for a later pass, which is the safe direction). Stale observations are found by a ring
-//! of the keys in insertion order: every operation examines at most `EXAMINED_PER_OP`
-//! records at its front, dropping the stale ones and rotating the live ones to the back,
-//! so no operation ever walks the table.
+//! The table is bounded, and only suspects are recorded (a healthy key or run set is
+//! looked at and forgotten, never observed). When it is full a new observation is not
+//! recorded (that key waits for a later pass, which is the safe direction), unless its kind
+//! holds less than an even share of the table among the kinds present: then the newest
+//! observation of the kind holding most makes room (its clock starts over at its next
+//! look). So a flood of one kind (100k strays of one broken run set) cannot keep queue
+//! orphans from ever being watched. Both losses are counted (`orphans_watch_dropped`).
+//!
+//! Stale observations are found by rings of the keys in insertion order, one per kind:
+//! every operation examines at most `EXAMINED_PER_OP` records at the fronts (taking the
+//! kinds in turn), dropping the stale ones and rotating the live ones to the back, so no
+//! operation ever walks the table.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -29,9 +36,11 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Observations kept at most: about 90 bytes each (a map entry and a ring record, 10 MB
+/// Observations kept at most: about 100 bytes each (a map entry and a ring record, 10 MB
 /// when full), whatever the names' lengths.
 pub const MAX_OBSERVATIONS: usize = 100_000;
+/// Slots of the per-kind arrays, indexed by `Kind as usize` (1..=7).
+const KIND_SLOTS: usize = 8;
 /// Smallest continuity window: passes normally come every minute, but an operator may run
 /// them by hand or hourly from a cron job.
 const MIN_CONTINUITY_MS: i64 = 3_600_000;
@@ -51,8 +60,8 @@ pub enum Kind {
     RunsDataAlone = 3,
     /// A run set's `:index` without its `:data` (keyed by base).
     RunsIndexAlone = 4,
-    /// A run set being reconciled (keyed by base); its clock is the epoch of the set's
-    /// entry observations.
+    /// A run set whose walk found holes or strays (keyed by base); its clock is the epoch
+    /// of the set's entry observations.
     RunsUneven = 5,
     /// An indexed id without a document (keyed by base, id and epoch).
     RunsHole = 6,
@@ -60,33 +69,41 @@ pub enum Kind {
     RunsStray = 7,
 }
 
-/// The digest of what an observation is about.
+/// The digest of what an observation is about, and its kind (for the table's shares).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ObsKey(u128);
+pub struct ObsKey {
+    lo: u64,
+    hi: u64,
+    kind: Kind,
+}
 
 thread_local! {
     static SEED: RandomState = RandomState::new();
 }
 
-fn digest(parts: impl Hash) -> ObsKey {
-    SEED.with(|seed| {
+fn digest(kind: Kind, parts: impl Hash) -> ObsKey {
+    SEED.with(|seed| ObsKey {
         // Two domain-separated SipHash outputs of the same parts.
-        let lo = seed.hash_one((0u8, &parts));
-        let hi = seed.hash_one((1u8, &parts));
-        ObsKey((u128::from(hi) << 64) | u128::from(lo))
+        lo: seed.hash_one((0u8, kind as u8, &parts)),
+        hi: seed.hash_one((1u8, kind as u8, &parts)),
+        kind,
     })
 }
 
 impl ObsKey {
     /// A whole key `name` of database `db` (or a run set's base).
     pub fn key(kind: Kind, db: i32, name: &[u8]) -> ObsKey {
-        digest((kind as u8, db, name))
+        digest(kind, (db, name))
     }
 
     /// `member` of the collection `name`. `epoch` groups a collection's entry observations:
     /// a new epoch makes all earlier ones unreachable (they age out of the table).
     pub fn entry(kind: Kind, db: i32, name: &[u8], member: &[u8], epoch: i64) -> ObsKey {
-        digest((kind as u8, db, name, member, epoch))
+        digest(kind, (db, name, member, epoch))
+    }
+
+    fn slot(&self) -> usize {
+        self.kind as usize
     }
 }
 
@@ -129,42 +146,46 @@ impl Sighting {
 
 pub struct Table {
     seen: HashMap<ObsKey, Seen>,
-    /// Every observation once, plus records of forgotten ones until they reach the front.
-    ring: VecDeque<(ObsKey, u64)>,
+    /// Per kind: every observation once, plus records of forgotten ones until they reach
+    /// the front.
+    rings: [VecDeque<(ObsKey, u64)>; KIND_SLOTS],
+    /// Records in all rings.
+    ring_len: usize,
+    /// Live observations per kind.
+    held: [usize; KIND_SLOTS],
+    /// The ring whose front the next examination starts at.
+    next_ring: usize,
     next_ticket: u64,
     max_entries: usize,
     /// Ring records examined so far (a measure of the table's own work).
     examined: u64,
+    /// Looks not recorded, and observations dropped to make room, because it was full.
+    dropped: u64,
 }
 
 impl Table {
     pub fn new(max_entries: usize) -> Table {
         Table {
             seen: HashMap::new(),
-            ring: VecDeque::new(),
+            rings: Default::default(),
+            ring_len: 0,
+            held: [0; KIND_SLOTS],
+            next_ring: 0,
             next_ticket: 0,
             max_entries,
             examined: 0,
+            dropped: 0,
         }
     }
 
     /// Records a look that found `key` unreferenced at `now_ms`. None when it is not being
     /// observed and the table is full: nothing was recorded.
     pub fn sight(&mut self, key: ObsKey, now_ms: i64, continuity_ms: i64) -> Option<Sighting> {
-        self.drop_stale(now_ms);
-        if let Some(seen) = self.seen.get_mut(&key) {
-            let seen_before = !seen.lapsed(now_ms);
-            if !seen_before {
-                seen.first_ms = now_ms;
-            }
-            seen.last_ms = now_ms;
-            seen.continuity_ms = continuity_ms;
-            return Some(Sighting {
-                since_ms: seen.first_ms,
-                seen_before,
-            });
+        if let Some(sighting) = self.resight(key, now_ms, continuity_ms) {
+            return Some(sighting);
         }
-        if self.seen.len() >= self.max_entries || self.ring.len() >= 2 * self.max_entries {
+        if !self.make_room(key.kind) {
+            self.dropped += 1;
             return None;
         }
         let ticket = self.next_ticket;
@@ -178,10 +199,28 @@ impl Table {
                 ticket,
             },
         );
-        self.ring.push_back((key, ticket));
+        self.rings[key.slot()].push_back((key, ticket));
+        self.ring_len += 1;
+        self.held[key.slot()] += 1;
         Some(Sighting {
             since_ms: now_ms,
             seen_before: false,
+        })
+    }
+
+    /// `sight` for a key already being observed; None (and nothing recorded) otherwise.
+    pub fn resight(&mut self, key: ObsKey, now_ms: i64, continuity_ms: i64) -> Option<Sighting> {
+        self.drop_stale(now_ms);
+        let seen = self.seen.get_mut(&key)?;
+        let seen_before = !seen.lapsed(now_ms);
+        if !seen_before {
+            seen.first_ms = now_ms;
+        }
+        seen.last_ms = now_ms;
+        seen.continuity_ms = continuity_ms;
+        Some(Sighting {
+            since_ms: seen.first_ms,
+            seen_before,
         })
     }
 
@@ -194,14 +233,16 @@ impl Table {
     /// A look saw a reference (or the key went): its clock starts over at the next look.
     /// The ring record stays until it reaches the front.
     pub fn forget(&mut self, key: ObsKey) {
-        if !self.seen.is_empty() {
-            self.seen.remove(&key);
+        if !self.seen.is_empty() && self.seen.remove(&key).is_some() {
+            self.held[key.slot()] -= 1;
         }
     }
 
     pub fn clear(&mut self) {
         self.seen.clear();
-        self.ring.clear();
+        self.rings.iter_mut().for_each(VecDeque::clear);
+        self.ring_len = 0;
+        self.held = [0; KIND_SLOTS];
     }
 
     pub fn len(&self) -> usize {
@@ -212,24 +253,70 @@ impl Table {
         self.seen.is_empty()
     }
 
-    /// Examines the ring's front: drops records of forgotten or lapsed observations,
-    /// rotates live ones to the back.
+    /// Whether a new observation of `kind` may be recorded; when the table is full, one of
+    /// the kind holding most is dropped for a kind holding less than an even share.
+    fn make_room(&mut self, kind: Kind) -> bool {
+        if self.ring_len >= 2 * self.max_entries {
+            return false;
+        }
+        if self.seen.len() < self.max_entries {
+            return true;
+        }
+        let slot = kind as usize;
+        let kinds_present = self.held.iter().filter(|n| **n > 0).count();
+        let share = self.max_entries / (kinds_present + usize::from(self.held[slot] == 0));
+        if self.held[slot] >= share {
+            return false;
+        }
+        // The table is full and this kind holds less than its share, so another holds more.
+        let largest = (0..KIND_SLOTS)
+            .max_by_key(|s| self.held[*s])
+            .unwrap_or(slot);
+        largest != slot && self.drop_newest(largest)
+    }
+
+    /// Drops one live observation of the kind in ring `slot`, from the back of its ring,
+    /// where new observations are added (they have had the least watching to lose). Dead
+    /// records met on the way go too.
+    fn drop_newest(&mut self, slot: usize) -> bool {
+        while let Some((key, ticket)) = self.rings[slot].pop_back() {
+            self.ring_len -= 1;
+            if self.seen.get(&key).is_some_and(|s| s.ticket == ticket) {
+                self.seen.remove(&key);
+                self.held[slot] -= 1;
+                self.dropped += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Examines ring fronts, the kinds in turn: drops records of forgotten or lapsed
+    /// observations, rotates live ones to the back.
     fn drop_stale(&mut self, now_ms: i64) {
-        for _ in 0..EXAMINED_PER_OP {
-            let Some((key, ticket)) = self.ring.pop_front() else {
-                return;
+        let mut examined = 0;
+        let mut empty_rings = 0;
+        while examined < EXAMINED_PER_OP && empty_rings < KIND_SLOTS {
+            let slot = self.next_ring;
+            self.next_ring = (self.next_ring + 1) % KIND_SLOTS;
+            let Some((key, ticket)) = self.rings[slot].pop_front() else {
+                empty_rings += 1;
+                continue;
             };
+            (examined, empty_rings) = (examined + 1, 0);
             self.examined += 1;
             match self.seen.get(&key) {
                 Some(seen) if seen.ticket == ticket => {
                     if seen.lapsed(now_ms) {
                         self.seen.remove(&key);
+                        self.held[slot] -= 1;
+                        self.ring_len -= 1;
                     } else {
-                        self.ring.push_back((key, ticket));
+                        self.rings[slot].push_back((key, ticket));
                     }
                 }
                 // Forgotten (maybe observed again since, under a new ticket).
-                _ => {}
+                _ => self.ring_len -= 1,
             }
         }
     }
@@ -247,16 +334,36 @@ pub fn now_ms() -> i64 {
     i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Runs `f` on the module's table; what it dropped is counted in STATS.
+fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+    let (result, dropped) = TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let before = t.dropped;
+        let result = f(&mut t);
+        (result, t.dropped - before)
+    });
+    if dropped > 0 {
+        crate::stats::with_stats(|s| s.orphans_watch_dropped += dropped);
+    }
+    result
+}
+
 /// `Table::sight` on the module's table at the module's clock.
 pub fn sight(key: ObsKey, continuity_ms: i64) -> Option<Sighting> {
     let now = now_ms();
-    TABLE.with(|t| t.borrow_mut().sight(key, now, continuity_ms))
+    with_table(|t| t.sight(key, now, continuity_ms))
+}
+
+/// `Table::resight` on the module's table at the module's clock.
+pub fn resight(key: ObsKey, continuity_ms: i64) -> Option<Sighting> {
+    let now = now_ms();
+    with_table(|t| t.resight(key, now, continuity_ms))
 }
 
 /// `Table::observe` on the module's table at the module's clock.
 pub fn observe(key: ObsKey, age_ms: i64) -> bool {
     let now = now_ms();
-    TABLE.with(|t| t.borrow_mut().observe(key, now, age_ms))
+    with_table(|t| t.observe(key, now, age_ms))
 }
 
 /// `Table::forget` on the module's table.
@@ -392,7 +499,7 @@ mod tests {
             }
         }
         assert_eq!(t.len(), MAX);
-        assert!(t.ring.len() <= 2 * MAX);
+        assert!(t.ring_len <= 2 * MAX);
         // The upkeep per operation is a constant number of ring records.
         let examined = t.examined - examined_before;
         assert!(examined <= EXAMINED_PER_OP as u64 * ops, "{examined}");
@@ -404,7 +511,7 @@ mod tests {
             recorded += usize::from(t.sight(key(10_000_000 + i), later, HOUR).is_some());
         }
         assert!(recorded >= MAX / 2, "{recorded}");
-        assert!(t.len() <= MAX && t.ring.len() <= 2 * MAX);
+        assert!(t.len() <= MAX && t.ring_len <= 2 * MAX);
         // Forgotten observations leave dead ring records; they drain too.
         for i in 0..MAX as u64 {
             t.forget(key(10_000_000 + i));
@@ -412,8 +519,66 @@ mod tests {
         for i in 0..MAX as u64 {
             t.sight(key(20_000_000 + i), later + 1, HOUR);
         }
-        assert!(t.ring.len() <= 2 * MAX, "{}", t.ring.len());
+        assert!(t.ring_len <= 2 * MAX, "{}", t.ring_len);
         assert!(t.len() >= MAX / 2, "{}", t.len());
+    }
+
+    #[test]
+    fn a_full_table_gives_every_kind_an_even_share() {
+        let mut t = Table::new(10);
+        let stray = |i: u8| ObsKey::entry(Kind::RunsStray, 0, b"broken", &[i], 7);
+        let job = |i: u8| ObsKey::key(Kind::QueueJob, 0, &[i]);
+        let sub = |i: u8| ObsKey::key(Kind::QueueSubKey, 0, &[i]);
+        for i in 0..10 {
+            assert!(t.sight(stray(i), 0, HOUR).is_some());
+        }
+        assert!(
+            t.sight(stray(10), 0, HOUR).is_none(),
+            "full of its own kind"
+        );
+        // Another kind takes places up to half the table, the newest strays giving way.
+        for i in 0..5 {
+            assert!(t.sight(job(i), 1, HOUR).is_some(), "job {i}");
+        }
+        assert!(t.sight(job(5), 1, HOUR).is_none());
+        assert!(t.sight(stray(11), 1, HOUR).is_none());
+        assert_eq!((t.len(), t.held[Kind::RunsStray as usize]), (10, 5));
+        let kept: Vec<u8> = (0..10)
+            .filter(|i| t.seen.contains_key(&stray(*i)))
+            .collect();
+        assert_eq!(kept.len(), 5, "{kept:?}");
+        // Those kept go on with their clocks.
+        for i in kept {
+            assert!(t.observe(stray(i), HOUR, HOUR), "stray {i}");
+        }
+        // A third kind gets a third; the kinds holding most give way.
+        for i in 0..3 {
+            assert!(t.sight(sub(i), HOUR, HOUR).is_some(), "sub-key {i}");
+        }
+        assert!(t.sight(sub(3), HOUR, HOUR).is_none());
+        let held = |k: Kind| t.held[k as usize];
+        assert_eq!(held(Kind::QueueSubKey), 3);
+        assert_eq!(held(Kind::QueueJob) + held(Kind::RunsStray), 7);
+        assert!(held(Kind::QueueJob) >= 3 && held(Kind::RunsStray) >= 3);
+        assert_eq!(t.len(), 10);
+        // Every look refused and every observation dropped was counted.
+        assert_eq!(t.dropped, 1 + 5 + 2 + 3 + 1);
+        // Known observations are never refused, full or not.
+        let job_kept = (0..5)
+            .find(|i| t.seen.contains_key(&job(*i)))
+            .expect("a job");
+        assert!(t.observe(job(job_kept), HOUR + 1, HOUR));
+        assert_eq!(t.dropped, 12);
+    }
+
+    #[test]
+    fn resight_records_nothing_new() {
+        let mut t = Table::new(10);
+        assert_eq!(t.resight(k("a"), 0, HOUR), None);
+        assert!(t.is_empty());
+        t.sight(k("a"), 0, HOUR);
+        let s = t.resight(k("a"), 5, HOUR).expect("observed");
+        assert_eq!((s.since_ms, s.seen_before), (0, true));
     }
 
     #[test]

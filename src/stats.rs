@@ -125,6 +125,9 @@ pub struct Stats {
     pub held_for_failover: u64,
     /// Idle clients closed by `RETENTION.CLIENTS ... KILL` and `retention.clients-idle-kill-s`.
     pub clients_killed: u64,
+    /// Looks at possible orphans not recorded, or observations dropped for another kind's
+    /// share, because the table of watched orphans was full: their removal waits.
+    pub orphans_watch_dropped: u64,
 }
 
 thread_local! {
@@ -226,7 +229,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
     RedisValue::OrderedMap(m)
 }
 
-fn scalar_fields(s: &Stats) -> [(&'static str, u64); 17] {
+fn scalar_fields(s: &Stats) -> [(&'static str, u64); 18] {
     [
         ("passes", s.passes),
         ("last_pass_ms", s.last_pass_ms),
@@ -246,6 +249,7 @@ fn scalar_fields(s: &Stats) -> [(&'static str, u64); 17] {
         ("clients_killed", s.clients_killed),
         // Possible orphans being watched (keys, run-set entries): bounded, in memory only.
         ("orphans_watched", crate::observe::len() as u64),
+        ("orphans_watch_dropped", s.orphans_watch_dropped),
     ]
 }
 

@@ -487,3 +487,83 @@ fn a_dry_run_counts_every_expired_run_and_changes_nothing() {
     assert_eq!(count, Value::Int(300));
     assert_eq!(call(&mut c, &["HLEN", "runs:{big}:data"]), Value::Int(300));
 }
+
+// ---------------------------------------------------------------------------------------
+// The table of watched orphans: every kind gets its share.
+
+const RUNS_AND_JOBS: &str = r#"{"rules":[
+  {"name":"runs","runs":{"match":"runs:*","max_age":"1h"}},
+  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"400ms"}}]}"#;
+
+/// A finished BullMQ job hash no state set refers to, in a queue `bull:q`.
+fn orphan_job(c: &mut Connection, key: &str) {
+    call(c, &["HSET", "bull:q:meta", "version", "bullmq:5.81.5"]);
+    call(c, &["SET", "bull:q:id", "1000"]);
+    let finished = (now_ms() - 86_400_000).to_string();
+    let fields = [
+        "name",
+        "n",
+        "data",
+        "{}",
+        "opts",
+        "{}",
+        "timestamp",
+        &finished,
+        "processedOn",
+        &finished,
+        "finishedOn",
+        &finished,
+    ];
+    let mut args = vec!["HSET", key];
+    args.extend_from_slice(&fields);
+    call(c, &args);
+}
+
+#[test]
+fn a_flood_of_one_kind_does_not_starve_another() {
+    let server = Server::start_paused(Some(RUNS_AND_JOBS));
+    let mut c = server.conn();
+    // One broken run set: 150,000 documents its index does not list (more than the table
+    // holds), watched for the rule's hour before they may go.
+    call(&mut c, &["ACTIVERUNS.ADD", "runs:{broken}", "r", "{}"]);
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "for i = 0, 149999, 1000 do local t = {} \
+             for j = i, i + 999 do t[#t + 1] = 's' .. j; t[#t + 1] = '{}' end \
+             redis.call('HSET', KEYS[1], unpack(t)) end",
+        )
+        .arg(1)
+        .arg("runs:{broken}:data")
+        .query(&mut c)
+        .expect("EVAL");
+    sweep(&mut c, &[]);
+    assert_eq!(
+        stat(&mut c, "orphans_watched"),
+        100_000,
+        "the table is full"
+    );
+    // A queue orphan still gets its share: watched, and removed at its second look.
+    orphan_job(&mut c, "bull:q:9");
+    let mut passes = 0;
+    while exists(&mut c, "bull:q:9") && passes < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        sweep(&mut c, &[]);
+        passes += 1;
+    }
+    assert!(
+        !exists(&mut c, "bull:q:9"),
+        "the orphan outlived {passes} passes"
+    );
+    assert_eq!(passes, 2, "removed at the second look");
+    // Every pass dropped the strays that found no place, and said so.
+    let dropped = stat(&mut c, "orphans_watch_dropped");
+    assert!(dropped >= 3 * 50_000, "{dropped}");
+    assert_eq!(
+        info_i64(&mut c, "retention", "retention_orphans_watch_dropped"),
+        dropped
+    );
+    assert_eq!(
+        call(&mut c, &["HLEN", "runs:{broken}:data"]),
+        Value::Int(150_001)
+    );
+}
