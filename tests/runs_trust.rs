@@ -489,11 +489,27 @@ fn a_dry_run_counts_every_expired_run_and_changes_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The table of watched orphans: every kind gets its share.
+// Healthy run sets do not fill the table of watched orphans.
 
 const RUNS_AND_JOBS: &str = r#"{"rules":[
   {"name":"runs","runs":{"match":"runs:*","max_age":"1h"}},
   {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"400ms"}}]}"#;
+
+/// `n` run sets `runs:{i}` of one fresh run each, whose two keys agree.
+fn healthy_run_sets(c: &mut Connection, n: u64) {
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "local now = tonumber(ARGV[2]) \
+             for i = 1, tonumber(ARGV[1]) do local b = 'runs:{' .. i .. '}' \
+               redis.call('ZADD', b .. ':index', now, 'r') \
+               redis.call('HSET', b .. ':data', 'r', '{}') end",
+        )
+        .arg(0)
+        .arg(n)
+        .arg(now_ms())
+        .query(c)
+        .expect("EVAL");
+}
 
 /// A finished BullMQ job hash no state set refers to, in a queue `bull:q`.
 fn orphan_job(c: &mut Connection, key: &str) {
@@ -517,6 +533,78 @@ fn orphan_job(c: &mut Connection, key: &str) {
     let mut args = vec!["HSET", key];
     args.extend_from_slice(&fields);
     call(c, &args);
+}
+
+#[test]
+fn healthy_run_sets_leave_room_to_watch_orphans() {
+    let server = Server::start_paused(Some(RUNS_AND_JOBS));
+    let mut c = server.conn();
+    // More sets than the table holds (100,000 observations).
+    healthy_run_sets(&mut c, 150_000);
+    let first = sweep(&mut c, &[]);
+    assert_eq!(map_int(&first, "entries_trimmed"), 0, "{first:?}");
+    let watched_after_healthy_pass = stat(&mut c, "orphans_watched");
+    // An orphan that appears afterwards goes after two looks orphan_age apart.
+    orphan_job(&mut c, "bull:q:9");
+    let mut passes = 0;
+    while exists(&mut c, "bull:q:9") && passes < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        sweep(&mut c, &[]);
+        passes += 1;
+    }
+    assert!(
+        !exists(&mut c, "bull:q:9"),
+        "the orphan outlived {passes} passes"
+    );
+    assert_eq!(passes, 2, "removed at the second look");
+    assert_eq!(
+        watched_after_healthy_pass, 0,
+        "healthy run sets were watched"
+    );
+    assert_eq!(stat(&mut c, "orphans_watched"), 0);
+    assert_eq!(stat(&mut c, "orphans_watch_dropped"), 0);
+    assert_eq!(
+        info_i64(&mut c, "retention", "retention_orphans_watch_dropped"),
+        0
+    );
+    assert_eq!(
+        call(&mut c, &["ACTIVERUNS.COUNT", "runs:{77}"]),
+        Value::Int(1),
+        "a healthy set was touched"
+    );
+}
+
+#[test]
+fn a_hole_seen_whole_again_starts_its_clock_over_and_a_clean_set_is_forgotten() {
+    let policy = r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1s"}}]}"#;
+    let server = Server::start_paused(Some(policy));
+    let mut c = server.conn();
+    let (b, data) = ("runs:{s}", "runs:{s}:data");
+    // Not expired while the test runs; "a-back" sorts before "z-gone" (equal scores).
+    let future = (now_ms() + 3_600_000).to_string();
+    for id in ["a-back", "r1", "z-gone"] {
+        call(&mut c, &["ACTIVERUNS.ADD", b, id, "{}", "SCORE", &future]);
+    }
+    call(&mut c, &["HDEL", data, "a-back", "z-gone"]);
+    let first = sweep(&mut c, &[]);
+    assert_eq!(map_int(&first, "entries_trimmed"), 0, "{first:?}");
+    // Its document comes back: the next walk sees it whole before it finds z-gone.
+    call(&mut c, &["HSET", data, "a-back", "{}"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = sweep(&mut c, &[]);
+    assert_eq!(map_int(&second, "entries_trimmed"), 1, "{second:?}");
+    assert_eq!(zmembers(&mut c, &format!("{b}:index")), ["a-back", "r1"]);
+    // Gone again: this look starts its clock, whatever the first look saw.
+    call(&mut c, &["HDEL", data, "a-back"]);
+    let third = sweep(&mut c, &[]);
+    assert_eq!(map_int(&third, "entries_trimmed"), 0, "{third:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let fourth = sweep(&mut c, &[]);
+    assert_eq!(map_int(&fourth, "entries_trimmed"), 1, "{fourth:?}");
+    assert_eq!(zmembers(&mut c, &format!("{b}:index")), ["r1"]);
+    // Whole again: nothing about the set is kept.
+    sweep(&mut c, &[]);
+    assert_eq!(stat(&mut c, "orphans_watched"), 0);
 }
 
 #[test]

@@ -70,9 +70,23 @@ struct RunSetSweep {
     /// Fixed at the first step, so one pass applies one cutoff however many slices it takes.
     cutoff_ms: Option<i64>,
     stage: Stage,
-    /// Since when the two keys have been seen to differ in size: the epoch of this set's
-    /// entry observations. None while the observation table is full (nothing is judged).
-    uneven_since_ms: Option<i64>,
+    /// The epoch of this set's entry observations in this pass.
+    epoch: Epoch,
+    /// Whether this pass's walk found a hole or a stray.
+    found_unreferenced: bool,
+}
+
+/// The epoch of a set's entry observations: the clock of its `RunsUneven` observation, since
+/// when walks have been finding holes or strays in it. Only such suspects are recorded: a
+/// healthy set is walked and nothing is kept about it, so that healthy sets cannot fill the
+/// table and keep real orphans from being watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epoch {
+    /// Not a suspect so far: taken when this walk finds something unreferenced.
+    NotTaken,
+    Since(i64),
+    /// The table is full: entries are not judged in this pass (they wait).
+    Unavailable,
 }
 
 impl RunSetSweep {
@@ -82,7 +96,8 @@ impl RunSetSweep {
             max_age_ms,
             cutoff_ms: None,
             stage: Stage::Expire,
-            uneven_since_ms: None,
+            epoch: Epoch::NotTaken,
+            found_unreferenced: false,
         }
     }
 
@@ -128,11 +143,13 @@ impl RunSetSweep {
                     db: env.db,
                     base: &self.names.base,
                     age_ms: self.max_age_ms,
-                    epoch: self.uneven_since_ms,
+                    epoch: &mut self.epoch,
+                    found_unreferenced: &mut self.found_unreferenced,
+                    dry_run: env.dry_run,
                 };
                 tally.entries_trimmed += walk.step(set, env.dry_run, &mut judge)?.total();
                 self.stage = match walk.is_done() {
-                    true => Stage::Done,
+                    true => self.after_walk(env.db),
                     false => Stage::Reconcile(walk),
                 };
                 Ok(())
@@ -153,12 +170,26 @@ impl RunSetSweep {
             observe::forget_with(|| self.obs_key(Kind::RunsUneven, db));
             return Ok(Stage::Done);
         }
-        let uneven = observe::sight(
-            self.obs_key(Kind::RunsUneven, db),
-            observe::continuity_ms(self.max_age_ms),
-        );
-        self.uneven_since_ms = uneven.map(|s| s.since_ms);
+        // A suspect of earlier passes keeps its epoch from the start of the walk, so that an
+        // entry seen with its other half is forgotten under it even before (or without)
+        // anything unreferenced being found this time. Others are recorded only on a find.
+        if !observe::is_empty() {
+            let uneven = self.obs_key(Kind::RunsUneven, db);
+            let continuity = observe::continuity_ms(self.max_age_ms);
+            if let Some(sighting) = observe::resight(uneven, continuity) {
+                self.epoch = Epoch::Since(sighting.since_ms);
+            }
+        }
         Ok(Stage::Reconcile(Reconcile::start()))
+    }
+
+    /// A walk that found nothing unreferenced clears the set of suspicion: entries found
+    /// apart later are watched from a new epoch.
+    fn after_walk(&self, db: i32) -> Stage {
+        if !self.found_unreferenced {
+            observe::forget_with(|| self.obs_key(Kind::RunsUneven, db));
+        }
+        Stage::Done
     }
 
     fn expire_batch(
@@ -199,30 +230,62 @@ struct Observed<'a> {
     db: i32,
     base: &'a [u8],
     age_ms: i64,
-    /// The epoch of entry observations (None: entries are not judged this time).
-    epoch: Option<i64>,
+    epoch: &'a mut Epoch,
+    found_unreferenced: &'a mut bool,
+    dry_run: bool,
 }
 
 impl Observed<'_> {
-    fn key(&self, found: Found<'_>) -> Option<ObsKey> {
+    /// The epoch, taken (and the set recorded as a suspect) at the first find.
+    fn take_epoch(&mut self) -> Option<i64> {
+        if *self.epoch == Epoch::NotTaken {
+            let uneven = ObsKey::key(Kind::RunsUneven, self.db, self.base);
+            *self.epoch = match observe::sight(uneven, observe::continuity_ms(self.age_ms)) {
+                Some(sighting) => Epoch::Since(sighting.since_ms),
+                None => Epoch::Unavailable,
+            };
+        }
+        self.known_epoch()
+    }
+
+    fn known_epoch(&self) -> Option<i64> {
+        match *self.epoch {
+            Epoch::Since(e) => Some(e),
+            Epoch::NotTaken | Epoch::Unavailable => None,
+        }
+    }
+
+    /// The observation `found` stands for; entries need the epoch (`epoch`: None when
+    /// there is none, and then nothing about entries is recorded or forgotten).
+    fn key(&self, found: Found<'_>, epoch: Option<i64>) -> Option<ObsKey> {
         let (db, base) = (self.db, self.base);
         match found {
             Found::IndexAlone => Some(ObsKey::key(Kind::RunsIndexAlone, db, base)),
             Found::DataAlone => Some(ObsKey::key(Kind::RunsDataAlone, db, base)),
-            Found::Hole(id) => self
-                .epoch
-                .map(|e| ObsKey::entry(Kind::RunsHole, db, base, id, e)),
-            Found::Stray(id) => self
-                .epoch
-                .map(|e| ObsKey::entry(Kind::RunsStray, db, base, id, e)),
+            Found::Hole(id) => epoch.map(|e| ObsKey::entry(Kind::RunsHole, db, base, id, e)),
+            Found::Stray(id) => epoch.map(|e| ObsKey::entry(Kind::RunsStray, db, base, id, e)),
         }
     }
 }
 
 impl Judge for Observed<'_> {
     fn unreferenced(&mut self, found: Found<'_>) -> bool {
-        self.key(found)
-            .is_some_and(|key| observe::observe(key, self.age_ms))
+        let epoch = match found {
+            Found::Hole(_) | Found::Stray(_) => {
+                *self.found_unreferenced = true;
+                self.take_epoch()
+            }
+            Found::IndexAlone | Found::DataAlone => None,
+        };
+        let Some(key) = self.key(found, epoch) else {
+            return false;
+        };
+        let goes = observe::observe(key, self.age_ms);
+        // The walk removes it in this step: its observation would only hold a place.
+        if goes && !self.dry_run {
+            observe::forget(key);
+        }
+        goes
     }
 
     fn referenced(&mut self, found: Found<'_>) {
@@ -230,7 +293,8 @@ impl Judge for Observed<'_> {
         if observe::is_empty() {
             return;
         }
-        if let Some(key) = self.key(found) {
+        // Without an epoch from this pass or an earlier one, no entry of this set is watched.
+        if let Some(key) = self.key(found, self.known_epoch()) {
             observe::forget(key);
         }
     }
