@@ -330,7 +330,7 @@ fn soak_keeps_the_keyspace_bounded_without_errors_leaks_or_lost_jobs() {
         |_| (),
     ));
     // ACTIVERUNS traffic: runs added now and expired by the rule after 5 s, some deleted,
-    // pages read (which repair), EXPIRE now and then.
+    // pages read (which change nothing), EXPIRE now and then.
     writers.push(spawn(
         &ctl,
         master.conn(),

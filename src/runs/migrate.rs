@@ -22,6 +22,7 @@ use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
 use crate::time::now_ms;
+use crate::write::Asker;
 
 /// One legacy entry, checked.
 struct LegacyRun {
@@ -114,10 +115,15 @@ fn migrate(
             .filter_map(|r| r.doc.as_deref().map(|d| (r.id.as_slice(), d)))
             .collect();
         set.data_set(&docs)?;
-        write_call(ctx, "UNLINK", &[legacy.as_slice()])?;
+        write_call(ctx, Asker::Caller, "UNLINK", &[legacy.as_slice()])?;
     } else {
         // The legacy documents become the data hash as they are (with the legacy TTL).
-        write_call(ctx, "RENAME", &[legacy.as_slice(), &set.names.data])?;
+        write_call(
+            ctx,
+            Asker::Caller,
+            "RENAME",
+            &[legacy.as_slice(), &set.names.data],
+        )?;
     }
     let entries: Vec<(f64, &[u8])> = new_runs
         .iter()

@@ -1,7 +1,7 @@
 //! The server side of a run set: reading `<base>:index` / `<base>:data` through the key API
-//! (cheap, no command dispatch) and changing them through `RM_Call` with the `!` flag, so
-//! every change reaches replicas and the AOF as an explicit `ZADD`/`ZREM`/`HSET`/`HDEL`
-//! with the ids and scores chosen here (SPEC 5.3) and fires the usual keyspace events.
+//! (cheap, no command dispatch) and changing them through the write gateway, so every change
+//! reaches replicas and the AOF as an explicit `ZADD`/`ZREM`/`HSET`/`HDEL` with the ids and
+//! scores chosen here, and fires the usual keyspace events.
 //!
 //! Read handles never outlive the function that opens them: a write through `RM_Call`
 //! while a handle is open could leave it pointing at a freed value.
@@ -18,6 +18,7 @@ use super::names::{shown, RunSetNames};
 use crate::acl::{require_key, KeyAccess};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
+use crate::write::{Asker, Writer};
 
 /// Ids per replicated write command: big enough to amortise the command, small enough
 /// that no single command in the replication stream is huge.
@@ -397,6 +398,8 @@ pub struct RunSet<'c> {
     pub names: RunSetNames,
     index: RedisString,
     data: RedisString,
+    /// Who its changes are for (the write gateway checks this server may write for them).
+    asker: Asker,
 }
 
 impl<'c> RunSet<'c> {
@@ -411,13 +414,13 @@ impl<'c> RunSet<'c> {
         // The server checked only the base the command names; these are the keys it uses.
         require_key(ctx, &names.index, access)?;
         require_key(ctx, &names.data, access)?;
-        let set = RunSet::unchecked(ctx, names);
+        let set = RunSet::unchecked(ctx, names, Asker::Caller);
         set.check_types()?;
         Ok(set)
     }
 
     /// For the sweep: names already known to be fine; types are checked per step.
-    pub fn unchecked(ctx: &'c Context, names: RunSetNames) -> RunSet<'c> {
+    pub fn unchecked(ctx: &'c Context, names: RunSetNames, asker: Asker) -> RunSet<'c> {
         let index = RedisString::create_from_slice(ctx.ctx, &names.index);
         let data = RedisString::create_from_slice(ctx.ctx, &names.data);
         RunSet {
@@ -425,7 +428,13 @@ impl<'c> RunSet<'c> {
             names,
             index,
             data,
+            asker,
         }
+    }
+
+    /// A change to this set, through the write gateway.
+    fn write(&self, cmd: &str, args: &[&[u8]]) -> Result<CallReply<'static>> {
+        write_call(self.ctx, self.asker, cmd, args)
     }
 
     pub fn check_types(&self) -> Result<()> {
@@ -654,7 +663,7 @@ impl<'c> RunSet<'c> {
                 args.push(score.as_bytes());
                 args.push(id);
             }
-            added += int_reply(write_call(self.ctx, "ZADD", &args)?, "ZADD")?;
+            added += int_reply(self.write("ZADD", &args)?, "ZADD")?;
         }
         Ok(added)
     }
@@ -668,7 +677,7 @@ impl<'c> RunSet<'c> {
                 args.push(id);
                 args.push(doc);
             }
-            write_call(self.ctx, "HSET", &args)?;
+            self.write("HSET", &args)?;
         }
         Ok(())
     }
@@ -689,7 +698,7 @@ impl<'c> RunSet<'c> {
             let mut args: Vec<&[u8]> = Vec::with_capacity(1 + chunk.len());
             args.push(key);
             args.extend_from_slice(chunk);
-            removed += int_reply(write_call(self.ctx, cmd, &args)?, cmd)?;
+            removed += int_reply(self.write(cmd, &args)?, cmd)?;
         }
         Ok(removed)
     }
@@ -697,8 +706,7 @@ impl<'c> RunSet<'c> {
     /// ZREMRANGEBYSCORE index -inf (<cutoff: an explicit bound, never "now".
     pub fn index_remove_older_than(&self, cutoff_ms: i64) -> Result<u64> {
         let bound = Bound::Exclusive(cutoff_ms as f64).arg();
-        let reply = write_call(
-            self.ctx,
+        let reply = self.write(
             "ZREMRANGEBYSCORE",
             &[&self.names.index, b"-inf", bound.as_bytes()],
         )?;
@@ -707,11 +715,11 @@ impl<'c> RunSet<'c> {
 
     /// Drops the whole index (lazily freed when big).
     pub fn unlink_index(&self) -> Result<()> {
-        write_call(self.ctx, "UNLINK", &[&self.names.index]).map(|_| ())
+        self.write("UNLINK", &[&self.names.index]).map(|_| ())
     }
 
     pub fn unlink_data(&self) -> Result<()> {
-        write_call(self.ctx, "UNLINK", &[&self.names.data]).map(|_| ())
+        self.write("UNLINK", &[&self.names.data]).map(|_| ())
     }
 
     /// Makes the key expire at `at_ms`, or never (None).
@@ -722,8 +730,8 @@ impl<'c> RunSet<'c> {
             &self.names.index
         };
         match at_ms {
-            Some(at) => write_call(self.ctx, "PEXPIREAT", &[key, at.to_string().as_bytes()]),
-            None => write_call(self.ctx, "PERSIST", &[key]),
+            Some(at) => self.write("PEXPIREAT", &[key, at.to_string().as_bytes()]),
+            None => self.write("PERSIST", &[key]),
         }
         .map(|_| ())
     }
@@ -748,20 +756,30 @@ thread_local! {
         .errors_as_replies()
         .resp(CallOptionResp::Resp2)
         .build();
-    /// The same, and propagated to replicas and the AOF exactly as run.
-    static WRITE_OPTS: CallOptions = CallOptionsBuilder::new()
-        .errors_as_replies()
-        .resp(CallOptionResp::Resp2)
-        .replicate()
-        .build();
 }
 
 pub fn read_call(ctx: &Context, cmd: &str, args: &[&[u8]]) -> Result<CallReply<'static>> {
     READ_OPTS.with(|opts| checked(cmd, ctx.call_ext::<_, CallResult>(cmd, opts, args)))
 }
 
-pub fn write_call(ctx: &Context, cmd: &str, args: &[&[u8]]) -> Result<CallReply<'static>> {
-    WRITE_OPTS.with(|opts| checked(cmd, ctx.call_ext::<_, CallResult>(cmd, opts, args)))
+/// A change through the write gateway, which replicates it as run, on behalf of `asker`.
+pub fn write_call(
+    ctx: &Context,
+    asker: Asker,
+    cmd: &str,
+    args: &[&[u8]],
+) -> Result<CallReply<'static>> {
+    let writer = Writer::new(ctx, asker, "active runs")?;
+    match writer.call(cmd, args) {
+        Ok(CallReply::Unknown) => Err(Error::Server(format!(
+            "{cmd} was refused by the server (see the server log)"
+        ))),
+        Ok(reply) => Ok(reply),
+        Err(text) => Err(Error::Server(format!(
+            "{cmd} failed: {}",
+            shown(text.as_bytes()).trim_start_matches("ERR ").trim()
+        ))),
+    }
 }
 
 fn checked(cmd: &str, result: CallResult<'static>) -> Result<CallReply<'static>> {

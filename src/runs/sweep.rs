@@ -313,7 +313,7 @@ impl Work for RunSetSweep {
         if in_cluster(ctx) && self.names.check_cluster_slots().is_err() {
             return Progress::Done;
         }
-        let set = RunSet::unchecked(ctx, self.names.clone());
+        let set = RunSet::unchecked(ctx, self.names.clone(), env.asker);
         // The keys may have changed type between slices.
         if set.check_types().is_err() {
             tally.skipped_wrong_type += 1;
