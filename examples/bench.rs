@@ -1,5 +1,5 @@
 //! `scripts/bench`: redis-retention against the ways people clean a keyspace today, side by
-//! side in one run, on the same freshly populated keyspace (SPEC 6, issue 4).
+//! side in one run, on the same freshly populated keyspace.
 //!
 //! Usage: cargo run --release --example bench -- [--keys N] [--smoke] [--only a,b,...] [--rounds N]
 //! `--smoke` checks that every approach reached the right end state (no timing checks).
@@ -10,7 +10,7 @@
 //! `runs` rule over many expired runs, and ACTIVERUNS.AFTER past a deleted marker among many
 //! runs of one score.
 //! `--rtt 0.5ms` runs the client-side approaches (cron, pipelined, lua, module) with their
-//! client behind a latency proxy on loopback that adds that round trip (issue 20; see
+//! client behind a latency proxy on loopback that adds that round trip (see
 //! `bench/runs/src/proxy.rs`); the PING watcher stays direct: it measures the server.
 
 #[path = "../tests/common/mod.rs"]
@@ -66,7 +66,7 @@ const TIED_RUNS_PER_KEY: f64 = 0.3;
 /// AFTER calls the `ties` approach makes past a deleted marker.
 const TIED_AFTER_CALLS: u64 = 2_000;
 /// Finished jobs of the Bull queue the background sweeper cleans, per key of `--keys`
-/// (350k at the default 1M: the size at which issue 17 measured PING stalls).
+/// (350k at the default 1M: a size at which PING stalls were once measured).
 const QUEUE_JOBS_PER_KEY: f64 = 0.35;
 /// PINGs slower than this are counted (a slice may make a client wait one budget, 1 ms).
 const SLOW_PING_MS: f64 = 3.0;

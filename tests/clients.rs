@@ -1,5 +1,5 @@
 //! `RETENTION.CLIENTS IDLE <seconds> [KILL] [NAME <glob>]` and `retention.clients-idle-kill-s`
-//! (issue 19): only idle normal clients are listed and closed; queue workers blocked in their
+//! only idle normal clients are listed and closed; queue workers blocked in their
 //! pops, subscribers (RESP2 and RESP3), replicas, the master link, MONITOR and the caller stay.
 //!
 //! The clients under test are raw TCP connections that send their commands and never read

@@ -1,4 +1,4 @@
-//! SPEC 5.3, "Correctness of effects": every mutating path of the module, driven the three
+//! Correctness of effects: every mutating path of the module, driven the three
 //! ways it runs (background sweeper, new-key tracking, commands), on a master with a replica
 //! and an AOF (`appendfsync always`), in two databases at once with the same key names.
 //! Afterwards each database must hold exactly what the rules say (the effect happened, and
@@ -1063,7 +1063,7 @@ fn new_key_tracking_paths_replicate_and_reload_identically_in_two_databases() {
     assert_replicated_and_durable(master, &replica, &policy);
 }
 
-/// The runs rule brings a run set's keys back into agreement (SPEC 5.5, README "`runs`
+/// The runs rule brings a run set's keys back into agreement (README "`runs`
 /// policy rules"): an index entry without JSON and JSON without an index entry both go once
 /// seen so for max_age, also when there are as many of one as of the other (equal sizes
 /// prove nothing). A single look removes nothing.

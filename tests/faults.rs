@@ -1,4 +1,4 @@
-//! Crashes in the middle of the work (SPEC 5.3: "keys are never lost except by a rule that
+//! Crashes in the middle of the work ("keys are never lost except by a rule that
 //! asked for it"). The master is SIGKILLed while a large sweep or a large queue clean runs,
 //! with its AOF written on every command, and restarted from that AOF: every key is either
 //! untouched or changed exactly as its rule says, no job is half removed, and the work

@@ -1205,7 +1205,7 @@ fn huge_and_hostile_policy_files_load_or_fail_clearly_keeping_the_old_policy() {
 
 // ---------------------------------------------------------------------------------------
 // Bugs found by this suite outside the pure parsers: each test fails until its fix lands
-// (then drop the `ignore`). See the report of issue 18 for the proposed fixes.
+// (then drop the `ignore`).
 
 /// `RETENTION.SWEEP` in a thread; returns the reply, or None when it did not come within
 /// `limit` (the server keeps working on it; the guard kills it at the end of the test).
@@ -1338,7 +1338,7 @@ fn reloading_policies_with_new_rule_names_keeps_module_memory_bounded() {
 
 #[test]
 fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
-    // SPEC 5.4: the id counter, `meta`, the state lists and dedup keys are never deleted.
+    // The id counter, `meta`, the state lists and dedup keys are never deleted.
     // A member `meta` (or `de:x`, `metrics:completed`, ...) in `completed` is a corrupt entry
     // (BullMQ itself would have written that job over the queue's own key): CLEAN deletes
     // `bull:q:meta` as if it were the job's hash. Such members should be left (or only the

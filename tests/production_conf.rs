@@ -1,4 +1,4 @@
-//! `redis.conf.example` (issue 19): a server started from it, as scripts/run starts it (the
+//! `redis.conf.example`: a server started from it, as scripts/run starts it (the
 //! module and examples/policy.json on the command line), runs the example policy with the
 //! conf's module settings, persists (AOF + RDB) with `noeviction`, and its ACL users can do
 //! what the README's "Access control" says, and no more.

@@ -1,4 +1,4 @@
-//! Issue 3 acceptance: loading, configs, TTL sweeps (command and background), DRYRUN,
+//! The sweep on real servers: loading, configs, TTL sweeps (command and background), DRYRUN,
 //! replication and AOF, and PING latency during a big sweep.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Collection trimming (issue 5) on real servers: `trim` rules driven by `RETENTION.SWEEP`,
+//! Collection trimming on real servers: `trim` rules driven by `RETENTION.SWEEP`,
 //! the `RETENTION.TRIM` command, replicas, AOF restarts, and bad rules at reload.
 
 mod common;

@@ -74,7 +74,8 @@ pub struct Rule {
     /// Act only on keys idle at least this long (needs an LRU eviction policy).
     pub min_idle_ms: Option<i64>,
     pub action: Action,
-    /// Overrides that apply while memory is under pressure (SPEC 5.6).
+    /// Overrides that apply while memory is under pressure (used memory at or above
+    /// `retention.pressure-ratio` of `maxmemory`).
     pub pressure: Option<PressureOverride>,
 }
 

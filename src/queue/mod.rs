@@ -1,4 +1,4 @@
-//! Queue-aware retention for BullMQ 5 and Bull 3/4 (SPEC 5.4): finished jobs are removed
+//! Queue-aware retention for BullMQ 5 and Bull 3/4: finished jobs are removed
 //! exactly the way the library's own `clean` removes them, queue structure is never touched.
 //!
 //! `plan` is called for every key under a queue rule's `<prefix>:` (full passes and the

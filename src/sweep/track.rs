@@ -1,4 +1,4 @@
-//! The event-driven fast path (SPEC 5.2): keys created without a TTL, and writes to queue
+//! The event-driven fast path: keys created without a TTL, and writes to queue
 //! state sets, are noted from keyspace notifications and handled on the next event-loop
 //! iteration, so steady-state cost follows new keys, not keyspace size. Writes are not
 //! allowed inside a notification callback (Redis 7.0), hence the queue in between.

@@ -1,5 +1,5 @@
-// The cleanup loop operators run from cron today, as scripts/bench measures it (issue 4,
-// approach 1): SCAN MATCH ... COUNT 100, then TTL and EXPIRE per key, one await at a time.
+// The cleanup loop operators run from cron today, as scripts/bench measures it
+// (approach 1): SCAN MATCH ... COUNT 100, then TTL and EXPIRE per key, one await at a time.
 // Usage: node cron-loop.js <port> <match> <ttl-seconds> <max-keys>
 // Prints {"keys": n, "secs": s, "expired": e} on stdout.
 'use strict';

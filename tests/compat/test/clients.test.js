@@ -1,5 +1,5 @@
 'use strict';
-// RETENTION.CLIENTS with real BullMQ (issue 19): KILL closes exactly the idle normal clients;
+// RETENTION.CLIENTS with real BullMQ: KILL closes exactly the idle normal clients;
 // the worker blocked in its pop, QueueEvents blocked in XREAD, subscribers (RESP2 and RESP3),
 // the replica and MONITOR stay, and the worker still processes a job afterwards. Then the
 // background reaper (retention.clients-idle-kill-s) with BullMQ's default settings.
