@@ -32,3 +32,28 @@ unsafe impl GlobalAlloc for ModuleAlloc {
         }
     }
 }
+
+/// A request glibc's malloc serves from its large bins (above its per-thread cache): before
+/// serving it, glibc merges every small block freed since the last such request.
+const LARGE_REQUEST: usize = 4096;
+
+/// Lets the allocator merge what this slice freed, now, while that is a slice's worth.
+/// Servers built on glibc's malloc (Valkey's PyPI build) defer merging small freed blocks
+/// until some request needs a large block; giving keys a TTL on Valkey frees one small
+/// object per key (the key's object is reallocated to hold its expire time), so without this
+/// the merge of hundreds of thousands of blocks fell into whichever slice the server's
+/// expires table grew in, holding other clients for several milliseconds. With jemalloc
+/// (Redis' default) this is one cheap allocation.
+pub fn settle() {
+    let layout = match Layout::from_size_align(LARGE_REQUEST, 8) {
+        Ok(layout) => layout,
+        Err(_) => return,
+    };
+    // SAFETY: a non-zero layout; the block is freed at once by the same allocator.
+    unsafe {
+        let block = ModuleAlloc.alloc(layout);
+        if !block.is_null() {
+            ModuleAlloc.dealloc(block, layout);
+        }
+    }
+}

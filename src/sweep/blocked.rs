@@ -74,6 +74,7 @@ pub fn run_next(ctx: &Context, budget_us: u64) {
     }
     keyspace::select_db(ctx, waiting.command.db());
     let outcome = run_callback(ctx, name, || waiting.command.slice(ctx, budget_us));
+    crate::alloc::settle();
     let reply = match outcome {
         Some(None) => {
             WAITING.with(|w| w.borrow_mut().push_back(waiting));

@@ -315,6 +315,7 @@ impl Pass {
         // Replicate before returning to the server: effects and their propagation must
         // belong to the same callback.
         self.expires.flush(&writer);
+        crate::alloc::settle();
         self.next_database_if_done();
         let elapsed_us = start.elapsed().as_micros() as u64;
         self.finish_slice(&slice, &rule_delta, elapsed_us, budget_us);

@@ -235,6 +235,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
         asker: Asker::Module,
     };
     run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
+    crate::alloc::settle();
     TRACKER.with(|t| {
         let mut t = t.borrow_mut();
         t.work = work;
