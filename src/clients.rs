@@ -366,6 +366,7 @@ fn client_reply(c: &ClientInfo, killed: bool) -> RedisValue {
 thread_local! {
     static CALL_OPTS: CallOptions = CallOptionsBuilder::new()
         .errors_as_replies()
+        .no_writes()
         .resp(CallOptionResp::Resp2)
         .build();
 }

@@ -50,7 +50,10 @@ pub fn require_keys_here(ctx: &Context, base: &[u8], command: &str, access: Acce
 /// `READONLY` over, also from a script (`EVAL_RO`) or another module's call, and refuses keys
 /// this node may not serve it.
 fn may_read_here(ctx: &Context, base: &[u8]) -> bool {
-    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let opts = CallOptionsBuilder::new()
+        .errors_as_replies()
+        .no_writes()
+        .build();
     let probe = [base, b"id"].concat();
     ctx.call_ext::<_, CallResult>("EXISTS", &opts, &[probe.as_slice()])
         .is_ok()
@@ -66,7 +69,10 @@ struct Owner {
 /// The master serving `slot`, from `CLUSTER SLOTS` (None when it cannot be told: then the
 /// command runs here, as it would outside a cluster).
 fn slot_owner(ctx: &Context, slot: u16) -> Option<Owner> {
-    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let opts = CallOptionsBuilder::new()
+        .errors_as_replies()
+        .no_writes()
+        .build();
     let reply = ctx
         .call_ext::<_, CallResult>("CLUSTER", &opts, &["SLOTS"])
         .ok()?;

@@ -9,7 +9,10 @@ use redis_module::{CallOptionsBuilder, CallResult, Context};
 /// arguments fails the arity check of a command that exists, and the lookup of one that
 /// does not. None when the answer is neither.
 fn command_exists(ctx: &Context, name: &str) -> Option<bool> {
-    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let opts = CallOptionsBuilder::new()
+        .errors_as_replies()
+        .no_writes()
+        .build();
     let no_args: [&[u8]; 0] = [];
     match ctx.call_ext::<_, CallResult>(name, &opts, &no_args) {
         Ok(_) => Some(true),

@@ -132,7 +132,10 @@ impl<'c> Calls<'c> {
     pub fn new(ctx: &'c Context) -> Calls<'c> {
         Calls {
             ctx,
-            read: CallOptionsBuilder::new().errors_as_replies().build(),
+            read: CallOptionsBuilder::new()
+                .errors_as_replies()
+                .no_writes()
+                .build(),
             asker: None,
         }
     }

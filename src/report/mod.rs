@@ -176,7 +176,10 @@ impl ReportRun {
             slices: 0,
             started: Instant::now(),
             started_as_master: is_master(ctx),
-            read: CallOptionsBuilder::new().errors_as_replies().build(),
+            read: CallOptionsBuilder::new()
+                .errors_as_replies()
+                .no_writes()
+                .build(),
         }
     }
 

@@ -751,9 +751,11 @@ fn open_typed(ctx: &Context, name: &RedisString, want: KeyType) -> Result<Option
 }
 
 thread_local! {
-    /// RESP2 replies, errors as reply objects (never raised into the caller's client).
+    /// RESP2 replies, errors as reply objects (never raised into the caller's client);
+    /// a writing command is refused (writes go through the write gateway).
     static READ_OPTS: CallOptions = CallOptionsBuilder::new()
         .errors_as_replies()
+        .no_writes()
         .resp(CallOptionResp::Resp2)
         .build();
 }

@@ -307,7 +307,10 @@ impl TrimWork {
 
 /// A read: runs without propagation.
 fn read(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<CallReply<'static>, Failure> {
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let options = CallOptionsBuilder::new()
+        .errors_as_replies()
+        .no_writes()
+        .build();
     let reply: CallResult<'static> = ctx.call_ext(command, &options, args);
     reply.map_err(|e| failure(command, e.to_string()))
 }
