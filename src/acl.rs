@@ -242,19 +242,19 @@ pub fn declare_categories(ctx: &Context) -> usize {
     declared
 }
 
-/// The caller may `access` the key `key`, one a command touches without naming it (a run
-/// set's `<base>:index` and `<base>:data`): the server checks only the keys a command
-/// declares, so the module checks the others itself.
-pub fn require_key(ctx: &Context, key: &[u8], access: KeyAccess) -> Result<()> {
+/// The caller may `access` each of `keys`, keys a command touches without naming them (a
+/// run set's `<base>:index` and `<base>:data`): the server checks only the keys a command
+/// declares, so the module checks the others itself (the caller's user is looked up once).
+pub fn require_keys(ctx: &Context, keys: &[&[u8]], access: KeyAccess) -> Result<()> {
     let Some(caller) = Caller::of(ctx) else {
         return Ok(());
     };
-    if caller.may_access(key, access) {
+    let Some(denied) = keys.iter().find(|key| !caller.may_access(key, access)) else {
         return Ok(());
-    }
+    };
     caller.log_denial(
         ctx,
-        key,
+        denied,
         raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
     );
     let verb = match access {
@@ -264,6 +264,6 @@ pub fn require_key(ctx: &Context, key: &[u8], access: KeyAccess) -> Result<()> {
     };
     Err(Error::NoPerm(format!(
         "No permissions to {verb} the key '{}' (the user's key patterns must cover it)",
-        crate::args::shown(key)
+        crate::args::shown(denied)
     )))
 }

@@ -2,7 +2,9 @@
 //! else opens a key writable or runs a writing command. It knows
 //! - **who asked** (`Asker`): a command's caller, whose key rights the server checked
 //!   against the command's key specs and the module checked for the keys it derives, before
-//!   any work started; or the module itself (passes, new-key tracking, queued work);
+//!   any work started; or the module itself (passes, new-key tracking, queued work). A
+//!   refusal says whose work it stopped, and the module's own refused writes are logged (a
+//!   caller gets them in its reply);
 //! - **whether this server may write now** (`Writer::new`): a master, not loading, not asked
 //!   to hold writes (`CLIENT PAUSE WRITE`, a failover), not a read-only replica;
 //! - **how the server would replicate the change**: a writing command runs through
@@ -71,8 +73,12 @@ impl<'c> Writer<'c> {
             return Err(Error::ReadOnlyReplica);
         }
         if flags.contains(ContextFlags::LOADING) {
+            let whose = match asker {
+                Asker::Module => "the module's own work",
+                Asker::Caller => "this command",
+            };
             return Err(Error::Server(format!(
-                "{what}: the server is loading its dataset; try again when it is done"
+                "{what} ({whose}): the server is loading its dataset; try again when it is done"
             )));
         }
         if avoid_replica_traffic() {
@@ -94,13 +100,18 @@ impl<'c> Writer<'c> {
     }
 
     /// Runs a writing command in the context's selected database; the server propagates it
-    /// as run. Err carries the server's error text (e.g. `WRONGTYPE …`) for the caller to
-    /// report; every refusal is counted (`write_errors`).
+    /// as run. Err carries the server's error text (e.g. `WRONGTYPE …`); every refusal is
+    /// counted (`write_errors`), and logged when the module itself asked.
     pub fn call(&self, cmd: &str, args: &[&[u8]]) -> Result<CallReply<'static>, String> {
         let reply = REPLICATED.with(|opts| self.ctx.call_ext::<_, CallResult>(cmd, opts, args));
         reply.map_err(|e| {
             stats::with_stats(|s| s.write_errors += 1);
-            e.to_utf8_string().unwrap_or_default()
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            if self.asker == Asker::Module {
+                self.ctx
+                    .log_warning(&format!("retention: {cmd} refused by the server: {text}"));
+            }
+            text
         })
     }
 
@@ -180,31 +191,21 @@ struct Staged {
 
 /// Expire times a walk decided inside an `RM_Scan` callback, set once the callback has
 /// returned: a key is never modified inside it (Valkey 9 moves a key's object when it gains
-/// an expire, and the scan would then read a freed handle).
+/// an expire, and the scan would then read a freed handle). Whatever a callback set, the
+/// server propagates together, in one `MULTI`/`EXEC`, when the callback returns.
+#[derive(Default)]
 pub struct ExpireBatch {
     staged: Vec<Staged>,
-    /// Set since the batch was last flushed.
+    /// Set since the batch was created.
     set: usize,
 }
 
-/// Expire times set between two flushes. A slice flushes when it reaches this many, which
-/// bounds how long a walk goes without looking at its clock and how many commands one
-/// `MULTI`/`EXEC` of the replication stream holds.
-pub const EXPIRE_BATCH_MAX: usize = 100;
-
 impl ExpireBatch {
     pub fn new() -> ExpireBatch {
-        ExpireBatch {
-            staged: Vec::new(),
-            set: 0,
-        }
+        ExpireBatch::default()
     }
 
-    pub fn is_full(&self) -> bool {
-        self.len() >= EXPIRE_BATCH_MAX
-    }
-
-    /// Expire times decided since the last flush (staged or set).
+    /// Expire times decided so far (staged or set).
     pub fn len(&self) -> usize {
         self.set + self.staged.len()
     }
@@ -266,18 +267,6 @@ impl ExpireBatch {
         }
         select_db(ctx, selected);
         failed
-    }
-
-    /// Ends the batch: sets what is still staged and starts counting again.
-    pub fn flush(&mut self, writer: &Writer) {
-        self.apply_staged(writer);
-        self.set = 0;
-    }
-}
-
-impl Default for ExpireBatch {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

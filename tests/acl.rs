@@ -276,7 +276,7 @@ fn every_keyed_command_declares_its_keys_with_their_access() {
             &["ACTIVERUNS.AFTER", "b", "+inf", "", "10"],
             &[("b", &["RO", "access"])],
         ),
-        (&["ACTIVERUNS.COUNT", "b"], &[("b", &["RO"])]),
+        (&["ACTIVERUNS.COUNT", "b"], &[("b", &["RO", "access"])]),
         (
             &["ACTIVERUNS.EXPIRE", "b", "1h"],
             &[("b", &["RW", "delete"])],

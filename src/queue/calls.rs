@@ -20,7 +20,7 @@ use redis_module::{
 };
 
 use crate::sweep::work::WorkEnv;
-use crate::write::{Asker, Writer};
+use crate::write::Writer;
 
 /// A key opened for reading through the key API; closed on drop.
 struct ReadKey {
@@ -113,8 +113,9 @@ pub type ScoredMembers = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct Calls<'c> {
     ctx: &'c Context,
     read: CallOptions,
-    /// Who changes go through the write gateway for; None: this use only reads.
-    asker: Option<Asker>,
+    /// Changes go through the write gateway; Err says why this use may not write (a read-only
+    /// use, a dry run, or the server refused when the step began).
+    writer: std::result::Result<Writer<'c>, String>,
 }
 
 /// A key name built from parts (`<base><id>:logs`, ...).
@@ -136,14 +137,19 @@ impl<'c> Calls<'c> {
                 .errors_as_replies()
                 .no_writes()
                 .build(),
-            asker: None,
+            writer: Err("a read-only use of the queue asked for a write".into()),
         }
     }
 
-    /// Reads, and writes for `env`'s asker (none in a dry run).
+    /// Reads, and writes for `env`'s asker (none in a dry run). The gateway's check is made
+    /// once here: a step is one server callback, in which the server's role cannot change.
     pub fn for_work(ctx: &'c Context, env: &WorkEnv) -> Calls<'c> {
+        let writer = match env.dry_run {
+            true => Err("a dry run asked for a write".into()),
+            false => Writer::new(ctx, env.asker, "the queue cleaner").map_err(|e| e.to_string()),
+        };
         Calls {
-            asker: (!env.dry_run).then_some(env.asker),
+            writer,
             ..Calls::new(ctx)
         }
     }
@@ -159,13 +165,13 @@ impl<'c> Calls<'c> {
             self.ctx
                 .log_warning(&format!("retention: queue cleaner: {cmd} failed: {why}"));
         };
-        let Some(asker) = self.asker else {
-            refused("a read-only use of the queue asked for a write".into());
-            return None;
+        let writer = match &self.writer {
+            Ok(writer) => writer,
+            Err(why) => {
+                refused(why.clone());
+                return None;
+            }
         };
-        let writer = Writer::new(self.ctx, asker, "the queue cleaner")
-            .map_err(|e| refused(e.to_string()))
-            .ok()?;
         match writer.call(cmd, args) {
             Ok(CallReply::I64(n)) => Some(n.to_i64()),
             Ok(_) => Some(0),

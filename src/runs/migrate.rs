@@ -17,7 +17,7 @@ use super::commands::validate_json;
 use super::names::{shown, validate_id};
 use super::server::{key_facts, write_call, RunSet};
 use super::timestamp::{json_field, ms_from_json};
-use crate::acl::{require_key, KeyAccess};
+use crate::acl::{require_keys, KeyAccess};
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
@@ -67,8 +67,8 @@ pub fn cmd_migrate(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         ));
     }
     // Its documents are read and the key goes (renamed away or unlinked).
-    require_key(ctx, legacy_name, KeyAccess::Read)?;
-    require_key(ctx, legacy_name, KeyAccess::Delete)?;
+    require_keys(ctx, &[legacy_name], KeyAccess::Read)?;
+    require_keys(ctx, &[legacy_name], KeyAccess::Delete)?;
     let outcome = match key_facts(ctx, legacy_name) {
         None => Outcome::default(),
         Some(facts) if facts.key_type != Some(KeyType::Hash) => return Err(Error::WrongType),

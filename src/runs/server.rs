@@ -15,7 +15,7 @@ use redis_module::{
 };
 
 use super::names::{shown, RunSetNames};
-use crate::acl::{require_key, KeyAccess};
+use crate::acl::{require_keys, KeyAccess};
 use crate::error::{Error, Result};
 use crate::policy::KeyType;
 use crate::write::{Asker, Writer};
@@ -412,8 +412,7 @@ impl<'c> RunSet<'c> {
             names.check_cluster_slots()?;
         }
         // The server checked only the base the command names; these are the keys it uses.
-        require_key(ctx, &names.index, access)?;
-        require_key(ctx, &names.data, access)?;
+        require_keys(ctx, &[&names.index, &names.data], access)?;
         let set = RunSet::unchecked(ctx, names, Asker::Caller);
         set.check_types()?;
         Ok(set)

@@ -314,7 +314,7 @@ impl Pass {
         }
         // Replicate before returning to the server: effects and their propagation must
         // belong to the same callback.
-        self.expires.flush(&writer);
+        self.expires.apply_staged(&writer);
         crate::alloc::settle();
         self.next_database_if_done();
         let elapsed_us = start.elapsed().as_micros() as u64;
@@ -402,9 +402,6 @@ impl Pass {
             // buckets share their low hash bits, so while the expires table is small they
             // pile into few of its chains and each lookup there walks them.
             let set_ttl = sink.expires.len() != queued;
-            if sink.expires.is_full() {
-                sink.expires.flush(writer);
-            }
             if set_ttl || sink.pending.len() >= MAX_PENDING_WORK {
                 break;
             }

@@ -138,12 +138,25 @@ fn replan_if_policy_changed(t: &mut Tracker, policy: &Rc<Policy>) -> u64 {
         return 0;
     }
     let dropped = t.work.len() as u64;
-    // In their queued order, ahead of keys noted since.
-    for item in t.work.drain(..).rev() {
-        t.keys.push_front(Noted {
+    // Each key once (several items may come from one key), in their queued order, ahead of
+    // keys noted since; beyond the tracking queue's bound a key waits for the next full pass.
+    let mut seen = HashSet::new();
+    let keys: Vec<Noted> = t
+        .work
+        .drain(..)
+        .filter(|item| seen.insert((item.db, item.key.clone())))
+        .map(|item| Noted {
             db: item.db,
             name: item.key,
-        });
+        })
+        .collect();
+    let room = config::track_queue_max().saturating_sub(t.keys.len());
+    let overflow = keys.len().saturating_sub(room) as u64;
+    for noted in keys.into_iter().take(room).rev() {
+        t.keys.push_front(noted);
+    }
+    if overflow > 0 {
+        stats::with_stats(|s| s.tracked_dropped += overflow);
     }
     // A state set noted under the old policy may be noted again.
     t.queue_sets.clear();
@@ -223,11 +236,8 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
             work_dropped += 1;
         }
         tally.errors += expires.apply_staged(&writer);
-        if expires.is_full() {
-            expires.flush(&writer);
-        }
     }
-    expires.flush(&writer);
+    expires.apply_staged(&writer);
     let env = WorkEnv {
         now_ms,
         dry_run,
