@@ -246,6 +246,18 @@ fn plain_server() -> Server {
     .expect("plain server")
 }
 
+/// A server with the module and `policy_json`, doing nothing on its own (no background
+/// sweeper, no new-key tracking) until the approach turns it on or sends a command.
+fn idle_server_with(tag: &str, policy_json: &str) -> Server {
+    let dir = scratch_dir(tag);
+    let policy = write_policy(&dir, policy_json);
+    let opts = ServerOpts::default()
+        .policy(&policy)
+        .module_arg("enabled", "no")
+        .module_arg("track-new-keys", "no");
+    Server::start_in(dir, opts).expect("module server")
+}
+
 fn module_server(enabled: bool) -> Server {
     let dir = scratch_dir("bench");
     let policy = write_policy(&dir, POLICY);
@@ -581,20 +593,11 @@ fn background(keys: u64, smoke: bool) -> Row {
 /// Approach 7: the background sweeper cleaning a Bull queue's finished jobs (each job: its
 /// hash and its entry in `completed`, the library's way), as other clients are served.
 fn queue_clean(jobs: u64, smoke: bool) -> Row {
-    let dir = scratch_dir("bench-queue");
-    let policy = write_policy(
-        &dir,
+    let server = idle_server_with(
+        "bench-queue",
         r#"{"rules":[{"name":"jobs","queue":{"flavor":"bull","prefix":"bull",
             "completed":{"max_age":"1h"},"orphan_age":"7d"}}]}"#,
     );
-    let server = Server::start_in(
-        dir,
-        ServerOpts::default()
-            .policy(&policy)
-            .module_arg("enabled", "no")
-            .module_arg("track-new-keys", "no"),
-    )
-    .expect("module server");
     let mut c = server.conn();
     let old = now_ms() - 86_400_000;
     let _: () = redis::cmd("SET")
@@ -680,19 +683,10 @@ fn fill_runs(c: &mut Connection, base: &str, n: u64, score: &str) {
 /// Approach 8: `RETENTION.SWEEP DRYRUN` of a `runs` rule over a set whose runs all expired:
 /// it pages the expired entries; other clients must not wait on that walk.
 fn runs_dry_run(runs: u64, smoke: bool) -> Row {
-    let dir = scratch_dir("bench-runs");
-    let policy = write_policy(
-        &dir,
+    let server = idle_server_with(
+        "bench-runs",
         r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}]}"#,
     );
-    let server = Server::start_in(
-        dir,
-        ServerOpts::default()
-            .policy(&policy)
-            .module_arg("enabled", "no")
-            .module_arg("track-new-keys", "no"),
-    )
-    .expect("module server");
     let mut c = server.conn();
     fill_runs(&mut c, "runs:{bench}", runs, "1000 + i");
     let (report, secs, ping) = timed(&server, || sweep(&mut c, &["DRYRUN"]));
@@ -715,22 +709,6 @@ fn runs_dry_run(runs: u64, smoke: bool) -> Row {
         ping,
         note: "one run set, every run expired".into(),
     }
-}
-
-/// The ids of a PAGE/AFTER reply (`[total, [id, json, score, ...]]`).
-fn page_ids(page: &Value) -> Vec<String> {
-    let Value::Array(parts) = page else {
-        return Vec::new();
-    };
-    let Some(Value::Array(rows)) = parts.get(1) else {
-        return Vec::new();
-    };
-    rows.chunks(3)
-        .filter_map(|row| match row.first() {
-            Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(id).into_owned()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Approach 9: `ACTIVERUNS.AFTER` from a marker that was deleted, inside a run of equal
@@ -758,7 +736,7 @@ fn after_among_ties(runs: u64, smoke: bool) -> Row {
                 .query(&mut c)
                 .expect("AFTER");
             if smoke {
-                assert_eq!(page_ids(&page), expected, "AFTER past {marker}");
+                assert_eq!(page_ids(&page, 3).1, expected, "AFTER past {marker}");
             }
         }
     });

@@ -24,22 +24,6 @@ fn error_of(c: &mut Connection, args: &[&str]) -> String {
     }
 }
 
-/// `(username, object)` of every `ACL LOG` entry.
-fn acl_log(c: &mut Connection) -> Vec<(String, String)> {
-    let entries: Vec<Value> = redis::cmd("ACL")
-        .arg("LOG")
-        .arg(100)
-        .query(c)
-        .expect("ACL LOG");
-    entries
-        .iter()
-        .map(|e| {
-            let field = |name: &str| map_str(e, name).unwrap_or_default();
-            (field("username"), field("object"))
-        })
-        .collect()
-}
-
 /// A queue with one old completed job, enough for COUNTS and CLEAN to have work.
 fn queue(c: &mut Connection, base: &str) {
     let old = now_ms() - 86_400_000;

@@ -61,25 +61,6 @@ fn queue_with_jobs(c: &mut Connection) {
     call(c, &["LPUSH", "bull:mail:wait", "4"]);
 }
 
-/// The ids of a PAGE/AFTER reply `[total, [id, json, (score,) ...]]`.
-fn page_ids(reply: &Value, stride: usize) -> (i64, Vec<String>) {
-    let Value::Array(parts) = reply else {
-        panic!("not a page: {reply:?}")
-    };
-    let total = match &parts[0] {
-        Value::Int(n) => *n,
-        other => panic!("total: {other:?}"),
-    };
-    let Value::Array(rows) = &parts[1] else {
-        panic!("rows: {:?}", parts[1])
-    };
-    let ids = rows
-        .chunks(stride)
-        .map(|row| redis::from_redis_value::<String>(&row[0]).expect("id"))
-        .collect();
-    (total, ids)
-}
-
 fn index_members(c: &mut Connection) -> i64 {
     redis::cmd("ZCARD")
         .arg(format!("{BASE}:index"))

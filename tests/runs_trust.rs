@@ -10,26 +10,6 @@ use redis::{Connection, Value};
 
 use common::*;
 
-/// `[total, [id, json, (score,) ...]]` → (total, ids).
-fn page_ids(reply: &Value, stride: usize) -> (i64, Vec<String>) {
-    let Value::Array(parts) = reply else {
-        panic!("not a page: {reply:?}")
-    };
-    let total = match &parts[0] {
-        Value::Int(n) => *n,
-        other => panic!("total: {other:?}"),
-    };
-    let Value::Array(rows) = &parts[1] else {
-        panic!("rows: {:?}", parts[1])
-    };
-    assert_eq!(rows.len() % stride, 0, "{reply:?}");
-    let ids = rows
-        .chunks(stride)
-        .map(|row| redis::from_redis_value::<String>(&row[0]).expect("id"))
-        .collect();
-    (total, ids)
-}
-
 fn page(c: &mut Connection, base: &str, page: u64, size: u64, order: &str) -> (i64, Vec<String>) {
     let (p, s) = (page.to_string(), size.to_string());
     page_ids(&call(c, &["ACTIVERUNS.PAGE", base, &p, &s, order]), 2)
@@ -59,22 +39,6 @@ fn acl_setuser(c: &mut Connection, rules: &[&str]) {
 
 fn strings(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|s| s.to_string()).collect()
-}
-
-/// (username, object) of each `ACL LOG` entry, newest first.
-fn acl_log(c: &mut Connection) -> Vec<(String, String)> {
-    let entries: Vec<Value> = redis::cmd("ACL")
-        .arg("LOG")
-        .arg(100)
-        .query(c)
-        .expect("ACL LOG");
-    entries
-        .iter()
-        .map(|e| {
-            let field = |name: &str| map_str(e, name).unwrap_or_default();
-            (field("username"), field("object"))
-        })
-        .collect()
 }
 
 fn error_of(c: &mut Connection, args: &[&str]) -> String {
@@ -546,17 +510,7 @@ fn healthy_run_sets_leave_room_to_watch_orphans() {
     let watched_after_healthy_pass = stat(&mut c, "orphans_watched");
     // An orphan that appears afterwards goes after two looks orphan_age apart.
     orphan_job(&mut c, "bull:q:9");
-    let mut passes = 0;
-    while exists(&mut c, "bull:q:9") && passes < 3 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        sweep(&mut c, &[]);
-        passes += 1;
-    }
-    assert!(
-        !exists(&mut c, "bull:q:9"),
-        "the orphan outlived {passes} passes"
-    );
-    assert_eq!(passes, 2, "removed at the second look");
+    assert_removed_at_the_second_look(&mut c, "bull:q:9");
     assert_eq!(
         watched_after_healthy_pass, 0,
         "healthy run sets were watched"
@@ -632,17 +586,7 @@ fn a_flood_of_one_kind_does_not_starve_another() {
     );
     // A queue orphan still gets its share: watched, and removed at its second look.
     orphan_job(&mut c, "bull:q:9");
-    let mut passes = 0;
-    while exists(&mut c, "bull:q:9") && passes < 3 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        sweep(&mut c, &[]);
-        passes += 1;
-    }
-    assert!(
-        !exists(&mut c, "bull:q:9"),
-        "the orphan outlived {passes} passes"
-    );
-    assert_eq!(passes, 2, "removed at the second look");
+    assert_removed_at_the_second_look(&mut c, "bull:q:9");
     // Every pass dropped the strays that found no place, and said so.
     let dropped = stat(&mut c, "orphans_watch_dropped");
     assert!(dropped >= 3 * 50_000, "{dropped}");
@@ -654,4 +598,17 @@ fn a_flood_of_one_kind_does_not_starve_another() {
         call(&mut c, &["HLEN", "runs:{broken}:data"]),
         Value::Int(150_001)
     );
+}
+
+/// Sweeps (orphan_age apart) until `key` is gone, at most 3 times: it must go at the second
+/// look, as an orphan does (the first look only starts its clock).
+fn assert_removed_at_the_second_look(c: &mut Connection, key: &str) {
+    let mut passes = 0;
+    while exists(c, key) && passes < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        sweep(c, &[]);
+        passes += 1;
+    }
+    assert!(!exists(c, key), "the orphan outlived {passes} passes");
+    assert_eq!(passes, 2, "removed at the second look");
 }

@@ -19,10 +19,16 @@ fn passes(c: &mut Connection) -> i64 {
 }
 
 fn start() -> Server {
+    start_with(POLICY).0
+}
+
+/// A server with `policy_json` in a policy file (returned, to be rewritten), new-key
+/// tracking on and no full pass after the first.
+fn start_with(policy_json: &str) -> (Server, std::path::PathBuf) {
     let dir = scratch_dir("track");
-    let policy = write_policy(&dir, POLICY);
+    let policy = write_policy(&dir, policy_json);
     let server = Server::start_in(
-        dir,
+        dir.clone(),
         ServerOpts::default()
             .policy(&policy)
             .module_arg("pass-interval-s", "3600")
@@ -32,7 +38,7 @@ fn start() -> Server {
     let mut c = server.conn();
     // The first background pass runs on the empty keyspace at startup; none after it.
     assert!(wait_until(Duration::from_secs(5), || passes(&mut c) == 1));
-    server
+    (server, dir)
 }
 
 #[test]
@@ -150,20 +156,10 @@ fn tracking_stops_when_disabled_and_on_replicas() {
 /// governs the work from the moment it is in force: a cleaning under way stops.
 #[test]
 fn a_reloaded_policy_stops_work_planned_under_the_old_one() {
-    let dir = scratch_dir("track-reload");
     let cleaning = r#"{"rules":[{"name":"jobs","queue":{"flavor":"bull","prefix":"bull",
       "completed":{"max_count":10}}}]}"#;
-    let policy = write_policy(&dir, cleaning);
-    let server = Server::start_in(
-        dir.clone(),
-        ServerOpts::default()
-            .policy(&policy)
-            .module_arg("pass-interval-s", "3600")
-            .config("hz", "10"),
-    )
-    .expect("start");
+    let (server, dir) = start_with(cleaning);
     let mut c = server.conn();
-    assert!(wait_until(Duration::from_secs(5), || passes(&mut c) == 1));
     // A Bull queue whose 200,001 completed jobs arrive in one script: the ZADDs note the
     // state set once, and the cleaning it queues runs over many loop iterations.
     let jobs = 200_001;

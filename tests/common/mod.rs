@@ -703,3 +703,39 @@ pub fn login(server: &Server, user: &str) -> redis::Connection {
         .expect("AUTH");
     c
 }
+
+/// `[total, [id, json, (score,) ...]]` → (total, ids).
+pub fn page_ids(reply: &redis::Value, stride: usize) -> (i64, Vec<String>) {
+    let redis::Value::Array(parts) = reply else {
+        panic!("not a page: {reply:?}")
+    };
+    let total = match &parts[0] {
+        redis::Value::Int(n) => *n,
+        other => panic!("total: {other:?}"),
+    };
+    let redis::Value::Array(rows) = &parts[1] else {
+        panic!("rows: {:?}", parts[1])
+    };
+    assert_eq!(rows.len() % stride, 0, "{reply:?}");
+    let ids = rows
+        .chunks(stride)
+        .map(|row| redis::from_redis_value::<String>(&row[0]).expect("id"))
+        .collect();
+    (total, ids)
+}
+
+/// (username, object) of each `ACL LOG` entry, newest first.
+pub fn acl_log(c: &mut redis::Connection) -> Vec<(String, String)> {
+    let entries: Vec<redis::Value> = redis::cmd("ACL")
+        .arg("LOG")
+        .arg(100)
+        .query(c)
+        .expect("ACL LOG");
+    entries
+        .iter()
+        .map(|e| {
+            let field = |name: &str| map_str(e, name).unwrap_or_default();
+            (field("username"), field("object"))
+        })
+        .collect()
+}
