@@ -26,7 +26,7 @@ use redis_module::{
 
 use crate::error::Error;
 use crate::history;
-use crate::keyspace::{select_db, selected_db, KeyName, OpenKey, OwnedName};
+use crate::keyspace::{self, select_db, selected_db, KeyName, OpenKey, OwnedName};
 use crate::stats;
 
 /// Who a write is for.
@@ -57,13 +57,6 @@ thread_local! {
         .build();
 }
 
-/// Whether the server asks modules not to add to the replication stream now (clients
-/// paused for writes, FAILOVER, a cluster manual failover).
-pub fn avoid_replica_traffic() -> bool {
-    // SAFETY: the API table is filled once at load; the function takes no arguments.
-    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
-}
-
 impl<'c> Writer<'c> {
     /// Ok when this server may write now; `what` names the work in the refusal. A replica
     /// answers the server's own `READONLY` error; a server holding writes says so.
@@ -81,7 +74,7 @@ impl<'c> Writer<'c> {
                 "{what} ({whose}): the server is loading its dataset; try again when it is done"
             )));
         }
-        if avoid_replica_traffic() {
+        if keyspace::avoid_replica_traffic() {
             return Err(Error::WritesPaused(what.to_string()));
         }
         Ok(Writer {
@@ -89,10 +82,6 @@ impl<'c> Writer<'c> {
             asker,
             time_text: RefCell::new(None),
         })
-    }
-
-    pub fn asker(&self) -> Asker {
-        self.asker
     }
 
     pub fn ctx(&self) -> &'c Context {
@@ -196,8 +185,6 @@ struct Staged {
 #[derive(Default)]
 pub struct ExpireBatch {
     staged: Vec<Staged>,
-    /// Set since the batch was created.
-    set: usize,
 }
 
 impl ExpireBatch {
@@ -205,13 +192,13 @@ impl ExpireBatch {
         ExpireBatch::default()
     }
 
-    /// Expire times decided so far (staged or set).
+    /// Expire times decided and not yet set.
     pub fn len(&self) -> usize {
-        self.set + self.staged.len()
+        self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.staged.is_empty()
     }
 
     /// Records that `name` (in the context's selected database) gets `at_ms` under `rule`;
@@ -258,7 +245,6 @@ impl ExpireBatch {
             let name = unsafe { KeyName::from_raw(s.name) };
             if s.db == db && writer.set_expire(name, s.at_ms) {
                 history::record(db, name.bytes(), Some(s.rule), s.action);
-                self.set += 1;
             } else {
                 failed += 1;
             }

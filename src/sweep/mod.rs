@@ -80,7 +80,7 @@ fn acting(ctx: &Context) -> bool {
 /// cluster manual failover), as its own active expire does: every write would move the
 /// replication offset the replicas must reach.
 fn holding_for_failover() -> bool {
-    if crate::write::avoid_replica_traffic() {
+    if keyspace::avoid_replica_traffic() {
         stats::with_stats(|s| s.held_for_failover += 1);
         return true;
     }

@@ -375,7 +375,6 @@ impl Pass {
         };
         let noop = self.opts.noop;
         for _ in 0..STEPS_PER_CLOCK_CHECK {
-            let queued = sink.expires.len();
             let step = self.cursor.step(ctx, &mut |ctx, name, key| {
                 sink.tally.keys_scanned += 1;
                 if !noop {
@@ -383,7 +382,9 @@ impl Pass {
                 }
             });
             // Keys change only once RM_Scan has returned (see `ExpireBatch::stage`).
-            sink.tally.errors += sink.expires.apply_staged(writer);
+            let decided = sink.expires.len() as u64;
+            let failed = sink.expires.apply_staged(writer);
+            sink.tally.errors += failed;
             match step {
                 Ok(true) => {}
                 Ok(false) => {
@@ -401,7 +402,7 @@ impl Pass {
             // Setting TTLs in scan order is the server's worst case: the keys of adjacent
             // buckets share their low hash bits, so while the expires table is small they
             // pile into few of its chains and each lookup there walks them.
-            let set_ttl = sink.expires.len() != queued;
+            let set_ttl = decided > failed;
             if set_ttl || sink.pending.len() >= MAX_PENDING_WORK {
                 break;
             }
