@@ -548,17 +548,6 @@ fn valkey_atomic_slot_migration_is_allowed_and_moves_keys_with_their_ttls() {
 
 /// CLIENT PAUSE WRITE (what FAILOVER and a cluster manual failover do) asks modules to
 /// avoid replica traffic: the background sweeper holds its writes until the pause ends.
-/// `expires=` of `INFO keyspace` for db 0.
-fn keys_with_ttl_db0(c: &mut Connection) -> u64 {
-    info_field(&info(c, "keyspace"), "db0")
-        .and_then(|l| {
-            l.split(',')
-                .find_map(|kv| kv.strip_prefix("expires="))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn background_work_holds_while_clients_are_paused_for_writes() {
     let dir = scratch_dir("pause");

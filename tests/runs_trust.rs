@@ -211,23 +211,17 @@ fn a_user_allowed_only_the_base_key_may_not_touch_the_run_set_behind_it() {
     // Exactly the names the commands declare, nothing under them.
     runs_user(&mut admin, "exact", &["~search", "~legacy"]);
     call(&mut admin, &["ACL", "LOG", "RESET"]);
-    let before = server.digest();
     let mut exact = login(&server, "exact");
-    for args in reads_of("search")
+    let commands = reads_of("search")
         .into_iter()
-        .chain(writes_of("search", "legacy"))
-    {
-        let e = error_of(&mut exact, &words(&args));
-        assert!(
-            e.contains("NOPERM") && e.contains("search:index"),
-            "{args:?}: {e}"
-        );
-    }
-    assert_eq!(server.digest(), before, "a refused command changed data");
-    let log = acl_log(&mut admin);
-    assert!(
-        log.contains(&("exact".to_string(), "search:index".to_string())),
-        "{log:?}"
+        .chain(writes_of("search", "legacy"));
+    assert_refused_naming(
+        &server,
+        &mut admin,
+        &mut exact,
+        "exact",
+        commands,
+        "search:index",
     );
 }
 
@@ -253,18 +247,15 @@ fn a_user_reading_the_run_set_keys_may_read_but_not_write() {
     assert_eq!(page_ids(&replies[1], 3), (1, strings(&["r1"])));
     assert_eq!(replies[2], Value::BulkString(br#"{"n":1}"#.to_vec()));
     assert_eq!(replies[3], Value::Int(1));
-    for args in writes_of("runs:x", "runs:legacy") {
-        let e = error_of(&mut reader, &words(&args));
-        assert!(
-            e.contains("NOPERM") && e.contains("runs:x:index"),
-            "{args:?}: {e}"
-        );
-    }
-    assert_eq!(server.digest(), before, "a refused command changed data");
-    let log = acl_log(&mut admin);
-    assert!(
-        log.contains(&("reader".to_string(), "runs:x:index".to_string())),
-        "{log:?}"
+    assert_eq!(server.digest(), before, "a read changed data");
+    let writes = writes_of("runs:x", "runs:legacy");
+    assert_refused_naming(
+        &server,
+        &mut admin,
+        &mut reader,
+        "reader",
+        writes,
+        "runs:x:index",
     );
     // A legacy hash the user may read but not delete stays where it is (the server may
     // refuse first: MIGRATE declares the legacy hash as one of its keys).
@@ -611,4 +602,27 @@ fn assert_removed_at_the_second_look(c: &mut Connection, key: &str) {
     }
     assert!(!exists(c, key), "the orphan outlived {passes} passes");
     assert_eq!(passes, 2, "removed at the second look");
+}
+
+/// Every one of `commands` run by `user` is refused with NOPERM naming `key`, nothing
+/// changes, and ACL LOG has the denial.
+fn assert_refused_naming(
+    server: &Server,
+    admin: &mut Connection,
+    conn: &mut Connection,
+    user: &str,
+    commands: impl IntoIterator<Item = Vec<String>>,
+    key: &str,
+) {
+    let before = server.digest();
+    for args in commands {
+        let e = error_of(conn, &words(&args));
+        assert!(e.contains("NOPERM") && e.contains(key), "{args:?}: {e}");
+    }
+    assert_eq!(server.digest(), before, "a refused command changed data");
+    let log = acl_log(admin);
+    assert!(
+        log.contains(&(user.to_string(), key.to_string())),
+        "{log:?}"
+    );
 }

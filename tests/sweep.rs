@@ -668,15 +668,8 @@ fn a_sweep_stops_when_a_new_policy_is_loaded() {
         // A small budget: the pass takes many slices, so the reload lands in the middle.
         sweep(&mut conn, &["BUDGET", "100"])
     });
-    let expires = |c: &mut Connection| -> i64 {
-        let line = info_field(&info(c, "keyspace"), "db0").unwrap_or_default();
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix("expires="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     assert!(
-        wait_until(Duration::from_secs(20), || expires(&mut c) > 1000),
+        wait_until(Duration::from_secs(20), || keys_with_ttl_db0(&mut c) > 1000),
         "the sweep did not start"
     );
     write_policy(
@@ -686,13 +679,13 @@ fn a_sweep_stops_when_a_new_policy_is_loaded() {
     let _: () = redis::cmd("RETENTION.RELOAD")
         .query(&mut c)
         .expect("RELOAD");
-    let at_reload = expires(&mut c);
+    let at_reload = keys_with_ttl_db0(&mut c);
     let report = sweeper.join().expect("sweeper");
     let aborted = map_str(&report, "aborted").unwrap_or_default();
     assert!(aborted.contains("new policy"), "{report:?}");
     assert!(at_reload < keys, "the sweep ended before the reload");
     assert_eq!(
-        expires(&mut c),
+        keys_with_ttl_db0(&mut c),
         at_reload,
         "TTLs were set under a policy no longer in force"
     );

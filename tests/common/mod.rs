@@ -739,3 +739,14 @@ pub fn acl_log(c: &mut redis::Connection) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// `expires=` of `INFO keyspace` for db 0: how many keys there have a TTL.
+pub fn keys_with_ttl_db0(c: &mut redis::Connection) -> u64 {
+    info_field(&info(c, "keyspace"), "db0")
+        .and_then(|l| {
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix("expires="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
