@@ -196,7 +196,7 @@ end
 local function job_counts(queues)
   local found, errors = 0, 0
   for _, q in ipairs(queues) do
-    local counts, err = call("RETENTION.JOBS", q[1], q[2], "COUNTS")
+    local counts, err = call("RETENTION.JOBS", "COUNTS", q[1], q[2])
     if counts then
       found = found + 1
       for state, n in pairs(as_map(counts)) do

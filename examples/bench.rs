@@ -570,7 +570,10 @@ fn background(keys: u64, smoke: bool) -> Row {
             .query(&mut c)
             .unwrap();
         let done = wait_until(Duration::from_secs(600), || {
-            let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+            let stats: Value = redis::cmd("RETENTION.STATS")
+                .arg("GET")
+                .query(&mut c)
+                .unwrap();
             map_int(&stats, "ttl_set") as u64 >= keys
         });
         assert!(

@@ -179,69 +179,6 @@ pub fn require_keys_under(ctx: &Context, prefix: &[u8], access: KeyAccess) -> Re
     )))
 }
 
-/// The ACL categories of each command, declared where the server supports it (Redis 7.2+,
-/// Valkey 8+); on Redis 7.0 the checks above stand in for them.
-pub const COMMAND_CATEGORIES: [(&str, &str); 18] = [
-    ("retention.sweep", "admin dangerous slow"),
-    ("retention.reload", "admin dangerous slow"),
-    ("retention.status", "read fast"),
-    ("retention.policy", "read fast"),
-    // RESET is checked by the module (admin); reading the counters is not.
-    ("retention.stats", "read fast"),
-    // Like OBJECT/TYPE: declares its key, so key patterns and cluster routing apply.
-    ("retention.explain", "keyspace read slow"),
-    ("retention.trim", "keyspace write slow"),
-    // CLEAN is checked by the module (admin); COUNTS is a read.
-    ("retention.jobs", "keyspace read slow"),
-    // Changes nothing, but names keys (like SCAN): the module also checks that the caller
-    // may read every key the report may name.
-    ("retention.report", "keyspace read slow"),
-    // Lists client addresses and closes clients, as CLIENT LIST / KILL do.
-    ("retention.clients", "admin dangerous slow connection"),
-    ("activeruns.add", "write slow"),
-    ("activeruns.del", "write slow"),
-    ("activeruns.get", "read fast"),
-    ("activeruns.page", "read slow"),
-    ("activeruns.after", "read slow"),
-    ("activeruns.count", "read fast"),
-    ("activeruns.expire", "write slow"),
-    ("activeruns.migrate", "write slow"),
-];
-
-/// Declares `COMMAND_CATEGORIES` when the server can take them (called once at load, after
-/// the commands are registered). Returns how many were declared.
-pub fn declare_categories(ctx: &Context) -> usize {
-    // SAFETY: API table filled at load.
-    let (Some(get), Some(set)) = (unsafe { raw::RedisModule_GetCommand }, unsafe {
-        raw::RedisModule_SetCommandACLCategories
-    }) else {
-        return 0;
-    };
-    let mut declared = 0;
-    for (name, categories) in COMMAND_CATEGORIES {
-        let (Ok(name_c), Ok(categories_c)) = (
-            std::ffi::CString::new(name),
-            std::ffi::CString::new(categories),
-        ) else {
-            continue;
-        };
-        // SAFETY: load-time context and NUL-terminated strings.
-        let command = unsafe { get(ctx.ctx, name_c.as_ptr()) };
-        if command.is_null() {
-            continue;
-        }
-        // SAFETY: a command of this module, during load.
-        if unsafe { set(command, categories_c.as_ptr()) } == raw::REDISMODULE_OK as c_int {
-            declared += 1;
-        } else {
-            ctx.log_warning(&format!(
-                "retention: cannot put {name} in ACL categories '{categories}'"
-            ));
-        }
-    }
-    declared
-}
-
 /// The caller may `access` each of `keys`, keys a command touches without naming them (a
 /// run set's `<base>:index` and `<base>:data`): the server checks only the keys a command
 /// declares, so the module checks the others itself (the caller's user is looked up once).

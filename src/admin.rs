@@ -1,11 +1,11 @@
-//! `RETENTION.POLICY`, `RETENTION.RELOAD`, `RETENTION.STATS [RESET]`.
+//! `RETENTION.POLICY`, `RETENTION.RELOAD`, `RETENTION.STATS GET|RESET`.
 
 use std::collections::BTreeMap;
 
 use redis_module::{Context, RedisString, RedisValue};
 
 use crate::acl;
-use crate::args::{Args, OptionSet};
+use crate::args::{subcommand_args, Args};
 use crate::error::Result;
 use crate::state;
 use crate::stats::{self, key};
@@ -37,17 +37,17 @@ pub fn cmd_reload(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// `RETENTION.STATS [RESET]`
-pub fn cmd_stats(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
-    let mut args = Args::new(args, "RETENTION.STATS")?;
-    let reset = args
-        .next_option(&mut OptionSet::default(), &["RESET"])?
-        .is_some();
-    args.done()?;
-    if reset {
-        acl::require_admin(ctx, "RETENTION.STATS RESET")?;
-        stats::reset();
-        return Ok(RedisValue::SimpleStringStatic("OK"));
-    }
+/// `RETENTION.STATS GET`: the counters since load or the last reset.
+pub fn cmd_stats_get(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    subcommand_args(args, "RETENTION.STATS GET")?.done()?;
     Ok(stats::stats_reply(&stats::snapshot()))
+}
+
+/// `RETENTION.STATS RESET`: every counter back to zero.
+pub fn cmd_stats_reset(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    subcommand_args(args, "RETENTION.STATS RESET")?.done()?;
+    // Redis 7.0 cannot put a module command in @admin: the module checks it.
+    acl::require_admin(ctx, "RETENTION.STATS RESET")?;
+    stats::reset();
+    Ok(RedisValue::SimpleStringStatic("OK"))
 }

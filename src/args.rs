@@ -7,6 +7,7 @@ use std::vec::IntoIter;
 use redis_module::RedisString;
 
 use crate::error::{Error, Result};
+use crate::policy::duration::{parse_age_ms, parse_duration_ms};
 
 pub struct Args {
     command: &'static str,
@@ -60,6 +61,25 @@ impl Args {
             })
     }
 
+    /// A duration (`500ms`, `90s`, `5m`, `24h`, `7d`, `2w`, bare seconds) in ms, > 0;
+    /// with `zero_allowed`, 0 too.
+    pub fn next_duration_ms(&mut self, what: &str, zero_allowed: bool) -> Result<i64> {
+        let raw = self.next_raw(what)?;
+        let text = std::str::from_utf8(raw.as_slice())
+            .map_err(|_| Error::arg(format!("{what}: not a duration")))?;
+        let parsed = match zero_allowed {
+            true => parse_age_ms(text),
+            false => parse_duration_ms(text),
+        };
+        parsed.map_err(|e| Error::arg(format!("{what}: {e}")))
+    }
+
+    /// A whole number >= 0.
+    pub fn next_count(&mut self, what: &str) -> Result<u64> {
+        let n = self.next_i64(what)?;
+        u64::try_from(n).map_err(|_| Error::arg(format!("{what}: must be 0 or more (got {n})")))
+    }
+
     /// The next option word (case-insensitive) out of `options`, or None at the end.
     pub fn next_option(
         &mut self,
@@ -95,6 +115,14 @@ impl Args {
             ))),
         }
     }
+}
+
+/// The arguments of a subcommand (`RETENTION.JOBS COUNTS ...`): the container's name and
+/// the subcommand's are skipped (the server routed on them).
+pub fn subcommand_args(args: Vec<RedisString>, command: &'static str) -> Result<Args> {
+    let mut args = Args::new(args, command)?;
+    args.next_raw("a subcommand")?;
+    Ok(args)
 }
 
 /// User input echoed in an error: printable ASCII as is, other bytes as `\xNN` (an error

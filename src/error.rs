@@ -1,7 +1,13 @@
 //! One error type for the whole module, turned into a Redis reply in one place.
 //!
-//! Messages carry their Redis error code (`ERR`, `WRONGTYPE`, `BUSY`, `NOPERM`) so that
-//! clients show them exactly as they show the server's own errors.
+//! Every message starts with an error code a client can act on, as the server's own errors
+//! do (docs/commands.md lists them):
+//! - `ERR`: the call is wrong (arguments, options, a command in a place it cannot run): fix it;
+//! - `WRONGTYPE`, `NOPERM`, `MOVED`, `READONLY`: what the server means by them;
+//! - `INPROGRESS`: another pass of the same kind is running: wait for it (`RETENTION.STATUS`).
+//!   Not `BUSY`, which every Redis client and tool reads as "a script holds the server";
+//! - `TRYAGAIN`: writes are held right now (`CLIENT PAUSE WRITE`, a failover): retry later;
+//! - `POLICY`: the policy file or a rule in it is invalid; the policy in force stays.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,8 +22,8 @@ pub enum Error {
     Arg(String),
     /// A key holds another type than the command needs.
     WrongType,
-    /// Something else is running that this request would conflict with.
-    Busy(String),
+    /// Another pass of the same kind is running.
+    InProgress(String),
     /// The policy file (or a rule in it) is invalid.
     Policy(String),
     /// The caller lacks a permission.
@@ -46,15 +52,15 @@ impl fmt::Display for Error {
             Error::WrongType => {
                 f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
-            Error::Busy(m) => write!(f, "BUSY {m}"),
-            Error::Policy(m) => write!(f, "ERR policy: {m}"),
+            Error::InProgress(m) => write!(f, "INPROGRESS {m}"),
+            Error::Policy(m) => write!(f, "POLICY {m}"),
             Error::NoPerm(m) => write!(f, "NOPERM {m}"),
             Error::Server(m) => write!(f, "ERR {m}"),
             Error::Moved(m) => write!(f, "MOVED {m}"),
             Error::ReadOnlyReplica => {
                 f.write_str("READONLY You can't write against a read only replica.")
             }
-            Error::WritesPaused(m) => write!(f, "ERR {m}: the server holds writes now (CLIENT PAUSE WRITE or a failover); try again when it is over"),
+            Error::WritesPaused(m) => write!(f, "TRYAGAIN {m}: the server holds writes now (CLIENT PAUSE WRITE or a failover); try again when it is over"),
         }
     }
 }
@@ -151,10 +157,15 @@ mod tests {
     fn messages_carry_redis_error_codes() {
         assert_eq!(Error::arg("bad").to_string(), "ERR bad");
         assert!(Error::WrongType.to_string().starts_with("WRONGTYPE "));
-        assert!(Error::Busy("x".into()).to_string().starts_with("BUSY "));
+        assert!(Error::InProgress("x".into())
+            .to_string()
+            .starts_with("INPROGRESS "));
+        assert!(Error::WritesPaused("x".into())
+            .to_string()
+            .starts_with("TRYAGAIN "));
         assert_eq!(
             Error::Policy("rule 'a': x".into()).to_string(),
-            "ERR policy: rule 'a': x"
+            "POLICY rule 'a': x"
         );
     }
 

@@ -9,6 +9,7 @@ pub mod args;
 pub mod clients;
 pub mod cluster;
 pub mod command_info;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod eventloop;
@@ -36,17 +37,8 @@ mod registration {
     };
 
     use crate::config::*;
-    use crate::error::{run_callback, run_command};
-    use crate::{
-        admin, clients, eventloop, history, observe, queue, report, runs, state, stats, sweep, trim,
-    };
-
-    /// Wraps a handler so errors and panics become replies (see `error::run_command`).
-    macro_rules! guarded {
-        ($handler:path) => {
-            |ctx: &Context, args: Vec<RedisString>| run_command(ctx, args, $handler)
-        };
-    }
+    use crate::error::run_callback;
+    use crate::{clients, eventloop, history, observe, queue, runs, state, stats, sweep, trim};
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         if let Some(err) = state::take_startup_error() {
@@ -58,11 +50,10 @@ mod registration {
             return Status::Err;
         }
         crate::replication::declare_module_options(ctx);
-        if let Err(err) = crate::command_info::declare(ctx) {
+        if let Err(err) = crate::command_info::register(ctx) {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
         }
-        crate::acl::declare_categories(ctx);
         register_planners();
         if let Err(err) =
             eventloop::init(ctx, Some(on_event_loop), Some(on_cron_loop)).and_then(|()| {
@@ -169,33 +160,11 @@ mod registration {
 
     redis_module! {
         name: "retention",
-        version: 1,
+        version: crate::commands::MODULE_VERSION,
         allocator: (crate::alloc::ModuleAlloc, crate::alloc::ModuleAlloc),
         data_types: [],
         init: init,
         deinit: deinit,
-        commands: [
-            ["retention.sweep", guarded!(sweep::command::cmd_sweep), "admin write", 0, 0, 0, ""],
-            ["retention.status", guarded!(sweep::command::cmd_status), "readonly", 0, 0, 0, ""],
-            ["retention.policy", guarded!(admin::cmd_policy), "readonly", 0, 0, 0, ""],
-            ["retention.reload", guarded!(admin::cmd_reload), "admin", 0, 0, 0, ""],
-            ["retention.stats", guarded!(admin::cmd_stats), "readonly", 0, 0, 0, ""],
-            ["retention.trim", guarded!(trim::cmd_trim), "write", 1, 1, 1, ""],
-            // readonly: COUNTS is served on replicas; CLEAN checks it may write (queue::command).
-            ["retention.jobs", guarded!(queue::cmd_jobs), "readonly", 0, 0, 0, ""],
-            ["retention.report", guarded!(report::cmd_report), "readonly", 0, 0, 0, ""],
-            ["retention.explain", guarded!(crate::explain::cmd_explain), "readonly", 1, 1, 1, ""],
-            ["retention.clients", guarded!(clients::cmd_clients), "admin deny-script allow-stale", 0, 0, 0, ""],
-            ["activeruns.add", guarded!(runs::cmd_add), "write deny-oom", 1, 1, 1, ""],
-            ["activeruns.del", guarded!(runs::cmd_del), "write", 1, 1, 1, ""],
-            ["activeruns.get", guarded!(runs::cmd_get), "readonly fast", 1, 1, 1, ""],
-            // readonly: served on replicas; they repair holes only where writes are allowed.
-            ["activeruns.page", guarded!(runs::cmd_page), "readonly", 1, 1, 1, ""],
-            ["activeruns.after", guarded!(runs::cmd_after), "readonly", 1, 1, 1, ""],
-            ["activeruns.count", guarded!(runs::cmd_count), "readonly fast", 1, 1, 1, ""],
-            ["activeruns.expire", guarded!(runs::cmd_expire), "write", 1, 1, 1, ""],
-            ["activeruns.migrate", guarded!(runs::cmd_migrate), "write deny-oom", 1, 2, 1, ""],
-        ],
         event_handlers: [
             [@NEW @ZSET: on_key_event],
         ],

@@ -49,7 +49,15 @@ const ADMIN_COMMANDS: [&[&str]; 4] = [
     &["RETENTION.SWEEP"],
     &["RETENTION.RELOAD"],
     &["RETENTION.STATS", "RESET"],
-    &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
+    &[
+        "RETENTION.JOBS",
+        "CLEAN",
+        "bull",
+        "q1",
+        "completed",
+        "MAXAGE",
+        "1h",
+    ],
 ];
 
 #[test]
@@ -84,6 +92,7 @@ fn an_application_user_without_admin_rights_gets_noperm_and_an_acl_log_entry() {
     }
     // Reading is an application's right.
     let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
         .query(&mut app)
         .expect("STATS");
     assert!(map_int(&stats, "passes") >= 0);
@@ -93,7 +102,15 @@ fn an_application_user_without_admin_rights_gets_noperm_and_an_acl_log_entry() {
     call(&mut admin, &["RETENTION.STATS", "RESET"]);
     let removed = call(
         &mut admin,
-        &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q1",
+            "completed",
+            "MAXAGE",
+            "1h",
+        ],
     );
     assert_eq!(removed, Value::Int(1));
 }
@@ -122,16 +139,24 @@ fn a_read_only_user_reads_status_stats_policy_and_counts() {
     let mut ro = login(&server, "ro");
     for args in [
         &["RETENTION.STATUS"][..],
-        &["RETENTION.STATS"],
+        &["RETENTION.STATS", "GET"],
         &["RETENTION.POLICY"],
     ] {
         try_call(&mut ro, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     }
-    let counts = call(&mut ro, &["RETENTION.JOBS", "bull", "q1", "COUNTS"]);
+    let counts = call(&mut ro, &["RETENTION.JOBS", "COUNTS", "bull", "q1"]);
     assert_eq!(map_int(&counts, "completed"), 1);
     for args in [
         &["RETENTION.STATS", "RESET"][..],
-        &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q1",
+            "completed",
+            "MAXAGE",
+            "1h",
+        ],
         &["RETENTION.SWEEP"],
     ] {
         let err = error_of(&mut ro, args);
@@ -158,13 +183,21 @@ fn key_patterns_bound_queues_and_run_sets() {
     );
     let before = server.digest();
     let mut one = login(&server, "one");
-    let counts = call(&mut one, &["RETENTION.JOBS", "bull", "q1", "COUNTS"]);
+    let counts = call(&mut one, &["RETENTION.JOBS", "COUNTS", "bull", "q1"]);
     assert_eq!(map_int(&counts, "completed"), 1);
     for args in [
-        &["RETENTION.JOBS", "bull", "q2", "COUNTS"][..],
-        &["RETENTION.JOBS", "bull", "q2", "CLEAN", "completed", "1h"],
+        &["RETENTION.JOBS", "COUNTS", "bull", "q2"][..],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q2",
+            "completed",
+            "MAXAGE",
+            "1h",
+        ],
         // A prefix that only begins like the allowed one.
-        &["RETENTION.JOBS", "bull", "q", "COUNTS"],
+        &["RETENTION.JOBS", "COUNTS", "bull", "q"],
         &["ACTIVERUNS.ADD", "runs:active:{b}:p", "r1", "{}"],
         &["ACTIVERUNS.PAGE", "runs:active:{b}:p", "1", "10"],
         &[
@@ -185,7 +218,15 @@ fn key_patterns_bound_queues_and_run_sets() {
     // Within its patterns the user works normally.
     let removed = call(
         &mut one,
-        &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q1",
+            "completed",
+            "MAXAGE",
+            "1h",
+        ],
     );
     assert_eq!(removed, Value::Int(1));
     let added = call(

@@ -285,7 +285,7 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
     {
         let mut wrong = node.conn();
         for args in [
-            &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
+            &["RETENTION.JOBS", "COUNTS", "bull", "{orders}"][..],
             CLEAN_ORDERS,
             &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"],
             &["ACTIVERUNS.PAGE", runs, "1", "10"],
@@ -300,7 +300,7 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
     let replica = cluster.replicas_of(owner)[0];
     let mut r = replica.conn();
     for args in [
-        &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"][..],
+        &["RETENTION.JOBS", "COUNTS", "bull", "{orders}"][..],
         &["ACTIVERUNS.PAGE", runs, "1", "10"],
     ] {
         let served = "a replica served a client not in READONLY mode";
@@ -314,13 +314,13 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
         .map(|_: i64| ())
         .expect("WAIT");
     let counts: Value = redis::cmd("RETENTION.JOBS")
-        .arg(&["bull", "{orders}", "COUNTS"])
+        .arg(&["COUNTS", "bull", "{orders}"])
         .query(&mut r)
         .expect("COUNTS on the replica");
     assert_eq!(map_int(&counts, "completed"), 2);
     // From a read-only script too: the server carries READONLY over to the script's calls.
     let counts: Value = redis::cmd("EVAL_RO")
-        .arg("return redis.call('RETENTION.JOBS', 'bull', '{orders}', 'COUNTS')")
+        .arg("return redis.call('RETENTION.JOBS', 'COUNTS', 'bull', '{orders}')")
         .arg(0)
         .query(&mut r)
         .expect("COUNTS from EVAL_RO on the replica");
@@ -335,37 +335,40 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
     );
     let clean = [
         "RETENTION.JOBS",
+        "CLEAN",
         "bull",
         "{orders}",
-        "CLEAN",
         "completed",
+        "MAXAGE",
         "1h",
     ];
     assert_moved_to(&mut r, &clean, owner_port, "CLEAN on a replica");
 
     // A client that follows MOVED to the node it names, as redis-cli -c does.
     let mut any = cluster.nodes[0].conn();
-    let counts = follow_moved(&mut any, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]);
+    let counts = follow_moved(&mut any, &["RETENTION.JOBS", "COUNTS", "bull", "{orders}"]);
     assert_eq!(map_int(&counts, "completed"), 2);
     let clean = [
         "RETENTION.JOBS",
+        "CLEAN",
         "bull",
         "{orders}",
-        "CLEAN",
         "completed",
+        "MAXAGE",
         "30d",
+        "MAXLEN",
         "1",
     ];
     assert_eq!(follow_moved(&mut any, &clean), Value::Int(1));
     // The cluster client: it routes by the first argument, then follows the MOVED.
-    let counts: Value = q(&mut c, &["RETENTION.JOBS", "bull", "{orders}", "COUNTS"]).unwrap();
+    let counts: Value = q(&mut c, &["RETENTION.JOBS", "COUNTS", "bull", "{orders}"]).unwrap();
     assert_eq!(map_int(&counts, "completed"), 1);
     let cleaned: i64 = q(&mut c, CLEAN_ORDERS).unwrap();
     assert_eq!(cleaned, 1);
     let trimmed: i64 = q(&mut c, &["RETENTION.TRIM", "trim:{orders}", "MAXLEN", "1"]).unwrap();
     assert_eq!(trimmed, 2);
     let spread = redis::cmd("RETENTION.JOBS")
-        .arg(&["bull", "orders", "COUNTS"])
+        .arg(&["COUNTS", "bull", "orders"])
         .query::<Value>(&mut any)
         .expect_err("a queue without a hash tag");
     assert!(spread.to_string().contains("hash tag"), "{spread}");
@@ -373,10 +376,11 @@ fn retention_jobs_and_trim_answer_moved_on_the_wrong_node_and_cluster_clients_ro
 
 const CLEAN_ORDERS: &[&str] = &[
     "RETENTION.JOBS",
+    "CLEAN",
     "bull",
     "{orders}",
-    "CLEAN",
     "completed",
+    "MAXAGE",
     "1h",
 ];
 

@@ -408,10 +408,11 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
             c,
             &[
                 "RETENTION.JOBS",
+                "CLEAN",
                 "jq",
                 &format!("m{i}"),
-                "CLEAN",
                 "completed",
+                "MAXAGE",
                 "1h",
             ],
         );
@@ -420,10 +421,11 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
             c,
             &[
                 "RETENTION.JOBS",
+                "CLEAN",
                 "jq",
                 &format!("b{i}"),
-                "CLEAN",
                 "failed",
+                "MAXAGE",
                 "0",
             ],
         );
@@ -521,7 +523,7 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
         .arg("multi")
         .arg("{}")
         .cmd("RETENTION.JOBS")
-        .arg(&["jq", "mx", "CLEAN", "completed", "0"])
+        .arg(&["CLEAN", "jq", "mx", "completed", "MAXAGE", "0"])
         .query(c)
         .expect("MULTI");
     let _: Value = redis::cmd("EVAL")
@@ -1165,7 +1167,15 @@ fn mutating_commands_sent_to_a_replica_change_nothing_there() {
         for args in [
             vec!["RETENTION.SWEEP"],
             vec!["RETENTION.TRIM", "xt:s:0", "MAXLEN", "1"],
-            vec!["RETENTION.JOBS", "jq", "m0", "CLEAN", "completed", "0"],
+            vec![
+                "RETENTION.JOBS",
+                "CLEAN",
+                "jq",
+                "m0",
+                "completed",
+                "MAXAGE",
+                "0",
+            ],
             vec!["ACTIVERUNS.ADD", "ar:{r}", "new", "{}"],
             vec!["ACTIVERUNS.DEL", "ar:{r}", "r1"],
             vec!["ACTIVERUNS.EXPIRE", "ar:{r}", "1m"],

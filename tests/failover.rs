@@ -237,7 +237,15 @@ fn replicaof_during_a_queue_clean_stops_it_and_the_old_master_goes_quiet() {
     enable_tracking(&mut c);
     let clean = in_background(
         &pair.old,
-        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q",
+            "completed",
+            "MAXAGE",
+            "0",
+        ],
     );
     let mid_way = wait_until(Duration::from_secs(60), || {
         let left: i64 = redis::cmd("ZCARD")

@@ -287,7 +287,15 @@ fn sigkill_in_a_large_queue_clean_leaves_no_half_removed_job_and_cleaning_finish
     config_set(&mut c, "retention.sweep-budget-us", "100");
     let cleaner = in_background(
         &server,
-        &["RETENTION.JOBS", "bull", "big", "CLEAN", "completed", "0"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "big",
+            "completed",
+            "MAXAGE",
+            "0",
+        ],
     );
     let mid_way = wait_until(Duration::from_secs(60), || {
         let left: i64 = redis::cmd("ZCARD")

@@ -649,7 +649,7 @@ fn keys_vanishing_or_changing_type_mid_work_get_a_clear_answer() {
         let mut cleaner = server.conn();
         let clean = std::thread::spawn(move || {
             redis::cmd("RETENTION.JOBS")
-                .arg(&["bull", "q", "CLEAN", "completed", "0"][..])
+                .arg(&["CLEAN", "bull", "q", "completed", "MAXAGE", "0"][..])
                 .query::<Value>(&mut cleaner)
         });
         match what {
@@ -885,7 +885,15 @@ fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
     send_and_hang_up(server.port, &["RETENTION.TRIM", "z", "MAXLEN", "10"]);
     send_and_hang_up(
         server.port,
-        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q",
+            "completed",
+            "MAXAGE",
+            "0",
+        ],
     );
     // Killed while blocked, from another client.
     let mut victim = server.conn();
@@ -927,7 +935,15 @@ fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
     assert_eq!((l, z), (10, 10));
     call(
         &mut c,
-        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q",
+            "completed",
+            "MAXAGE",
+            "0",
+        ],
     );
     let report = call(&mut c, &["RETENTION.SWEEP"]);
     assert_eq!(map_int(&report, "errors"), 0);
@@ -968,7 +984,15 @@ fn concurrent_callers_on_the_same_keys_share_the_work_exactly() {
                 let words: &[&str] = if i % 2 == 0 {
                     &["RETENTION.TRIM", "s", "MAXLEN", "100"]
                 } else {
-                    &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"]
+                    &[
+                        "RETENTION.JOBS",
+                        "CLEAN",
+                        "bull",
+                        "q",
+                        "completed",
+                        "MAXAGE",
+                        "0",
+                    ]
                 };
                 (i, try_call(&mut conn, words))
             })
@@ -1106,7 +1130,7 @@ fn huge_and_hostile_policy_files_load_or_fail_clearly_keeping_the_old_policy() {
                 assert_eq!(policy_in_force(&mut c).0, live.to_str().unwrap());
                 std::fs::write(&live, CORPUS_POLICY).expect("live.json");
                 set_policy_file(&mut c, original.to_str().unwrap().as_bytes()).expect("back");
-                refused(&mut c, path.to_str().unwrap().as_bytes(), "ERR policy: ");
+                refused(&mut c, path.to_str().unwrap().as_bytes(), "POLICY");
             }
         }
     }
@@ -1149,7 +1173,7 @@ fn huge_and_hostile_policy_files_load_or_fail_clearly_keeping_the_old_policy() {
     match set_policy_file(&mut c, path.to_str().unwrap().as_bytes()) {
         Ok(()) => assert_eq!(policy_in_force(&mut c), (path.display().to_string(), 1)),
         Err(e) => {
-            assert!(e.to_string().contains("ERR policy: "), "{e}");
+            assert!(e.to_string().contains("POLICY"), "{e}");
             assert_eq!(policy_in_force(&mut c).0, original.display().to_string());
         }
     }
@@ -1285,7 +1309,7 @@ fn a_policy_path_that_is_a_fifo_does_not_block_the_server() {
         "the server stopped answering"
     );
     let err = set.expect_err("a FIFO is not a policy file");
-    assert!(err.to_string().contains("ERR policy: "), "{err}");
+    assert!(err.to_string().contains("POLICY"), "{err}");
 }
 
 #[test]
@@ -1311,7 +1335,7 @@ fn an_endless_policy_file_is_refused_and_the_server_lives() {
     let result = set_policy_file(&mut c, b"/dev/zero");
     assert!(server.alive(), "the server died reading /dev/zero");
     let err = result.expect_err("/dev/zero is not a policy");
-    assert!(err.to_string().contains("ERR policy: "), "{err}");
+    assert!(err.to_string().contains("POLICY"), "{err}");
     assert_eq!(policy_in_force(&mut c).1, 1);
 }
 
@@ -1370,7 +1394,15 @@ fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
     );
     call(
         &mut c,
-        &["RETENTION.JOBS", "bull", "q", "CLEAN", "completed", "0"],
+        &[
+            "RETENTION.JOBS",
+            "CLEAN",
+            "bull",
+            "q",
+            "completed",
+            "MAXAGE",
+            "0",
+        ],
     );
     let exists: i64 = redis::cmd("EXISTS")
         .arg(
@@ -1543,10 +1575,11 @@ fn names_that_sanitize_alike_keep_info_retention() {
             &mut c,
             &[
                 "RETENTION.JOBS",
+                "CLEAN",
                 "bull",
                 queue,
-                "CLEAN",
                 "completed",
+                "MAXAGE",
                 "0",
                 "FLAVOR",
                 "bullmq",

@@ -90,10 +90,11 @@ fn pttl(c: &mut Connection, key: &str) -> i64 {
 
 const CLEAN_EMAILS: &[&str] = &[
     "RETENTION.JOBS",
+    "CLEAN",
     "bull",
     "emails",
-    "CLEAN",
     "completed",
+    "MAXAGE",
     "0",
 ];
 #[test]
@@ -181,7 +182,7 @@ fn the_example_acl_users_get_what_the_readme_says() {
     call(&mut app, &["LPUSH", "bull:emails:wait", "1", "2"]);
     assert_eq!(
         map_int(
-            &call(&mut app, &["RETENTION.JOBS", "bull", "emails", "COUNTS"]),
+            &call(&mut app, &["RETENTION.JOBS", "COUNTS", "bull", "emails"]),
             "waiting"
         ),
         2

@@ -180,7 +180,7 @@ fn bullmq_clean_removes_a_job_with_everything_the_library_removes() {
     // A young job stays.
     finished_job(&mut c, base, "completed", "young", now_ms());
 
-    let removed = jobs_int(&mut c, &["bull", "q", "CLEAN", "completed", "1d"]);
+    let removed = jobs_int(&mut c, &["CLEAN", "bull", "q", "completed", "MAXAGE", "1d"]);
     assert_eq!(removed, 5);
     assert_eq!(zmembers(&mut c, "bull:q:completed"), vec!["young"]);
     let left = keys(&mut c, "bull:q:*");
@@ -251,7 +251,7 @@ fn reading_a_deduplication_key_changes_neither_its_encoding_nor_its_idle_time() 
     });
     assert!(idled, "the keys never went idle");
 
-    let removed = jobs_int(&mut c, &["bull", "q", "CLEAN", "completed", "1d"]);
+    let removed = jobs_int(&mut c, &["CLEAN", "bull", "q", "completed", "MAXAGE", "1d"]);
     assert_eq!(removed, 3);
     assert!(!exists(&mut c, "bull:q:de:d3"), "its own job's key goes");
     for (key, (encoding, _)) in dedup.iter().zip(&before) {
@@ -309,7 +309,7 @@ fn bullmq_clean_keeps_locked_jobs_and_children_a_parent_waits_for() {
     );
     finished_job(&mut c, base, "failed", "plain", old);
 
-    let removed = jobs_int(&mut c, &["bull", "q", "CLEAN", "failed", "1h"]);
+    let removed = jobs_int(&mut c, &["CLEAN", "bull", "q", "failed", "MAXAGE", "1h"]);
     assert_eq!(removed, 2);
     assert_eq!(zmembers(&mut c, "bull:q:failed"), vec!["child", "locked"]);
     for k in [
@@ -343,7 +343,17 @@ fn clean_by_count_keeps_the_newest_and_dry_run_changes_nothing() {
     let digest = server.digest();
     let dry: Value = jobs(
         &mut c,
-        &["bull", "q", "CLEAN", "completed", "30d", "3", "DRYRUN"],
+        &[
+            "CLEAN",
+            "bull",
+            "q",
+            "completed",
+            "MAXAGE",
+            "30d",
+            "MAXLEN",
+            "3",
+            "DRYRUN",
+        ],
     )
     .expect("dry run");
     let (count, ids): (i64, Vec<String>) = redis::from_redis_value(&dry).expect("dry reply");
@@ -352,7 +362,19 @@ fn clean_by_count_keeps_the_newest_and_dry_run_changes_nothing() {
     assert_eq!(server.digest(), digest, "DRYRUN changed something");
 
     assert_eq!(
-        jobs_int(&mut c, &["bull", "q", "CLEAN", "completed", "30d", "3"]),
+        jobs_int(
+            &mut c,
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "30d",
+                "MAXLEN",
+                "3"
+            ]
+        ),
         7
     );
     assert_eq!(zmembers(&mut c, "bull:q:completed"), vec!["8", "9", "10"]);
@@ -360,7 +382,19 @@ fn clean_by_count_keeps_the_newest_and_dry_run_changes_nothing() {
     assert!(exists(&mut c, "bull:q:8"));
     // Count 0 removes every finished job, like removeOnComplete: true.
     assert_eq!(
-        jobs_int(&mut c, &["bull", "q", "CLEAN", "completed", "30d", "0"]),
+        jobs_int(
+            &mut c,
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "30d",
+                "MAXLEN",
+                "0"
+            ]
+        ),
         3
     );
     assert!(!exists(&mut c, "bull:q:completed"));
@@ -411,7 +445,10 @@ fn bull_clean_follows_bulls_own_clean() {
     );
 
     assert_eq!(
-        jobs_int(&mut c, &["bull", "b:colon", "CLEAN", "completed", "1h"]),
+        jobs_int(
+            &mut c,
+            &["CLEAN", "bull", "b:colon", "completed", "MAXAGE", "1h"]
+        ),
         3
     );
     assert_eq!(zmembers(&mut c, "bull:b:colon:completed"), vec!["2", "3"]);
@@ -452,7 +489,7 @@ fn counts_match_the_libraries_get_job_counts() {
         &["ZADD", "bull:mq:completed", "1", "8", "2", "9", "3", "10"],
     );
     cmd(&mut c, &["ZADD", "bull:mq:failed", "1", "11"]);
-    let v = jobs(&mut c, &["bull", "mq", "COUNTS"]).expect("COUNTS");
+    let v = jobs(&mut c, &["COUNTS", "bull", "mq"]).expect("COUNTS");
     for (state, n) in [
         ("waiting", 2),
         ("paused", 0),
@@ -470,12 +507,12 @@ fn counts_match_the_libraries_get_job_counts() {
     bull_queue(&mut c, "bull:b:");
     cmd(&mut c, &["RPUSH", "bull:b:paused", "1", "2"]);
     cmd(&mut c, &["ZADD", "bull:b:priority", "1", "1"]);
-    let v = jobs(&mut c, &["bull", "b", "COUNTS"]).expect("COUNTS");
+    let v = jobs(&mut c, &["COUNTS", "bull", "b"]).expect("COUNTS");
     assert_eq!(map_int(&v, "paused"), 2);
     assert_eq!(map_int(&v, "waiting"), 0);
     assert_eq!(common::flat_map(&v).len(), 6, "Bull has 6 states");
     // An empty queue with an explicit flavor counts zeros.
-    let v = jobs(&mut c, &["bull", "nothing", "COUNTS", "FLAVOR", "bullmq"]).expect("COUNTS");
+    let v = jobs(&mut c, &["COUNTS", "bull", "nothing", "FLAVOR", "bullmq"]).expect("COUNTS");
     assert_eq!(map_int(&v, "completed"), 0);
 }
 
@@ -489,55 +526,108 @@ fn bad_arguments_are_rejected_and_change_nothing() {
     cmd(&mut c, &["SET", "bull:w:id", "1"]);
     let digest = server.digest();
     let cases: &[(&[&str], &str)] = &[
-        (&["bull", "q"], "wrong number"),
-        (&["bull", "q", "NOPE"], "unknown subcommand"),
-        (&["bull", "q", "CLEAN"], "needs"),
+        (&["bull", "q"], "unknown subcommand"),
+        (&["NOPE", "bull", "q"], "unknown subcommand"),
+        (&["CLEAN", "bull", "q"], "wrong number"),
+        (&["CLEAN", "bull", "q", "completed"], "needs MAXAGE"),
         (
-            &["bull", "q", "CLEAN", "wait", "1h"],
+            &["CLEAN", "bull", "q", "completed", "MAXAGE"],
+            "needs MAXAGE",
+        ),
+        (&["CLEAN", "bull", "q", "completed", "LIMIT", "-1"], "LIMIT"),
+        (
+            &["CLEAN", "bull", "q", "wait", "MAXAGE", "1h"],
             "completed' or 'failed",
         ),
-        (&["bull", "q", "CLEAN", "completed", "soon"], "max_age"),
-        (&["bull", "q", "CLEAN", "completed", "-1"], "max_age"),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "-3"],
-            "max_count",
+            &["CLEAN", "bull", "q", "completed", "MAXAGE", "soon"],
+            "MAXAGE",
+        ),
+        (
+            &["CLEAN", "bull", "q", "completed", "MAXAGE", "-1"],
+            "MAXAGE",
         ),
         (
             &[
+                "CLEAN",
                 "bull",
                 "q",
-                "CLEAN",
                 "completed",
+                "MAXAGE",
                 "1h",
-                "99999999999999999999999",
+                "MAXLEN",
+                "-3",
             ],
-            "max_count",
+            "MAXLEN",
         ),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "DRYRUN", "DRYRUN"],
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "1h",
+                "MAXLEN",
+                "99999999999999999999999",
+            ],
+            "MAXLEN",
+        ),
+        (
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "1h",
+                "DRYRUN",
+                "DRYRUN",
+            ],
             "twice",
         ),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "EXTRA"],
+            &["CLEAN", "bull", "q", "completed", "MAXAGE", "1h", "EXTRA"],
             "unknown option",
         ),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "FLAVOR"],
+            &["CLEAN", "bull", "q", "completed", "MAXAGE", "1h", "FLAVOR"],
             "FLAVOR",
         ),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "FLAVOR", "celery"],
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "1h",
+                "FLAVOR",
+                "celery",
+            ],
             "FLAVOR",
         ),
         (
-            &["bull", "q", "CLEAN", "completed", "1h", "FLAVOR", "bull"],
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "1h",
+                "FLAVOR",
+                "bull",
+            ],
             "BullMQ queue",
         ),
-        (&["bull", "q", "COUNTS", "EXTRA"], "unknown option"),
-        (&["bull", "none", "COUNTS"], "no queue"),
-        (&["", "q", "COUNTS"], "must not be empty"),
-        (&["bull", "w", "CLEAN", "completed", "1h"], "WRONGTYPE"),
-        (&["bull", "w", "COUNTS"], "not a sorted set"),
+        (&["COUNTS", "bull", "q", "EXTRA"], "unknown option"),
+        (&["COUNTS", "bull", "none"], "no queue"),
+        (&["COUNTS", "", "q"], "must not be empty"),
+        (
+            &["CLEAN", "bull", "w", "completed", "MAXAGE", "1h"],
+            "WRONGTYPE",
+        ),
+        (&["COUNTS", "bull", "w"], "not a sorted set"),
     ];
     for (args, expected) in cases {
         let err = jobs(&mut c, args).expect_err(&format!("{args:?} must fail"));
@@ -546,12 +636,15 @@ fn bad_arguments_are_rejected_and_change_nothing() {
     }
     // A missing queue has nothing to clean.
     assert_eq!(
-        jobs_int(&mut c, &["bull", "none", "CLEAN", "failed", "1h"]),
+        jobs_int(&mut c, &["CLEAN", "bull", "none", "failed", "MAXAGE", "1h"]),
         0
     );
     // Binary names are fine.
     assert_eq!(
-        jobs_int(&mut c, &["bu\u{0}ll", "q\u{ff}", "CLEAN", "failed", "1h"]),
+        jobs_int(
+            &mut c,
+            &["CLEAN", "bu\u{0}ll", "q\u{ff}", "failed", "MAXAGE", "1h"]
+        ),
         0
     );
     assert_eq!(server.digest(), digest);
@@ -566,12 +659,12 @@ fn clean_inside_multi_runs_at_once() {
     let (n,): (i64,) = redis::pipe()
         .atomic()
         .cmd("RETENTION.JOBS")
-        .arg(&["bull", "q", "CLEAN", "completed", "0"])
+        .arg(&["CLEAN", "bull", "q", "completed", "MAXAGE", "0"])
         .query(&mut c)
         .expect("MULTI");
     assert_eq!(n, 1);
     let from_lua: i64 = redis::cmd("EVAL")
-        .arg("return redis.call('RETENTION.JOBS','bull','q','CLEAN','completed','0')")
+        .arg("return redis.call('RETENTION.JOBS','CLEAN', 'bull', 'q', 'completed', 'MAXAGE', '0')")
         .arg(0)
         .query(&mut c)
         .expect("EVAL");
@@ -851,7 +944,10 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
     ] {
         assert!(exists(&mut c, kept), "{kept} must stay");
     }
-    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).expect("STATS");
+    let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
+        .query(&mut c)
+        .expect("STATS");
     assert_eq!(map_int(&stats, "jobs_removed"), 3);
 }
 
@@ -984,7 +1080,7 @@ fn replica_and_aof_match_the_master_after_cleaning() {
     // Orphans go at a second look, orphan_age after the first.
     std::thread::sleep(Duration::from_millis(300));
     sweep(&mut c, &[]);
-    assert!(jobs_int(&mut c, &["bull", "q", "CLEAN", "failed", "0"]) > 0);
+    assert!(jobs_int(&mut c, &["CLEAN", "bull", "q", "failed", "MAXAGE", "0"]) > 0);
     // WAIT on the connection that wrote last: a fresh connection's WAIT returns at once
     // (its own write offset is 0), which is what common::wait_replica_caught_up does.
     cmd(&mut c, &["SET", "test:barrier", "1"]);
@@ -1064,7 +1160,7 @@ fn a_large_queue_is_cleaned_in_slices_while_others_are_served() {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
         let mut conn = client.get_connection().expect("conn");
         redis::cmd("RETENTION.JOBS")
-            .arg(&["bull", "big", "CLEAN", "completed", "1h"])
+            .arg(&["CLEAN", "bull", "big", "completed", "MAXAGE", "1h"])
             .query::<i64>(&mut conn)
             .expect("CLEAN")
     });

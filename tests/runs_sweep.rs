@@ -97,7 +97,10 @@ fn half_written_run_sets_survive_the_background_sweeper_and_the_new_key_path() {
     .expect("server");
     let mut c = server.conn();
     let passes = |c: &mut Connection| {
-        let stats: Value = redis::cmd("RETENTION.STATS").query(c).expect("STATS");
+        let stats: Value = redis::cmd("RETENTION.STATS")
+            .arg("GET")
+            .query(c)
+            .expect("STATS");
         map_int(&stats, "passes")
     };
     // Written one command at a time: the new-key path sees each key on the next loop

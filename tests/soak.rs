@@ -364,9 +364,9 @@ fn soak_keeps_the_keyspace_bounded_without_errors_leaks_or_lost_jobs() {
             }
             call(c, &["RETENTION.TRIM", "xt:audit", "MAXLEN", "20"]);
             if n % 10 == 0 {
-                // BUSY while another pass holds the scan is fine; anything else is not.
+                // INPROGRESS while another pass holds the scan is fine; anything else is not.
                 if let Err(e) = try_call(c, &["RETENTION.SWEEP"]) {
-                    assert!(e.to_string().contains("BUSY"), "RETENTION.SWEEP: {e}");
+                    assert!(e.to_string().contains("INPROGRESS"), "RETENTION.SWEEP: {e}");
                 }
             }
             std::thread::sleep(Duration::from_millis(200));

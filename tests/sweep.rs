@@ -475,7 +475,10 @@ fn background_sweeper_reaches_the_same_end_state() {
         .query(&mut c)
         .unwrap();
     let done = wait_until(Duration::from_secs(60), || {
-        let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+        let stats: Value = redis::cmd("RETENTION.STATS")
+            .arg("GET")
+            .query(&mut c)
+            .unwrap();
         map_int(&stats, "passes") >= 1
     });
     assert!(done, "no background pass finished in 60 s");

@@ -14,7 +14,7 @@ const POLICY: &str = r#"{"rules":[
 ]}"#;
 
 fn passes(c: &mut Connection) -> i64 {
-    let stats: Value = redis::cmd("RETENTION.STATS").query(c).unwrap();
+    let stats: Value = redis::cmd("RETENTION.STATS").arg("GET").query(c).unwrap();
     map_int(&stats, "passes")
 }
 
@@ -86,7 +86,10 @@ fn new_keys_get_their_ttl_within_two_ticks_without_a_full_pass() {
         1,
         "a full pass ran: the fast path was not what acted"
     );
-    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).unwrap();
+    let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
     // other:* keys match no rule: dropped in the notification, never opened.
     assert_eq!(map_int(&stats, "tracked_keys"), 10_000);
 }
@@ -144,7 +147,10 @@ fn tracking_stops_when_disabled_and_on_replicas() {
         "replica differs after fast-path TTLs"
     );
     let mut r = replica.conn();
-    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut r).unwrap();
+    let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
+        .query(&mut r)
+        .unwrap();
     assert_eq!(
         map_int(&stats, "tracked_keys"),
         0,

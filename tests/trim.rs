@@ -519,7 +519,10 @@ fn trimming_two_million_entries_does_not_stall_other_clients() {
             .query(&mut c)
             .expect("RETENTION.TRIM");
     });
-    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).expect("STATS");
+    let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
+        .query(&mut c)
+        .expect("STATS");
     println!(
         "RETENTION.TRIM removed {removed}; max slice {} us; other client: {pings} PINGs, max latency {worst:?}",
         map_int(&stats, "max_slice_us")
@@ -627,7 +630,10 @@ fn trim_command_works_on_every_type_and_replicates() {
         .expect("EVAL");
     assert_eq!(n, 99_998);
     assert_eq!(int_list(&mut c, b"inlua"), vec![99_998, 99_999]);
-    let stats: Value = redis::cmd("RETENTION.STATS").query(&mut c).expect("STATS");
+    let stats: Value = redis::cmd("RETENTION.STATS")
+        .arg("GET")
+        .query(&mut c)
+        .expect("STATS");
     assert!(map_int(&stats, "entries_trimmed") >= 199_990 + 97 + 99_995 + 99_999);
     assert_replica_and_aof_agree(&mut master, &replica, &opts);
 }

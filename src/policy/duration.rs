@@ -49,6 +49,20 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     Ok(ms)
 }
 
+/// Like `parse_duration_ms`, but zero (in any unit) is allowed: for limits where "older
+/// than nothing" means everything, as the libraries' `clean(0)`.
+pub fn parse_age_ms(text: &str) -> Result<i64, String> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    match !number.is_empty() && number.bytes().all(|b| b == b'0') {
+        // The unit is checked like any other duration's.
+        true => parse_duration_ms(&format!("1{unit}")).map(|_| 0),
+        false => parse_duration_ms(text),
+    }
+}
+
 /// The shortest exact spelling of a duration: 86400000 → "1d", 1500 → "1500ms".
 pub fn format_duration_ms(ms: i64) -> String {
     UNITS

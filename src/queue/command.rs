@@ -1,5 +1,8 @@
-//! `RETENTION.JOBS <prefix> <queue> COUNTS [FLAVOR bullmq|bull]`
-//! `RETENTION.JOBS <prefix> <queue> CLEAN <completed|failed> <max_age> [<max_count>] [DRYRUN] [FLAVOR bullmq|bull]`
+//! `RETENTION.JOBS COUNTS <prefix> <queue> [FLAVOR bullmq|bull]`
+//! `RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>]
+//! [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`: MAXAGE is the library's `clean(grace)`
+//! (older than; 0 = every finished job), MAXLEN keeps the newest n (`removeOnComplete:
+//! {count}`), LIMIT removes at most n in this call (`clean(grace, limit)`).
 //!
 //! CLEAN runs a first slice inside the command; a set too big for one slice continues in
 //! slices from the event loop while the caller is blocked (other clients are served between
@@ -17,10 +20,9 @@ use super::detect::{detect_flavor, flavor_evidence, queue_exists, Evidence};
 use super::finished::{CleanFinished, EventMode, FlavorCheck};
 use super::layout::FinishedSet;
 use crate::acl::{self, KeyAccess};
-use crate::args::{parse_i64, shown, Args, OptionSet};
+use crate::args::{shown, subcommand_args, Args, OptionSet};
 use crate::cluster::{self, Access};
 use crate::error::{Error, Result};
-use crate::policy::duration::parse_duration_ms;
 use crate::policy::{FinishedRetention, QueueFlavor};
 use crate::stats::{self, Tally};
 use crate::sweep::blocked::{self, SlicedCommand};
@@ -33,37 +35,42 @@ const COMMAND: &str = "RETENTION.JOBS";
 /// Largest set CLEAN handles inside MULTI or a script, where it cannot yield.
 const INLINE_MAX_JOBS: u64 = 10_000;
 
-pub fn cmd_jobs(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
-    if args.len() < 4 {
-        return Err(Error::WrongArity);
+/// `RETENTION.JOBS COUNTS <prefix> <queue> [FLAVOR bullmq|bull]`
+pub fn cmd_jobs_counts(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let mut args = subcommand_args(args, "RETENTION.JOBS COUNTS")?;
+    let base = queue_base(&mut args)?;
+    cluster::require_keys_here(ctx, &base, COMMAND, Access::Read)?;
+    let mut flavor = None;
+    while let Some(option) = args.next_option(&mut OptionSet::default(), &["FLAVOR"])? {
+        if option == "FLAVOR" {
+            flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?);
+        }
     }
-    let mut args = Args::new(args, COMMAND)?;
+    acl::require_keys_under(ctx, &base, KeyAccess::Read)?;
+    counts(ctx, &base, flavor)
+}
+
+/// `RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>]
+/// [MAXLEN <n>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`
+pub fn cmd_jobs_clean(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let mut args = subcommand_args(args, "RETENTION.JOBS CLEAN")?;
+    let base = queue_base(&mut args)?;
+    cluster::require_keys_here(ctx, &base, COMMAND, Access::Write)?;
+    let req = parse_clean(args)?;
+    // Redis 7.0 cannot put a module command in @admin: the module checks it.
+    acl::require_admin(ctx, "RETENTION.JOBS CLEAN")?;
+    acl::require_keys_under(ctx, &base, KeyAccess::Write)?;
+    clean(ctx, base, req)
+}
+
+/// `<prefix> <queue>` → the queue's key prefix `<prefix>:<queue>:`.
+fn queue_base(args: &mut Args) -> Result<Vec<u8>> {
     let prefix = args.next_bytes("<prefix>")?;
     let queue = args.next_bytes("<queue>")?;
     if prefix.is_empty() || queue.is_empty() {
         return Err(Error::arg("<prefix> and <queue> must not be empty"));
     }
-    let base = key(&[&prefix, b":", &queue, b":"]);
-    let sub = args.next_str("COUNTS or CLEAN")?;
-    match sub.to_ascii_uppercase().as_str() {
-        "COUNTS" => {
-            cluster::require_keys_here(ctx, &base, COMMAND, Access::Read)?;
-            let flavor = parse_flavor_only(args)?;
-            acl::require_keys_under(ctx, &base, KeyAccess::Read)?;
-            counts(ctx, &base, flavor)
-        }
-        "CLEAN" => {
-            cluster::require_keys_here(ctx, &base, COMMAND, Access::Write)?;
-            let req = parse_clean(args)?;
-            acl::require_admin(ctx, "RETENTION.JOBS CLEAN")?;
-            acl::require_keys_under(ctx, &base, KeyAccess::Write)?;
-            clean(ctx, base, req)
-        }
-        other => Err(Error::arg(format!(
-            "unknown subcommand '{}' for {COMMAND} (expected COUNTS or CLEAN)",
-            shown(other.as_bytes())
-        ))),
-    }
+    Ok(key(&[&prefix, b":", &queue, b":"]))
 }
 
 fn parse_flavor(text: &str) -> Result<QueueFlavor> {
@@ -71,105 +78,59 @@ fn parse_flavor(text: &str) -> Result<QueueFlavor> {
         "bullmq" => Ok(QueueFlavor::BullMq),
         "bull" => Ok(QueueFlavor::Bull),
         _ => Err(Error::arg(format!(
-            "FLAVOR must be bullmq or bull (got '{text}')"
+            "FLAVOR must be bullmq or bull (got '{}')",
+            shown(text.as_bytes())
         ))),
     }
-}
-
-fn parse_flavor_only(mut args: Args) -> Result<Option<QueueFlavor>> {
-    let mut seen = OptionSet::default();
-    let mut flavor = None;
-    while let Some(option) = args.next_option(&mut seen, &["FLAVOR"])? {
-        if option == "FLAVOR" {
-            flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?);
-        }
-    }
-    Ok(flavor)
 }
 
 #[derive(Debug)]
 struct CleanRequest {
     set: FinishedSet,
     retention: FinishedRetention,
+    limit: Option<u64>,
     dry_run: bool,
     flavor: Option<QueueFlavor>,
 }
 
+const CLEAN_OPTIONS: [&str; 5] = ["MAXAGE", "MAXLEN", "LIMIT", "DRYRUN", "FLAVOR"];
+
 fn parse_clean(mut args: Args) -> Result<CleanRequest> {
     let set_name = args.next_str("<completed|failed>")?;
-    let set = FinishedSet::from_name(&set_name).ok_or_else(|| {
+    let set = FinishedSet::from_name(&set_name.to_ascii_lowercase()).ok_or_else(|| {
         Error::arg(format!(
-            "CLEAN cleans 'completed' or 'failed' (got '{set_name}'); waiting, delayed and active jobs are never cleaned"
+            "CLEAN cleans 'completed' or 'failed' (got '{}'); waiting, delayed and active jobs are never cleaned",
+            shown(set_name.as_bytes())
         ))
     })?;
-    let age_text = args.next_str("<max_age>")?;
-    let max_age_ms = parse_max_age_ms(&age_text)?;
     let mut req = CleanRequest {
         set,
         retention: FinishedRetention {
-            max_age_ms: Some(max_age_ms),
+            max_age_ms: None,
             max_count: None,
         },
+        limit: None,
         dry_run: false,
         flavor: None,
     };
-    let rest: Vec<String> = (0..args.remaining())
-        .map(|_| args.next_raw("").map(|a| a.to_string_lossy()))
-        .collect::<Result<_>>()?;
-    let mut words = rest.iter().peekable();
-    // An optional <max_count> may follow <max_age> directly.
-    if let Some(text) = words.next_if(|w| w.starts_with(|c: char| c.is_ascii_digit() || c == '-')) {
-        match parse_i64(text) {
-            Some(n) if n >= 0 => req.retention.max_count = Some(n as u64),
-            _ => {
-                return Err(Error::arg(format!(
-                    "<max_count>: '{text}' is not a whole number >= 0"
-                )))
+    let mut seen = OptionSet::default();
+    while let Some(option) = args.next_option(&mut seen, &CLEAN_OPTIONS)? {
+        match option {
+            "MAXAGE" => {
+                req.retention.max_age_ms = Some(args.next_duration_ms("MAXAGE", true)?);
             }
+            "MAXLEN" => req.retention.max_count = Some(args.next_count("MAXLEN")?),
+            "LIMIT" => req.limit = Some(args.next_count("LIMIT")?),
+            "DRYRUN" => req.dry_run = true,
+            _ => req.flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?),
         }
     }
-    let mut seen: Vec<&str> = Vec::new();
-    while let Some(word) = words.next() {
-        let option = word.to_ascii_uppercase();
-        if seen.contains(&option.as_str()) {
-            return Err(Error::arg(format!("option {option} given twice")));
-        }
-        match option.as_str() {
-            "DRYRUN" => {
-                req.dry_run = true;
-                seen.push("DRYRUN");
-            }
-            "FLAVOR" => {
-                let value = words
-                    .next()
-                    .ok_or_else(|| Error::arg("FLAVOR needs bullmq or bull"))?;
-                req.flavor = Some(parse_flavor(value)?);
-                seen.push("FLAVOR");
-            }
-            _ => {
-                return Err(Error::arg(format!(
-                    "unknown option '{}' for {COMMAND} CLEAN (expected [<max_count>] [DRYRUN] [FLAVOR bullmq|bull])",
-                    shown(word.as_bytes())
-                )))
-            }
-        }
+    if req.retention.max_age_ms.is_none() && req.retention.max_count.is_none() {
+        return Err(Error::arg(
+            "RETENTION.JOBS CLEAN needs MAXAGE <duration> and/or MAXLEN <n> (MAXAGE 0 cleans every finished job)",
+        ));
     }
     Ok(req)
-}
-
-/// A duration as in the policy (`90s`, `24h`, `7d`, bare seconds), or zero: like the
-/// library's `clean(0)`, `0` cleans every job finished up to now.
-fn parse_max_age_ms(text: &str) -> Result<i64> {
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let parsed = match !number.is_empty() && number.bytes().all(|b| b == b'0') {
-        // Zero in any unit; the unit is checked like any other duration's.
-        true => parse_duration_ms(&format!("1{unit}")).map(|_| 0),
-        false => parse_duration_ms(text),
-    };
-    parsed.map_err(|e| Error::arg(format!("<max_age>: {e}")))
 }
 
 /// The queue's flavor: as given (checked against the evidence), else detected.
@@ -293,9 +254,9 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
     let cannot_block = ctx
         .get_flags()
         .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA);
-    // JOBS is registered readonly (COUNTS is served on replicas and during pauses), so the
-    // server does not hold CLEAN as it holds write commands: the module does. While writes
-    // are held, a client that can wait waits (the slices hold too); one in MULTI is refused.
+    // The server holds CLEAN as any write while writes are paused; the module also holds
+    // while it must not add replica traffic (a failover): a client that can wait waits (the
+    // slices hold too); one in MULTI is refused.
     let held = match Writer::new(ctx, Asker::Caller, "RETENTION.JOBS CLEAN") {
         Err(Error::WritesPaused(_)) if !cannot_block => true,
         Err(refused) => return Err(refused),
@@ -314,7 +275,8 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
         req.retention,
         FlavorCheck::Trust,
         EventMode::Always,
-    );
+    )
+    .with_limit(req.limit);
     let env = WorkEnv {
         now_ms: now_ms(),
         dry_run: req.dry_run,

@@ -59,6 +59,8 @@ pub struct CleanFinished {
     offset: u64,
     unreported: u64,
     pub removed: u64,
+    /// At most this many removed in all (`RETENTION.JOBS CLEAN … LIMIT`).
+    limit: Option<u64>,
     /// Filled in dry runs (up to DRYRUN_IDS_MAX).
     pub ids: Vec<Vec<u8>>,
     done: bool,
@@ -84,9 +86,16 @@ impl CleanFinished {
             offset: 0,
             unreported: 0,
             removed: 0,
+            limit: None,
             ids: Vec::new(),
             done: false,
         }
+    }
+
+    /// Stops after `limit` jobs are removed, as the library's `clean(grace, limit)` does.
+    pub fn with_limit(mut self, limit: Option<u64>) -> CleanFinished {
+        self.limit = limit;
+        self
     }
 
     fn set_key(&self) -> Vec<u8> {
@@ -97,7 +106,10 @@ impl CleanFinished {
     fn batch(&mut self, calls: &Calls, window: &Window, dry_run: bool) -> Result<bool, ()> {
         let set_key = self.set_key();
         let card = calls.zcard(&set_key)?;
-        if self.offset >= card {
+        let room = self
+            .limit
+            .map_or(u64::MAX, |l| l.saturating_sub(self.removed));
+        if self.offset >= card || room == 0 {
             return Ok(true);
         }
         // Batches end on the library's event boundaries so each `cleaned` event counts
@@ -112,6 +124,10 @@ impl CleanFinished {
         let mut kept = 0u64;
         let mut ended = (members.len() as u64) < size;
         for (i, (id, score)) in members.iter().enumerate() {
+            if batch.ids.len() as u64 >= room {
+                ended = true;
+                break;
+            }
             let rank = self.offset + i as u64;
             let Some(score) = parse_score(score) else {
                 return Err(());

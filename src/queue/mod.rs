@@ -38,7 +38,7 @@ use crate::sweep::work::{Planned, Progress, Work, WorkEnv};
 use finished::FlavorCheck;
 use layout::{classify, FinishedSet, KeyRole};
 
-pub use command::cmd_jobs;
+pub use command::{cmd_jobs_clean, cmd_jobs_counts};
 pub use describe::describe_job;
 
 /// The planner of queue rules (registered with the sweep at load).

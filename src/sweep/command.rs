@@ -151,6 +151,10 @@ pub fn status_reply(
 ) -> RedisValue {
     let mut m: BTreeMap<RedisValueKey, RedisValue> = BTreeMap::new();
     m.insert(
+        key("version"),
+        RedisValue::SimpleStringStatic(crate::commands::VERSION),
+    );
+    m.insert(
         key("running"),
         RedisValue::Integer(running.is_some() as i64),
     );

@@ -260,7 +260,7 @@ fn command_pass_busy() -> Option<String> {
 /// Starts a command pass: blocks the caller and schedules the first slice.
 pub fn start_command_pass(ctx: &Context, opts: PassOptions) -> crate::error::Result<RedisValue> {
     if let Some(busy) = command_pass_busy() {
-        return Err(crate::error::Error::Busy(busy));
+        return Err(crate::error::Error::InProgress(busy));
     }
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA) {

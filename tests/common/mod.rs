@@ -583,9 +583,10 @@ pub fn cpu_cores_used(c: &mut redis::Connection, window: Duration) -> f64 {
     (cpu1 - cpu0) / elapsed.as_secs_f64()
 }
 
-/// `RETENTION.STATS`.
+/// `RETENTION.STATS GET`.
 pub fn stats(c: &mut redis::Connection) -> redis::Value {
     redis::cmd("RETENTION.STATS")
+        .arg("GET")
         .query(c)
         .expect("RETENTION.STATS")
 }

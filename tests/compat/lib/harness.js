@@ -101,7 +101,7 @@ async function suffixes(client, base) {
 
 /** RETENTION.JOBS ... COUNTS as an object. */
 async function moduleCounts(client, prefix, queue, ...extra) {
-  const flat = await client.call('RETENTION.JOBS', prefix, queue, 'COUNTS', ...extra);
+  const flat = await client.call('RETENTION.JOBS', 'COUNTS', prefix, queue, ...extra);
   const counts = {};
   for (let i = 0; i < flat.length; i += 2) counts[flat[i]] = Number(flat[i + 1]);
   return counts;

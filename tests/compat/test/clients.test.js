@@ -138,7 +138,7 @@ test('KILL closes exactly the idle normal clients; the BullMQ worker still proce
   for (const id of [...blockedIds, sub2Id, sub3.id, monitorId, replicaId]) {
     assert.ok(live.includes(id), `client ${id} was closed`);
   }
-  const stats = h.flatToObject(await admin.call('RETENTION.STATS'));
+  const stats = h.flatToObject(await admin.call('RETENTION.STATS', 'GET'));
   assert.equal(Number(stats.clients_killed), idleIds.length);
 
   // The worker wakes from the same BZPOPMIN and processes a new job; the events still flow.
@@ -170,7 +170,7 @@ test('the background reaper with BullMQ defaults: idle clients closed, the worke
   worker.on('error', () => {});
   await worker.waitUntilReady();
   const idleId = await idleClient(port, 'idle-bg');
-  const before = Number(h.flatToObject(await admin.call('RETENTION.STATS')).clients_killed);
+  const before = Number(h.flatToObject(await admin.call('RETENTION.STATS', 'GET')).clients_killed);
 
   await admin.config('SET', 'retention.clients-idle-kill-s', '1');
   await admin.config('SET', 'retention.enabled', 'yes');
@@ -188,7 +188,7 @@ test('the background reaper with BullMQ defaults: idle clients closed, the worke
     const job = await queue.add('under-reaper', { n: 2 });
     assert.equal(await job.waitUntilFinished(queueEvents, 60000), 'done');
     assert.deepEqual(processed, [job.id]);
-    const after = Number(h.flatToObject(await admin.call('RETENTION.STATS')).clients_killed);
+    const after = Number(h.flatToObject(await admin.call('RETENTION.STATS', 'GET')).clients_killed);
     assert.ok(after > before, `clients_killed ${before} -> ${after}`);
     await queue.close();
     await queueEvents.close();

@@ -136,7 +136,7 @@ test('an auto rule cleans BullMQ and Bull queues under one prefix, each its own 
   assert.deepEqual(await h.suffixes(server.client, 'solo:legacy:'), soloBefore);
   const rules = report.rules;
   assert.match(JSON.stringify(rules), /one-library/);
-  const stats = h.flatToObject(await server.client.call('RETENTION.STATS'));
+  const stats = h.flatToObject(await server.client.call('RETENTION.STATS', 'GET'));
   assert.ok(Number(stats.skipped_wrong_type) >= 1, `skipped_wrong_type ${stats.skipped_wrong_type}`);
 
   // Both queues still work: a new job is processed by each library's worker.
