@@ -1,9 +1,9 @@
-"""Runs every fenced code block of README.md as written (see scripts/test-readme).
+"""Runs every fenced code block of README.md and docs/*.md as written (see scripts/test-readme).
 
-Usage: run.py [--list] [-v] [--only LINE[,LINE...]] README.md
-  --list   print each block's line, kind and how it would run; run nothing
+Usage: run.py [--list] [-v] [--only [FILE:]LINE[,...]] FILE.md [FILE.md ...]
+  --list   print each block's file, line, kind and how it would run; run nothing
   -v       also print what each command and program printed
-  --only   run only the blocks whose opening fence is on these lines
+  --only   run only the blocks whose opening fence is on these lines (of FILE, or of any file)
 
 Environment (set by scripts/test-readme): RETENTION_MODULE, RETENTION_SERVER_BIN,
 README_TEST_ROOT (the repository), README_TEST_NODE_MODULES.
@@ -12,7 +12,7 @@ How each kind of block runs
 ---------------------------
 A private server on a free loopback port, in a scratch directory, started like `scripts/run`
 (redis.conf.example, the module, examples/policy.json) and filled by tests/readme/fixture.py,
-serves every block in README order.
+serves every block, file after file in the order given, each file in its own order.
 
 - ```python: run with redis-py 8 twice, once with its default protocol (RESP3) and once with
   clients that do not choose one given RESP2 (what redis-py before 8 spoke); each must exit 0.
@@ -22,7 +22,9 @@ serves every block in README order.
   at the private server. It must not throw nor print `undefined`/`NaN` (a field that is not
   there).
 - ```json: a policy (`{"rules": [...]}`), one rule object or several separated by commas; it must
-  load with `CONFIG SET retention.policy-file` (then examples/policy.json is loaded back).
+  load with `CONFIG SET retention.policy-file` (then examples/policy.json is loaded back), and
+  RETENTION.POLICY must then list its rules by name. An editor's settings naming JSON schemas
+  (`{"json.schemas": [...]}`): every schema `url` must be a file of the repository.
 - ```yaml: a Prometheus config (`rule_files`, `scrape_configs`, `global`, `alerting`) must pass
   `promtool check config`, a rules file (`groups`) `promtool check rules`.
 - ```sh/bash/console/shell and unlabeled blocks with `redis-cli` lines: shell commands. With
@@ -46,10 +48,18 @@ serves every block in README order.
       must succeed
     server log lines (`# <retention> ...`): reproduced; a failed module load's policy error is
       reproduced by loading a policy built from the message, and the line must be in the log
+      (the code of the policy error, `POLICY` or the older `ERR policy:`, as the line shows it)
 
-Shown output ("runs as written" for a transcript): the shape, not the numbers. `...`/`…` lines
-are ignored. In redis-cli's formatted replies (lines with `N)`, quotes, `(integer)`, `(nil)`)
-every quoted name (`"ttl_set"`, `"passed_over"`) must be in the real reply. In text output
+Shown output ("runs as written" for a transcript). `...`/`…` lines are ignored. In redis-cli's
+formatted replies (lines with `N)`, quotes, `(integer)`, `(nil)`) every quoted name (`"ttl_set"`,
+`"passed_over"`) must be in the real reply, and the values are checked too: a name and the value
+after it on the same shown line (`3) "dry_run"  4) (integer) 1`) must be a field of the real reply
+(a map at any depth, RESP2 field/value pairs) with that value, and a reply shown as one value
+(`(integer) 1`) must be that value. Integers must be equal, except for fields that measure time
+or progress (names ending in `_ms`, `_us` or `_pct`, and `slices`), which need only be integers;
+strings must be equal, except that a run of 10 or more digits in the shown string (a timestamp)
+stands for any number and `…`/`...` inside it for any text; `(nil)` must be nil; a value shown
+where the reply holds an array must be one of its elements. In text output
 (`--raw`), a line made only of words (a heading: `GROUP KEYS NO TTL ...`, `warnings`) must be a
 line of the real output, and a line starting with a plain word (`used_memory 30.27M ...`) needs a
 real line starting with that word; lines starting with data (key names, `!`, numbers) are data.
@@ -122,15 +132,19 @@ class BlockFailure(Exception):
 
 
 class Block:
-    def __init__(self, line, lang, lines, skip):
+    def __init__(self, file, line, lang, lines, skip):
+        self.file = file          # the Markdown file, relative to the repository
         self.line = line          # 1-based line of the opening fence
         self.lang = lang
         self.lines = lines        # content lines, fence indentation removed
         self.skip = skip          # None, or the reason given by the marker
         self.text = "\n".join(lines) + ("\n" if lines else "")
+        # Names the block's scratch files (line numbers repeat across files).
+        self.slug = re.sub(r"[^A-Za-z0-9]+", "-", file.removesuffix(".md")) + f"-{line}"
 
 
 def parse_blocks(path):
+    name = os.path.relpath(path, ROOT)
     blocks = []
     with open(path, encoding="utf-8") as f:
         md = f.read().split("\n")
@@ -152,7 +166,7 @@ def parse_blocks(path):
             content.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
             i += 1
         else:
-            raise SystemExit(f"README.md:{start + 1}: code block never closed")
+            raise SystemExit(f"{name}:{start + 1}: code block never closed")
         i += 1
         skip = None
         j = start - 1
@@ -163,9 +177,9 @@ def parse_blocks(path):
             if sm:
                 skip = (sm.group("why") or "").strip()
                 if not skip:
-                    raise SystemExit(f"README.md:{j + 1}: a skip marker needs a reason: "
+                    raise SystemExit(f"{name}:{j + 1}: a skip marker needs a reason: "
                                      "<!-- readme-test: skip (why) -->")
-        blocks.append(Block(start + 1, lang, content, skip))
+        blocks.append(Block(name, start + 1, lang, content, skip))
     return blocks
 
 
@@ -288,7 +302,7 @@ class Server:
 
 
 def substitute(text, port):
-    """The placeholders of the README's shell and config examples, made real."""
+    """The placeholders of the documents' shell and config examples, made real."""
     text = text.replace("/path/to/libredis_retention.so", MODULE)
     text = text.replace("/etc/redis/retention.json", POLICY)
     text = text.replace("/usr/local/share/redis-retention/", os.path.join(ROOT, "contrib") + "/")
@@ -343,7 +357,156 @@ def check_shape(expected_lines, actual, where):
             if not any(l.split(" ")[0] == words[0] for l in actual_lines):
                 problems.append(f"no line starting with {words[0]!r}")
     if problems:
-        raise BlockFailure(f"{where}: output shape differs from the README's:\n"
+        raise BlockFailure(f"{where}: output shape differs from the shown one:\n"
+                           + indent("\n".join(dict.fromkeys(problems)))
+                           + "\n  real output:\n" + indent(actual.rstrip() or "(nothing)", 4))
+
+
+# ------------------------------------------------------------------------------------------
+# Values of shown redis-cli replies
+
+MARKER = re.compile(r"(\s*)(\d+)\) ")
+TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\(integer\) -?\d+|\(nil\)|\(empty array\)'
+                   r'|\(double\) \S+')
+# Fields whose integer measures time or progress: only their type is checked.
+VOLATILE = re.compile(r"(_ms|_us|_pct)$|^slices$")
+
+
+def cli_scalar(text):
+    """One value as redis-cli (RESP2, not --raw) prints it."""
+    text = text.strip()
+    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+        return cli_unquote(text[1:-1])
+    m = re.match(r"^\(integer\) (-?\d+)$", text)
+    if m:
+        return int(m.group(1))
+    if text == "(nil)":
+        return None
+    if text == "(empty array)":
+        return []
+    m = re.match(r"^\(double\) (\S+)$", text)
+    if m:
+        return float(m.group(1))
+    return text  # a status reply (OK) or an error
+
+
+def cli_unquote(body):
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            if n == "x" and i + 3 < len(body):
+                out.append(chr(int(body[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            out.append({"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b"}.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_cli_reply(text):
+    """redis-cli's formatted RESP2 output as nested lists: `N)` markers at deeper columns open
+    nested arrays (redis-cli prints a nested array's first element on its parent's line)."""
+    root = []
+    levels = []  # (column of the marker's `)`, list)
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        pos, cols = 0, []
+        while True:
+            m = MARKER.match(line, pos)
+            if not m:
+                break
+            cols.append(m.start(2) + len(m.group(2)))
+            pos = m.end()
+        value = cli_scalar(line[pos:])
+        if not cols:
+            root.append(value)
+            continue
+        while levels and levels[-1][0] > cols[0]:
+            levels.pop()
+        if not levels:
+            levels.append((cols[0], root))
+        for col in cols[1:]:
+            nested = []
+            levels[-1][1].append(nested)
+            levels.append((col, nested))
+        levels[-1][1].append(value)
+    return root
+
+
+def reply_fields(tree):
+    """Every field/value pair of every map (RESP2: an even-length array whose even elements are
+    strings) at any depth: {name: [values]}."""
+    fields = {}
+
+    def walk(v):
+        if not isinstance(v, list):
+            return
+        if len(v) >= 2 and len(v) % 2 == 0 and all(isinstance(x, str) for x in v[::2]):
+            for name, value in zip(v[::2], v[1::2]):
+                fields.setdefault(name, []).append(value)
+        for x in v:
+            walk(x)
+    walk(tree)
+    return fields
+
+
+def value_matches(name, shown, real):
+    if isinstance(real, list) and not isinstance(shown, list):
+        return any(value_matches(name, shown, x) for x in real)
+    if isinstance(shown, int) and not isinstance(shown, bool):
+        if not isinstance(real, int):
+            return False
+        return name is not None and VOLATILE.search(name) is not None or shown == real
+    if isinstance(shown, str):
+        if not isinstance(real, str):
+            return False
+        pattern = ""
+        for part in re.split(r"(\d{10,}|…|\.\.\.)", shown):
+            if re.fullmatch(r"\d{10,}", part):
+                pattern += r"\d+"
+            elif part in ("…", "..."):
+                pattern += ".*"
+            else:
+                pattern += re.escape(part)
+        return re.fullmatch(pattern, real, re.S) is not None
+    return shown == real
+
+
+def check_values(expected_lines, actual, where):
+    """Fails unless the values shown in a formatted redis-cli reply are the real ones (see the
+    module doc: which values count, and how they compare)."""
+    tree = parse_cli_reply(actual)
+    fields = reply_fields(tree)
+    shown_values = []
+    problems = []
+    for exp in expected_lines:
+        s = exp.strip()
+        if not s or not is_formatted(s):
+            continue
+        tokens = [cli_scalar(t) for t in TOKEN.findall(s)]
+        shown_values += tokens
+        i = 0
+        while i + 1 < len(tokens):
+            name, value = tokens[i], tokens[i + 1]
+            if isinstance(name, str) and NAME.match(name):
+                real = fields.get(name)
+                if real is not None and not any(value_matches(name, value, r) for r in real):
+                    problems.append(f"{name}: shown {value!r}, the reply has "
+                                    f"{real[0] if len(real) == 1 else real!r}")
+                i += 2
+            else:
+                i += 1
+    if len(shown_values) == 1 and len(tree) == 1 and not isinstance(tree[0], list):
+        if not value_matches(None, shown_values[0], tree[0]):
+            problems.append(f"shown {shown_values[0]!r}, the reply is {tree[0]!r}")
+    if problems:
+        raise BlockFailure(f"{where}: values differ from the shown ones:\n"
                            + indent("\n".join(dict.fromkeys(problems)))
                            + "\n  real output:\n" + indent(actual.rstrip() or "(nothing)", 4))
 
@@ -365,7 +528,7 @@ class Runner:
 
     # -- python ----------------------------------------------------------------------------
     def python(self, block):
-        path = os.path.join(self.work, f"block-{block.line}.py")
+        path = os.path.join(self.work, f"block-{block.slug}.py")
         with open(path, "w") as f:
             f.write(block.text)
         for protocol in (None, "2"):
@@ -390,11 +553,11 @@ class Runner:
             os.symlink(NODE_MODULES, link)  # for `import` (ES modules ignore NODE_PATH)
         if re.search(r"^\s*import\s", block.text, re.M):
             # An ES module: top-level await works as written; end once it has run.
-            path = os.path.join(self.work, f"block-{block.line}.mjs")
+            path = os.path.join(self.work, f"block-{block.slug}.mjs")
             code = block.text + "\nprocess.exit(0);\n"
         else:
             # CommonJS with top-level await, as in the Node REPL: wrapped in an async function.
-            path = os.path.join(self.work, f"block-{block.line}.js")
+            path = os.path.join(self.work, f"block-{block.slug}.js")
             code = ("(async () => {\n" + block.text + "})().then(\n"
                     "  () => process.exit(0),\n"
                     "  (e) => { console.error(e); process.exit(1); });\n")
@@ -420,6 +583,8 @@ class Runner:
                 doc = json.loads("[" + block.text + "]")
             except ValueError as e:
                 raise BlockFailure(f"not JSON (nor rules separated by commas): {e}")
+        if isinstance(doc, dict) and "json.schemas" in doc:
+            return self._editor_schemas(doc)
         if isinstance(doc, dict) and "rules" in doc:
             policy = doc
         elif isinstance(doc, dict) and "name" in doc:
@@ -430,7 +595,7 @@ class Runner:
         else:
             raise BlockFailure("don't know how to run this JSON: neither a policy nor rules "
                                "(teach tests/readme/run.py, or mark it skipped)")
-        path = os.path.join(self.work, f"block-{block.line}.json")
+        path = os.path.join(self.work, f"block-{block.slug}.json")
         with open(path, "w") as f:
             json.dump(policy, f)
         try:
@@ -445,6 +610,21 @@ class Runner:
         finally:
             self.r.config_set("retention.policy-file", POLICY)
 
+    def _editor_schemas(self, doc):
+        """An editor's settings mapping files to JSON schemas: each schema is in the repository."""
+        for entry in doc["json.schemas"]:
+            url = entry.get("url", "")
+            path = os.path.normpath(os.path.join(ROOT, url))
+            if re.match(r"^[a-z]+://", url) or not os.path.isfile(path):
+                raise BlockFailure(f"the schema {url!r} is not a file of the repository")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except ValueError as e:
+                raise BlockFailure(f"the schema {url!r} is not JSON: {e}")
+            if not entry.get("fileMatch"):
+                raise BlockFailure(f"the schema {url!r} is mapped to no files (fileMatch)")
+
     # -- yaml ------------------------------------------------------------------------------
     def yaml(self, block):
         keys = {m.group(1) for m in re.finditer(r"^([A-Za-z_]+):", block.text, re.M)}
@@ -458,7 +638,7 @@ class Runner:
         if not shutil.which("promtool"):
             raise BlockFailure("promtool is not installed (scripts/test-prometheus installs "
                                "the Debian package prometheus)")
-        path = os.path.join(self.work, f"block-{block.line}.yml")
+        path = os.path.join(self.work, f"block-{block.slug}.yml")
         with open(path, "w") as f:
             f.write(substitute(block.text, self.port))
         p = run(["promtool", "check", what, path], 60, cwd=self.work)
@@ -469,13 +649,13 @@ class Runner:
     def conf(self, block):
         lines = [substitute(l, self.port) for l in block.lines
                  if l.strip() and not l.lstrip().startswith("#")]
-        conf = os.path.join(self.work, f"block-{block.line}.conf")
+        conf = os.path.join(self.work, f"block-{block.slug}.conf")
         with open(conf, "w") as f:
             if not any(l.split()[0] == "loadmodule" for l in lines):
                 f.write(f"loadmodule {MODULE}\n")
             f.write("\n".join(lines) + "\n")
         try:
-            srv = Server(self.work, f"conf-{block.line}", lambda s: [conf])
+            srv = Server(self.work, f"conf-{block.slug}", lambda s: [conf])
         except RuntimeError as e:
             raise BlockFailure(f"no server starts from these lines: {e}")
         try:
@@ -529,7 +709,7 @@ class Runner:
             if not l.strip():
                 continue
             body = re.sub(r"^(\d+:[A-Z] .*?)?[#*.-] <[\w.-]+> ", "", l)
-            m = re.match(r"^retention: module not loaded: ERR policy: (?P<path>\S+): "
+            m = re.match(r"^retention: module not loaded: (?:ERR policy:|POLICY) (?P<path>\S+): "
                          r"rules\[(?P<i>\d+)\] \(\"(?P<name>[^\"]*)\"\): (?P<field>[\w.]+): "
                          r"bad duration '(?P<value>[^']*)'", body)
             if not m:
@@ -544,12 +724,12 @@ class Runner:
                 target = target.setdefault(p, {})
             target[leaf] = m.group("value")
             rules.append(bad)
-            path = os.path.join(self.work, f"block-{block.line}-policy.json")
+            path = os.path.join(self.work, f"block-{block.slug}-policy.json")
             with open(path, "w") as f:
                 json.dump({"rules": rules}, f)
             expect = l.replace(m.group("path"), path)
             expect = re.sub(r"^(\d+:[A-Z] .*?)?(?=[#*.-] <)", "", expect)
-            logfile = os.path.join(self.work, f"block-{block.line}.log")
+            logfile = os.path.join(self.work, f"block-{block.slug}.log")
             p = run([SERVER_BIN, "--port", str(free_port()), "--logfile", logfile,
                      "--dir", self.work, "--loadmodule", MODULE, "policy-file", path],
                     30, cwd=self.work)
@@ -601,6 +781,8 @@ class Runner:
         self.show(f"{where}: {cmd}", out)
         if output:
             check_shape(output, out, f"{where}: {cmd}")
+            if "--raw" not in rest and "-3" not in rest:
+                check_values(output, out, f"{where}: {cmd}")
 
     def _exporter(self, cmd, where):
         exe = shutil.which("prometheus-redis-exporter")
@@ -651,7 +833,7 @@ class Runner:
 
 
 def shell_commands(block):
-    """(command, [output lines], README line) for each command of a shell block."""
+    """(command, [output lines], line in the file) for each command of a shell block."""
     prompt = any(re.match(r"^\s*\$\s", l) for l in block.lines)
     has_cli = any(re.match(r"^\s*(\$\s+)?redis-cli(\s|$)", l) for l in block.lines)
     commands = []
@@ -740,14 +922,13 @@ def main(argv):
         elif a in ("-v", "--verbose"):
             verbose = True
         elif a == "--only":
-            only = {int(x) for x in next(it).split(",")}
+            only = set(next(it).split(","))
         else:
             args.append(a)
-    readme = args[0] if args else os.path.join(ROOT, "README.md")
-    blocks = parse_blocks(readme)
+    files = args or [os.path.join(ROOT, "README.md")]
+    blocks = [b for path in files for b in parse_blocks(path)]
     if only:
-        blocks = [b for b in blocks if b.line in only]
-    name = os.path.basename(readme)
+        blocks = [b for b in blocks if str(b.line) in only or f"{b.file}:{b.line}" in only]
 
     plan = []
     failures = []
@@ -762,7 +943,7 @@ def main(argv):
             plan.append((b, "unknown", str(e)))
     if listing:
         for b, kind, desc in plan:
-            print(f"{name}:{b.line:<5} ```{b.lang or '':<7} {kind:<9} {desc}")
+            print(f"{b.file + ':' + str(b.line):<24} ```{b.lang or '':<7} {kind:<9} {desc}")
         return 0
 
     work = tempfile.mkdtemp(prefix="retention-readme-")
@@ -782,7 +963,7 @@ def main(argv):
               f"module {MODULE}")
         runner = Runner(work, server, verbose)
         for b, kind, desc in plan:
-            head = f"{name}:{b.line} ```{b.lang}"
+            head = f"{b.file}:{b.line} ```{b.lang}"
             if kind == "skip":
                 print(f"skip {head}: {desc}")
                 continue
@@ -812,10 +993,10 @@ def main(argv):
             shutil.rmtree(work, ignore_errors=True)
     ran = sum(1 for _, k, _ in plan if k != "skip")
     if failures:
-        print(f"{len(failures)} of {ran} README code blocks failed "
-              f"(lines {', '.join(str(b.line) for b in failures)}); files kept in {work}")
+        print(f"{len(failures)} of {ran} code blocks failed "
+              f"({', '.join(f'{b.file}:{b.line}' for b in failures)}); files kept in {work}")
         return 1
-    print(f"all {ran} README code blocks ran as written "
+    print(f"all {ran} code blocks of {len(files)} files ran as written "
           f"({len(plan) - ran} skipped, {time.monotonic() - t0:.1f} s)")
     return 0
 
