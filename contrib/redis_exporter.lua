@@ -9,7 +9,7 @@
 -- with its meaning, in the README section "Monitoring with Prometheus".
 --
 -- The script runs inside the server and holds it while it runs: everything here is bounded
--- (one RETENTION.STATS, one RETENTION.STATUS, one INFO keyspace, a SCAN of at most
+-- (one RETENTION.STATS GET, one RETENTION.STATUS, one INFO keyspace, a SCAN of at most
 -- DISCOVER_SCAN_KEYS keys per prefix and at most MAX_QUEUES queue counts of ~20 us each).
 --
 -- The first line declares the script read-only (Redis 7+, Valkey): replicas run it, and a
@@ -23,7 +23,7 @@
 local QUEUES = {}
 
 -- Queue prefixes under which more queues are found: queues the module has cleaned since it
--- was loaded (from RETENTION.STATS, free), and queues whose `<prefix>:<queue>:meta` or
+-- was loaded (from RETENTION.STATS GET, free), and queues whose `<prefix>:<queue>:meta` or
 -- `<prefix>:<queue>:id` key a bounded SCAN finds. {} turns discovery off.
 local DISCOVER_PREFIXES = { "bull" }
 
@@ -84,7 +84,7 @@ end
 -- Puts the module's counters; returns the names ("<prefix>:<queue>") of the queues it has
 -- cleaned, or nil when the module does not answer.
 local function module_counters()
-  local stats = call("RETENTION.STATS")
+  local stats = call("RETENTION.STATS", "GET")
   if not stats then
     put("retention_up", 0)
     return nil

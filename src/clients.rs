@@ -1,4 +1,4 @@
-//! `RETENTION.CLIENTS IDLE <seconds> [KILL] [NAME <glob>]` and the background reaper
+//! `RETENTION.CLIENTS IDLE <duration> [KILL] [NAME <glob>]` and the background reaper
 //! (`retention.clients-idle-kill-s`): normal clients idle longer than a limit, listed or closed.
 //!
 //! Never touched: blocked clients (queue workers waiting in BRPOPLPUSH, BZPOPMIN, BLMOVE,
@@ -295,15 +295,16 @@ pub fn check_idle_s(seconds: i64) -> std::result::Result<u64, String> {
 }
 
 fn parse(args: Vec<RedisString>) -> Result<Request> {
-    const USAGE: &str = "usage: RETENTION.CLIENTS IDLE <seconds> [KILL] [NAME <glob>]";
+    const USAGE: &str = "usage: RETENTION.CLIENTS IDLE <duration> [KILL] [NAME <glob>]";
     let mut args = Args::new(args, COMMAND)?;
     let (mut idle_s, mut kill, mut name) = (None, false, None);
     let mut seen = OptionSet::default();
     while let Some(option) = args.next_option(&mut seen, &["IDLE", "KILL", "NAME"])? {
         match option {
             "IDLE" => {
-                let seconds = args.next_i64("IDLE <seconds>")?;
-                idle_s = Some(check_idle_s(seconds).map_err(Error::Arg)?);
+                // CLIENT LIST counts idle time in whole seconds: round a finer duration up.
+                let ms = args.next_duration_ms("IDLE", true)?;
+                idle_s = Some(check_idle_s((ms + 999) / 1000).map_err(Error::Arg)?);
             }
             "KILL" => kill = true,
             _ => {
@@ -318,7 +319,7 @@ fn parse(args: Vec<RedisString>) -> Result<Request> {
     Ok(Request { idle_s, kill, name })
 }
 
-/// `RETENTION.CLIENTS IDLE <seconds> [KILL] [NAME <glob>]`: the idle normal clients, one map
+/// `RETENTION.CLIENTS IDLE <duration> [KILL] [NAME <glob>]`: the idle normal clients, one map
 /// each (`id`, `addr`, `name`, `user`, `idle_s`, `cmd`, `killed`), longest idle first.
 /// Admin work even without KILL: client addresses are what `CLIENT LIST` (`@admin`) shows.
 pub fn cmd_clients(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {

@@ -135,7 +135,7 @@ const EVERY_NODE: &str = "request_policy:all_nodes response_policy:all_succeeded
 
 const FLAVOR: Arg = Arg::one_of(
     "flavor",
-    &[Arg::flag("bullmq", "BULLMQ"), Arg::flag("bull", "BULL")],
+    &[Arg::flag("bullmq", "bullmq"), Arg::flag("bull", "bull")],
 )
 .token("FLAVOR")
 .optional();
@@ -159,9 +159,9 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[
             DRYRUN,
-            Arg::string("rule").token("RULE").optional(),
-            Arg::pattern("pattern").token("MATCH").optional(),
-            Arg::integer("microseconds").token("BUDGET").optional(),
+            Arg::string("name").token("RULE").optional(),
+            Arg::pattern("glob").token("MATCH").optional(),
+            Arg::integer("us").token("BUDGET").optional(),
             Arg::flag("noop", "NOOP").optional(),
         ],
         tips: PER_SHARD,
@@ -242,7 +242,7 @@ pub static COMMANDS: &[CommandDef] = &[
         name: "retention.stats|help",
         handler: Some(cmd_help),
         flags: "readonly",
-        acl: "read fast",
+        acl: "slow",
         summary: HELP_SUMMARY,
         complexity: "O(1)",
         arity: 2,
@@ -261,7 +261,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::Delete)],
         args: &[
             Arg::key("key", 0),
-            Arg::integer("count").token("MAXLEN").optional(),
+            Arg::integer("n").token("MAXLEN").optional(),
             Arg::string("duration").token("MAXAGE").optional(),
             Arg::flag("approx", "APPROX").optional(),
             Arg::one_of("end", &[Arg::flag("head", "HEAD"), Arg::flag("tail", "TAIL")])
@@ -302,7 +302,8 @@ pub static COMMANDS: &[CommandDef] = &[
         name: "retention.jobs|clean",
         handler: Some(queue::cmd_jobs_clean),
         flags: "write",
-        acl: "keyspace write slow",
+        // The module also checks admin rights (Redis 7.0 cannot declare categories).
+        acl: "admin dangerous keyspace write slow",
         summary: "Removes a queue's finished jobs the way the library's own clean does, with every key the library keeps for them.",
         complexity: "O(N) where N is the number of jobs in the finished set, done in slices between other clients' commands.",
         arity: -5,
@@ -313,13 +314,13 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::one_of(
                 "state",
                 &[
-                    Arg::flag("completed", "COMPLETED"),
-                    Arg::flag("failed", "FAILED"),
+                    Arg::flag("completed", "completed"),
+                    Arg::flag("failed", "failed"),
                 ],
             ),
             Arg::string("duration").token("MAXAGE").optional(),
-            Arg::integer("count").token("MAXLEN").optional(),
-            Arg::integer("limit").token("LIMIT").optional(),
+            Arg::integer("n").token("MAXLEN").optional(),
+            Arg::integer("n").token("LIMIT").optional(),
             DRYRUN,
             FLAVOR,
         ],
@@ -329,7 +330,7 @@ pub static COMMANDS: &[CommandDef] = &[
         name: "retention.jobs|help",
         handler: Some(cmd_help),
         flags: "readonly",
-        acl: "read fast",
+        acl: "slow",
         summary: HELP_SUMMARY,
         complexity: "O(1)",
         arity: 2,
@@ -347,10 +348,10 @@ pub static COMMANDS: &[CommandDef] = &[
         arity: -1,
         keys: &[],
         args: &[
-            Arg::integer("count").token("GROUPS").optional(),
-            Arg::integer("count").token("TOP").optional(),
-            Arg::pattern("pattern").token("MATCH").optional(),
-            Arg::one_of("format", &[Arg::flag("text", "TEXT"), Arg::flag("json", "JSON")])
+            Arg::integer("n").token("GROUPS").optional(),
+            Arg::integer("n").token("TOP").optional(),
+            Arg::pattern("glob").token("MATCH").optional(),
+            Arg::one_of("format", &[Arg::flag("text", "text"), Arg::flag("json", "json")])
                 .token("FORMAT")
                 .optional(),
         ],
@@ -378,9 +379,9 @@ pub static COMMANDS: &[CommandDef] = &[
         arity: -3,
         keys: &[],
         args: &[
-            Arg::integer("seconds").token("IDLE"),
+            Arg::string("duration").token("IDLE"),
             Arg::flag("kill", "KILL").optional(),
-            Arg::pattern("pattern").token("NAME").optional(),
+            Arg::pattern("glob").token("NAME").optional(),
         ],
         tips: PER_NODE,
     },
@@ -397,7 +398,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::key("base", 0),
             Arg::string("id"),
             Arg::string("json"),
-            Arg::integer("milliseconds").token("SCORE").optional(),
+            Arg::integer("ms").token("SCORE").optional(),
         ],
         tips: "",
     },
@@ -495,7 +496,7 @@ pub static COMMANDS: &[CommandDef] = &[
         arity: -3,
         keys: &[(1, KeyUse::ReadAndDelete), (2, KeyUse::Update)],
         args: &[
-            Arg::key("legacy", 0),
+            Arg::key("legacy-hash", 0),
             Arg::key("base", 1),
             Arg::string("field").token("SCOREFIELD").optional(),
         ],
@@ -517,8 +518,8 @@ pub fn subcommands(container: &str) -> impl Iterator<Item = &'static CommandDef>
     })
 }
 
-/// A command's syntax as the docs write it: `RETENTION.JOBS COUNTS prefix queue [FLAVOR
-/// <BULLMQ | BULL>]`. The same rendering checks docs/commands.md against `COMMAND DOCS`.
+/// A command's syntax as docs/commands.md writes it: `RETENTION.JOBS COUNTS <prefix> <queue>
+/// [FLAVOR bullmq|bull]` (tokens as typed, values as `<name>`, choices joined by `|`).
 pub fn syntax(def: &CommandDef) -> String {
     let mut out = def.name.replace('|', " ").to_ascii_uppercase();
     for arg in def.args {
@@ -533,13 +534,13 @@ fn render_arg(arg: &Arg) -> String {
         ArgKind::PureToken => String::new(),
         ArgKind::OneOf(choices) => {
             let inner: Vec<String> = choices.iter().map(render_arg).collect();
-            match arg.token {
-                Some(_) => format!("<{}>", inner.join(" | ")),
-                None => inner.join(" | "),
+            match arg.token.is_none() && !arg.optional {
+                true => format!("<{}>", inner.join("|")),
+                false => inner.join("|"),
             }
         }
         ArgKind::Block(parts) => parts.iter().map(render_arg).collect::<Vec<_>>().join(" "),
-        _ => arg.name.to_string(),
+        _ => format!("<{}>", arg.name),
     };
     let mut text = match (arg.token, value.is_empty()) {
         (Some(token), true) => token.to_string(),
@@ -549,10 +550,9 @@ fn render_arg(arg: &Arg) -> String {
     if arg.multiple {
         text = format!("{text} [{text} ...]");
     }
-    match (arg.optional, arg.kind) {
-        (true, _) => format!("[{text}]"),
-        (false, ArgKind::OneOf(_)) if arg.token.is_none() => format!("<{text}>"),
-        _ => text,
+    match arg.optional {
+        true => format!("[{text}]"),
+        false => text,
     }
 }
 
@@ -595,10 +595,10 @@ mod tests {
         let clean = find("RETENTION.JOBS|CLEAN").expect("defined");
         assert_eq!(
             syntax(clean),
-            "RETENTION.JOBS CLEAN prefix queue <COMPLETED | FAILED> [MAXAGE duration] [MAXLEN count] [LIMIT limit] [DRYRUN] [FLAVOR <BULLMQ | BULL>]"
+            "RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]"
         );
         let del = find("activeruns.del").expect("defined");
-        assert_eq!(syntax(del), "ACTIVERUNS.DEL base id [id ...]");
+        assert_eq!(syntax(del), "ACTIVERUNS.DEL <base> <id> [<id> ...]");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - `WRONGTYPE`, `NOPERM`, `MOVED`, `READONLY`: what the server means by them;
 //! - `INPROGRESS`: another pass of the same kind is running: wait for it (`RETENTION.STATUS`).
 //!   Not `BUSY`, which every Redis client and tool reads as "a script holds the server";
+//! - `ABORTED`: work stopped part-way (the server became a replica); what was done stays;
 //! - `TRYAGAIN`: writes are held right now (`CLIENT PAUSE WRITE`, a failover): retry later;
 //! - `POLICY`: the policy file or a rule in it is invalid; the policy in force stays.
 
@@ -24,6 +25,8 @@ pub enum Error {
     WrongType,
     /// Another pass of the same kind is running.
     InProgress(String),
+    /// Work stopped part-way; what it did stays (and was replicated).
+    Aborted(String),
     /// The policy file (or a rule in it) is invalid.
     Policy(String),
     /// The caller lacks a permission.
@@ -53,6 +56,7 @@ impl fmt::Display for Error {
                 f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
             Error::InProgress(m) => write!(f, "INPROGRESS {m}"),
+            Error::Aborted(m) => write!(f, "ABORTED {m}"),
             Error::Policy(m) => write!(f, "POLICY {m}"),
             Error::NoPerm(m) => write!(f, "NOPERM {m}"),
             Error::Server(m) => write!(f, "ERR {m}"),

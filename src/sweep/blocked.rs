@@ -103,7 +103,7 @@ pub fn stop_all(why: &str) -> u64 {
         let name = waiting.command.name();
         answer(
             waiting.client,
-            Err(Error::Server(format!("{name} stopped: {why}"))),
+            Err(Error::Aborted(format!("{name} stopped: {why}"))),
         );
     }
     count

@@ -125,7 +125,7 @@ fn stop_all_work(ctx: &Context, why: &str) {
             "RETENTION.SWEEP stopped after {} keys: {why}",
             c.pass.keys_visited()
         );
-        let reply = Err(crate::error::Error::Server(msg).into());
+        let reply = Err(crate::error::Error::Aborted(msg).into());
         ThreadSafeContext::with_blocked_client(c.client).reply(reply);
     }
     track::drop_all();
