@@ -40,8 +40,8 @@ pub fn cmd_jobs_counts(ctx: &Context, args: Vec<RedisString>) -> Result<RedisVal
     let mut args = subcommand_args(args, "RETENTION.JOBS COUNTS")?;
     let base = queue_base(&mut args)?;
     cluster::require_keys_here(ctx, &base, COMMAND, Access::Read)?;
-    let mut flavor = None;
-    while let Some(option) = args.next_option(&mut OptionSet::default(), &["FLAVOR"])? {
+    let (mut flavor, mut seen) = (None, OptionSet::default());
+    while let Some(option) = args.next_option(&mut seen, &["FLAVOR"])? {
         if option == "FLAVOR" {
             flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?);
         }
