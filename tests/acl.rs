@@ -95,7 +95,7 @@ fn an_application_user_without_admin_rights_gets_noperm_and_an_acl_log_entry() {
         &mut admin,
         &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
     );
-    assert_eq!(removed, Value::Int(1));
+    assert_eq!(jobs_removed(&removed), 1);
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn key_patterns_bound_queues_and_run_sets() {
         &mut one,
         &["RETENTION.JOBS", "bull", "q1", "CLEAN", "completed", "1h"],
     );
-    assert_eq!(removed, Value::Int(1));
+    assert_eq!(jobs_removed(&removed), 1);
     let added = call(
         &mut one,
         &["ACTIVERUNS.ADD", "runs:active:{a}:p", "r1", "{}"],
