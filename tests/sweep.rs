@@ -252,6 +252,42 @@ fn one_sweep_applies_exactly_the_rules_and_dryrun_changes_nothing() {
         map_int(&again, "ttl_set") + map_int(&again, "ttl_lowered"),
         0
     );
+    pass_reports_and_status_speak_one_vocabulary(&mut c, &real);
+}
+
+/// A pass's report and RETENTION.STATUS/STATS: when it started (`started_at_ms`), how long it
+/// took (`duration_ms`, STATS' `last_pass_duration_ms`), how it ended (0/1 flags beside a
+/// `reason`), and when the next background pass is due (`next_pass_at_ms`).
+fn pass_reports_and_status_speak_one_vocabulary(c: &mut Connection, real: &Value) {
+    let started = map_int(real, "started_at_ms");
+    assert!(
+        (now_ms() - 600_000..=now_ms()).contains(&started),
+        "{real:?}"
+    );
+    assert!(map_int(real, "duration_ms") >= 0);
+    assert_eq!(map_int(real, "dry_run"), 0);
+    assert_eq!(map_int(real, "aborted"), 0);
+    assert_eq!(map_int(real, "finished_early"), 0);
+    assert_eq!(map_str(real, "reason").as_deref(), Some(""));
+    assert!(map_int(real, "budget_us") > 0 && map_int(real, "slices") > 0);
+
+    let status: Value = redis::cmd("RETENTION.STATUS").query(c).unwrap();
+    assert_eq!(map_int(&status, "running"), 0);
+    assert_eq!(map_field(&status, "pass"), None, "{status:?}");
+    assert!(map_int(&status, "next_pass_at_ms") >= now_ms() - 1_000);
+    assert_eq!(
+        map_str(&status, "version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let last = map_field(&status, "last_pass").expect("last_pass");
+    assert!(map_int(&last, "started_at_ms") > started, "{last:?}");
+    assert_eq!(map_str(&last, "kind").as_deref(), Some("command"));
+    assert_eq!(
+        map_int(&stats(c), "last_pass_duration_ms"),
+        map_int(&last, "duration_ms")
+    );
+    let policy: Value = redis::cmd("RETENTION.POLICY").query(c).unwrap();
+    assert_eq!(map_int(&policy, "rule_count"), 5);
 }
 
 #[test]
