@@ -122,15 +122,17 @@ local function pass_progress()
   put("retention_pass_running", status["running"] or 0)
   local pass = as_map(status["pass"])
   put("retention_pass_progress_pct", pass["progress_pct"] or 0)
-  put("retention_pass_keys_visited", pass["keys_visited"] or 0)
-  put("retention_pass_elapsed_seconds", (pass["elapsed_ms"] or 0) / 1000)
-  put("retention_next_pass_in_seconds", (status["next_background_pass_in_ms"] or 0) / 1000)
+  put("retention_pass_keys_scanned", pass["keys_scanned"] or 0)
+  put("retention_pass_duration_seconds", (pass["duration_ms"] or 0) / 1000)
+  if status["next_pass_at_ms"] then
+    put("retention_next_pass_timestamp_seconds", status["next_pass_at_ms"] / 1000)
+  end
   local last = as_map(status["last_pass"])
-  if last["started_ms"] then
+  if last["started_at_ms"] then
     put("retention_last_pass_end_timestamp_seconds",
-      (last["started_ms"] + (last["duration_ms"] or 0)) / 1000)
+      (last["started_at_ms"] + (last["duration_ms"] or 0)) / 1000)
     put("retention_last_pass_duration_seconds", (last["duration_ms"] or 0) / 1000)
-    put("retention_last_pass_aborted", last["aborted"] and 1 or 0)
+    put("retention_last_pass_aborted", last["aborted"] or 0)
   end
 end
 

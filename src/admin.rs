@@ -18,7 +18,7 @@ pub fn cmd_policy(_ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         m.insert(key("source"), RedisValue::BulkString(p.source.clone()));
         m.insert(key("loaded_at_ms"), RedisValue::Integer(p.loaded_at_ms));
         m.insert(
-            key("rules"),
+            key("rule_count"),
             RedisValue::Integer(p.policy.rules.len() as i64),
         );
         m.insert(

@@ -319,8 +319,9 @@ fn parse(args: Vec<RedisString>) -> Result<Request> {
     Ok(Request { idle_s, kill, name })
 }
 
-/// `RETENTION.CLIENTS IDLE <duration> [KILL] [NAME <glob>]`: the idle normal clients, one map
-/// each (`id`, `addr`, `name`, `user`, `idle_s`, `cmd`, `killed`), longest idle first.
+/// `RETENTION.CLIENTS IDLE <duration> [KILL] [NAME <glob>]`: a map of `clients`, the idle
+/// normal clients, one map each (`id`, `addr`, `name`, `user`, `idle_ms`, `cmd`, `killed`),
+/// longest idle first, and `clients_killed`, how many of them were closed.
 /// Admin work even without KILL: client addresses are what `CLIENT LIST` (`@admin`) shows.
 pub fn cmd_clients(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let req = parse(args)?;
@@ -342,7 +343,10 @@ pub fn cmd_clients(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         (reply, killed_total)
     })?;
     stats::with_stats(|s| s.clients_killed += killed_total);
-    Ok(RedisValue::Array(reply))
+    let mut m = BTreeMap::new();
+    m.insert(key("clients"), RedisValue::Array(reply));
+    m.insert(key("clients_killed"), stats::count(killed_total));
+    Ok(RedisValue::OrderedMap(m))
 }
 
 fn client_reply(c: &ClientInfo, killed: bool) -> RedisValue {
@@ -355,12 +359,10 @@ fn client_reply(c: &ClientInfo, killed: bool) -> RedisValue {
     m.insert(key("addr"), bytes(c.addr));
     m.insert(key("name"), bytes(c.name));
     m.insert(key("user"), bytes(c.user));
-    m.insert(
-        key("idle_s"),
-        RedisValue::Integer(c.idle_s.min(i64::MAX as u64) as i64),
-    );
+    // CLIENT LIST gives whole seconds.
+    m.insert(key("idle_ms"), stats::count(c.idle_s.saturating_mul(1000)));
     m.insert(key("cmd"), bytes(c.cmd));
-    m.insert(key("killed"), RedisValue::Integer(i64::from(killed)));
+    m.insert(key("killed"), stats::flag(killed));
     RedisValue::OrderedMap(m)
 }
 

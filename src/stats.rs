@@ -97,7 +97,7 @@ pub struct Stats {
     pub total: Tally,
     pub per_rule: BTreeMap<String, Tally>,
     pub passes: u64,
-    pub last_pass_ms: u64,
+    pub last_pass_duration_ms: u64,
     pub max_slice_us: u64,
     /// Slices that ran over twice the budget (reported to the latency monitor).
     pub slices_over_budget: u64,
@@ -196,6 +196,16 @@ pub fn key(name: &str) -> RedisValueKey {
     RedisValueKey::String(name.to_string())
 }
 
+/// A yes/no reply field: 0 or 1, as the server's own replies give booleans.
+pub fn flag(yes: bool) -> RedisValue {
+    RedisValue::Integer(i64::from(yes))
+}
+
+/// A count or duration reply field (saturating at the largest integer a reply carries).
+pub fn count(n: u64) -> RedisValue {
+    RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 pub fn tally_reply(t: &Tally) -> BTreeMap<RedisValueKey, RedisValue> {
     t.fields()
         .iter()
@@ -232,7 +242,7 @@ pub fn stats_reply(s: &Stats) -> RedisValue {
 fn scalar_fields(s: &Stats) -> [(&'static str, u64); 18] {
     [
         ("passes", s.passes),
-        ("last_pass_ms", s.last_pass_ms),
+        ("last_pass_duration_ms", s.last_pass_duration_ms),
         ("max_slice_us", s.max_slice_us),
         ("slices_over_budget", s.slices_over_budget),
         ("cron_busy_us", s.cron_busy_us),

@@ -112,7 +112,7 @@ fn an_application_user_without_admin_rights_gets_noperm_and_an_acl_log_entry() {
             "1h",
         ],
     );
-    assert_eq!(removed, Value::Int(1));
+    assert_eq!(jobs_removed(&removed), 1);
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn key_patterns_bound_queues_and_run_sets() {
             "1h",
         ],
     );
-    assert_eq!(removed, Value::Int(1));
+    assert_eq!(jobs_removed(&removed), 1);
     let added = call(
         &mut one,
         &["ACTIVERUNS.ADD", "runs:active:{a}:p", "r1", "{}"],

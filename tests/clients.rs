@@ -113,12 +113,13 @@ fn live_ids(c: &mut Connection) -> Vec<u64> {
     client_list(c).iter().map(|k| k.id).collect()
 }
 
-/// `(id, name, killed)` of each client in a `RETENTION.CLIENTS` reply.
+/// `(id, name, killed)` of each client in a `RETENTION.CLIENTS` reply (whose
+/// `clients_killed` must count those killed).
 fn listed(reply: &Value) -> Vec<(u64, String, bool)> {
-    let Value::Array(items) = reply else {
-        panic!("expected an array, got {reply:?}");
+    let Some(Value::Array(items)) = map_field(reply, "clients") else {
+        panic!("expected a map with a clients array, got {reply:?}");
     };
-    items
+    let clients: Vec<(u64, String, bool)> = items
         .iter()
         .map(|m| {
             (
@@ -127,7 +128,10 @@ fn listed(reply: &Value) -> Vec<(u64, String, bool)> {
                 map_int(m, "killed") == 1,
             )
         })
-        .collect()
+        .collect();
+    let killed = clients.iter().filter(|c| c.2).count() as i64;
+    assert_eq!(map_int(reply, "clients_killed"), killed, "{reply:?}");
+    clients
 }
 
 fn clients_cmd(c: &mut Connection, args: &[&str]) -> Value {
@@ -306,8 +310,8 @@ fn name_glob_filters_and_the_caller_stays() {
 
     // `?` matches one byte: no unnamed client matches, and the name must be one byte long.
     assert_eq!(
-        clients_cmd(&mut c, &["IDLE", "0", "NAME", "?"]),
-        Value::Array(vec![])
+        listed(&clients_cmd(&mut c, &["IDLE", "0", "NAME", "?"])),
+        []
     );
     // Everything idle but the caller, which is never listed.
     let reply = clients_cmd(&mut c, &["IDLE", "0", "KILL"]);
@@ -358,7 +362,9 @@ fn the_reply_is_a_map_per_client_under_resp3_too() {
     wait_clients(&mut c, &[idle.id], "idle", |k| k.idle_s >= 2);
     let _: Value = redis::cmd("HELLO").arg(3).query(&mut c).expect("HELLO 3");
     let reply = clients_cmd(&mut c, &["IDLE", "1"]);
-    let Value::Array(items) = &reply else {
+    assert!(matches!(reply, Value::Map(_)), "{reply:?}");
+    assert_eq!(map_int(&reply, "clients_killed"), 0);
+    let Some(Value::Array(items)) = map_field(&reply, "clients") else {
         panic!("{reply:?}");
     };
     assert_eq!(items.len(), 1);
@@ -367,7 +373,8 @@ fn the_reply_is_a_map_per_client_under_resp3_too() {
     assert_eq!(map_str(&items[0], "name").as_deref(), Some("idle-3"));
     assert_eq!(map_str(&items[0], "user").as_deref(), Some("default"));
     assert_eq!(map_str(&items[0], "cmd").as_deref(), Some("client|setname"));
-    assert!(map_int(&items[0], "idle_s") >= 2);
+    assert!(map_int(&items[0], "idle_ms") >= 2000);
+    assert_eq!(map_int(&items[0], "killed"), 0);
     assert!(map_str(&items[0], "addr").is_some_and(|a| a.starts_with("127.0.0.1:")));
 }
 

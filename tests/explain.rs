@@ -28,6 +28,17 @@ fn text(v: &Value, field: &str) -> String {
     map_str(v, field).unwrap_or_else(|| panic!("no {field} in {v:?}"))
 }
 
+/// The map `field` (`now`, `last`) of an EXPLAIN reply.
+fn part(v: &Value, field: &str) -> Value {
+    map_field(v, field).unwrap_or_else(|| panic!("no {field} in {v:?}"))
+}
+
+/// `(action, reason)` of `now` or `last`.
+fn said(v: &Value, field: &str) -> (String, String) {
+    let m = part(v, field);
+    (text(&m, "action"), text(&m, "reason"))
+}
+
 /// A BullMQ queue with a completed job older than the example's 24h.
 fn bullmq_queue_with_old_job(c: &mut Connection) {
     let old = (now_ms() - 2 * 86_400_000).to_string();
@@ -66,7 +77,8 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
     call(&mut c, &["ACTIVERUNS.ADD", "runs:active:{w}:p", "r1", "{}"]);
     call(&mut c, &["SET", "unrelated", "v"]);
 
-    // (key, rule, matched pattern, words of the reason)
+    // (key, rule, matched pattern, action, words of the reason)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
     // A Bull queue beside the BullMQ one: the example's rule (flavor auto) cleans it too.
     call(&mut c, &["SET", "bull:legacy:id", "1"]);
     call(
@@ -75,127 +87,161 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
     );
     call(&mut c, &["ZADD", "bull:legacy:completed", "1", "1"]);
 
-    let cases: [(&str, Option<&str>, Option<&str>, &str); 13] = [
+    let cases: [Case; 13] = [
         (
             "bull:mail:id",
             Some("queue-structure"),
             Some("bull:*:id"),
+            "keep",
             "keep rule",
         ),
         (
             "bull:mail:meta",
             Some("queue-structure"),
             Some("bull:*:meta"),
+            "keep",
             "keep rule",
         ),
         (
             "bull:mail:1",
             Some("bull-jobs"),
             Some("bull:*"),
+            "remove",
             "remove it with its keys at the next pass: completed 2d ago, older than the rule allows (max_age 1d, max_count 500)",
         ),
         (
             "bull:mail:2",
             Some("bull-jobs"),
             Some("bull:*"),
-            "nothing: a live BullMQ job (wait in bull:mail:*); live jobs are never touched",
+            "none",
+            "a live BullMQ job (wait in bull:mail:*); live jobs are never touched",
         ),
         (
             "bull:legacy:1",
             Some("bull-jobs"),
             Some("bull:*"),
+            "remove",
             "remove it with its keys at the next pass: completed",
         ),
         (
             "bull:mail:1:logs",
             Some("bull-jobs"),
             Some("bull:*"),
+            "none",
             "sub-key",
         ),
         (
             "bull:mail:completed",
             Some("bull-jobs"),
             Some("bull:*"),
+            "clean",
             "completed set",
         ),
         (
             "bull:mail:wait",
             Some("bull-jobs"),
             Some("bull:*"),
+            "none",
             "structure, never touched",
         ),
         (
             "celery-task-meta-abc",
             Some("celery-results"),
             Some("celery-task-meta-*"),
+            "set_ttl",
             "give it a TTL of 1d",
         ),
         (
             "channel:1",
             Some("channels"),
             Some("channel:*"),
+            "none",
             "it has a TTL",
         ),
         (
             "audit:log",
             Some("audit-stream"),
             Some("audit:*"),
+            "trim",
             "trim it at each pass",
         ),
         (
             "runs:active:{w}:p:index",
             Some("active-runs"),
             Some("runs:active:*:index|:data"),
+            "expire_runs",
             "older than 3h",
         ),
-        ("unrelated", None, None, "no rule governs"),
+        ("unrelated", None, None, "none", "no rule governs"),
     ];
-    for (key, rule, matched, reason) in cases {
+    for (key, rule, matched, action, reason) in cases {
         let e = explain(&mut c, key);
         assert_eq!(map_int(&e, "exists"), 1, "{key}");
         assert_eq!(opt_str(&e, "rule").as_deref(), rule, "{key}: {e:?}");
         assert_eq!(opt_str(&e, "matched").as_deref(), matched, "{key}: {e:?}");
-        let now = text(&e, "now");
-        assert!(now.contains(reason), "{key}: {now:?} lacks {reason:?}");
+        let (did, why) = said(&e, "now");
+        assert_eq!(did, action, "{key}: {why}");
+        assert!(why.contains(reason), "{key}: {why:?} lacks {reason:?}");
+        assert_eq!(map_int(&part(&e, "now"), "dry_run"), 0, "{key}");
     }
-    // A hash under the string-only celery rule: passed over, and said why.
+    // The machine values beside the words: the TTL it would give and when the key would
+    // expire; when the finished job finished.
+    let now = part(&explain(&mut c, "celery-task-meta-abc"), "now");
+    assert_eq!(map_int(&now, "ttl_ms"), 86_400_000);
+    let expire_at = map_int(&now, "expire_at_ms");
+    assert!((now_ms() + 86_390_000..=now_ms() + 86_400_000).contains(&expire_at));
+    let job = part(&explain(&mut c, "bull:mail:1"), "now");
+    let finished_at = map_int(&job, "finished_at_ms");
+    assert!(finished_at < now_ms() - 86_400_000, "{job:?}");
+    // A hash under the string-only celery rule: passed over, with the type the rule takes.
     let e = explain(&mut c, "celery-task-meta-h");
     assert_eq!(opt_str(&e, "rule"), None);
-    let passed = format!("{e:?}");
-    assert!(
-        passed.contains("celery-results") && passed.contains("string"),
-        "{passed}"
+    let passed = match part(&e, "passed_over") {
+        Value::Array(items) => items,
+        other => panic!("passed_over: {other:?}"),
+    };
+    assert_eq!(passed.len(), 1, "{passed:?}");
+    assert_eq!(
+        map_str(&passed[0], "rule").as_deref(),
+        Some("celery-results")
     );
+    assert_eq!(map_str(&passed[0], "type").as_deref(), Some("string"));
+    assert_eq!(map_int(&e, "passed_over_total"), 1);
 
     // After a sweep: what the module did, also to keys that are gone.
     let before_ttl = now_ms();
     sweep(&mut c, &[]);
     let e = explain(&mut c, "celery-task-meta-abc");
-    let last = text(&e, "last");
-    assert!(
-        last.contains("gave it a TTL") && last.contains("celery-results"),
-        "{last}"
-    );
+    let last = part(&e, "last");
+    assert_eq!(text(&last, "action"), "set_ttl", "{last:?}");
+    assert_eq!(text(&last, "rule"), "celery-results", "{last:?}");
+    assert!(text(&last, "reason").contains("gave it a TTL"), "{last:?}");
     let expire_at = map_int(&e, "expire_at_ms");
     assert!(expire_at >= before_ttl + 86_400_000, "{e:?}");
-    assert!(
-        last.contains(&expire_at.to_string()),
-        "{last} vs {expire_at}"
-    );
+    assert_eq!(map_int(&last, "expire_at_ms"), expire_at, "{last:?}");
+    let at = map_int(&last, "at_ms");
+    assert!((before_ttl..=now_ms()).contains(&at), "{last:?}");
     for gone in ["bull:mail:1", "bull:mail:1:logs"] {
         let e = explain(&mut c, gone);
         assert_eq!(map_int(&e, "exists"), 0, "{gone}");
-        let last = text(&e, "last");
-        assert!(last.contains("finished job"), "{gone}: {last}");
+        let last = part(&e, "last");
+        assert_eq!(text(&last, "action"), "remove", "{gone}: {last:?}");
+        assert_eq!(map_int(&last, "orphan"), 0, "{gone}: {last:?}");
+        assert!(
+            text(&last, "reason").contains("finished job"),
+            "{gone}: {last:?}"
+        );
     }
     let live = explain(&mut c, "bull:mail:2");
     assert_eq!(map_int(&live, "exists"), 1);
-    assert!(text(&live, "last").contains("nothing remembered"));
+    let (did, why) = said(&live, "last");
+    assert_eq!(did, "unknown");
+    assert!(why.contains("nothing remembered"), "{why}");
 
     // A flush forgets: the names may mean other keys now.
     call(&mut c, &["FLUSHALL"]);
     let e = explain(&mut c, "bull:mail:1");
-    assert!(text(&e, "last").contains("nothing remembered"), "{e:?}");
+    assert!(said(&e, "last").1.contains("nothing remembered"), "{e:?}");
 }
 
 #[test]
@@ -207,17 +253,22 @@ fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     let mut c = server.conn();
     call(&mut c, &["RPUSH", "list:a", "1", "2", "3", "4", "5"]);
     sweep(&mut c, &[]);
-    let last = text(&explain(&mut c, "list:a"), "last");
-    assert!(
-        last.contains("trimmed 3 entries") && last.contains("cap-list"),
-        "{last}"
+    let last = part(&explain(&mut c, "list:a"), "last");
+    assert_eq!(text(&last, "action"), "trim", "{last:?}");
+    assert_eq!(map_int(&last, "entries_trimmed"), 3, "{last:?}");
+    assert_eq!(text(&last, "rule"), "cap-list", "{last:?}");
+    let now = part(&explain(&mut c, "list:a"), "now");
+    assert_eq!(
+        (text(&now, "action"), map_int(&now, "max_len")),
+        ("trim".to_string(), 2)
     );
 
     // A Bull queue under a BullMQ rule's prefix: skipped, and EXPLAIN says why.
     call(&mut c, &["SET", "q:old:id", "1"]);
     call(&mut c, &["HSET", "q:old:1", "name", "n", "finishedOn", "1"]);
     call(&mut c, &["ZADD", "q:old:completed", "1", "1"]);
-    let now = text(&explain(&mut c, "q:old:1"), "now");
+    let (did, now) = said(&explain(&mut c, "q:old:1"), "now");
+    assert_eq!(did, "none");
     assert!(
         now.contains("is a Bull queue and this rule is for BullMQ queues") && now.contains("auto"),
         "{now}"
@@ -226,12 +277,17 @@ fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     config_set(&mut c, "retention.dry-run", "yes");
     call(&mut c, &["SET", "t:1", "v"]);
     let e = explain(&mut c, "t:1");
+    let now = part(&e, "now");
+    assert_eq!(map_int(&now, "dry_run"), 1, "{e:?}");
+    assert_eq!(text(&now, "action"), "set_ttl", "{e:?}");
     assert!(
-        text(&e, "now").starts_with("nothing (retention.dry-run is on)"),
+        text(&now, "reason").starts_with("retention.dry-run is on: nothing is changed"),
         "{e:?}"
     );
     sweep(&mut c, &[]);
-    assert!(text(&explain(&mut c, "t:1"), "last").contains("nothing remembered"));
+    assert!(said(&explain(&mut c, "t:1"), "last")
+        .1
+        .contains("nothing remembered"));
 
     // A binary name in another database.
     select(&mut c, 2);
@@ -276,11 +332,9 @@ fn explain_history_off_records_nothing_and_frees_its_table() {
     let used = |c: &mut Connection| info_i64(c, "memory", "used_memory");
     call(&mut c, &["SET", "t:1", "v"]);
     sweep(&mut c, &[]);
-    let last = text(&explain(&mut c, "t:1"), "last");
-    assert!(
-        last.contains("gave it a TTL") && last.contains("rule 't'"),
-        "{last}"
-    );
+    let last = part(&explain(&mut c, "t:1"), "last");
+    assert_eq!(text(&last, "action"), "set_ttl", "{last:?}");
+    assert_eq!(text(&last, "rule"), "t", "{last:?}");
 
     // Off: the 3 MB table is freed and nothing more is recorded.
     let with_table = used(&mut c);
@@ -291,8 +345,11 @@ fn explain_history_off_records_nothing_and_frees_its_table() {
     sweep(&mut c, &[]);
     for key in ["t:1", "t:2"] {
         assert_eq!(
-            text(&explain(&mut c, key), "last"),
-            "not recorded (retention.explain-history is no)"
+            said(&explain(&mut c, key), "last"),
+            (
+                "unknown".to_string(),
+                "not recorded (retention.explain-history is no)".to_string()
+            )
         );
     }
     assert!(used(&mut c) < with_table - 2_500_000, "the table came back");
@@ -306,6 +363,8 @@ fn explain_history_off_records_nothing_and_frees_its_table() {
     config_set(&mut c, "retention.explain-history", "yes");
     call(&mut c, &["SET", "t:3", "v"]);
     sweep(&mut c, &[]);
-    assert!(text(&explain(&mut c, "t:3"), "last").contains("gave it a TTL"));
-    assert!(text(&explain(&mut c, "t:2"), "last").contains("nothing remembered"));
+    assert_eq!(said(&explain(&mut c, "t:3"), "last").0, "set_ttl");
+    assert!(said(&explain(&mut c, "t:2"), "last")
+        .1
+        .contains("nothing remembered"));
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{
-    attach_replica, call, exists, map_int, now_ms, sweep, write_policy, zmembers, Server,
-    ServerOpts,
+    attach_replica, call, exists, jobs_removed, map_field, map_int, now_ms, sweep, write_policy,
+    zmembers, Server, ServerOpts,
 };
 use redis::{Connection, Value};
 
@@ -29,11 +29,13 @@ fn jobs(c: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
     redis::cmd("RETENTION.JOBS").arg(args).query(c)
 }
 
+/// The jobs a CLEAN removed.
 fn jobs_int(c: &mut Connection, args: &[&str]) -> i64 {
-    redis::cmd("RETENTION.JOBS")
+    let reply: Value = redis::cmd("RETENTION.JOBS")
         .arg(args)
         .query(c)
-        .unwrap_or_else(|e| panic!("RETENTION.JOBS {args:?}: {e}"))
+        .unwrap_or_else(|e| panic!("RETENTION.JOBS {args:?}: {e}"));
+    jobs_removed(&reply)
 }
 
 /// A BullMQ 5 queue: `meta` with a version, the id counter and an events stream.
@@ -356,8 +358,10 @@ fn clean_by_count_keeps_the_newest_and_dry_run_changes_nothing() {
         ],
     )
     .expect("dry run");
-    let (count, ids): (i64, Vec<String>) = redis::from_redis_value(&dry).expect("dry reply");
-    assert_eq!(count, 7);
+    assert_eq!(jobs_removed(&dry), 7);
+    assert_eq!(map_int(&dry, "dry_run"), 1);
+    let ids: Vec<String> =
+        redis::from_redis_value(&map_field(&dry, "job_ids").expect("job_ids")).expect("ids");
     assert_eq!(ids, (1..=7).map(|i| i.to_string()).collect::<Vec<_>>());
     assert_eq!(server.digest(), digest, "DRYRUN changed something");
 
@@ -656,19 +660,22 @@ fn clean_inside_multi_runs_at_once() {
     let mut c = server.conn();
     bullmq_queue(&mut c, "bull:q:");
     finished_job(&mut c, "bull:q:", "completed", "1", 1000);
-    let (n,): (i64,) = redis::pipe()
+    let (n,): (Value,) = redis::pipe()
         .atomic()
         .cmd("RETENTION.JOBS")
         .arg(&["CLEAN", "bull", "q", "completed", "MAXAGE", "0"])
         .query(&mut c)
         .expect("MULTI");
-    assert_eq!(n, 1);
-    let from_lua: i64 = redis::cmd("EVAL")
-        .arg("return redis.call('RETENTION.JOBS','CLEAN', 'bull', 'q', 'completed', 'MAXAGE', '0')")
+    assert_eq!(jobs_removed(&n), 1);
+    assert_eq!(map_int(&n, "dry_run"), 0);
+    let from_lua: Value = redis::cmd("EVAL")
+        .arg(
+            "return redis.call('RETENTION.JOBS', 'CLEAN', 'bull', 'q', 'completed', 'MAXAGE', '0')",
+        )
         .arg(0)
         .query(&mut c)
         .expect("EVAL");
-    assert_eq!(from_lua, 0);
+    assert_eq!(jobs_removed(&from_lua), 0);
 }
 
 const STRUCTURE: &[(&str, &str)] = &[
@@ -1161,7 +1168,8 @@ fn a_large_queue_is_cleaned_in_slices_while_others_are_served() {
         let mut conn = client.get_connection().expect("conn");
         redis::cmd("RETENTION.JOBS")
             .arg(&["CLEAN", "bull", "big", "completed", "MAXAGE", "1h"])
-            .query::<i64>(&mut conn)
+            .query::<Value>(&mut conn)
+            .map(|reply| jobs_removed(&reply))
             .expect("CLEAN")
     });
     let mut pings_during_clean = 0;

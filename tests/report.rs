@@ -10,14 +10,37 @@ use common::*;
 use redis::Connection;
 use serde_json::Value;
 
-fn report_json(c: &mut Connection, args: &[&str]) -> Value {
-    let text: String = redis::cmd("RETENTION.REPORT")
-        .arg("FORMAT")
-        .arg("json")
-        .arg(args)
-        .query(c)
-        .expect("RETENTION.REPORT");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+/// A RESP3 reply as JSON, to read nested maps by path (RESP2 flattens maps into arrays
+/// that cannot be told from the report's own arrays).
+fn as_json(v: &redis::Value) -> Value {
+    use redis::Value as R;
+    match v {
+        R::Nil => Value::Null,
+        R::Int(n) => Value::from(*n),
+        R::Double(x) => Value::from(*x),
+        R::Boolean(b) => panic!("booleans are 0/1 in replies, got {b}"),
+        R::BulkString(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
+        R::SimpleString(text) => Value::from(text.clone()),
+        R::Array(items) => Value::Array(items.iter().map(as_json).collect()),
+        R::Map(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let name: String = redis::from_redis_value(k).expect("field name");
+                    (name, as_json(v))
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected in a report: {other:?}"),
+    }
+}
+
+/// `RETENTION.REPORT <args>` read under RESP3; the connection is back on RESP2 after.
+fn report_map(c: &mut Connection, args: &[&str]) -> Value {
+    let _: redis::Value = redis::cmd("HELLO").arg(3).query(c).expect("HELLO 3");
+    let reply: redis::RedisResult<redis::Value> = redis::cmd("RETENTION.REPORT").arg(args).query(c);
+    let _: redis::Value = redis::cmd("HELLO").arg(2).query(c).expect("HELLO 2");
+    as_json(&reply.expect("RETENTION.REPORT"))
 }
 
 fn groups(report: &Value) -> BTreeMap<String, Value> {
@@ -336,13 +359,20 @@ fn reporting(c: &mut Connection, id: i64) -> bool {
     list.contains("cmd=retention.report") && list.contains("flags=b")
 }
 
-/// Starts `RETENTION.REPORT <args>` on its own connection; returns its client id and the
-/// thread that waits for the reply.
+/// Starts `RETENTION.REPORT <args>` on its own RESP3 connection; returns its client id and
+/// the thread that waits for the reply.
 fn start_report(
     server: &Server,
     args: &[&str],
-) -> (i64, std::thread::JoinHandle<redis::RedisResult<String>>) {
+) -> (
+    i64,
+    std::thread::JoinHandle<redis::RedisResult<redis::Value>>,
+) {
     let mut conn = server.conn();
+    let _: redis::Value = redis::cmd("HELLO")
+        .arg(3)
+        .query(&mut conn)
+        .expect("HELLO 3");
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query(&mut conn)
@@ -351,7 +381,7 @@ fn start_report(
     let handle = std::thread::spawn(move || {
         redis::cmd("RETENTION.REPORT")
             .arg(args)
-            .query::<String>(&mut conn)
+            .query::<redis::Value>(&mut conn)
     });
     (id, handle)
 }
@@ -372,7 +402,7 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
 
     // Other clients are served while the report runs: a PING answered while the reporter is
     // still blocked in it.
-    let (id, reporter) = start_report(&server, &["GROUPS", "1000", "FORMAT", "json"]);
+    let (id, reporter) = start_report(&server, &["GROUPS", "1000"]);
     let mut pinger = server.conn();
     let mut served_during = false;
     while !reporter.is_finished() {
@@ -383,14 +413,21 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
             break;
         }
     }
-    let text = reporter.join().expect("reporter").expect("REPORT");
+    let reply = reporter.join().expect("reporter").expect("REPORT");
     assert!(served_during, "no PING was answered while the report ran");
-    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let report = as_json(&reply);
     assert_eq!(server.digest(), digest, "REPORT changed the dataset");
 
     assert_eq!(report["databases"], serde_json::json!([0, 1, 3]));
     assert_eq!(report["keys"], total as u64);
     assert_eq!(report["other"]["keys"], 0);
+    assert_eq!(report["other"]["group_count"], 0);
+    assert_eq!(report["total"]["group_count"], exact.len());
+    assert!(
+        report["duration_ms"].as_u64().is_some(),
+        "{}",
+        report["duration_ms"]
+    );
     let got = groups(&report);
     let names: Vec<&String> = got.keys().collect();
     assert_eq!(names, exact.keys().collect::<Vec<_>>(), "the groups");
@@ -429,13 +466,23 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
     assert_eq!(got["bull:emails:*"]["queue"], "jobs");
     assert_eq!(got["bull:emails:<structures>"]["queue"], "structure");
     assert_eq!(got["key:*"]["rule"], Value::Null);
+    assert_eq!(got["key:*"]["rules"], serde_json::json!({}));
+    assert_eq!(got["key:*"]["keys_without_rule"], exact["key:*"].keys);
+    assert_eq!(
+        got["session:*"]["rules"],
+        serde_json::json!({"sessions": {"keys": exact["session:*"].keys}})
+    );
+    assert_eq!(got["session:*"]["keys_without_rule"], 0);
+    // The queue's finished jobs, under its name.
+    assert_eq!(report["queues"]["bull:emails"]["completed"], 12_000);
+    assert_eq!(report["queues"]["bull:emails"]["rule"], "queues");
     // The biggest keys are the biggest: the longest feed list is among the feed group's top.
     let top = got["feed:*"]["top"].as_array().expect("top").clone();
     assert_eq!(top.len(), 3);
     let mut biggest: Vec<(u64, String)> = Vec::new();
     for k in top.iter() {
         biggest.push((
-            k["bytes"].as_u64().expect("bytes"),
+            k["memory_bytes"].as_u64().expect("memory_bytes"),
             k["key"].as_str().expect("key").into(),
         ));
     }
@@ -466,7 +513,7 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
 
     // The text form shows the same groups, aligned, and its warnings.
     let text: String = redis::cmd("RETENTION.REPORT")
-        .arg(&["GROUPS", "8", "TOP", "2"])
+        .arg(&["GROUPS", "8", "TOP", "2", "FORMAT", "text"])
         .query(&mut c)
         .expect("REPORT text");
     println!("{text}");
@@ -496,7 +543,7 @@ fn warnings_name_low_memory_and_an_eviction_policy_that_breaks_queues() {
     let server = Server::start_paused(None);
     let mut c = server.conn();
     small_fixture(&mut c);
-    let kinds = warning_kinds(&report_json(&mut c, &[]));
+    let kinds = warning_kinds(&report_map(&mut c, &[]));
     assert!(
         !kinds.contains(&"memory".into()) && !kinds.contains(&"eviction_policy".into()),
         "{kinds:?}"
@@ -505,7 +552,7 @@ fn warnings_name_low_memory_and_an_eviction_policy_that_breaks_queues() {
     // maxmemory just above used memory (noeviction: nothing is evicted).
     let used = info_i64(&mut c, "memory", "used_memory");
     config_set(&mut c, "maxmemory", &(used + used / 20).to_string());
-    let report = report_json(&mut c, &[]);
+    let report = report_map(&mut c, &[]);
     let kinds = warning_kinds(&report);
     assert!(kinds.contains(&"memory".into()), "{kinds:?}");
     assert!(!kinds.contains(&"eviction_policy".into()), "{kinds:?}");
@@ -516,11 +563,11 @@ fn warnings_name_low_memory_and_an_eviction_policy_that_breaks_queues() {
             >= 0.8
     );
     config_set(&mut c, "maxmemory", "0");
-    assert!(!warning_kinds(&report_json(&mut c, &[])).contains(&"memory".into()));
+    assert!(!warning_kinds(&report_map(&mut c, &[])).contains(&"memory".into()));
 
     // An eviction policy with a queue present: warned; the same without a queue: not.
     config_set(&mut c, "maxmemory-policy", "allkeys-lru");
-    let report = report_json(&mut c, &[]);
+    let report = report_map(&mut c, &[]);
     assert_eq!(report["server"]["maxmemory_policy"], "allkeys-lru");
     let warning = report["warnings"]
         .as_array()
@@ -540,7 +587,7 @@ fn warnings_name_low_memory_and_an_eviction_policy_that_breaks_queues() {
     for chunk in queue_keys.chunks(500) {
         let _: i64 = redis::cmd("DEL").arg(chunk).query(&mut c).expect("DEL");
     }
-    let kinds = warning_kinds(&report_json(&mut c, &[]));
+    let kinds = warning_kinds(&report_map(&mut c, &[]));
     assert!(!kinds.contains(&"eviction_policy".into()), "{kinds:?}");
 }
 
@@ -556,7 +603,8 @@ fn wrong_arguments_get_clear_errors_and_change_nothing() {
         (&["GROUPS", "x"], "not an integer"),
         (&["TOP", "11"], "TOP must be between 0 and 10"),
         (&["TOP", "-1"], "TOP must be between 0 and 10"),
-        (&["FORMAT", "xml"], "FORMAT must be text or json"),
+        (&["FORMAT", "xml"], "FORMAT must be map or text"),
+        (&["FORMAT", "json"], "FORMAT must be map or text"),
         (&["MATCH", ""], "MATCH: bad glob"),
         (&["LIMIT", "5"], "unknown option 'LIMIT'"),
         (&["TOP", "1", "TOP", "2"], "given twice"),
@@ -576,10 +624,20 @@ fn wrong_arguments_get_clear_errors_and_change_nothing() {
     assert!(text.contains("cannot run inside MULTI"), "{text}");
     assert_eq!(server.digest(), digest);
     // MATCH narrows the walk.
-    let report = report_json(&mut c, &["MATCH", "bull:*", "TOP", "0"]);
+    let report = report_map(&mut c, &["MATCH", "bull:*", "TOP", "0"]);
     // The queue: id, meta, events, wait, completed, 100 jobs, 10 lists of logs.
     assert_eq!(report["keys"], 115);
     assert!(groups(&report).keys().all(|p| p.starts_with("bull:q:")));
+    // Under RESP2 the same map is flat field/value pairs; FORMAT map names the default.
+    let flat = call(
+        &mut c,
+        &["RETENTION.REPORT", "MATCH", "bull:*", "FORMAT", "map"],
+    );
+    assert_eq!(map_int(&flat, "keys"), 115);
+    assert!(
+        map_str(&flat, "match").is_some_and(|m| m == "bull:*"),
+        "{flat:?}"
+    );
 }
 
 #[test]
@@ -591,8 +649,8 @@ fn a_read_only_replica_reports_and_a_role_change_stops_the_report() {
     attach_replica(&master, &replica);
     wait_replica_caught_up(&master, &replica);
     let mut r = replica.conn();
-    let on_master = report_json(&mut m, &["GROUPS", "100"]);
-    let on_replica = report_json(&mut r, &["GROUPS", "100"]);
+    let on_master = report_map(&mut m, &["GROUPS", "100"]);
+    let on_replica = report_map(&mut r, &["GROUPS", "100"]);
     assert_eq!(on_replica["keys"], on_master["keys"]);
     let counts = |v: &Value| -> Vec<(String, Value)> {
         groups(v)
@@ -658,17 +716,17 @@ fn keys_vanishing_mid_walk_end_the_report_normally() {
         ("SWAPDB", &["SWAPDB", "0", "1"]),
     ] {
         call(&mut c, &["DEBUG", "POPULATE", "200000", "k", "10"]);
-        let (id, reporter) = start_report(&server, &["FORMAT", "json"]);
+        let (id, reporter) = start_report(&server, &[]);
         assert!(wait_until(
             std::time::Duration::from_secs(30),
             || reporting(&mut c, id)
         ));
         call(&mut c, args);
-        let text = reporter
+        let reply = reporter
             .join()
             .expect("reporter")
             .unwrap_or_else(|e| panic!("{flush}: {e}"));
-        let report: Value = serde_json::from_str(&text).expect("JSON");
+        let report = as_json(&reply);
         let keys = report["keys"].as_u64().expect("keys");
         assert!(keys < 200_000, "{flush}: {keys} keys");
         call(&mut c, &["FLUSHALL"]);
@@ -691,7 +749,7 @@ fn the_caller_must_be_allowed_to_read_the_keys_it_would_see() {
         .expect_err("NOPERM")
         .to_string();
     assert!(err.contains("NOPERM"), "{err}");
-    let report = report_json(&mut app, &["MATCH", "app:*"]);
+    let report = report_map(&mut app, &["MATCH", "app:*"]);
     assert_eq!(report["keys"], 1);
     assert_eq!(groups(&report).keys().collect::<Vec<_>>(), vec!["app:*"]);
 }

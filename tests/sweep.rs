@@ -136,7 +136,7 @@ fn module_loads_with_and_without_policy_and_budget_config_applies() {
     let bare = Server::start(ServerOpts::default()).expect("start without policy");
     let mut c = bare.conn();
     let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
-    assert_eq!(map_int(&policy, "rules"), 0);
+    assert_eq!(map_int(&policy, "rule_count"), 0);
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("retention.sweep-budget-us")
@@ -165,7 +165,7 @@ fn module_loads_with_and_without_policy_and_budget_config_applies() {
     let with_policy = Server::start_paused(Some(POLICY));
     let mut c = with_policy.conn();
     let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
-    assert_eq!(map_int(&policy, "rules"), 5);
+    assert_eq!(map_int(&policy, "rule_count"), 5);
     let all: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("retention.*")
@@ -207,7 +207,7 @@ fn module_load_command_works_at_runtime() {
         .query(&mut c)
         .expect("policy via CONFIG SET");
     let policy: Value = redis::cmd("RETENTION.POLICY").query(&mut c).unwrap();
-    assert_eq!(map_int(&policy, "rules"), 5);
+    assert_eq!(map_int(&policy, "rule_count"), 5);
 }
 
 #[test]
@@ -252,6 +252,42 @@ fn one_sweep_applies_exactly_the_rules_and_dryrun_changes_nothing() {
         map_int(&again, "ttl_set") + map_int(&again, "ttl_lowered"),
         0
     );
+    pass_reports_and_status_speak_one_vocabulary(&mut c, &real);
+}
+
+/// A pass's report and RETENTION.STATUS/STATS: when it started (`started_at_ms`), how long it
+/// took (`duration_ms`, STATS' `last_pass_duration_ms`), how it ended (0/1 flags beside a
+/// `reason`), and when the next background pass is due (`next_pass_at_ms`).
+fn pass_reports_and_status_speak_one_vocabulary(c: &mut Connection, real: &Value) {
+    let started = map_int(real, "started_at_ms");
+    assert!(
+        (now_ms() - 600_000..=now_ms()).contains(&started),
+        "{real:?}"
+    );
+    assert!(map_int(real, "duration_ms") >= 0);
+    assert_eq!(map_int(real, "dry_run"), 0);
+    assert_eq!(map_int(real, "aborted"), 0);
+    assert_eq!(map_int(real, "finished_early"), 0);
+    assert_eq!(map_str(real, "reason").as_deref(), Some(""));
+    assert!(map_int(real, "budget_us") > 0 && map_int(real, "slices") > 0);
+
+    let status: Value = redis::cmd("RETENTION.STATUS").query(c).unwrap();
+    assert_eq!(map_int(&status, "running"), 0);
+    assert_eq!(map_field(&status, "pass"), None, "{status:?}");
+    assert!(map_int(&status, "next_pass_at_ms") >= now_ms() - 1_000);
+    assert_eq!(
+        map_str(&status, "version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let last = map_field(&status, "last_pass").expect("last_pass");
+    assert!(map_int(&last, "started_at_ms") > started, "{last:?}");
+    assert_eq!(map_str(&last, "kind").as_deref(), Some("command"));
+    assert_eq!(
+        map_int(&stats(c), "last_pass_duration_ms"),
+        map_int(&last, "duration_ms")
+    );
+    let policy: Value = redis::cmd("RETENTION.POLICY").query(c).unwrap();
+    assert_eq!(map_int(&policy, "rule_count"), 5);
 }
 
 #[test]
@@ -344,7 +380,10 @@ fn a_pass_ends_early_when_every_key_has_a_ttl() {
         pipe.set_ex(format!("session:{i}"), "v", 10 * 3600).ignore();
     }
     let _: () = pipe.query(&mut c).unwrap();
-    let finished_early = |r: &Value| map_str(r, "finished_early");
+    // Why the pass ended before its scan did, None when it did not.
+    let finished_early = |r: &Value| {
+        (map_int(r, "finished_early") == 1).then(|| map_str(r, "reason").unwrap_or_default())
+    };
 
     let first = sweep(&mut c, &["RULE", "celery"]);
     assert_eq!(map_int(&first, "ttl_set"), 5_000);
@@ -388,16 +427,13 @@ fn a_pass_ends_early_when_every_key_has_a_ttl() {
     assert_eq!(map_int(&db0, "keys_scanned"), 0);
 }
 
-/// `(keys_visited, progress_pct)` of the running background pass, None while none runs.
+/// `(keys_scanned, progress_pct)` of the running background pass, None while none runs.
 fn background_progress(c: &mut Connection) -> Option<(i64, i64)> {
     let status: Value = redis::cmd("RETENTION.STATUS").query(c).expect("STATUS");
-    let pass = flat_map(&status)
-        .into_iter()
-        .find(|(k, _)| k == "pass")
-        .map(|(_, v)| v)?;
+    let pass = map_field(&status, "pass")?;
     (map_str(&pass, "kind").as_deref() == Some("background")).then(|| {
         (
-            map_int(&pass, "keys_visited"),
+            map_int(&pass, "keys_scanned"),
             map_int(&pass, "progress_pct"),
         )
     })
@@ -684,8 +720,9 @@ fn a_sweep_stops_when_a_new_policy_is_loaded() {
         .expect("RELOAD");
     let at_reload = keys_with_ttl_db0(&mut c);
     let report = sweeper.join().expect("sweeper");
-    let aborted = map_str(&report, "aborted").unwrap_or_default();
-    assert!(aborted.contains("new policy"), "{report:?}");
+    assert_eq!(map_int(&report, "aborted"), 1, "{report:?}");
+    let reason = map_str(&report, "reason").unwrap_or_default();
+    assert!(reason.contains("new policy"), "{report:?}");
     assert!(at_reload < keys, "the sweep ended before the reload");
     assert_eq!(
         keys_with_ttl_db0(&mut c),

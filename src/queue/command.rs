@@ -301,25 +301,23 @@ fn run_slice(ctx: &Context, work: &mut CleanFinished, env: &WorkEnv, budget: Dur
 }
 
 fn empty_clean_reply(dry_run: bool) -> RedisValue {
-    match dry_run {
-        true => RedisValue::Array(vec![RedisValue::Integer(0), RedisValue::Array(vec![])]),
-        false => RedisValue::Integer(0),
-    }
+    clean_map(0, &[], dry_run)
 }
 
-/// The number of removed jobs; in a dry run `[count, [ids...]]` (ids capped).
+/// `jobs_removed` (in a dry run: those that would be), `dry_run`, and in a dry run the ids of
+/// those jobs in `job_ids` (the first `DRYRUN_IDS_MAX`; empty otherwise).
 fn clean_reply(work: &CleanFinished, dry_run: bool) -> RedisValue {
-    let count = RedisValue::Integer(work.removed.min(i64::MAX as u64) as i64);
-    match dry_run {
-        false => count,
-        true => RedisValue::Array(vec![
-            count,
-            RedisValue::Array(
-                work.ids
-                    .iter()
-                    .map(|id| RedisValue::StringBuffer(id.clone()))
-                    .collect(),
-            ),
-        ]),
-    }
+    clean_map(work.removed, &work.ids, dry_run)
+}
+
+fn clean_map(removed: u64, ids: &[Vec<u8>], dry_run: bool) -> RedisValue {
+    let ids = ids
+        .iter()
+        .map(|id| RedisValue::StringBuffer(id.clone()))
+        .collect();
+    let mut m = BTreeMap::new();
+    m.insert(stats::key("jobs_removed"), stats::count(removed));
+    m.insert(stats::key("dry_run"), stats::flag(dry_run));
+    m.insert(stats::key("job_ids"), RedisValue::Array(ids));
+    RedisValue::OrderedMap(m)
 }

@@ -8,6 +8,7 @@ use super::calls::{key, Calls};
 use super::detect::flavor_of;
 use super::layout::{state_zsets, FinishedSet, Reason, Window, STATE_LISTS, STATE_SETS};
 use super::orphans::resolve_base;
+use crate::explain::Verdict;
 use crate::policy::duration::format_duration_ms;
 use crate::policy::{QueueAction, QueueFlavor, RuleFlavor};
 
@@ -20,7 +21,7 @@ pub fn describe_job(
     queue: &QueueAction,
     name: &[u8],
     now_ms: i64,
-) -> Option<String> {
+) -> Option<Verdict> {
     let calls = Calls::new(ctx);
     let base_len = resolve_base(&calls, queue.prefix.len() + 1, name)?;
     let (base, id) = name.split_at(base_len);
@@ -28,27 +29,27 @@ pub fn describe_job(
     let found = flavor_of(&calls, base);
     if let RuleFlavor::One(wanted) = queue.flavor {
         if wanted != found {
-            return Some(format!(
-                "nothing: {base_text}* is a {} queue and this rule is for {} queues (give the rule \"flavor\": \"auto\")",
+            return Some(Verdict::none(format!(
+                "{base_text}* is a {} queue and this rule is for {} queues (give the rule \"flavor\": \"auto\")",
                 library(found),
                 library(wanted)
-            ));
+            )));
         }
     }
-    if let Some(text) = finished(&calls, queue, base, id, now_ms) {
-        return Some(text);
+    if let Some(verdict) = finished(&calls, queue, base, id, now_ms) {
+        return Some(verdict);
     }
     if let Some(state) = live_state(&calls, found, base, id) {
-        return Some(format!(
-            "nothing: a live {} job ({state} in {base_text}*); live jobs are never touched",
+        return Some(Verdict::none(format!(
+            "a live {} job ({state} in {base_text}*); live jobs are never touched",
             library(found)
-        ));
+        )));
     }
-    Some(format!(
-        "nothing now: no state of {base_text}* lists job {}; if nothing refers to it for the rule's orphan_age ({}) at the module's looks, it is removed as an orphan",
+    Some(Verdict::none(format!(
+        "not now: no state of {base_text}* lists job {}; if nothing refers to it for the rule's orphan_age ({}) at the module's looks, it is removed as an orphan",
         String::from_utf8_lossy(id),
         format_duration_ms(queue.orphan_age_ms)
-    ))
+    )).with("orphan_age_ms", queue.orphan_age_ms))
 }
 
 fn library(flavor: QueueFlavor) -> &'static str {
@@ -58,14 +59,15 @@ fn library(flavor: QueueFlavor) -> &'static str {
     }
 }
 
-/// The job's place in `completed` or `failed`, and what the rule's limits make of it.
+/// The job's place in `completed` or `failed`, and what the rule's limits make of it
+/// (`finished_at_ms`: the set's score, when the job finished).
 fn finished(
     calls: &Calls,
     queue: &QueueAction,
     base: &[u8],
     id: &[u8],
     now_ms: i64,
-) -> Option<String> {
+) -> Option<Verdict> {
     for set in [FinishedSet::Completed, FinishedSet::Failed] {
         let set_key = key(&[base, set.name().as_bytes()]);
         let Ok(Some(score)) = calls.zscore(&set_key, id) else {
@@ -76,30 +78,35 @@ fn finished(
             FinishedSet::Completed => queue.completed,
             FinishedSet::Failed => queue.failed,
         };
+        let finished_at_ms = score as i64;
         let Some(retention) = retention else {
-            return Some(format!(
-                "nothing: {} {ago} ago; the rule sets no limit for {} jobs",
-                set.name(),
-                set.name()
-            ));
+            return Some(
+                Verdict::none(format!(
+                    "{} {ago} ago; the rule sets no limit for {} jobs",
+                    set.name(),
+                    set.name()
+                ))
+                .with("finished_at_ms", finished_at_ms),
+            );
         };
         let card = calls.zcard(&set_key).unwrap_or(0);
         let rank = calls.zrank(&set_key, id).unwrap_or(card);
         let limits = describe_limits(retention.max_age_ms, retention.max_count);
-        return Some(match Window::new(&retention, now_ms).reason(card, rank, score) {
-            Some(Reason::Age) => format!(
+        let verdict = match Window::new(&retention, now_ms).reason(card, rank, score) {
+            Some(Reason::Age) => Verdict::new("remove", format!(
                 "remove it with its keys at the next pass: {} {ago} ago, older than the rule allows ({limits})",
                 set.name()
-            ),
-            Some(Reason::Count) => format!(
+            )),
+            Some(Reason::Count) => Verdict::new("remove", format!(
                 "remove it with its keys at the next pass: {} {ago} ago, beyond the newest the rule keeps ({limits})",
                 set.name()
-            ),
-            None => format!(
-                "nothing yet: {} {ago} ago, within the rule's limits ({limits})",
+            )),
+            None => Verdict::none(format!(
+                "not yet: {} {ago} ago, within the rule's limits ({limits})",
                 set.name()
-            ),
-        });
+            )),
+        };
+        return Some(verdict.with("finished_at_ms", finished_at_ms));
     }
     None
 }

@@ -1,6 +1,7 @@
-//! `RETENTION.REPORT [GROUPS <n>] [TOP <n>] [MATCH <glob>] [FORMAT text|json]`: where the
+//! `RETENTION.REPORT [GROUPS <n>] [TOP <n>] [MATCH <glob>] [FORMAT map|text]`: where the
 //! memory went. Walks every database that has keys, groups the keys by pattern (`group`),
-//! and replies with a table per group, the server's memory facts and warnings (`render`).
+//! and replies with the groups, the server's memory facts and warnings (`render`): a map by
+//! default, aligned text for people with `FORMAT text`.
 //!
 //! The walk blocks only the caller: it advances in slices from the before-sleep hook like a
 //! `RETENTION.JOBS CLEAN` (`sweep::blocked`), so other clients are served between slices. It
@@ -44,8 +45,8 @@ const STEPS_PER_CLOCK_CHECK: u32 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    Map,
     Text,
-    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +83,7 @@ fn parse_args(mut args: Args) -> Result<ReportOptions> {
         groups: DEFAULT_GROUPS,
         top: DEFAULT_TOP,
         match_glob: None,
-        format: Format::Text,
+        format: Format::Map,
     };
     let mut seen = OptionSet::default();
     while let Some(option) = args.next_option(&mut seen, &["GROUPS", "TOP", "MATCH", "FORMAT"])? {
@@ -112,13 +113,13 @@ fn parse_args(mut args: Args) -> Result<ReportOptions> {
                 );
             }
             "FORMAT" => {
-                let text = args.next_str("FORMAT <text|json>")?;
+                let text = args.next_str("FORMAT <map|text>")?;
                 opts.format = match text.to_ascii_lowercase().as_str() {
+                    "map" => Format::Map,
                     "text" => Format::Text,
-                    "json" => Format::Json,
                     _ => {
                         return Err(Error::arg(format!(
-                            "FORMAT must be text or json (got '{}')",
+                            "FORMAT must be map or text (got '{}')",
                             crate::args::shown(text.as_bytes())
                         )))
                     }
@@ -264,7 +265,7 @@ impl ReportRun {
             walk: WalkFacts {
                 databases: self.walked.clone(),
                 keys: self.keys,
-                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                duration_ms: self.started.elapsed().as_millis() as u64,
                 slices: self.slices,
                 match_glob: self.opts.match_glob.as_ref().map(|g| g.pattern().to_vec()),
             },
@@ -277,8 +278,33 @@ impl ReportRun {
                 let format = "txt".try_into().unwrap_or_default();
                 RedisValue::VerbatimString((format, report.text().into_bytes()))
             }
-            Format::Json => RedisValue::BulkString(report.json()),
+            Format::Map => json_reply(&report.value()),
         }
+    }
+}
+
+/// A JSON value as a native reply: objects become maps (flat field/value pairs under RESP2),
+/// booleans 0/1 as the server's own replies give them.
+fn json_reply(value: &serde_json::Value) -> RedisValue {
+    use serde_json::Value;
+    match value {
+        Value::Null => RedisValue::Null,
+        Value::Bool(yes) => stats::flag(*yes),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => RedisValue::Integer(i),
+            None => match n.as_u64() {
+                Some(u) => stats::count(u),
+                None => RedisValue::Float(n.as_f64().unwrap_or(0.0)),
+            },
+        },
+        Value::String(text) => RedisValue::BulkString(text.clone()),
+        Value::Array(items) => RedisValue::Array(items.iter().map(json_reply).collect()),
+        Value::Object(fields) => RedisValue::OrderedMap(
+            fields
+                .iter()
+                .map(|(name, v)| (stats::key(name), json_reply(v)))
+                .collect(),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The report of a finished walk: its warnings, as aligned text (`FORMAT text`) and as JSON
-//! (`FORMAT json`). Pure: the walk's groups and the server's memory facts come in as data.
+//! The report of a finished walk: its warnings, as a map for tools (the default reply, built
+//! here as a JSON value) and as aligned text for people (`FORMAT text`). Pure: the walk's
+//! groups and the server's memory facts come in as data.
 
 use serde_json::{json, Value};
 
@@ -12,7 +13,7 @@ pub const MEMORY_WARN_RATIO: f64 = 0.8;
 pub const FINISHED_WARN_JOBS: u64 = 10_000;
 /// Warnings of one kind listed one by one, at most (then one line for the rest).
 const WARNINGS_PER_KIND: usize = 10;
-/// Queues listed in the JSON, at most (most finished jobs first).
+/// Queues listed in the map, at most (most finished jobs first).
 const QUEUES_LISTED: usize = 100;
 /// Widest pattern column in the text table.
 const PATTERN_COLUMN_MAX: usize = 60;
@@ -39,7 +40,7 @@ impl ServerFacts {
 pub struct WalkFacts {
     pub databases: Vec<i32>,
     pub keys: u64,
-    pub elapsed_ms: u64,
+    pub duration_ms: u64,
     pub slices: u64,
     pub match_glob: Option<Vec<u8>>,
 }
@@ -267,7 +268,7 @@ impl Report<'_> {
                 1 => format!("db {}", dbs[0]),
                 _ => format!("dbs {}", dbs.join(", ")),
             },
-            w.elapsed_ms,
+            w.duration_ms,
             w.slices,
             measured,
             w.match_glob
@@ -394,10 +395,11 @@ impl Report<'_> {
         out
     }
 
-    /// One JSON document, for tools.
-    pub fn json(&self) -> String {
+    /// The report for tools: maps, arrays and numbers (the command replies with it as a
+    /// native map).
+    pub fn value(&self) -> Value {
         let (shown_groups, other) = self.shown_and_other();
-        let groups: Vec<Value> = shown_groups.iter().map(|g| self.group_json(g)).collect();
+        let groups: Vec<Value> = shown_groups.iter().map(|g| self.group_value(g)).collect();
         let all = self
             .grouper
             .groups()
@@ -411,12 +413,17 @@ impl Report<'_> {
                 x + g.measured_keys(),
             )
         });
-        let queues: Vec<Value> = self
+        let queues: serde_json::Map<String, Value> = self
             .queues()
             .into_iter()
             .take(QUEUES_LISTED)
             .map(|(base, f)| {
-                json!({"base": shown(base), "completed": f.completed, "failed": f.failed})
+                let queue = shown(base.strip_suffix(b":").unwrap_or(base));
+                let rule = self.rule_name(f.rule);
+                (
+                    queue,
+                    json!({"completed": f.completed, "failed": f.failed, "rule": rule}),
+                )
             })
             .collect();
         let warnings: Vec<Value> = self
@@ -429,7 +436,7 @@ impl Report<'_> {
         json!({
             "databases": w.databases,
             "keys": w.keys,
-            "elapsed_ms": w.elapsed_ms,
+            "duration_ms": w.duration_ms,
             "slices": w.slices,
             "match": w.match_glob.as_deref().map(shown),
             "server": {
@@ -441,7 +448,7 @@ impl Report<'_> {
             },
             "groups": groups,
             "other": {
-                "groups": other.groups,
+                "group_count": other.groups,
                 "keys": other.keys,
                 "keys_without_ttl": other.no_ttl,
                 "memory_bytes": other.memory,
@@ -449,7 +456,7 @@ impl Report<'_> {
                 "types": types_json(&other.types),
             },
             "total": {
-                "groups": self.grouper.groups().len(),
+                "group_count": self.grouper.groups().len(),
                 "keys": keys,
                 "keys_without_ttl": no_ttl,
                 "memory_bytes": memory,
@@ -458,19 +465,26 @@ impl Report<'_> {
             "queues": queues,
             "warnings": warnings,
         })
-        .to_string()
     }
 
-    fn group_json(&self, g: &Group) -> Value {
-        let rules: Vec<Value> = g
-            .rules()
-            .into_iter()
-            .map(|(r, n)| json!({"rule": self.rule_name(r), "keys": n}))
-            .collect();
+    /// One group: `rules` maps each governing rule's name to its keys (as `rules` maps rule
+    /// names to their counters in RETENTION.STATS); keys no rule governs are
+    /// `keys_without_rule`.
+    fn group_value(&self, g: &Group) -> Value {
+        let mut rules = serde_json::Map::new();
+        let mut keys_without_rule = 0;
+        for (rule, n) in g.rules() {
+            match self.rule_name(rule) {
+                Some(name) => {
+                    rules.insert(name.to_string(), json!({ "keys": n }));
+                }
+                None => keys_without_rule += n,
+            }
+        }
         let top: Vec<Value> = g
             .top()
             .iter()
-            .map(|t| json!({"key": shown(&t.name), "db": t.db, "bytes": t.bytes, "type": t.key_type.name()}))
+            .map(|t| json!({"key": shown(&t.name), "db": t.db, "memory_bytes": t.bytes, "type": t.key_type.name()}))
             .collect();
         json!({
             "pattern": shown(&g.pattern),
@@ -480,6 +494,7 @@ impl Report<'_> {
             }),
             "keys": g.keys,
             "keys_without_ttl": g.no_ttl,
+            "keys_without_rule": keys_without_rule,
             "keys_without_ttl_or_rule": g.uncovered_no_ttl,
             "memory_bytes": g.memory(),
             "keys_measured": g.measured_keys(),
@@ -595,7 +610,7 @@ mod tests {
             walk: WalkFacts {
                 databases: vec![0, 2],
                 keys: 7,
-                elapsed_ms: 12,
+                duration_ms: 12,
                 slices: 3,
                 match_glob: None,
             },
@@ -705,22 +720,27 @@ mod tests {
     }
 
     #[test]
-    fn json_carries_every_field() {
+    fn the_map_carries_every_field() {
         let g = grouper(KEYS);
         let names = vec!["sessions".to_string()];
         let r = report(&g, facts(900, 1000, "allkeys-lru"), &names);
-        let v: Value = serde_json::from_str(&r.json()).expect("valid json");
+        let v = r.value();
         assert_eq!(v["databases"], json!([0, 2]));
         assert_eq!(v["server"]["maxmemory_policy"], "allkeys-lru");
         assert_eq!(v["server"]["used_memory_ratio"], json!(0.9));
         assert_eq!(v["groups"].as_array().map(Vec::len), Some(2));
         assert_eq!(v["groups"][0]["pattern"], "bull:q:<structures>");
         assert_eq!(v["groups"][0]["queue"], "structure");
-        assert_eq!(v["other"]["groups"], 3);
+        assert_eq!(v["duration_ms"], 12);
+        assert_eq!(v["other"]["group_count"], 3);
         assert_eq!(v["other"]["keys"], 5);
         assert_eq!(v["total"]["keys"], 7);
         assert_eq!(v["total"]["memory_bytes"], 25_470);
-        assert_eq!(v["queues"][0]["completed"], 20_000);
+        assert_eq!(v["total"]["group_count"], 5);
+        assert_eq!(
+            v["queues"]["bull:q"],
+            json!({"completed": 20_000, "failed": 0, "rule": null})
+        );
         let kinds: Vec<&str> = v["warnings"]
             .as_array()
             .expect("warnings")
@@ -731,7 +751,7 @@ mod tests {
         let all = report(&g, facts(1, 0, "noeviction"), &names);
         let mut all = all;
         all.groups_shown = 100;
-        let v: Value = serde_json::from_str(&all.json()).expect("valid json");
+        let v = all.value();
         let session = v["groups"]
             .as_array()
             .expect("groups")
@@ -741,8 +761,21 @@ mod tests {
             .clone();
         assert_eq!(session["rule"], "sessions");
         assert_eq!(session["keys_without_ttl"], 0);
-        assert_eq!(session["top"][0]["bytes"], 300);
+        assert_eq!(session["rules"], json!({"sessions": {"keys": 2}}));
+        assert_eq!(session["keys_without_rule"], 0);
+        assert_eq!(session["top"][0]["memory_bytes"], 300);
         assert_eq!(session["types"], json!({"string": 2}));
+        let tmp = v["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["pattern"] == "tmp:*")
+            .expect("tmp group")
+            .clone();
+        assert_eq!(
+            (&tmp["rules"], &tmp["keys_without_rule"]),
+            (&json!({}), &json!(2))
+        );
     }
 
     #[test]

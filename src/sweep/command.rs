@@ -11,7 +11,7 @@ use crate::config::{MAX_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US};
 use crate::error::{Error, Result};
 use crate::keyspace;
 use crate::policy::Glob;
-use crate::stats::{self, key};
+use crate::stats::{self, count, flag, key};
 use crate::time::now_ms;
 
 /// `RETENTION.SWEEP [DRYRUN] [RULE <name>] [MATCH <glob>] [BUDGET <us>]`
@@ -67,29 +67,28 @@ fn parse_sweep_args(args: Vec<RedisString>, db: i32) -> Result<PassOptions> {
     Ok(opts)
 }
 
-fn int(v: u64) -> RedisValue {
-    RedisValue::Integer(v.min(i64::MAX as u64) as i64)
-}
-
-/// A pass report as a map: the counters, timing, and per-rule counters.
+/// A pass report as a map: the counters, timing, how it ended, and per-rule counters.
+/// `aborted` and `finished_early` are 0/1; `reason` says why in words ("" when neither).
 pub fn report_reply(report: &PassReport) -> RedisValue {
     let mut m = stats::tally_reply(&report.tally);
     m.insert(
         key("kind"),
         RedisValue::SimpleString(report.kind.name().into()),
     );
-    m.insert(key("dry_run"), RedisValue::Integer(report.dry_run as i64));
-    m.insert(key("started_ms"), RedisValue::Integer(report.started_ms));
-    m.insert(key("duration_ms"), int(report.duration_ms));
-    m.insert(key("slices"), int(report.slices));
-    m.insert(key("max_slice_us"), int(report.max_slice_us));
-    m.insert(key("budget_us"), int(report.budget_us));
-    if let Some(why) = &report.aborted {
-        m.insert(key("aborted"), RedisValue::BulkString(why.clone()));
-    }
-    if let Some(why) = report.finished_early {
-        m.insert(key("finished_early"), RedisValue::BulkString(why.into()));
-    }
+    m.insert(key("dry_run"), flag(report.dry_run));
+    m.insert(key("started_at_ms"), RedisValue::Integer(report.started_ms));
+    m.insert(key("duration_ms"), count(report.duration_ms));
+    m.insert(key("slices"), count(report.slices));
+    m.insert(key("max_slice_us"), count(report.max_slice_us));
+    m.insert(key("budget_us"), count(report.budget_us));
+    m.insert(key("aborted"), flag(report.aborted.is_some()));
+    m.insert(key("finished_early"), flag(report.finished_early.is_some()));
+    let reason = report
+        .aborted
+        .clone()
+        .or(report.finished_early.map(String::from))
+        .unwrap_or_default();
+    m.insert(key("reason"), RedisValue::BulkString(reason));
     let per_rule = report.per_rule.iter().cloned().collect();
     m.insert(key("rules"), stats::rules_reply(&per_rule));
     RedisValue::OrderedMap(m)
@@ -141,7 +140,8 @@ fn progress_pct(visited: u64, in_scope: u64) -> u64 {
 }
 
 /// `keys_in_scope`: the keys of every database the running pass covers (0 when none runs);
-/// `dbsize`: those of the caller's database.
+/// `dbsize`: those of the caller's database. `pass` (the running pass) and `last_pass` are
+/// null when there is none.
 pub fn status_reply(
     running: Option<&Pass>,
     last: Option<&PassReport>,
@@ -154,41 +154,40 @@ pub fn status_reply(
         key("version"),
         RedisValue::SimpleStringStatic(crate::commands::VERSION),
     );
+    m.insert(key("running"), flag(running.is_some()));
+    m.insert(key("enabled"), flag(crate::config::enabled()));
+    m.insert(key("dbsize"), count(dbsize));
     m.insert(
-        key("running"),
-        RedisValue::Integer(running.is_some() as i64),
+        key("pass"),
+        running.map_or(RedisValue::Null, |pass| running_reply(pass, keys_in_scope)),
     );
-    m.insert(
-        key("enabled"),
-        RedisValue::Integer(crate::config::enabled() as i64),
-    );
-    m.insert(key("dbsize"), int(dbsize));
-    if let Some(pass) = running {
-        let report = pass.report();
-        let mut p = BTreeMap::new();
-        p.insert(
-            key("kind"),
-            RedisValue::SimpleString(pass.kind.name().into()),
-        );
-        p.insert(
-            key("dry_run"),
-            RedisValue::Integer(pass.opts.dry_run as i64),
-        );
-        p.insert(key("keys_visited"), int(pass.keys_visited()));
-        p.insert(key("elapsed_ms"), int(pass.elapsed_ms()));
-        p.insert(key("slices"), int(report.slices));
-        p.insert(key("keys_in_scope"), int(keys_in_scope));
-        let pct = progress_pct(pass.keys_visited(), keys_in_scope);
-        p.insert(key("progress_pct"), int(pct));
-        m.insert(key("pass"), RedisValue::OrderedMap(p));
-    }
-    let next_in = (next_background_ms - now_ms()).max(0) as u64;
-    m.insert(key("next_background_pass_in_ms"), int(next_in));
+    // Never in the past: a pass that is due starts at the next cron tick.
+    let next_at = next_background_ms.max(now_ms());
+    m.insert(key("next_pass_at_ms"), RedisValue::Integer(next_at));
     m.insert(
         key("last_pass"),
         last.map(report_reply).unwrap_or(RedisValue::Null),
     );
     RedisValue::OrderedMap(m)
+}
+
+/// The running pass: the fields of a pass report it already has, and how far it is.
+fn running_reply(pass: &Pass, keys_in_scope: u64) -> RedisValue {
+    let report = pass.report();
+    let mut p = BTreeMap::new();
+    p.insert(
+        key("kind"),
+        RedisValue::SimpleString(pass.kind.name().into()),
+    );
+    p.insert(key("dry_run"), flag(pass.opts.dry_run));
+    p.insert(key("started_at_ms"), RedisValue::Integer(report.started_ms));
+    p.insert(key("keys_scanned"), count(pass.keys_visited()));
+    p.insert(key("duration_ms"), count(pass.elapsed_ms()));
+    p.insert(key("slices"), count(report.slices));
+    p.insert(key("keys_in_scope"), count(keys_in_scope));
+    let pct = progress_pct(pass.keys_visited(), keys_in_scope);
+    p.insert(key("progress_pct"), count(pct));
+    RedisValue::OrderedMap(p)
 }
 
 #[cfg(test)]

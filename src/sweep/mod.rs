@@ -238,7 +238,7 @@ fn record_finished(e: &mut Engine, pass: &Pass) {
     let report = pass.report();
     stats::with_stats(|s| {
         s.passes += 1;
-        s.last_pass_ms = report.duration_ms;
+        s.last_pass_duration_ms = report.duration_ms;
     });
     e.last_report = Some(report);
 }

@@ -345,6 +345,27 @@ pub fn map_str(v: &redis::Value, name: &str) -> Option<String> {
     Some(redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not a string")))
 }
 
+/// The field `name` of a map reply, None when it is missing or nil (a nested map that is
+/// absent, such as STATUS's `pass` while no pass runs).
+pub fn map_field(v: &redis::Value, name: &str) -> Option<redis::Value> {
+    flat_map(v)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, value)| value)
+        .filter(|value| *value != redis::Value::Nil)
+}
+
+/// `jobs_removed` of a `RETENTION.JOBS ... CLEAN` reply (a map with `dry_run` and
+/// `job_ids` beside it).
+pub fn jobs_removed(v: &redis::Value) -> i64 {
+    assert!(
+        matches!(map_field(v, "job_ids"), Some(redis::Value::Array(_))),
+        "CLEAN reply without job_ids: {v:?}"
+    );
+    assert!((0..=1).contains(&map_int(v, "dry_run")), "{v:?}");
+    map_int(v, "jobs_removed")
+}
+
 /// The wall clock in Unix milliseconds, as the module and Redis see it.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -652,7 +673,7 @@ pub fn assert_same_data(master: &Server, replica: &Server, dbs: &[i64], what: &s
     }
 }
 
-/// The running pass of `RETENTION.STATUS` as (kind, keys visited), None when none runs.
+/// The running pass of `RETENTION.STATUS` as (kind, keys scanned), None when none runs.
 pub fn running_pass(c: &mut redis::Connection) -> Option<(String, i64)> {
     let status: redis::Value = redis::cmd("RETENTION.STATUS")
         .query(c)
@@ -660,13 +681,9 @@ pub fn running_pass(c: &mut redis::Connection) -> Option<(String, i64)> {
     if map_int(&status, "running") == 0 {
         return None;
     }
-    let pass = flat_map(&status)
-        .into_iter()
-        .find(|(k, _)| k == "pass")
-        .map(|(_, v)| v)
-        .expect("STATUS: running without pass");
+    let pass = map_field(&status, "pass").expect("STATUS: running without pass");
     let kind = map_str(&pass, "kind").unwrap_or_default();
-    Some((kind, map_int(&pass, "keys_visited")))
+    Some((kind, map_int(&pass, "keys_scanned")))
 }
 
 /// Unix ms → (year, month, day, hour, minute, second, ms) (H. Hinnant's `civil_from_days`),

@@ -65,7 +65,7 @@ def create(r):
         p.xadd("audit:2026", {"event": "login", "user": str(i)})
     p.execute()
 
-    # `redis-cli RETENTION.JOBS bull emails CLEAN|COUNTS` and the RETENTION.JOBS synopsis: a
+    # `redis-cli RETENTION.JOBS CLEAN|COUNTS bull emails` and the RETENTION.JOBS synopsis: a
     # BullMQ queue that never removed its finished jobs (the policy keeps the newest 500).
     _bullmq_queue(r, "emails", jobs=600, finished_ms=_now_ms() - 60_000, waiting=3)
 

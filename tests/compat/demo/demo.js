@@ -80,6 +80,17 @@ async function show(client, args, render) {
   return reply;
 }
 
+/** EXPLAIN's `now` and `last`: maps of an action, its values and the reason. */
+const ACTION_FIELDS = ['now', 'last'];
+
+/** `action (values): reason` of EXPLAIN's `now` or `last`. */
+function renderAction(flat) {
+  const { action, reason, ...values } = flatToObject(flat);
+  const shown = Object.entries(values).filter(([k, v]) => !(k === 'dry_run' && Number(v) === 0));
+  const details = shown.length ? ` (${shown.map(([k, v]) => `${k} ${v}`).join(', ')})` : '';
+  return `${action}${details}: ${reason}`;
+}
+
 /** A map reply as aligned `field  value` lines (nested arrays summarized). */
 function renderMap(flat, fields) {
   const o = flatToObject(flat);
@@ -87,7 +98,8 @@ function renderMap(flat, fields) {
   const width = Math.max(...names.map((n) => n.length));
   return names.filter((n) => n in o).map((n) => {
     const v = o[n];
-    const text = Array.isArray(v) ? (v.length ? v.map((x) => `\n${' '.repeat(width + 4)}${x}`).join('') : '(empty)') : v;
+    const text = ACTION_FIELDS.includes(n) ? renderAction(v)
+      : Array.isArray(v) ? (v.length ? v.map((x) => `\n${' '.repeat(width + 4)}${x}`).join('') : '(empty)') : v;
     return `  ${n.padEnd(width)}  ${text}`;
   }).join('\n');
 }
@@ -116,7 +128,7 @@ function renderSweep(flat) {
 async function remembered(client, names) {
   for (const name of names) {
     const { last } = flatToObject(await client.call('RETENTION.EXPLAIN', name));
-    if (!/^nothing remembered/.test(last)) return name;
+    if (flatToObject(last).action !== 'unknown') return name;
   }
   return names[0];
 }
@@ -225,7 +237,7 @@ async function main() {
     const ownersBefore = await memoryByOwner(c);
 
     section('where did the memory go?');
-    await show(c, ['RETENTION.REPORT', 'GROUPS', '12', 'TOP', '1']);
+    await show(c, ['RETENTION.REPORT', 'GROUPS', '12', 'TOP', '1', 'FORMAT', 'text']);
 
     section('what would the policy do? (nothing is changed)');
     await show(c, ['RETENTION.SWEEP', 'DRYRUN'], renderSweep);
@@ -251,7 +263,7 @@ async function main() {
     await show(c, ['RETENTION.EXPLAIN', await remembered(c, celery)], (r) => renderMap(r, ['key', 'expire_at_ms', 'now', 'last']));
 
     section('where did the memory go now?');
-    await show(c, ['RETENTION.REPORT', 'GROUPS', '12', 'TOP', '1']);
+    await show(c, ['RETENTION.REPORT', 'GROUPS', '12', 'TOP', '1', 'FORMAT', 'text']);
 
     const factsAfter = await serverFacts(c);
     const ownersAfter = await memoryByOwner(c);

@@ -42,13 +42,16 @@ async function clientList(client) {
   });
 }
 
-/** RETENTION.CLIENTS reply (RESP2: an array of flat maps) as objects. */
+/** The clients of a RETENTION.CLIENTS reply (RESP2: a flat map whose `clients` is an array
+ * of flat maps) as objects, idle in seconds. */
 async function retentionClients(client, ...args) {
-  const reply = await client.call('RETENTION.CLIENTS', ...args);
-  return reply.map((flat) => {
+  const reply = h.flatToObject(await client.call('RETENTION.CLIENTS', ...args));
+  const clients = reply.clients.map((flat) => {
     const o = h.flatToObject(flat);
-    return { id: Number(o.id), name: o.name, idle: Number(o.idle_s), killed: Number(o.killed) };
+    return { id: Number(o.id), name: o.name, idle: Number(o.idle_ms) / 1000, killed: Number(o.killed) };
   });
+  assert.equal(Number(reply.clients_killed), clients.filter((c) => c.killed === 1).length);
+  return clients;
 }
 
 /** A plain connection that says who it is and then stays idle. */
