@@ -216,3 +216,42 @@ fn help_lists_every_subcommand_with_its_documented_syntax() {
         }
     }
 }
+
+/// `MODULE LIST` reports the Cargo version encoded as Redis modules do (1.0.0 = 10000),
+/// `RETENTION.STATUS` names it, CHANGELOG.md's newest entry is it, and LICENSE is the
+/// license Cargo.toml declares.
+#[test]
+fn the_version_and_license_agree_everywhere() {
+    let version = env!("CARGO_PKG_VERSION");
+    let parts: Vec<i64> = version
+        .split(['.', '-', '+'])
+        .take(3)
+        .map(|p| p.parse().expect("numeric version part"))
+        .collect();
+    let encoded = parts[0] * 10_000 + parts[1] * 100 + parts[2];
+
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let modules = call(&mut c, &["MODULE", "LIST"]);
+    let Value::Array(modules) = modules else {
+        panic!("MODULE LIST: {modules:?}")
+    };
+    let ours = modules
+        .iter()
+        .map(flat_map)
+        .find(|m| field(m, "name").map(text).as_deref() == Some("retention"))
+        .expect("the module is listed");
+    assert_eq!(field(&ours, "ver").map(text), Some(encoded.to_string()));
+    let status = call(&mut c, &["RETENTION.STATUS"]);
+    assert_eq!(map_str(&status, "version").as_deref(), Some(version));
+
+    let changelog = include_str!("../CHANGELOG.md");
+    let newest = changelog
+        .lines()
+        .find_map(|l| l.strip_prefix("## "))
+        .expect("a version heading");
+    assert!(newest.starts_with(&format!("{version} ")), "{newest}");
+    let license = include_str!("../LICENSE");
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "MIT");
+    assert!(license.starts_with("MIT License\n"), "LICENSE is not MIT");
+}
