@@ -108,7 +108,7 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
         set,
         retention: FinishedRetention {
             max_age_ms: Some(max_age_ms),
-            max_count: None,
+            max_len: None,
         },
         dry_run: false,
         flavor: None,
@@ -120,7 +120,7 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
     // An optional <max_count> may follow <max_age> directly.
     if let Some(text) = words.next_if(|w| w.starts_with(|c: char| c.is_ascii_digit() || c == '-')) {
         match parse_i64(text) {
-            Some(n) if n >= 0 => req.retention.max_count = Some(n as u64),
+            Some(n) if n >= 0 => req.retention.max_len = Some(n as u64),
             _ => {
                 return Err(Error::arg(format!(
                     "<max_count>: '{text}' is not a whole number >= 0"
