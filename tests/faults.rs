@@ -188,8 +188,8 @@ fn sigkill_in_a_large_sweep_leaves_each_key_untouched_or_done_and_the_sweeper_fi
 }
 
 const QUEUE_POLICY: &str = r#"{"rules":[
-  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-    "completed":{"max_age":"30d","max_count":100}}}
+  {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+    "completed":{"max_age":"30d","max_len":100}}}
 ]}"#;
 
 const JOBS: usize = 40_000;
