@@ -13,7 +13,6 @@ mod policy_gen;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
 
 use common::{civil, Rng};
@@ -29,23 +28,6 @@ use redis_retention::policy::{
 use redis_retention::queue::layout::{base_candidates, classify, parse_score, KeyRole};
 use redis_retention::runs::{ms_from_json, parse_rfc3339_ms, validate_id, RunSetNames};
 use redis_retention::trim::plan::{entries_to_remove, list_trim_range};
-
-/// Bounded runs: enough cases to find the usual mistakes in every `cargo test`, few enough
-/// that the file stays at a few seconds. `FUZZ_SCALE=<n>` multiplies every count for a longer
-/// search (`FUZZ_SCALE=100 cargo test --release --test fuzz_pure`). No failure files are
-/// written into the tree: a failure's input is added to the corpus by hand, with its
-/// regression test.
-fn config(cases: u32) -> ProptestConfig {
-    let scale: u32 = std::env::var("FUZZ_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    ProptestConfig {
-        cases: cases.saturating_mul(scale.max(1)),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The reference glob: Redis 7.0's `stringmatchlen_impl` (util.c, nocase = 0), ported line
@@ -451,7 +433,6 @@ fn policy_corpus_gives_the_recorded_outcome() {
     }
 }
 
-
 fn assert_round_trips(policy: &Policy) {
     let rendered = policy.to_json();
     let again = parse_policy(&rendered.to_string())
@@ -479,16 +460,8 @@ fn assert_readable(msg: &str) {
     );
 }
 
-/// The `rules[k] ("name"): ` or `rules[k]: ` an error about rule `k` starts with.
-fn rule_prefix(k: usize, rule: &Value) -> String {
-    match rule.get("name").and_then(Value::as_str) {
-        Some(n) => format!("rules[{k}] (\"{}\"): ", clipped(n)),
-        None => format!("rules[{k}]: "),
-    }
-}
-
 /// An error about `rule` (after its prefix) starts with a JSON path into it: a field the
-/// rule has (or `match`, when it is missing), or says what is wrong with the rule as a whole.
+/// rule has (or `match` or `type`, when missing), or says what is wrong with the rule as a whole.
 fn assert_names_a_path(rest: &str, rule: &Value, whole: &str) {
     if rest.starts_with("rule has ") || rest.starts_with("rule: must be a JSON object") {
         return;
@@ -500,8 +473,11 @@ fn assert_names_a_path(rest: &str, rule: &Value, whole: &str) {
                 .is_some_and(|after| after.starts_with([':', '.', '[']))
         })
     });
+    let names_a_missing_field = ["match: missing", "type: missing"]
+        .iter()
+        .any(|m| rest.starts_with(m));
     assert!(
-        names_a_field || rest.starts_with("match: missing"),
+        names_a_field || names_a_missing_field,
         "error does not start with a field of the rule: {whole:?}\nrule: {rule}"
     );
     assert!(rest.contains(": "), "no reason after the path: {whole:?}");

@@ -556,7 +556,10 @@ fn trim_command_works_on_every_type_and_replicates() {
     assert_eq!(trim(&mut c, binary_list, &["MAXLEN", "10"]), 199_990);
     assert_eq!(int_list(&mut c, binary_list), (0..10).collect::<Vec<_>>());
     rpush_range(&mut c, b"tail", 0, 99);
-    assert_eq!(trim(&mut c, b"tail", &["MAXLEN", "3", "NEWEST", "TAIL"]), 97);
+    assert_eq!(
+        trim(&mut c, b"tail", &["MAXLEN", "3", "NEWEST", "TAIL"]),
+        97
+    );
     assert_eq!(int_list(&mut c, b"tail"), vec![97, 98, 99]);
 
     let now = now_ms();

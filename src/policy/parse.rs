@@ -188,7 +188,7 @@ fn parse_rule(v: &Value, index: usize) -> Parsed<Rule> {
         }
         "trim" => {
             let key_type = key_type.ok_or(
-                "trim: needs \"type\": \"stream\", \"list\" or \"zset\" (trimming depends on the type)",
+                "type: missing: a trim rule needs \"type\": \"stream\", \"list\" or \"zset\" (trimming depends on the type)",
             )?;
             (
                 globs_selector(obj)?,
@@ -286,6 +286,12 @@ fn parse_globs(v: &Value, path: &str) -> Parsed<Vec<Glob>> {
 }
 
 fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
+    if !matches!(key_type, KeyType::Stream | KeyType::List | KeyType::ZSet) {
+        return Err(format!(
+            "type: \"{}\" cannot be trimmed (a trim rule is for stream, list or zset)",
+            key_type.name()
+        ));
+    }
     let obj = object(v, "trim")?;
     reject_unknown(
         obj,
@@ -310,18 +316,8 @@ fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
     only_for("approx", KeyType::Stream)?;
     only_for("newest", KeyType::List)?;
     only_for("score_unit", KeyType::ZSet)?;
-    match key_type {
-        KeyType::Stream | KeyType::ZSet => {}
-        KeyType::List if max_age_ms.is_some() => {
-            return Err("trim.max_age: a list has no timestamps; use max_len".into())
-        }
-        KeyType::List => {}
-        other => {
-            return Err(format!(
-                "trim: type \"{}\" cannot be trimmed (use stream, list or zset)",
-                other.name()
-            ))
-        }
+    if key_type == KeyType::List && max_age_ms.is_some() {
+        return Err("trim.max_age: a list has no timestamps; use max_len".into());
     }
     let newest = match obj.get("newest").map(|k| k.as_str()) {
         None | Some(Some("head")) => ListEnd::Head,
@@ -353,20 +349,20 @@ const QUEUE_MATCH_HINT: &str =
 
 /// The literal prefix of a queue rule's `"match": "<prefix>:*"` (a one-item list is the same).
 fn queue_prefix(obj: &Map<String, Value>) -> Parsed<String> {
-    let text = match obj.get("match") {
+    let (path, glob) = match obj.get("match") {
         None => return Err(format!("match: missing: {QUEUE_MATCH_HINT}")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(Value::Array(items)) if items.len() == 1 => items[0]
-            .as_str()
-            .ok_or_else(|| format!("match[0]: must be a string: {QUEUE_MATCH_HINT}"))?,
         Some(Value::Array(items)) if items.len() > 1 => {
             return Err(format!(
                 "match: {} globs in a queue rule: {QUEUE_MATCH_HINT} (one rule per prefix)",
                 items.len()
             ))
         }
-        Some(_) => return Err(format!("match: must be a string: {QUEUE_MATCH_HINT}")),
+        Some(Value::Array(items)) if items.len() == 1 => ("match[0]", &items[0]),
+        Some(other) => ("match", other),
     };
+    let text = glob
+        .as_str()
+        .ok_or_else(|| format!("{path}: must be a string: {QUEUE_MATCH_HINT}"))?;
     // Glob characters before `:*` would make the prefix a pattern, which the queue cleaner
     // cannot split into prefix and queue name.
     match text.strip_suffix(":*") {
@@ -374,7 +370,7 @@ fn queue_prefix(obj: &Map<String, Value>) -> Parsed<String> {
             Ok(prefix.to_string())
         }
         _ => Err(format!(
-            "match: '{}' is not a literal prefix followed by :*: {QUEUE_MATCH_HINT}",
+            "{path}: '{}' is not a literal prefix followed by :*: {QUEUE_MATCH_HINT}",
             clipped(text)
         )),
     }
@@ -384,13 +380,7 @@ fn parse_queue(v: &Value, prefix: String) -> Parsed<QueueAction> {
     let obj = object(v, "queue")?;
     reject_unknown(
         obj,
-        &[
-            "flavor",
-            "completed",
-            "failed",
-            "events",
-            "orphan_age",
-        ],
+        &["flavor", "completed", "failed", "events", "orphan_age"],
         "queue.",
     )?;
     let flavor = match obj.get("flavor").map(|f| f.as_str()) {
@@ -611,7 +601,7 @@ mod tests {
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","trim":{"max_len":5}}]}"#,
-                "trim: needs \"type\"",
+                "rules[0] (\"t\"): type: missing: a trim rule needs \"type\"",
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_len":-1}}]}"#,
@@ -635,7 +625,7 @@ mod tests {
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"hash","trim":{"max_len":1}}]}"#,
-                "cannot be trimmed",
+                "rules[0] (\"t\"): type: \"hash\" cannot be trimmed",
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"zset","trim":{}}]}"#,
@@ -664,6 +654,14 @@ mod tests {
             (
                 r#"{"rules":[{"name":"q","match":["a:*","b:*"],"queue":{"flavor":"bull"}}]}"#,
                 "match: 2 globs in a queue rule",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":["a*:*"],"queue":{"flavor":"bull"}}]}"#,
+                "match[0]: 'a*:*' is not a literal prefix",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":[],"queue":{"flavor":"bull"}}]}"#,
+                "match: must be a string",
             ),
             (
                 r#"{"rules":[{"name":"q","queue":{"flavor":"bull"}}]}"#,

@@ -24,9 +24,7 @@ fn globs_json(globs: &[Glob]) -> Value {
 fn selector_json(selector: &Selector) -> Value {
     match selector {
         Selector::Globs(globs) | Selector::RunBases(globs) => globs_json(globs),
-        Selector::Prefix(prefix) => {
-            Value::String(format!("{}*", String::from_utf8_lossy(prefix)))
-        }
+        Selector::Prefix(prefix) => Value::String(format!("{}*", String::from_utf8_lossy(prefix))),
     }
 }
 

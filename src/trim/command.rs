@@ -25,7 +25,14 @@ use crate::time::now_ms;
 use crate::write::Asker;
 use crate::{config, keyspace};
 
-const OPTIONS: [&str; 6] = ["MAXLEN", "MAXAGE", "APPROX", "NEWEST", "SCOREUNIT", "DRYRUN"];
+const OPTIONS: [&str; 6] = [
+    "MAXLEN",
+    "MAXAGE",
+    "APPROX",
+    "NEWEST",
+    "SCOREUNIT",
+    "DRYRUN",
+];
 
 /// The parsed options of one `RETENTION.TRIM`.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,8 +310,14 @@ mod tests {
             (&["MAXAGE", "7x"][..], "MAXAGE: bad duration"),
             (&["MAXAGE", "0"][..], "greater than zero"),
             (&["MAXLEN", "1", "MAXLEN", "2"][..], "given twice"),
-            (&["MAXLEN", "1", "NEWEST", "middle"][..], "NEWEST must be HEAD or TAIL"),
-            (&["MAXLEN", "1", "KEEP", "TAIL"][..], "unknown option 'KEEP'"),
+            (
+                &["MAXLEN", "1", "NEWEST", "middle"][..],
+                "NEWEST must be HEAD or TAIL",
+            ),
+            (
+                &["MAXLEN", "1", "KEEP", "TAIL"][..],
+                "unknown option 'KEEP'",
+            ),
             (&["MAXLEN", "1", "SCOREUNIT", "us"][..], "MS or S"),
             (&["MAXLEN", "1", "LIMIT", "5"][..], "unknown option 'LIMIT'"),
         ] {

@@ -5,8 +5,35 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use redis_retention::policy::clipped;
 use redis_retention::policy::duration::{format_duration_ms, MAX_DURATION_MS};
 use serde_json::{json, Map, Value};
+
+/// Bounded runs: enough cases to find the usual mistakes in every `cargo test`, few enough
+/// that the file stays at a few seconds. `FUZZ_SCALE=<n>` multiplies every count for a longer
+/// search (`FUZZ_SCALE=100 cargo test --release --test fuzz_pure`). No failure files are
+/// written into the tree: a failure's input is added to the corpus by hand, with its
+/// regression test.
+pub fn config(cases: u32) -> ProptestConfig {
+    let scale: u32 = std::env::var("FUZZ_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    ProptestConfig {
+        cases: cases.saturating_mul(scale.max(1)),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// The `rules[k] ("name"): ` or `rules[k]: ` an error about rule `k` starts with.
+pub fn rule_prefix(k: usize, rule: &Value) -> String {
+    match rule.get("name").and_then(Value::as_str) {
+        Some(n) => format!("rules[{k}] (\"{}\"): ", clipped(n)),
+        None => format!("rules[{k}]: "),
+    }
+}
 
 pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
