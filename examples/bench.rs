@@ -598,7 +598,7 @@ fn background(keys: u64, smoke: bool) -> Row {
 fn queue_clean(jobs: u64, smoke: bool) -> Row {
     let server = idle_server_with(
         "bench-queue",
-        r#"{"rules":[{"name":"jobs","queue":{"flavor":"bull","prefix":"bull",
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bull",
             "completed":{"max_age":"1h"},"orphan_age":"7d"}}]}"#,
     );
     let mut c = server.conn();
@@ -688,7 +688,7 @@ fn fill_runs(c: &mut Connection, base: &str, n: u64, score: &str) {
 fn runs_dry_run(runs: u64, smoke: bool) -> Row {
     let server = idle_server_with(
         "bench-runs",
-        r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}]}"#,
+        r#"{"rules":[{"name":"runs","match":"runs:*","runs":{"max_age":"1h"}}]}"#,
     );
     let mut c = server.conn();
     fill_runs(&mut c, "runs:{bench}", runs, "1000 + i");

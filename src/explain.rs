@@ -448,8 +448,8 @@ mod tests {
         {"name":"capped","match":"session:*","ttl":"1h","cap":true,"pressure":{"ttl":"5m"}},
         {"name":"idle","match":"idle:*","ttl":"1h","min_idle":"1d"},
         {"name":"events","match":"events:*","type":"stream","trim":{"max_len":1000}},
-        {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull"}},
-        {"name":"runs","runs":{"match":"runs:active:*","max_age":"3h"}}
+        {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq"}},
+        {"name":"runs","match":"runs:active:*","runs":{"max_age":"3h"}}
     ]}"#;
 
     const NOW: i64 = 1_700_000_000_000;

@@ -493,7 +493,7 @@ fn expire_removes_old_runs_from_both_keys_and_leaves_no_orphans() {
 
 #[test]
 fn runs_rule_sweep_expires_old_runs_and_leaves_leftovers_it_has_not_watched_for_max_age() {
-    let policy = r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+    let policy = r#"{"rules":[{"name":"r","match":"runs:*","runs":{"max_age":"1h"}}]}"#;
     let s = Server::start_paused(Some(policy));
     let mut c = s.conn();
     let now = now_ms();
@@ -1209,7 +1209,7 @@ fn exercise_everything(c: &mut Connection) {
 
 #[test]
 fn replica_matches_master_after_every_command() {
-    let policy = r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+    let policy = r#"{"rules":[{"name":"r","match":"runs:*","runs":{"max_age":"1h"}}]}"#;
     let m = Server::start_paused(Some(policy));
     let r = server();
     attach_replica(&m, &r);
@@ -1226,7 +1226,7 @@ fn aof_restart_restores_the_same_data() {
     let dir = common::scratch_dir("aof");
     let policy = common::write_policy(
         &dir,
-        r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age":"1h"}}]}"#,
+        r#"{"rules":[{"name":"r","match":"runs:*","runs":{"max_age":"1h"}}]}"#,
     );
     let opts = ServerOpts::default()
         .paused()

@@ -38,7 +38,7 @@ fn q<T: redis::FromRedisValue>(c: &mut ClusterConnection, args: &[&str]) -> redi
     cmd.query(c)
 }
 
-const POLICY: &str = r#"{"rules":[{"name":"r","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+const POLICY: &str = r#"{"rules":[{"name":"r","match":"runs:*","runs":{"max_age":"1h"}}]}"#;
 
 #[test]
 fn commands_route_by_the_base_and_keep_both_keys_in_its_slot() {

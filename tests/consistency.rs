@@ -38,14 +38,14 @@ const POLICY: &str = r#"{"rules":[
   {"name":"s-len","match":"s:len:*","type":"stream","trim":{"max_len":10}},
   {"name":"s-age","match":"s:age:*","type":"stream","trim":{"max_age":"1h"}},
   {"name":"l-head","match":"l:head:*","type":"list","trim":{"max_len":5}},
-  {"name":"l-tail","match":"l:tail:*","type":"list","trim":{"max_len":5,"keep":"tail"}},
+  {"name":"l-tail","match":"l:tail:*","type":"list","trim":{"max_len":5,"newest":"tail"}},
   {"name":"z-len","match":"z:len:*","type":"zset","trim":{"max_len":5}},
   {"name":"z-age","match":"z:age:*","type":"zset","trim":{"max_age":"1h"}},
-  {"name":"mq","queue":{"flavor":"bullmq","prefix":"bull",
-      "completed":{"max_age":"1h","max_count":3},"failed":{"max_age":"1d"},
+  {"name":"mq","match":"bull:*","queue":{"flavor":"bullmq",
+      "completed":{"max_age":"1h","max_len":3},"failed":{"max_age":"1d"},
       "events":{"max_len":100},"orphan_age":"1h"}},
-  {"name":"b3","queue":{"flavor":"bull","prefix":"b3","completed":{"max_age":"1h","max_count":2}}},
-  {"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}
+  {"name":"b3","match":"b3:*","queue":{"flavor":"bull","completed":{"max_age":"1h","max_len":2}}},
+  {"name":"runs","match":"runs:*","runs":{"max_age":"1h"}}
 ]}"#;
 
 /// The clock the data was built against: entries "old" and "new" are hours away from
@@ -397,7 +397,7 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
                 &format!("xt:l:{i}"),
                 "MAXLEN",
                 "5",
-                "KEEP",
+                "NEWEST",
                 "TAIL",
             ],
         );
@@ -529,7 +529,7 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
     let _: Value = redis::cmd("EVAL")
         .arg(
             "redis.call('ACTIVERUNS.ADD', KEYS[1], 'lua', '{}') \
-             redis.call('RETENTION.TRIM', KEYS[2], 'MAXLEN', '3', 'KEEP', 'TAIL') \
+             redis.call('RETENTION.TRIM', KEYS[2], 'MAXLEN', '3', 'NEWEST', 'TAIL') \
              return redis.call('ACTIVERUNS.EXPIRE', KEYS[1], '1h')",
         )
         .arg(2)
@@ -1072,7 +1072,7 @@ fn new_key_tracking_paths_replicate_and_reload_identically_in_two_databases() {
 #[test]
 fn runs_rule_repairs_holes_and_orphans_of_equal_number() {
     const MAX_AGE_MS: u64 = 300;
-    let policy = r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"300ms"}}]}"#;
+    let policy = r#"{"rules":[{"name":"runs","match":"runs:*","runs":{"max_age":"300ms"}}]}"#;
     let server = Server::start_paused(Some(policy));
     let replica = Server::start_paused(Some(policy));
     attach_replica(&server, &replica);

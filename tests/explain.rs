@@ -107,7 +107,7 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
             Some("bull-jobs"),
             Some("bull:*"),
             "remove",
-            "remove it with its keys at the next pass: completed 2d ago, older than the rule allows (max_age 1d, max_count 500)",
+            "remove it with its keys at the next pass: completed 2d ago, older than the rule allows (max_age 1d, max_len 500)",
         ),
         (
             "bull:mail:2",
@@ -248,7 +248,7 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
 fn trims_and_dry_runs_are_told_and_bad_input_is_refused() {
     let policy = r#"{"rules":[{"name":"cap-list","match":"list:*","type":"list","trim":{"max_len":2}},
         {"name":"t","match":"t:*","ttl":"1h"},
-        {"name":"mq","queue":{"flavor":"bullmq","prefix":"q"}}]}"#;
+        {"name":"mq","match":"q:*","queue":{"flavor":"bullmq"}}]}"#;
     let server = Server::start_paused(Some(policy));
     let mut c = server.conn();
     call(&mut c, &["RPUSH", "list:a", "1", "2", "3", "4", "5"]);

@@ -14,7 +14,7 @@ use redis::{Connection, Value};
 
 const POLICY: &str = r#"{"rules":[
   {"name":"ttl","match":"t:*","ttl":"1d"},
-  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","completed":{"max_age":"30d"}}}
+  {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq","completed":{"max_age":"30d"}}}
 ]}"#;
 
 /// An idle server uses a few ms of CPU a second; one spinning its event loop uses a core.

@@ -188,8 +188,8 @@ fn sigkill_in_a_large_sweep_leaves_each_key_untouched_or_done_and_the_sweeper_fi
 }
 
 const QUEUE_POLICY: &str = r#"{"rules":[
-  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-    "completed":{"max_age":"30d","max_count":100}}}
+  {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+    "completed":{"max_age":"30d","max_len":100}}}
 ]}"#;
 
 const JOBS: usize = 40_000;
@@ -331,7 +331,7 @@ fn sigkill_in_a_large_queue_clean_leaves_no_half_removed_job_and_cleaning_finish
         );
     }
 
-    // The background sweeper resumes the cleaning and finishes it (max_count 100).
+    // The background sweeper resumes the cleaning and finishes it (max_len 100).
     config_set(&mut c, "retention.enabled", "yes");
     let finished = wait_until(Duration::from_secs(120), || stat(&mut c, "passes") >= 1);
     assert!(finished, "the background pass did not finish in 120 s");

@@ -693,12 +693,12 @@ fn keys_vanishing_or_changing_type_mid_work_get_a_clear_answer() {
 #[test]
 fn sweeps_over_hostile_queue_run_and_collection_keys_stay_consistent() {
     let policy = r#"{"rules":[
-        {"name":"mq","queue":{"flavor":"bullmq","prefix":"bull",
-            "completed":{"max_age":"1ms","max_count":0},"failed":{"max_count":1},
+        {"name":"mq","match":"bull:*","queue":{"flavor":"bullmq",
+            "completed":{"max_age":"1ms","max_len":0},"failed":{"max_len":1},
             "events":{"max_len":0,"max_age":"1ms"},"orphan_age":"1ms"}},
-        {"name":"b3","queue":{"flavor":"bull","prefix":"bq",
+        {"name":"b3","match":"bq:*","queue":{"flavor":"bull",
             "completed":{"max_age":"1ms"},"orphan_age":"1ms"}},
-        {"name":"runs","runs":{"match":"runs:*","max_age":"1ms"}},
+        {"name":"runs","match":"runs:*","runs":{"max_age":"1ms"}},
         {"name":"s","match":"s:*","type":"stream","trim":{"max_len":1,"max_age":"1ms"}},
         {"name":"l","match":"l:*","type":"list","trim":{"max_len":1}},
         {"name":"z","match":"z:*","type":"zset","trim":{"max_len":1,"max_age":"1ms","score_unit":"s"}},

@@ -10,7 +10,7 @@ use common::{call, exists, map_int, now_ms, sweep, Server};
 use redis::Connection;
 
 const AGE_MS: u64 = 400;
-const POLICY: &str = r#"{"rules":[{"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"400ms"}}]}"#;
+const POLICY: &str = r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq","orphan_age":"400ms"}}]}"#;
 const DAY_MS: i64 = 86_400_000;
 
 /// A BullMQ 5 queue's structure keys.

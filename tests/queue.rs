@@ -839,8 +839,8 @@ fn a_sweep_never_touches_queue_structure_or_live_jobs() {
     let policy = write_policy(
         &dir,
         r#"{"rules":[
-            {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-              "completed":{"max_age":"1s","max_count":0},"failed":{"max_age":"1s","max_count":0},
+            {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+              "completed":{"max_age":"1s","max_len":0},"failed":{"max_age":"1s","max_len":0},
               "orphan_age":"1ms"}},
             {"name":"everything-else","match":"*","ttl":"1h"}]}"#,
     );
@@ -871,7 +871,7 @@ fn orphans_are_removed_and_referenced_jobs_are_not() {
     let dir = common::scratch_dir("queue-orphans");
     let policy = write_policy(
         &dir,
-        r#"{"rules":[{"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"1s"}}]}"#,
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq","orphan_age":"1s"}}]}"#,
     );
     let server =
         Server::start_in(dir, ServerOpts::default().paused().policy(&policy)).expect("server");
@@ -963,8 +963,8 @@ fn queue_rule_cleans_by_age_and_count_and_trims_events() {
     let dir = common::scratch_dir("queue-rule");
     let policy = write_policy(
         &dir,
-        r#"{"rules":[{"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-            "completed":{"max_age":"1h","max_count":3},"failed":{"max_age":"7d"},
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+            "completed":{"max_age":"1h","max_len":3},"failed":{"max_age":"7d"},
             "events":{"max_len":100}}}]}"#,
     );
     let server =
@@ -1026,10 +1026,10 @@ fn replica_and_aof_match_the_master_after_cleaning() {
     let dir = common::scratch_dir("queue-repl");
     let policy = write_policy(
         &dir,
-        r#"{"rules":[{"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-            "completed":{"max_age":"1h","max_count":10},"failed":{"max_age":"1h"},
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+            "completed":{"max_age":"1h","max_len":10},"failed":{"max_age":"1h"},
             "events":{"max_len":100,"max_age":"1h"},"orphan_age":"200ms"}},
-            {"name":"bull","queue":{"flavor":"bull","prefix":"b",
+            {"name":"bull","match":"b:*","queue":{"flavor":"bull",
             "completed":{"max_age":"1h"}}}]}"#,
     );
     let opts = ServerOpts::default()

@@ -391,7 +391,7 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
     let server = Server::start_paused(Some(
         r#"{"rules":[
             {"name":"sessions","match":"session:*","ttl":"1h"},
-            {"name":"queues","queue":{"flavor":"bullmq","prefix":"bull","completed":{"max_age":"7d"}}}
+            {"name":"queues","match":"bull:*","queue":{"flavor":"bullmq","completed":{"max_age":"7d"}}}
         ]}"#,
     ));
     let mut c = server.conn();

@@ -61,7 +61,7 @@ fn leftovers(c: &mut Connection) -> [bool; 5] {
 }
 
 fn policy(max_age: &str) -> String {
-    format!(r#"{{"rules":[{{"name":"runs","runs":{{"match":"*","max_age":"{max_age}"}}}}]}}"#)
+    format!(r#"{{"rules":[{{"name":"runs","match":"*","runs":{{"max_age":"{max_age}"}}}}]}}"#)
 }
 
 #[test]

@@ -399,7 +399,7 @@ fn after_a_deleted_marker_among_many_ties_lands_exactly() {
 // ---------------------------------------------------------------------------------------
 // A dry run of a `runs` rule.
 
-const RUNS_1H: &str = r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1h"}}]}"#;
+const RUNS_1H: &str = r#"{"rules":[{"name":"runs","match":"runs:*","runs":{"max_age":"1h"}}]}"#;
 
 /// `old` runs two days old (ten to a score), and `fresh` runs a minute old, in `base`.
 fn old_and_fresh_runs(c: &mut Connection, base: &str, old: u64, fresh: u64) {
@@ -447,8 +447,8 @@ fn a_dry_run_counts_every_expired_run_and_changes_nothing() {
 // Healthy run sets do not fill the table of watched orphans.
 
 const RUNS_AND_JOBS: &str = r#"{"rules":[
-  {"name":"runs","runs":{"match":"runs:*","max_age":"1h"}},
-  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull","orphan_age":"400ms"}}]}"#;
+  {"name":"runs","match":"runs:*","runs":{"max_age":"1h"}},
+  {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq","orphan_age":"400ms"}}]}"#;
 
 /// `n` run sets `runs:{i}` of one fresh run each, whose two keys agree.
 fn healthy_run_sets(c: &mut Connection, n: u64) {
@@ -521,7 +521,7 @@ fn healthy_run_sets_leave_room_to_watch_orphans() {
 
 #[test]
 fn a_hole_seen_whole_again_starts_its_clock_over_and_a_clean_set_is_forgotten() {
-    let policy = r#"{"rules":[{"name":"runs","runs":{"match":"runs:*","max_age":"1s"}}]}"#;
+    let policy = r#"{"rules":[{"name":"runs","match":"runs:*","runs":{"max_age":"1s"}}]}"#;
     let server = Server::start_paused(Some(policy));
     let mut c = server.conn();
     let (b, data) = ("runs:{s}", "runs:{s}:data");

@@ -27,10 +27,10 @@ const POLICY: &str = r#"{"rules":[
   {"name":"log","match":"log:*","type":"stream","trim":{"max_len":100}},
   {"name":"feed","match":"feed:*","type":"list","trim":{"max_len":50}},
   {"name":"rank","match":"rank:*","type":"zset","trim":{"max_len":50}},
-  {"name":"jobs","queue":{"flavor":"bullmq","prefix":"bull",
-    "completed":{"max_age":"1h","max_count":200},"failed":{"max_age":"5s","max_count":50},
+  {"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+    "completed":{"max_age":"1h","max_len":200},"failed":{"max_age":"5s","max_len":50},
     "events":{"max_len":500}}},
-  {"name":"runs","runs":{"match":"runs:*","max_age":"5s"}}
+  {"name":"runs","match":"runs:*","runs":{"max_age":"5s"}}
 ]}"#;
 
 fn soak_duration() -> Duration {

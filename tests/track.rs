@@ -162,8 +162,8 @@ fn tracking_stops_when_disabled_and_on_replicas() {
 /// governs the work from the moment it is in force: a cleaning under way stops.
 #[test]
 fn a_reloaded_policy_stops_work_planned_under_the_old_one() {
-    let cleaning = r#"{"rules":[{"name":"jobs","queue":{"flavor":"bull","prefix":"bull",
-      "completed":{"max_count":10}}}]}"#;
+    let cleaning = r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bull",
+      "completed":{"max_len":10}}}]}"#;
     let (server, dir) = start_with(cleaning);
     let mut c = server.conn();
     // A Bull queue whose 200,001 completed jobs arrive in one script: the ZADDs note the

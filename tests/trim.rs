@@ -306,7 +306,7 @@ fn list_and_zset_rules_leave_exactly_the_expected_members() {
     let dir = common::scratch_dir("trim-coll");
     let policy = r#"{"rules":[
         {"name":"head","match":"l:head","type":"list","trim":{"max_len":100}},
-        {"name":"tail","match":"l:tail","type":"list","trim":{"max_len":100,"keep":"tail"}},
+        {"name":"tail","match":"l:tail","type":"list","trim":{"max_len":100,"newest":"tail"}},
         {"name":"empty","match":"l:zero","type":"list","trim":{"max_len":0}},
         {"name":"top","match":"z:len","type":"zset","trim":{"max_len":100}},
         {"name":"ms","match":"z:ms","type":"zset","trim":{"max_age":"7d"}},
@@ -559,7 +559,10 @@ fn trim_command_works_on_every_type_and_replicates() {
     assert_eq!(trim(&mut c, binary_list, &["MAXLEN", "10"]), 199_990);
     assert_eq!(int_list(&mut c, binary_list), (0..10).collect::<Vec<_>>());
     rpush_range(&mut c, b"tail", 0, 99);
-    assert_eq!(trim(&mut c, b"tail", &["MAXLEN", "3", "KEEP", "TAIL"]), 97);
+    assert_eq!(
+        trim(&mut c, b"tail", &["MAXLEN", "3", "NEWEST", "TAIL"]),
+        97
+    );
     assert_eq!(int_list(&mut c, b"tail"), vec![97, 98, 99]);
 
     let now = now_ms();
@@ -623,7 +626,7 @@ fn trim_command_works_on_every_type_and_replicates() {
     // Likewise from a script.
     rpush_range(&mut c, b"inlua", 0, 99_999);
     let n: i64 = redis::cmd("EVAL")
-        .arg("return redis.call('RETENTION.TRIM', KEYS[1], 'MAXLEN', '2', 'KEEP', 'TAIL')")
+        .arg("return redis.call('RETENTION.TRIM', KEYS[1], 'MAXLEN', '2', 'NEWEST', 'TAIL')")
         .arg(1)
         .arg("inlua")
         .query(&mut c)
@@ -672,14 +675,14 @@ fn trim_command_rejects_bad_input_and_changes_nothing() {
             "APPROX only applies to a stream",
         ),
         (
-            &["z", "MAXLEN", "1", "KEEP", "TAIL"],
-            "KEEP only applies to a list",
+            &["z", "MAXLEN", "1", "NEWEST", "TAIL"],
+            "NEWEST only applies to a list",
         ),
         (
             &["l", "MAXLEN", "1", "SCOREUNIT", "S"],
             "SCOREUNIT only applies to a zset",
         ),
-        (&["l", "MAXLEN", "1", "KEEP", "SIDE"], "HEAD or TAIL"),
+        (&["l", "MAXLEN", "1", "NEWEST", "SIDE"], "HEAD or TAIL"),
         (&["l", "MAXLEN", "1", "MAXLEN", "2"], "given twice"),
         (&["l", "MAXLEN", "1", "NOW"], "unknown option 'NOW'"),
         (&["str", "MAXLEN", "1"], "WRONGTYPE"),
@@ -723,8 +726,8 @@ fn bad_trim_rules_are_rejected_and_the_old_policy_stays() {
             "trim.max_len: must be a whole number",
         ),
         (
-            r#"{"rules":[{"name":"t","match":"l:*","type":"list","trim":{"max_len":5,"keep":"middle"}}]}"#,
-            "trim.keep: must be",
+            r#"{"rules":[{"name":"t","match":"l:*","type":"list","trim":{"max_len":5,"newest":"middle"}}]}"#,
+            "trim.newest: must be",
         ),
         (
             r#"{"rules":[{"name":"t","match":"l:*","type":"list","trim":{"max_age":"1d"}}]}"#,

@@ -84,7 +84,7 @@ pub struct Rule {
 pub enum Selector {
     /// Any of these globs.
     Globs(Vec<Glob>),
-    /// Every key under `<prefix>:` (queue rules claim their whole prefix).
+    /// Every key under `<prefix>:` (a queue rule's `"match": "<prefix>:*"` claims it whole).
     Prefix(Vec<u8>),
     /// `<base>:index` and `<base>:data` for every base matching one of the globs.
     RunBases(Vec<Glob>),
@@ -130,9 +130,9 @@ pub struct TtlAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {
-    /// Keep the head: the newest entries of an LPUSH producer.
+    /// The newest entries are at the head (an LPUSH producer); the tail is trimmed.
     Head,
-    /// Keep the tail: the newest entries of an RPUSH producer.
+    /// The newest entries are at the tail (an RPUSH producer); the head is trimmed.
     Tail,
 }
 
@@ -148,8 +148,8 @@ pub struct TrimAction {
     pub max_age_ms: Option<i64>,
     /// Streams only: `XTRIM ~` semantics (whole nodes only; much cheaper).
     pub approx: bool,
-    /// Lists only.
-    pub keep: ListEnd,
+    /// Lists only: which end holds the newest entries (the ones kept).
+    pub newest: ListEnd,
     /// Sorted sets only: unit of the timestamp scores used by `max_age`.
     pub score_unit: ScoreUnit,
 }
@@ -172,7 +172,8 @@ impl QueueFlavor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinishedRetention {
     pub max_age_ms: Option<i64>,
-    pub max_count: Option<u64>,
+    /// Keep at most the newest this many.
+    pub max_len: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,7 +422,7 @@ mod tests {
     fn queue_rule_claims_its_prefix_from_later_rules() {
         let p = policy(
             r#"{"rules":[
-                {"name":"q","queue":{"flavor":"bullmq","prefix":"bull"}},
+                {"name":"q","match":"bull:*","queue":{"flavor":"bullmq"}},
                 {"name":"all","match":"*","ttl":"1d"}]}"#,
         );
         assert_eq!(p.rule_for(b"bull:q:id", KeyType::String), Some(0));
@@ -433,7 +434,7 @@ mod tests {
     fn runs_rule_claims_index_and_data_of_matching_bases() {
         let p = policy(
             r#"{"rules":[
-                {"name":"runs","runs":{"match":"runs:active:*","max_age":"3h"}},
+                {"name":"runs","match":"runs:active:*","runs":{"max_age":"3h"}},
                 {"name":"all","match":"*","ttl":"1d"}]}"#,
         );
         assert_eq!(
@@ -453,10 +454,20 @@ mod tests {
             r#"{"rules":[
                 {"name":"a","match":["x:*","y:*"],"type":"hash","ttl":"86400","cap":true,"min_idle":"30d"},
                 {"name":"b","match":"s:*","type":"stream","trim":{"max_len":10,"approx":true,"max_age":"7d"}},
-                {"name":"c","queue":{"flavor":"bull","prefix":"jobs","completed":{"max_age":"24h","max_count":500}}},
-                {"name":"d","runs":{"match":"runs:*"}}]}"#,
+                {"name":"c","match":"jobs:*","queue":{"flavor":"bull","completed":{"max_age":"24h","max_len":500}}},
+                {"name":"d","match":["runs:*","other:runs:*"],"runs":{}},
+                {"name":"e","match":"l:*","type":"list","trim":{"max_len":3,"newest":"tail"}},
+                {"name":"f","match":["one:*"],"queue":{"flavor":"auto","events":{"max_len":100},"failed":{"max_len":0}}}]}"#,
         );
-        let again = parse_policy(&p.to_json().to_string()).expect("normalized parses");
+        let rendered = p.to_json();
+        let again = parse_policy(&rendered.to_string()).expect("normalized parses");
         assert_eq!(again, p);
+        // The selector of every kind of rule is the top-level "match".
+        assert_eq!(rendered["rules"][2]["match"], "jobs:*");
+        assert_eq!(rendered["rules"][2]["queue"].get("prefix"), None);
+        assert_eq!(rendered["rules"][3]["match"][1], "other:runs:*");
+        assert_eq!(rendered["rules"][3]["runs"].get("match"), None);
+        assert_eq!(rendered["rules"][4]["trim"]["newest"], "tail");
+        assert_eq!(rendered["rules"][5]["match"], "one:*");
     }
 }

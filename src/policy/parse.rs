@@ -103,7 +103,8 @@ fn strip_position(msg: &str) -> &str {
 
 fn parse_document(doc: &Value) -> Parsed<Policy> {
     let top = object(doc, "(top level)")?;
-    reject_unknown(top, &["rules"], "")?;
+    // `$schema` tells editors where docs/policy.schema.json is; the module has no use for it.
+    reject_unknown(top, &["rules", "$schema"], "")?;
     let rules_value = top
         .get("rules")
         .ok_or("missing \"rules\": the policy is {\"rules\": [ ... ]}")?;
@@ -188,7 +189,7 @@ fn parse_rule(v: &Value, index: usize) -> Parsed<Rule> {
         }
         "trim" => {
             let key_type = key_type.ok_or(
-                "trim: needs \"type\": \"stream\", \"list\" or \"zset\" (trimming depends on the type)",
+                "type: missing: a trim rule needs \"type\": \"stream\", \"list\" or \"zset\" (trimming depends on the type)",
             )?;
             (
                 globs_selector(obj)?,
@@ -198,32 +199,29 @@ fn parse_rule(v: &Value, index: usize) -> Parsed<Rule> {
         "queue" => {
             forbid(
                 obj,
-                "match",
-                "a queue rule governs every key under its prefix; use queue.prefix",
-            )?;
-            forbid(
-                obj,
                 "type",
                 "a queue rule governs keys of every type under its prefix",
             )?;
-            let queue = parse_queue(&obj["queue"])?;
-            let mut prefix = queue.prefix.clone().into_bytes();
-            prefix.push(b':');
-            (Selector::Prefix(prefix), Action::Queue(queue))
+            let prefix = queue_prefix(obj)?;
+            let queue = parse_queue(&obj["queue"], prefix)?;
+            let mut selected = queue.prefix.clone().into_bytes();
+            selected.push(b':');
+            (Selector::Prefix(selected), Action::Queue(queue))
         }
         "runs" => {
-            forbid(
-                obj,
-                "match",
-                "put the base-name glob inside: \"runs\": {\"match\": ...}",
-            )?;
             forbid(
                 obj,
                 "type",
                 "a runs rule governs the :index zset and :data hash of each base",
             )?;
-            let (bases, runs) = parse_runs(&obj["runs"])?;
-            (Selector::RunBases(bases), Action::Runs(runs))
+            let bases = obj.get("match").ok_or(
+                "match: missing: give a glob of run-set base names such as \"runs:active:*\"",
+            )?;
+            let bases = parse_globs(bases, "match")?;
+            (
+                Selector::RunBases(bases),
+                Action::Runs(parse_runs(&obj["runs"])?),
+            )
         }
         _ => unreachable!("action names come from ACTIONS"),
     };
@@ -289,10 +287,16 @@ fn parse_globs(v: &Value, path: &str) -> Parsed<Vec<Glob>> {
 }
 
 fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
+    if !matches!(key_type, KeyType::Stream | KeyType::List | KeyType::ZSet) {
+        return Err(format!(
+            "type: \"{}\" cannot be trimmed (a trim rule is for stream, list or zset)",
+            key_type.name()
+        ));
+    }
     let obj = object(v, "trim")?;
     reject_unknown(
         obj,
-        &["max_len", "max_age", "approx", "keep", "score_unit"],
+        &["max_len", "max_age", "approx", "newest", "score_unit"],
         "trim.",
     )?;
     let max_len = optional_count(obj, "max_len", "trim.max_len")?;
@@ -311,25 +315,20 @@ fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
         }
     };
     only_for("approx", KeyType::Stream)?;
-    only_for("keep", KeyType::List)?;
+    only_for("newest", KeyType::List)?;
     only_for("score_unit", KeyType::ZSet)?;
-    match key_type {
-        KeyType::Stream | KeyType::ZSet => {}
-        KeyType::List if max_age_ms.is_some() => {
-            return Err("trim.max_age: a list has no timestamps; use max_len".into())
-        }
-        KeyType::List => {}
-        other => {
-            return Err(format!(
-                "trim: type \"{}\" cannot be trimmed (use stream, list or zset)",
-                other.name()
-            ))
-        }
+    if key_type == KeyType::List && max_age_ms.is_some() {
+        return Err("trim.max_age: a list has no timestamps; use max_len".into());
     }
-    let keep = match obj.get("keep").map(|k| k.as_str()) {
+    let newest = match obj.get("newest").map(|k| k.as_str()) {
         None | Some(Some("head")) => ListEnd::Head,
         Some(Some("tail")) => ListEnd::Tail,
-        Some(_) => return Err("trim.keep: must be \"head\" or \"tail\"".into()),
+        Some(_) => {
+            return Err(
+                "trim.newest: must be \"head\" (LPUSH producers) or \"tail\" (RPUSH producers)"
+                    .into(),
+            )
+        }
     };
     let score_unit = match obj.get("score_unit").map(|u| u.as_str()) {
         None | Some(Some("ms")) => ScoreUnit::Milliseconds,
@@ -340,23 +339,49 @@ fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
         max_len,
         max_age_ms,
         approx: optional_bool(obj, "approx", "trim.approx")?.unwrap_or(false),
-        keep,
+        newest,
         score_unit,
     })
 }
 
-fn parse_queue(v: &Value) -> Parsed<QueueAction> {
+/// What a queue rule's `match` may say: the queues under one literal prefix.
+const QUEUE_MATCH_HINT: &str =
+    "a queue rule matches the queues under one prefix: write \"<prefix>:*\", e.g. \"bull:*\"";
+
+/// The literal prefix of a queue rule's `"match": "<prefix>:*"` (a one-item list is the same).
+fn queue_prefix(obj: &Map<String, Value>) -> Parsed<String> {
+    let (path, glob) = match obj.get("match") {
+        None => return Err(format!("match: missing: {QUEUE_MATCH_HINT}")),
+        Some(Value::Array(items)) if items.len() > 1 => {
+            return Err(format!(
+                "match: {} globs in a queue rule: {QUEUE_MATCH_HINT} (one rule per prefix)",
+                items.len()
+            ))
+        }
+        Some(Value::Array(items)) if items.len() == 1 => ("match[0]", &items[0]),
+        Some(other) => ("match", other),
+    };
+    let text = glob
+        .as_str()
+        .ok_or_else(|| format!("{path}: must be a string: {QUEUE_MATCH_HINT}"))?;
+    // Glob characters before `:*` would make the prefix a pattern, which the queue cleaner
+    // cannot split into prefix and queue name.
+    match text.strip_suffix(":*") {
+        Some(prefix) if !prefix.is_empty() && !prefix.contains(['*', '?', '[', '\\']) => {
+            Ok(prefix.to_string())
+        }
+        _ => Err(format!(
+            "{path}: '{}' is not a literal prefix followed by :*: {QUEUE_MATCH_HINT}",
+            clipped(text)
+        )),
+    }
+}
+
+fn parse_queue(v: &Value, prefix: String) -> Parsed<QueueAction> {
     let obj = object(v, "queue")?;
     reject_unknown(
         obj,
-        &[
-            "flavor",
-            "prefix",
-            "completed",
-            "failed",
-            "events",
-            "orphan_age",
-        ],
+        &["flavor", "completed", "failed", "events", "orphan_age"],
         "queue.",
     )?;
     let flavor = match obj.get("flavor").map(|f| f.as_str()) {
@@ -365,13 +390,6 @@ fn parse_queue(v: &Value) -> Parsed<QueueAction> {
         Some(Some("auto")) => RuleFlavor::Auto,
         None => return Err("queue.flavor: missing: \"bullmq\", \"bull\" or \"auto\"".into()),
         Some(_) => return Err("queue.flavor: must be \"bullmq\", \"bull\" or \"auto\"".into()),
-    };
-    let prefix = match obj.get("prefix") {
-        None => "bull".to_string(),
-        Some(Value::String(s)) if !s.is_empty() && !s.contains(['*', '?', '[']) => s.clone(),
-        Some(_) => {
-            return Err("queue.prefix: must be a non-empty literal prefix such as \"bull\"".into())
-        }
     };
     let completed = parse_finished(obj, "completed")?;
     let failed = parse_finished(obj, "failed")?;
@@ -414,13 +432,13 @@ fn parse_finished(queue: &Map<String, Value>, state: &str) -> Parsed<Option<Fini
     };
     let path = format!("queue.{state}");
     let obj = object(v, &path)?;
-    reject_unknown(obj, &["max_age", "max_count"], &format!("{path}."))?;
+    reject_unknown(obj, &["max_age", "max_len"], &format!("{path}."))?;
     let r = FinishedRetention {
         max_age_ms: optional_duration(obj, "max_age", &format!("{path}.max_age"))?,
-        max_count: optional_count(obj, "max_count", &format!("{path}.max_count"))?,
+        max_len: optional_count(obj, "max_len", &format!("{path}.max_len"))?,
     };
-    if r.max_age_ms.is_none() && r.max_count.is_none() {
-        return Err(format!("{path}: give \"max_age\" and/or \"max_count\""));
+    if r.max_age_ms.is_none() && r.max_len.is_none() {
+        return Err(format!("{path}: give \"max_age\" and/or \"max_len\""));
     }
     Ok(Some(r))
 }
@@ -428,17 +446,12 @@ fn parse_finished(queue: &Map<String, Value>, state: &str) -> Parsed<Option<Fini
 /// The usual ACTIVE_RUN_CACHE_TTL of applications keeping active runs.
 const DEFAULT_RUNS_MAX_AGE_MS: i64 = 3 * 3_600_000;
 
-fn parse_runs(v: &Value) -> Parsed<(Vec<Glob>, RunsAction)> {
+fn parse_runs(v: &Value) -> Parsed<RunsAction> {
     let obj = object(v, "runs")?;
-    reject_unknown(obj, &["match", "max_age"], "runs.")?;
-    let globs = parse_globs(
-        obj.get("match")
-            .ok_or("runs.match: missing: a glob of run-set base names, e.g. \"runs:active:*\"")?,
-        "runs.match",
-    )?;
+    reject_unknown(obj, &["max_age"], "runs.")?;
     let max_age_ms =
         optional_duration(obj, "max_age", "runs.max_age")?.unwrap_or(DEFAULT_RUNS_MAX_AGE_MS);
-    Ok((globs, RunsAction { max_age_ms }))
+    Ok(RunsAction { max_age_ms })
 }
 
 fn parse_pressure(v: &Value, action: &Action) -> Parsed<PressureOverride> {
@@ -589,7 +602,7 @@ mod tests {
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","trim":{"max_len":5}}]}"#,
-                "trim: needs \"type\"",
+                "rules[0] (\"t\"): type: missing: a trim rule needs \"type\"",
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_len":-1}}]}"#,
@@ -600,55 +613,103 @@ mod tests {
                 "trim.max_age: a list has no timestamps",
             ),
             (
-                r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_len":1,"keep":"middle"}}]}"#,
-                "trim.keep: must be",
+                r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_len":1,"newest":"middle"}}]}"#,
+                "trim.newest: must be",
             ),
             (
-                r#"{"rules":[{"name":"t","match":"*","type":"stream","trim":{"max_len":1,"keep":"head"}}]}"#,
-                "trim.keep: only applies to type \"list\"",
+                r#"{"rules":[{"name":"t","match":"*","type":"stream","trim":{"max_len":1,"newest":"head"}}]}"#,
+                "trim.newest: only applies to type \"list\"",
+            ),
+            (
+                r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_len":1,"keep":"head"}}]}"#,
+                "trim.keep: unknown field",
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"hash","trim":{"max_len":1}}]}"#,
-                "cannot be trimmed",
+                "rules[0] (\"t\"): type: \"hash\" cannot be trimmed",
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"zset","trim":{}}]}"#,
                 "give \"max_len\" and/or \"max_age\"",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"prefix":"bull"}}]}"#,
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{}}]}"#,
                 "queue.flavor: missing",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"flavor":"celery"}}]}"#,
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"celery"}}]}"#,
                 "queue.flavor: must be",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"flavor":"bull","prefix":"b*"}}]}"#,
-                "queue.prefix: must be a non-empty literal",
+                r#"{"rules":[{"name":"q","match":"b*:*","queue":{"flavor":"bull"}}]}"#,
+                "match: 'b*:*' is not a literal prefix followed by :*: a queue rule matches the queues under one prefix: write \"<prefix>:*\"",
             ),
             (
-                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull"}}]}"#,
-                "match: not allowed here",
+                r#"{"rules":[{"name":"q","match":"bull","queue":{"flavor":"bull"}}]}"#,
+                "match: 'bull' is not a literal prefix",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"flavor":"bull","completed":{"max_count":-3}}}]}"#,
-                "queue.completed.max_count",
+                r#"{"rules":[{"name":"q","match":":*","queue":{"flavor":"bull"}}]}"#,
+                "match: ':*' is not a literal prefix",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"flavor":"bull","failed":{}}}]}"#,
-                "queue.failed: give",
+                r#"{"rules":[{"name":"q","match":["a:*","b:*"],"queue":{"flavor":"bull"}}]}"#,
+                "match: 2 globs in a queue rule",
             ),
             (
-                r#"{"rules":[{"name":"q","queue":{"flavor":"bull","events":{"max_len":"x"}}}]}"#,
+                r#"{"rules":[{"name":"q","match":["a*:*"],"queue":{"flavor":"bull"}}]}"#,
+                "match[0]: 'a*:*' is not a literal prefix",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":[],"queue":{"flavor":"bull"}}]}"#,
+                "match: must be a string",
+            ),
+            (
+                r#"{"rules":[{"name":"q","queue":{"flavor":"bull"}}]}"#,
+                "match: missing: a queue rule matches",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","prefix":"bull"}}]}"#,
+                "queue.prefix: unknown field",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","type":"hash","queue":{"flavor":"bull"}}]}"#,
+                "type: not allowed here",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","completed":{"max_len":-3}}}]}"#,
+                "rules[0] (\"q\"): queue.completed.max_len: must be a whole number",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","completed":{"max_count":3}}}]}"#,
+                "queue.completed.max_count: unknown field",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","failed":{}}}]}"#,
+                "queue.failed: give \"max_age\" and/or \"max_len\"",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","events":{"max_len":"x"}}}]}"#,
                 "queue.events.max_len",
             ),
             (
                 r#"{"rules":[{"name":"r","runs":{}}]}"#,
-                "runs.match: missing",
+                "match: missing: give a glob of run-set base names",
             ),
             (
-                r#"{"rules":[{"name":"r","runs":{"match":"r:*","max_age":"-1h"}}]}"#,
+                r#"{"rules":[{"name":"r","match":"r:*","runs":{"match":"r:*"}}]}"#,
+                "runs.match: unknown field",
+            ),
+            (
+                r#"{"rules":[{"name":"r","match":[],"runs":{}}]}"#,
+                "match: empty list of globs",
+            ),
+            (
+                r#"{"rules":[{"name":"r","match":"r:*","type":"zset","runs":{}}]}"#,
+                "type: not allowed here",
+            ),
+            (
+                r#"{"rules":[{"name":"r","match":"r:*","runs":{"max_age":"-1h"}}]}"#,
                 "runs.max_age: bad duration",
             ),
             (
@@ -682,8 +743,8 @@ mod tests {
     fn defaults_are_filled_in() {
         let p = parse_policy(
             r#"{"rules":[
-              {"name":"q","queue":{"flavor":"bullmq","completed":{"max_age":"1d"},"failed":{"max_age":"7d"}}},
-              {"name":"r","runs":{"match":"runs:*"}},
+              {"name":"q","match":"bull:*","queue":{"flavor":"bullmq","completed":{"max_age":"1d"},"failed":{"max_age":"7d"}}},
+              {"name":"r","match":"runs:*","runs":{}},
               {"match":"x","ttl":60}]}"#,
         )
         .expect("valid");
@@ -691,6 +752,7 @@ mod tests {
             panic!("queue")
         };
         assert_eq!(q.prefix, "bull");
+        assert_eq!(p.rules[0].selector, Selector::Prefix(b"bull:".to_vec()));
         assert_eq!(q.orphan_age_ms, 7 * 86_400_000);
         assert_eq!(
             p.rules[1].action,

@@ -20,6 +20,14 @@ fn globs_json(globs: &[Glob]) -> Value {
     }
 }
 
+/// Every kind of rule selects with the top-level `match`; a queue rule's is `<prefix>:*`.
+fn selector_json(selector: &Selector) -> Value {
+    match selector {
+        Selector::Globs(globs) | Selector::RunBases(globs) => globs_json(globs),
+        Selector::Prefix(prefix) => Value::String(format!("{}*", String::from_utf8_lossy(prefix))),
+    }
+}
+
 fn dur(ms: i64) -> Value {
     Value::String(format_duration_ms(ms))
 }
@@ -34,9 +42,7 @@ fn put<T>(obj: &mut Map<String, Value>, field: &str, value: Option<T>, f: impl F
 fn rule_to_json(rule: &Rule) -> Value {
     let mut obj = Map::new();
     obj.insert("name".into(), Value::String(rule.name.clone()));
-    if let Selector::Globs(globs) = &rule.selector {
-        obj.insert("match".into(), globs_json(globs));
-    }
+    obj.insert("match".into(), selector_json(&rule.selector));
     put(&mut obj, "type", rule.key_type, |t| json!(t.name()));
     match &rule.action {
         Action::Keep => {
@@ -55,14 +61,7 @@ fn rule_to_json(rule: &Rule) -> Value {
             obj.insert("queue".into(), queue_json(q));
         }
         Action::Runs(r) => {
-            let bases = match &rule.selector {
-                Selector::RunBases(g) => globs_json(g),
-                _ => Value::Null,
-            };
-            obj.insert(
-                "runs".into(),
-                json!({ "match": bases, "max_age": dur(r.max_age_ms) }),
-            );
+            obj.insert("runs".into(), json!({ "max_age": dur(r.max_age_ms) }));
         }
     }
     put(&mut obj, "min_idle", rule.min_idle_ms, dur);
@@ -83,12 +82,11 @@ fn trim_json(t: &TrimAction, key_type: Option<KeyType>) -> Value {
             obj.insert("approx".into(), Value::Bool(t.approx));
         }
         Some(KeyType::List) => {
-            let keep = if t.keep == ListEnd::Head {
-                "head"
-            } else {
-                "tail"
+            let newest = match t.newest {
+                ListEnd::Head => "head",
+                ListEnd::Tail => "tail",
             };
-            obj.insert("keep".into(), json!(keep));
+            obj.insert("newest".into(), json!(newest));
         }
         Some(KeyType::ZSet) => {
             let unit = if t.score_unit == ScoreUnit::Seconds {
@@ -106,14 +104,13 @@ fn trim_json(t: &TrimAction, key_type: Option<KeyType>) -> Value {
 fn finished_json(r: &FinishedRetention) -> Value {
     let mut obj = Map::new();
     put(&mut obj, "max_age", r.max_age_ms, dur);
-    put(&mut obj, "max_count", r.max_count, |n| json!(n));
+    put(&mut obj, "max_len", r.max_len, |n| json!(n));
     Value::Object(obj)
 }
 
 fn queue_json(q: &QueueAction) -> Value {
     let mut obj = Map::new();
     obj.insert("flavor".into(), json!(q.flavor.name()));
-    obj.insert("prefix".into(), json!(q.prefix));
     put(&mut obj, "completed", q.completed.as_ref(), finished_json);
     put(&mut obj, "failed", q.failed.as_ref(), finished_json);
     put(&mut obj, "events", q.events.as_ref(), |e| {

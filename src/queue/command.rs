@@ -107,7 +107,7 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
         set,
         retention: FinishedRetention {
             max_age_ms: None,
-            max_count: None,
+            max_len: None,
         },
         limit: None,
         dry_run: false,
@@ -119,13 +119,13 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
             "MAXAGE" => {
                 req.retention.max_age_ms = Some(args.next_duration_ms("MAXAGE", true)?);
             }
-            "MAXLEN" => req.retention.max_count = Some(args.next_count("MAXLEN")?),
+            "MAXLEN" => req.retention.max_len = Some(args.next_count("MAXLEN")?),
             "LIMIT" => req.limit = Some(args.next_count("LIMIT")?),
             "DRYRUN" => req.dry_run = true,
             _ => req.flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?),
         }
     }
-    if req.retention.max_age_ms.is_none() && req.retention.max_count.is_none() {
+    if req.retention.max_age_ms.is_none() && req.retention.max_len.is_none() {
         return Err(Error::arg(
             "RETENTION.JOBS CLEAN needs MAXAGE <duration> and/or MAXLEN <n> (MAXAGE 0 cleans every finished job)",
         ));

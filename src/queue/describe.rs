@@ -91,7 +91,7 @@ fn finished(
         };
         let card = calls.zcard(&set_key).unwrap_or(0);
         let rank = calls.zrank(&set_key, id).unwrap_or(card);
-        let limits = describe_limits(retention.max_age_ms, retention.max_count);
+        let limits = describe_limits(retention.max_age_ms, retention.max_len);
         let verdict = match Window::new(&retention, now_ms).reason(card, rank, score) {
             Some(Reason::Age) => Verdict::new("remove", format!(
                 "remove it with its keys at the next pass: {} {ago} ago, older than the rule allows ({limits})",
@@ -125,13 +125,13 @@ fn roughly(ms: i64) -> String {
     )
 }
 
-fn describe_limits(max_age_ms: Option<i64>, max_count: Option<u64>) -> String {
+fn describe_limits(max_age_ms: Option<i64>, max_len: Option<u64>) -> String {
     let mut parts = Vec::new();
     if let Some(ms) = max_age_ms {
         parts.push(format!("max_age {}", format_duration_ms(ms)));
     }
-    if let Some(n) = max_count {
-        parts.push(format!("max_count {n}"));
+    if let Some(n) = max_len {
+        parts.push(format!("max_len {n}"));
     }
     parts.join(", ")
 }

@@ -5,7 +5,7 @@
 //! decides which may go, and deletes them in the same atomic step (see `jobs`). Members
 //! that stay (locked, waited for by a parent, or every member in a dry run) are stepped over
 //! with `offset`; everything else that goes shrinks the set, so the next batch starts at the
-//! same offset. The first member that is neither too old nor beyond the newest `max_count`
+//! same offset. The first member that is neither too old nor beyond the newest `max_len`
 //! ends the work: both criteria select a prefix of the set's ascending order.
 
 use std::time::Instant;

@@ -294,7 +294,7 @@ pub fn base_candidates(prefix_len: usize, job_key: &[u8]) -> impl Iterator<Item 
 /// Why a member of a finished set may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Beyond the newest `max_count`.
+    /// Beyond the newest `max_len`.
     Count,
     /// Finished at or before the cutoff.
     Age,
@@ -313,7 +313,7 @@ impl Window {
     pub fn new(r: &FinishedRetention, now_ms: i64) -> Window {
         Window {
             cutoff_ms: r.max_age_ms.map(|age| now_ms.saturating_sub(age)),
-            keep_newest: r.max_count,
+            keep_newest: r.max_len,
         }
     }
 
@@ -808,7 +808,7 @@ mod tests {
     fn window_from_retention_saturates() {
         let r = FinishedRetention {
             max_age_ms: Some(i64::MAX),
-            max_count: None,
+            max_len: None,
         };
         assert_eq!(Window::new(&r, -5).cutoff_ms, Some(i64::MIN));
     }

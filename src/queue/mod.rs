@@ -184,7 +184,7 @@ mod tests {
             prefix: "bull".into(),
             completed: Some(FinishedRetention {
                 max_age_ms: Some(1000),
-                max_count: None,
+                max_len: None,
             }),
             failed: None,
             events: Some(EventsRetention {

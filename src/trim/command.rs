@@ -1,6 +1,7 @@
-//! `RETENTION.TRIM <key> [MAXLEN <n>] [MAXAGE <duration>] [APPROX] [KEEP HEAD|TAIL]
+//! `RETENTION.TRIM <key> [MAXLEN <n>] [MAXAGE <duration>] [APPROX] [NEWEST HEAD|TAIL]
 //! [SCOREUNIT MS|S] [DRYRUN]`: trims one key now with the same code as the sweep and
-//! replies with the number of entries removed (or, with DRYRUN, that would be).
+//! replies with the number of entries removed (or, with DRYRUN, that would be). NEWEST says
+//! which end of a list holds the newest entries (the ones kept).
 //!
 //! Small trims finish inside the command. A trim that does not fit in one sweep budget
 //! blocks the caller and continues in slices from the event loop (`sweep::blocked`), so
@@ -24,7 +25,14 @@ use crate::time::now_ms;
 use crate::write::Asker;
 use crate::{config, keyspace};
 
-const OPTIONS: [&str; 6] = ["MAXLEN", "MAXAGE", "APPROX", "KEEP", "SCOREUNIT", "DRYRUN"];
+const OPTIONS: [&str; 6] = [
+    "MAXLEN",
+    "MAXAGE",
+    "APPROX",
+    "NEWEST",
+    "SCOREUNIT",
+    "DRYRUN",
+];
 
 /// The parsed options of one `RETENTION.TRIM`.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +41,7 @@ struct TrimRequest {
     dry_run: bool,
     /// Type-specific options the caller gave, checked once the key's type is known.
     approx_given: bool,
-    keep_given: bool,
+    newest_given: bool,
     score_unit_given: bool,
 }
 
@@ -44,12 +52,12 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
             max_len: None,
             max_age_ms: None,
             approx: false,
-            keep: ListEnd::Head,
+            newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
         },
         dry_run: false,
         approx_given: false,
-        keep_given: false,
+        newest_given: false,
         score_unit_given: false,
     };
     let mut seen: Vec<&str> = Vec::new();
@@ -96,18 +104,18 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
                 req.action.approx = true;
                 req.approx_given = true;
             }
-            "KEEP" => {
+            "NEWEST" => {
                 let text = value("HEAD or TAIL")?;
-                req.action.keep = match text.to_ascii_uppercase().as_str() {
+                req.action.newest = match text.to_ascii_uppercase().as_str() {
                     "HEAD" => ListEnd::Head,
                     "TAIL" => ListEnd::Tail,
                     _ => {
                         return Err(Error::arg(format!(
-                            "KEEP must be HEAD or TAIL (got '{text}')"
+                            "NEWEST must be HEAD or TAIL (got '{text}')"
                         )))
                     }
                 };
-                req.keep_given = true;
+                req.newest_given = true;
             }
             "SCOREUNIT" => {
                 let text = value("MS or S")?;
@@ -144,7 +152,7 @@ fn check_fits(req: &TrimRequest, shape: Shape) -> Result<()> {
         false => Ok(()),
     };
     only(req.approx_given, "APPROX", Shape::Stream)?;
-    only(req.keep_given, "KEEP", Shape::List)?;
+    only(req.newest_given, "NEWEST", Shape::List)?;
     only(req.score_unit_given, "SCOREUNIT", Shape::ZSet)?;
     if shape == Shape::List && req.action.max_age_ms.is_some() {
         return Err(Error::arg(
@@ -282,8 +290,8 @@ mod tests {
         assert_eq!(r.action.max_len, Some(100));
         assert_eq!(r.action.max_age_ms, Some(7 * 86_400_000));
         assert!(r.action.approx && r.approx_given && r.dry_run);
-        let r = parse(&["MAXLEN", "0", "KEEP", "tail"]).expect("valid");
-        assert_eq!(r.action.keep, ListEnd::Tail);
+        let r = parse(&["MAXLEN", "0", "NEWEST", "tail"]).expect("valid");
+        assert_eq!(r.action.newest, ListEnd::Tail);
         assert!(!r.dry_run);
         let r = parse(&["MAXAGE", "3600", "SCOREUNIT", "s"]).expect("valid");
         assert_eq!(r.action.max_age_ms, Some(3_600_000));
@@ -302,7 +310,14 @@ mod tests {
             (&["MAXAGE", "7x"][..], "MAXAGE: bad duration"),
             (&["MAXAGE", "0"][..], "greater than zero"),
             (&["MAXLEN", "1", "MAXLEN", "2"][..], "given twice"),
-            (&["MAXLEN", "1", "KEEP", "middle"][..], "HEAD or TAIL"),
+            (
+                &["MAXLEN", "1", "NEWEST", "middle"][..],
+                "NEWEST must be HEAD or TAIL",
+            ),
+            (
+                &["MAXLEN", "1", "KEEP", "TAIL"][..],
+                "unknown option 'KEEP'",
+            ),
             (&["MAXLEN", "1", "SCOREUNIT", "us"][..], "MS or S"),
             (&["MAXLEN", "1", "LIMIT", "5"][..], "unknown option 'LIMIT'"),
         ] {
@@ -327,8 +342,11 @@ mod tests {
             .expect_err("approx is for streams")
             .to_string()
             .contains("APPROX only applies to a stream"));
-        let r = parse(&["MAXLEN", "1", "KEEP", "TAIL"]).expect("valid");
-        assert!(check_fits(&r, Shape::Stream).is_err());
+        let r = parse(&["MAXLEN", "1", "NEWEST", "TAIL"]).expect("valid");
+        assert!(check_fits(&r, Shape::Stream)
+            .expect_err("newest is for lists")
+            .to_string()
+            .contains("NEWEST only applies to a list"));
         let r = parse(&["MAXLEN", "1", "SCOREUNIT", "S"]).expect("valid");
         assert!(check_fits(&r, Shape::List).is_err());
         assert!(check_fits(&r, Shape::ZSet).is_ok());

@@ -2,7 +2,7 @@
 //!
 //! - streams: `max_len` (exact, or `approx` whole nodes only) and `max_age` (`XTRIM MINID`
 //!   with an explicit id computed from now − age); both given: the stricter wins;
-//! - lists: keep the newest `max_len` at the `keep` end (`head` for LPUSH producers);
+//! - lists: keep the newest `max_len` at the `newest` end (`head` for LPUSH producers);
 //! - sorted sets: `max_len` keeps the highest scores, `max_age` removes scores (ms or s
 //!   timestamps) older than now − age.
 //!
@@ -55,7 +55,7 @@ mod tests {
             max_len: Some(10),
             max_age_ms: None,
             approx: false,
-            keep: ListEnd::Head,
+            newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
         }
     }

@@ -33,11 +33,11 @@ pub fn entries_to_remove(len: u64, max_len: Option<u64>, older_than_cutoff: u64)
 }
 
 /// The `LTRIM <start> <stop>` indexes (never negative, so the command reads the same on any
-/// replica) that remove `remove` entries from the end opposite to `keep`.
-pub fn list_trim_range(len: u64, remove: u64, keep: ListEnd) -> (u64, u64) {
+/// replica) that remove `remove` entries from the end opposite to `newest`.
+pub fn list_trim_range(len: u64, remove: u64, newest: ListEnd) -> (u64, u64) {
     let remove = remove.min(len);
     let kept = len - remove;
-    match keep {
+    match newest {
         // `0 -1` would mean "everything": an empty result needs start > stop.
         ListEnd::Head if kept == 0 => (1, 0),
         ListEnd::Head => (0, kept - 1),
@@ -167,7 +167,7 @@ mod tests {
             max_len,
             max_age_ms,
             approx,
-            keep: ListEnd::Head,
+            newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
         }
     }

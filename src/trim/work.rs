@@ -120,7 +120,7 @@ impl TrimWork {
             return Ok(false);
         };
         let now_removing = remove.min(self.chunk.size());
-        let (start, stop) = list_trim_range(len, now_removing, self.trim.keep);
+        let (start, stop) = list_trim_range(len, now_removing, self.trim.newest);
         let (start, stop) = (start.to_string(), stop.to_string());
         let started = Instant::now();
         write(

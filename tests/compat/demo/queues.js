@@ -162,7 +162,7 @@ async function buildBull(server, { jobs, live }) {
 
 const BULLMQ_LIVE = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children'];
 const BULL_LIVE = ['waiting', 'delayed', 'active', 'paused'];
-/** The example policy's (and the Bull clean's) limits: [max_age ms, max_count]. */
+/** The example policy's (and the Bull clean's) limits: [max_age ms, max_len]. */
 const LIMITS = { completed: [DAY, 500], failed: [7 * DAY, 1000] };
 /** Processed: some emails bounce and some images are broken, by design (`fails`). */
 const FINISHED = ['completed', 'failed'];
@@ -234,7 +234,7 @@ async function checkQueues(server, before, beforeCounts, sweptAt, check) {
       const changed = states.filter((s) => after[name][s] !== beforeCounts[name][s]);
       check(changed.length === 0, `${name}: getJobCounts() of live states unchanged (${states.map((s) => `${s} ${after[name][s]}`).join(', ')})`,
         changed.map((s) => `${s}: ${beforeCounts[name][s]} -> ${after[name][s]}`).join(', '));
-      // The policy's limits: a job goes if older than max_age or beyond max_count, so what is
+      // The policy's limits: a job goes if older than max_age or beyond max_len, so what is
       // left is within both (ages measured from before the pass: its cutoff is later).
       const queue = name === 'emails' ? emails : thumbs;
       const over = [];

@@ -12,10 +12,11 @@ const KEEP = { completed: { age: 48 * HOUR, count: 50 }, failed: { age: 7 * DAY,
 const POLICY = {
   rules: [{
     name: 'bull-swept',
+    match: 'bswept:*',
     queue: {
-      flavor: 'bull', prefix: 'bswept',
-      completed: { max_age: '48h', max_count: 50 },
-      failed: { max_age: '7d', max_count: 40 },
+      flavor: 'bull',
+      completed: { max_age: '48h', max_len: 50 },
+      failed: { max_age: '7d', max_len: 40 },
     },
   }],
 };

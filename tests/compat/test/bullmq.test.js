@@ -14,14 +14,15 @@ const POLICY = {
   rules: [
     {
       name: 'swept',
+      match: 'swept:*',
       queue: {
-        flavor: 'bullmq', prefix: 'swept',
-        completed: { max_age: '48h', max_count: 50 },
-        failed: { max_age: '7d', max_count: 100 },
+        flavor: 'bullmq',
+        completed: { max_age: '48h', max_len: 50 },
+        failed: { max_age: '7d', max_len: 100 },
         events: { max_len: 1000 },
       },
     },
-    { name: 'orphans', queue: { flavor: 'bullmq', prefix: 'orph', orphan_age: '1s' } },
+    { name: 'orphans', match: 'orph:*', queue: { flavor: 'bullmq', orphan_age: '1s' } },
   ],
 };
 const TWINS = [

@@ -11,13 +11,13 @@ const h = require('../lib/harness');
 
 const { HOUR, DAY } = h;
 const limits = {
-  completed: { max_age: '48h', max_count: 50 },
-  failed: { max_age: '7d', max_count: 40 },
+  completed: { max_age: '48h', max_len: 50 },
+  failed: { max_age: '7d', max_len: 40 },
 };
 const POLICY = {
   rules: [
-    { name: 'one-library', queue: { flavor: 'bullmq', prefix: 'solo', ...limits } },
-    { name: 'both-libraries', queue: { flavor: 'auto', prefix: 'bull', ...limits } },
+    { name: 'one-library', match: 'solo:*', queue: { flavor: 'bullmq', ...limits } },
+    { name: 'both-libraries', match: 'bull:*', queue: { flavor: 'auto', ...limits } },
   ],
 };
 
@@ -81,7 +81,7 @@ async function bullHistory(prefix, name) {
   return { queue, live: live.map((j) => String(j.id)) };
 }
 
-/** What the limits leave of a finished set: jobs inside max_age, at most max_count. */
+/** What the limits leave of a finished set: jobs inside max_age, at most max_len. */
 function expected(ages, maxAgeMs, maxCount) {
   return Math.min(ages.filter((a) => a < maxAgeMs).length, maxCount);
 }

@@ -24,15 +24,17 @@ const POLICY = {
   rules: [
     {
       name: 'bullmq',
+      match: 'smq:*',
       queue: {
-        flavor: 'bullmq', prefix: 'smq',
+        flavor: 'bullmq',
         completed: { max_age: '1ms' }, failed: { max_age: '1ms' }, orphan_age: '1ms',
       },
     },
     {
       name: 'bull',
+      match: 'sb:*',
       queue: {
-        flavor: 'bull', prefix: 'sb',
+        flavor: 'bull',
         completed: { max_age: '1ms' }, failed: { max_age: '1ms' }, orphan_age: '1ms',
       },
     },
