@@ -248,4 +248,18 @@ fn read_commands_are_registered_readonly() {
         assert!(text.contains(flag), "{name}: {text}");
         assert!(!text.contains("readonly"), "{name}: {text}");
     }
+    // So a read-only script cannot clean a queue (it could while CLEAN rode on a readonly
+    // command).
+    let before = server.digest();
+    let script =
+        "return redis.call('RETENTION.JOBS', 'CLEAN', 'bull', 'q', 'completed', 'MAXAGE', '0')";
+    let refused = try_call(&mut c, &["EVAL_RO", script, "0"]).expect_err("EVAL_RO ran CLEAN");
+    assert!(
+        refused
+            .to_string()
+            .to_lowercase()
+            .contains("read-only script"),
+        "{refused}"
+    );
+    assert_eq!(server.digest(), before);
 }
