@@ -52,6 +52,16 @@ phase() {
   echo "==> [$(( $(date +%s) - RETENTION_T0 ))s] $*" >&2
 }
 
+# A loopback port nothing listens on now (callers retry or fail if another process takes it).
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
+  done
+  return 1
+}
+
 build_module() {
   phase "cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet)

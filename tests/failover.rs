@@ -235,18 +235,7 @@ fn replicaof_during_a_queue_clean_stops_it_and_the_old_master_goes_quiet() {
     }
     wait_replica_caught_up(&pair.old, &pair.new);
     enable_tracking(&mut c);
-    let clean = in_background(
-        &pair.old,
-        &[
-            "RETENTION.JOBS",
-            "CLEAN",
-            "bull",
-            "q",
-            "completed",
-            "MAXAGE",
-            "0",
-        ],
-    );
+    let clean = in_background(&pair.old, &CLEAN_QUEUE_Q);
     let mid_way = wait_until(Duration::from_secs(60), || {
         let left: i64 = redis::cmd("ZCARD")
             .arg("bull:q:completed")

@@ -503,19 +503,7 @@ proptest! {
         at in any::<Index>(),
         m in mutation(),
     ) {
-        let mut paths = Vec::new();
-        all_paths(&doc, &mut Vec::new(), &mut paths);
-        let path = at.get(&paths).clone();
-        let mut mutated = doc.clone();
-        // A mutation that does not apply where it landed (removing the root, adding a field
-        // to a string) becomes a replacement by null there.
-        let m = if apply(&mut mutated, &path, &m) {
-            m
-        } else {
-            let null = Mutation::Replace(Value::Null);
-            apply(&mut mutated, &path, &null);
-            null
-        };
+        let (mutated, path, m) = mutate(&doc, &at, m);
         let text = mutated.to_string();
         match parse_policy(&text) {
             Ok(policy) => assert_round_trips(&policy),

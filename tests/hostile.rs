@@ -883,18 +883,7 @@ fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
     send_and_hang_up(server.port, &["RETENTION.SWEEP", "BUDGET", "50"]);
     send_and_hang_up(server.port, &["RETENTION.TRIM", "l", "MAXLEN", "10"]);
     send_and_hang_up(server.port, &["RETENTION.TRIM", "z", "MAXLEN", "10"]);
-    send_and_hang_up(
-        server.port,
-        &[
-            "RETENTION.JOBS",
-            "CLEAN",
-            "bull",
-            "q",
-            "completed",
-            "MAXAGE",
-            "0",
-        ],
-    );
+    send_and_hang_up(server.port, &CLEAN_QUEUE_Q);
     // Killed while blocked, from another client.
     let mut victim = server.conn();
     let id: i64 = redis::cmd("CLIENT")
@@ -933,18 +922,7 @@ fn callers_that_hang_up_or_are_killed_mid_work_do_not_hurt_the_server() {
     let l: i64 = redis::cmd("LLEN").arg("l").query(&mut c).expect("LLEN");
     let z: i64 = redis::cmd("ZCARD").arg("z").query(&mut c).expect("ZCARD");
     assert_eq!((l, z), (10, 10));
-    call(
-        &mut c,
-        &[
-            "RETENTION.JOBS",
-            "CLEAN",
-            "bull",
-            "q",
-            "completed",
-            "MAXAGE",
-            "0",
-        ],
-    );
+    call(&mut c, &CLEAN_QUEUE_Q);
     let report = call(&mut c, &["RETENTION.SWEEP"]);
     assert_eq!(map_int(&report, "errors"), 0);
     let left: i64 = redis::cmd("ZCARD")
@@ -984,15 +962,7 @@ fn concurrent_callers_on_the_same_keys_share_the_work_exactly() {
                 let words: &[&str] = if i % 2 == 0 {
                     &["RETENTION.TRIM", "s", "MAXLEN", "100"]
                 } else {
-                    &[
-                        "RETENTION.JOBS",
-                        "CLEAN",
-                        "bull",
-                        "q",
-                        "completed",
-                        "MAXAGE",
-                        "0",
-                    ]
+                    &CLEAN_QUEUE_Q
                 };
                 (i, try_call(&mut conn, words))
             })
@@ -1392,18 +1362,7 @@ fn a_finished_set_member_naming_queue_structure_never_deletes_it() {
             "metrics:completed",
         ],
     );
-    call(
-        &mut c,
-        &[
-            "RETENTION.JOBS",
-            "CLEAN",
-            "bull",
-            "q",
-            "completed",
-            "MAXAGE",
-            "0",
-        ],
-    );
+    call(&mut c, &CLEAN_QUEUE_Q);
     let exists: i64 = redis::cmd("EXISTS")
         .arg(
             &[

@@ -428,13 +428,7 @@ proptest! {
         at in any::<Index>(),
         m in mutation(),
     ) {
-        let mut paths = Vec::new();
-        all_paths(&doc, &mut Vec::new(), &mut paths);
-        let path = at.get(&paths).clone();
-        let mut mutated = doc.clone();
-        if !apply(&mut mutated, &path, &m) {
-            apply(&mut mutated, &path, &Mutation::Replace(Value::Null));
-        }
+        let (mutated, _, _) = mutate(&doc, &at, m);
         assert_same_verdict(&mutated, "mutated policy");
     }
 }

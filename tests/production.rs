@@ -723,15 +723,7 @@ fn a_client_that_goes_away_stops_its_sliced_command_and_the_replica_stays_equal(
     assert!(left > 10 && left < 1_000_000, "{left} members left");
 
     // A queue clean: the same, whole jobs only (each job's hash goes with its entry).
-    let clean = [
-        "RETENTION.JOBS",
-        "CLEAN",
-        "bull",
-        "q",
-        "completed",
-        "MAXAGE",
-        "0",
-    ];
+    let clean = CLEAN_QUEUE_Q;
     let (id, waiter) = start_blocked(&master, &clean);
     close_and_see_stopped(&mut c, id, waiter, 3);
     let jobs_left: i64 = settled(|| c.zcard("bull:q:completed").expect("ZCARD"), "the clean");

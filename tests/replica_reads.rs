@@ -179,7 +179,7 @@ fn while_writes_are_paused_reads_are_served_and_clean_waits() {
     assert_eq!(index_members(&mut c), 10, "PAGE wrote during the pause");
 
     call(&mut c, &["CLIENT", "UNPAUSE"]);
-    assert_eq!(cleaner.join().expect("cleaner"), Value::Int(3));
+    assert_eq!(jobs_removed(&cleaner.join().expect("cleaner")), 3);
     assert!(!exists(&mut c, "bull:mail:1"));
     assert!(exists(&mut c, "bull:mail:4"), "the waiting job stays");
     let page = call(&mut c, &["ACTIVERUNS.PAGE", BASE, "1", "50"]);
@@ -248,4 +248,18 @@ fn read_commands_are_registered_readonly() {
         assert!(text.contains(flag), "{name}: {text}");
         assert!(!text.contains("readonly"), "{name}: {text}");
     }
+    // So a read-only script cannot clean a queue (it could while CLEAN rode on a readonly
+    // command).
+    let before = server.digest();
+    let script =
+        "return redis.call('RETENTION.JOBS', 'CLEAN', 'bull', 'q', 'completed', 'MAXAGE', '0')";
+    let refused = try_call(&mut c, &["EVAL_RO", script, "0"]).expect_err("EVAL_RO ran CLEAN");
+    assert!(
+        refused
+            .to_string()
+            .to_lowercase()
+            .contains("read-only script"),
+        "{refused}"
+    );
+    assert_eq!(server.digest(), before);
 }

@@ -660,8 +660,12 @@ fn trim_command_rejects_bad_input_and_changes_nothing() {
     let digest = server.digest();
     let cases: &[(&[&str], &str)] = &[
         (&[], "wrong number of arguments"),
-        (&["l"], "needs MAXLEN"),
-        (&["l", "MAXLEN"], "MAXLEN needs a count"),
+        // The server checks the arity it was told (a key and at least one option with its
+        // value); the module's own checks follow.
+        (&["l"], "wrong number of arguments"),
+        (&["l", "MAXLEN"], "wrong number of arguments"),
+        (&["l", "DRYRUN", "APPROX"], "needs MAXLEN"),
+        (&["l", "DRYRUN", "MAXLEN"], "MAXLEN needs a count"),
         (&["l", "MAXLEN", "-5"], "whole number >= 0"),
         (&["l", "MAXLEN", "abc"], "whole number >= 0"),
         (

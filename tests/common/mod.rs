@@ -768,3 +768,14 @@ pub fn keys_with_ttl_db0(c: &mut redis::Connection) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Cleans every completed job of the queue `bull:q:` (the queue most tests build).
+pub const CLEAN_QUEUE_Q: [&str; 7] = [
+    "RETENTION.JOBS",
+    "CLEAN",
+    "bull",
+    "q",
+    "completed",
+    "MAXAGE",
+    "0",
+];

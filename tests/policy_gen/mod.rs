@@ -506,3 +506,23 @@ pub fn apply(doc: &mut Value, path: &[Step], m: &Mutation) -> bool {
         },
     }
 }
+
+/// `doc` with `m` applied at the path `at` picks; a mutation that does not apply there
+/// (removing the root, adding a field to a string) becomes a replacement by null. Returns
+/// the mutated document, the path and the mutation that was applied.
+pub fn mutate(
+    doc: &Value,
+    at: &proptest::sample::Index,
+    m: Mutation,
+) -> (Value, Vec<Step>, Mutation) {
+    let mut paths = Vec::new();
+    all_paths(doc, &mut Vec::new(), &mut paths);
+    let path = at.get(&paths).clone();
+    let mut mutated = doc.clone();
+    if apply(&mut mutated, &path, &m) {
+        return (mutated, path, m);
+    }
+    let null = Mutation::Replace(Value::Null);
+    apply(&mut mutated, &path, &null);
+    (mutated, path, null)
+}
