@@ -351,7 +351,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::integer("n").token("GROUPS").optional(),
             Arg::integer("n").token("TOP").optional(),
             Arg::pattern("glob").token("MATCH").optional(),
-            Arg::one_of("format", &[Arg::flag("text", "text"), Arg::flag("json", "json")])
+            Arg::one_of("format", &[Arg::flag("map", "map"), Arg::flag("text", "text")])
                 .token("FORMAT")
                 .optional(),
         ],

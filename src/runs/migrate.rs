@@ -44,7 +44,8 @@ struct Outcome {
 }
 
 /// `ACTIVERUNS.MIGRATE <legacy-hash> <base> [SCOREFIELD <json-field>]`
-/// → `[migrated, n, kept_existing, n, score_from_field, n, score_now, n, expire_at_ms, ms|-1]`.
+/// → a map: `migrated`, `kept_existing`, `score_from_field`, `score_now` (counts) and
+/// `expire_at_ms` (the run set's expire time, nil without one).
 pub fn cmd_migrate(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     if args.len() != 3 && args.len() != 5 {
         return Err(Error::WrongArity);
@@ -242,6 +243,8 @@ fn outcome_reply(o: &Outcome) -> RedisValue {
     put("kept_existing", o.kept_existing as i64);
     put("score_from_field", o.score_from_field as i64);
     put("score_now", o.score_now as i64);
-    put("expire_at_ms", o.expire_at_ms.unwrap_or(-1));
+    // nil when the run set has no TTL, as EXPLAIN says it.
+    let expire_at = o.expire_at_ms.map_or(RedisValue::Null, RedisValue::Integer);
+    m.insert(RedisValueKey::String("expire_at_ms".into()), expire_at);
     RedisValue::OrderedMap(m)
 }
