@@ -660,8 +660,10 @@ fn trim_command_rejects_bad_input_and_changes_nothing() {
     let digest = server.digest();
     let cases: &[(&[&str], &str)] = &[
         (&[], "wrong number of arguments"),
-        (&["l"], "needs MAXLEN"),
-        (&["l", "MAXLEN"], "MAXLEN needs a count"),
+        // Below the arity (key and one option with its value) the server answers first.
+        (&["l"], "wrong number of arguments"),
+        (&["l", "MAXLEN"], "wrong number of arguments"),
+        (&["l", "DRYRUN", "MAXLEN"], "MAXLEN needs a count"),
         (&["l", "MAXLEN", "-5"], "whole number >= 0"),
         (&["l", "MAXLEN", "abc"], "whole number >= 0"),
         (
