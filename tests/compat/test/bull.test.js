@@ -108,9 +108,9 @@ test('Bull twins cleaned by Bull, by RETENTION.JOBS and by a rule end up identic
 
   const c = server.client;
   await libraryClean(queues[0], TWINS[0]);
-  const removed = async (...args) => Number(h.flatToObject(await c.call('RETENTION.JOBS', ...args)).jobs_removed);
-  const removedB = await removed('CLEAN', 'bull', 'twin:b', 'completed', 'MAXAGE', '48h', 'MAXLEN', '50')
-    + await removed('CLEAN', 'bull', 'twin:b', 'failed', 'MAXAGE', '7d', 'MAXLEN', '40', 'FLAVOR', 'bull');
+  const jobsRemoved = async (...args) => Number(h.flatToObject(await c.call('RETENTION.JOBS', ...args)).jobs_removed);
+  const removedB = await jobsRemoved('CLEAN', 'bull', 'twin:b', 'completed', 'MAXAGE', '48h', 'MAXLEN', '50')
+    + await jobsRemoved('CLEAN', 'bull', 'twin:b', 'failed', 'MAXAGE', '7d', 'MAXLEN', '40', 'FLAVOR', 'bull');
   const report = h.flatToObject(await c.call('RETENTION.SWEEP'));
 
   const [a, b, sw] = [await snapshot(TWINS[0]), await snapshot(TWINS[1]), await snapshot(TWINS[2])];

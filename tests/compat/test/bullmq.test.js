@@ -154,9 +154,9 @@ test('twin queues cleaned by BullMQ, by RETENTION.JOBS and by a rule end up iden
 
   await libraryClean(queues[0], TWINS[0]);
   const c = master.client;
-  const removed = async (...args) => Number(h.flatToObject(await c.call('RETENTION.JOBS', ...args)).jobs_removed);
-  const removedB = await removed('CLEAN', 'bull', 'twinB', 'completed', 'MAXAGE', '48h', 'MAXLEN', '50')
-    + await removed('CLEAN', 'bull', 'twinB', 'failed', 'MAXAGE', '7d', 'MAXLEN', '100');
+  const jobsRemoved = async (...args) => Number(h.flatToObject(await c.call('RETENTION.JOBS', ...args)).jobs_removed);
+  const removedB = await jobsRemoved('CLEAN', 'bull', 'twinB', 'completed', 'MAXAGE', '48h', 'MAXLEN', '50')
+    + await jobsRemoved('CLEAN', 'bull', 'twinB', 'failed', 'MAXAGE', '7d', 'MAXLEN', '100');
   const report = h.flatToObject(await c.call('RETENTION.SWEEP'));
 
   const [a, b, sw] = [await snapshot(TWINS[0]), await snapshot(TWINS[1]), await snapshot(TWINS[2])];
