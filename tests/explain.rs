@@ -226,6 +226,8 @@ fn each_kind_of_key_in_the_example_policy_gets_its_rule_and_reason() {
         assert_eq!(map_int(&e, "exists"), 0, "{gone}");
         let last = part(&e, "last");
         assert_eq!(text(&last, "action"), "remove", "{gone}: {last:?}");
+        // The queue rule that removed the job is named, as for every other action.
+        assert_eq!(text(&last, "rule"), "bull-jobs", "{gone}: {last:?}");
         assert_eq!(map_int(&last, "orphan"), 0, "{gone}: {last:?}");
         assert!(
             text(&last, "reason").contains("finished job"),

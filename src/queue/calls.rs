@@ -116,6 +116,8 @@ pub struct Calls<'c> {
     /// Changes go through the write gateway; Err says why this use may not write (a read-only
     /// use, a dry run, or the server refused when the step began).
     writer: std::result::Result<Writer<'c>, String>,
+    /// The rule the work is for (None for a command), as EXPLAIN remembers it.
+    rule: Option<usize>,
 }
 
 /// A key name built from parts (`<base><id>:logs`, ...).
@@ -125,6 +127,10 @@ pub fn key(parts: &[&[u8]]) -> Vec<u8> {
 
 impl<'c> Calls<'c> {
     /// The database the calls go to.
+    pub fn rule(&self) -> Option<usize> {
+        self.rule
+    }
+
     pub fn db(&self) -> i32 {
         crate::keyspace::selected_db(self.ctx)
     }
@@ -138,6 +144,7 @@ impl<'c> Calls<'c> {
                 .no_writes()
                 .build(),
             writer: Err("a read-only use of the queue asked for a write".into()),
+            rule: None,
         }
     }
 
@@ -150,6 +157,7 @@ impl<'c> Calls<'c> {
         };
         Calls {
             writer,
+            rule: env.rule,
             ..Calls::new(ctx)
         }
     }

@@ -282,6 +282,7 @@ fn clean(ctx: &Context, base: Vec<u8>, req: CleanRequest) -> Result<RedisValue> 
         dry_run: req.dry_run,
         db: keyspace::selected_db(ctx),
         asker: Asker::Caller,
+        rule: None,
     };
     let budget = match cannot_block {
         true => Duration::from_secs(3600),

@@ -190,7 +190,7 @@ impl<'a> QueueCtx<'a> {
             orphan: set.is_none(),
         };
         for key in &batch.keys {
-            history::record(db, key, None, removed);
+            history::record(db, key, calls.rule(), removed);
         }
         let mut sets: Vec<Vec<u8>> = set.map(|s| vec![s.to_vec()]).unwrap_or_default();
         let priority = key(&[self.base, b"priority"]);

@@ -277,6 +277,7 @@ impl Pass {
             dry_run: self.opts.dry_run,
             db: self.opts.db,
             asker: self.kind.asker(),
+            rule: None,
         };
         if !Rc::ptr_eq(&self.policy, &crate::state::policy()) {
             // From the moment a policy is in force nothing acts under another one: the

@@ -219,6 +219,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
                 dry_run,
                 db: noted.db,
                 asker: Asker::Module,
+                rule: None,
             },
             under_pressure,
         };
@@ -243,6 +244,7 @@ pub fn process(ctx: &Context, budget_us: u64, under_pressure: bool) {
         dry_run,
         db: 0,
         asker: Asker::Module,
+        rule: None,
     };
     run_queue(ctx, &env, deadline, &mut work, &mut tally, &mut per_rule);
     crate::alloc::settle();

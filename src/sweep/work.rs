@@ -24,6 +24,8 @@ pub struct WorkEnv {
     pub db: i32,
     /// Who the work is for: what it changes goes through the write gateway on their behalf.
     pub asker: Asker,
+    /// The rule the work carries out (None for a command's own work): EXPLAIN names it.
+    pub rule: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,7 @@ pub fn run_queue(
         keyspace::select_db(ctx, item.db);
         let env = WorkEnv {
             db: item.db,
+            rule: Some(item.rule),
             ..*env
         };
         let mut t = Tally::default();

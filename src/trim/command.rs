@@ -192,6 +192,7 @@ pub fn cmd_trim(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
             dry_run: req.dry_run,
             db: keyspace::selected_db(ctx),
             asker: Asker::Caller,
+            rule: None,
         },
     };
     let may_block = !ctx
