@@ -1,4 +1,4 @@
-//! Counters since load (`RETENTION.STATS`, `INFO retention`) and the tally a pass reports.
+//! Counters since load (`RETENTION.STATS GET`, `INFO retention`) and the tally a pass reports.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -228,7 +228,7 @@ pub fn rules_reply(per_rule: &BTreeMap<String, Tally>) -> RedisValue {
     )
 }
 
-/// The reply of `RETENTION.STATS`: counters and a `rules` map.
+/// The reply of `RETENTION.STATS GET`: counters and a `rules` map.
 pub fn stats_reply(s: &Stats) -> RedisValue {
     let mut m = tally_reply(&s.total);
     for (name, v) in scalar_fields(s) {

@@ -86,7 +86,7 @@ pub fn reset() {
     QUEUES.with(|q| q.borrow_mut().clear());
 }
 
-/// A map `queue → {counter → value}` for `RETENTION.STATS`.
+/// A map `queue → {counter → value}` for `RETENTION.STATS GET`.
 pub fn stats_reply() -> RedisValue {
     let map = snapshot()
         .into_iter()
