@@ -53,10 +53,14 @@ phase() {
 }
 
 # A loopback port nothing listens on now (callers retry or fail if another process takes it).
+# Picked below the kernel's ephemeral range, so no outgoing connection (a replica's link,
+# Redis 8's RDB channel, a client) can be given it between the pick and the bind.
 free_port() {
-  local port
+  local port low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 21000 ] 2>/dev/null || low=32768
   for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % (low - 20000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
   done
   return 1
