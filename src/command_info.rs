@@ -91,8 +91,9 @@ pub fn register(ctx: &Context) -> Result<(), String> {
         create(ctx, def, entry)?;
     }
     for def in COMMANDS {
-        set_info(ctx, def)?;
-        declare_acl_categories(ctx, def);
+        let command = get_command(ctx, def.name)?;
+        set_info(command, def)?;
+        declare_acl_categories(ctx, command, def);
     }
     Ok(())
 }
@@ -212,47 +213,23 @@ impl Arena {
     }
 
     fn arg(&mut self, arg: &Arg) -> Result<raw::RedisModuleCommandArg, String> {
-        let (arg_type, key_spec_index, subargs) = match arg.kind {
-            ArgKind::String => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                -1,
-                &[][..],
-            ),
-            ArgKind::Integer => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
-                -1,
-                &[][..],
-            ),
-            ArgKind::Double => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_DOUBLE,
-                -1,
-                &[][..],
-            ),
-            ArgKind::Key(i) => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
-                i as c_int,
-                &[][..],
-            ),
-            ArgKind::Pattern => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PATTERN,
-                -1,
-                &[][..],
-            ),
-            ArgKind::PureToken => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
-                -1,
-                &[][..],
-            ),
-            ArgKind::OneOf(choices) => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
-                -1,
-                choices,
-            ),
-            ArgKind::Block(parts) => (
-                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
-                -1,
-                parts,
-            ),
+        let arg_type = match arg.kind {
+            ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ArgKind::Double => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_DOUBLE,
+            ArgKind::Key(_) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+            ArgKind::Pattern => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PATTERN,
+            ArgKind::PureToken => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+            ArgKind::OneOf(_) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
+            ArgKind::Block(_) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+        };
+        let key_spec_index = match arg.kind {
+            ArgKind::Key(i) => i as c_int,
+            _ => -1,
+        };
+        let subargs = match arg.kind {
+            ArgKind::OneOf(parts) | ArgKind::Block(parts) => parts,
+            _ => &[],
         };
         let mut flags = 0;
         if arg.optional {
@@ -279,7 +256,7 @@ impl Arena {
     }
 }
 
-fn set_info(ctx: &Context, def: &CommandDef) -> Result<(), String> {
+fn set_info(command: *mut raw::RedisModuleCommand, def: &CommandDef) -> Result<(), String> {
     // SAFETY: reading the API table, filled once at load.
     let set_info = unsafe { raw::RedisModule_SetCommandInfo }
         .ok_or("the server cannot take command info (RedisModule_SetCommandInfo)")?;
@@ -310,7 +287,6 @@ fn set_info(ctx: &Context, def: &CommandDef) -> Result<(), String> {
         },
         args: arena.args(def.args)?,
     };
-    let command = get_command(ctx, def.name)?;
     // SAFETY: load-time context; `info`, `specs` and `arena` outlive the call (the server
     // copies everything).
     let done = unsafe { set_info(command, &info) } == raw::REDISMODULE_OK as c_int;
@@ -325,7 +301,7 @@ fn set_info(ctx: &Context, def: &CommandDef) -> Result<(), String> {
 
 /// ACL categories need Redis 7.2+ or Valkey; on 7.0 the module checks admin work itself
 /// (`acl::require_admin`). A refusal is logged, not fatal: the command still works.
-fn declare_acl_categories(ctx: &Context, def: &CommandDef) {
+fn declare_acl_categories(ctx: &Context, command: *mut raw::RedisModuleCommand, def: &CommandDef) {
     // SAFETY: reading the API table, filled once at load.
     let Some(set) = (unsafe { raw::RedisModule_SetCommandACLCategories }) else {
         return;
@@ -333,7 +309,7 @@ fn declare_acl_categories(ctx: &Context, def: &CommandDef) {
     if def.acl.is_empty() {
         return;
     }
-    let (Ok(command), Ok(categories)) = (get_command(ctx, def.name), c_string(def.acl)) else {
+    let Ok(categories) = c_string(def.acl) else {
         return;
     };
     // SAFETY: a command of this module, during load.
