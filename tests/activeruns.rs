@@ -1232,11 +1232,7 @@ fn aof_restart_restores_the_same_data() {
         &dir,
         r#"{"rules":[{"name":"r","match":"runs:*","runs":{"max_age":"1h"}}]}"#,
     );
-    let opts = ServerOpts::default()
-        .paused()
-        .policy(&policy)
-        .config("appendonly", "yes")
-        .config("appendfsync", "always");
+    let opts = ServerOpts::default().paused().policy(&policy).aof();
     let mut s = Server::start_in(dir.clone(), opts.clone()).expect("start");
     let mut c = s.conn();
     exercise_everything(&mut c);

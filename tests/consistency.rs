@@ -850,8 +850,7 @@ fn policy_dir() -> (PathBuf, PathBuf) {
 fn pair(dir: PathBuf, policy: &std::path::Path, master_args: &[(&str, &str)]) -> (Server, Server) {
     let mut opts = ServerOpts::default()
         .policy(policy)
-        .config("appendonly", "yes")
-        .config("appendfsync", "always")
+        .aof()
         .config("repl-diskless-sync-delay", "0")
         .config("hz", "50");
     for (k, v) in master_args {

@@ -16,11 +16,7 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
 fn aof_opts(policy: &Path) -> ServerOpts {
-    ServerOpts::default()
-        .paused()
-        .policy(policy)
-        .config("appendonly", "yes")
-        .config("appendfsync", "always")
+    ServerOpts::default().paused().policy(policy).aof()
 }
 
 /// Runs `args` on a connection of its own in a thread; its result once the server answers

@@ -59,8 +59,7 @@ fn aof_opts(policy: &Path) -> ServerOpts {
     ServerOpts::default()
         .paused()
         .policy(policy)
-        .config("appendonly", "yes")
-        .config("appendfsync", "always")
+        .aof()
         .config("repl-diskless-sync-delay", "0")
 }
 

@@ -25,8 +25,7 @@ fn master_and_replica(policy_json: &str, master_extra: ServerOpts) -> (Server, S
     let mut opts = master_extra
         .policy(&policy)
         .module_arg("pass-interval-s", "3600")
-        .config("appendonly", "yes")
-        .config("appendfsync", "always");
+        .aof();
     opts.config.push(("hz".into(), "10".into()));
     let master = Server::start_in(dir, opts.clone()).expect("master");
     let replica = Server::start(ServerOpts::default().policy(&policy)).expect("replica");

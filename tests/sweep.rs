@@ -590,11 +590,7 @@ const TTL_SAMPLE_KEYS: [&str; 4] = [
 fn replica_and_aof_end_byte_identical() {
     let dir = scratch_dir("aof");
     let policy = write_policy(&dir, POLICY);
-    let opts = ServerOpts::default()
-        .policy(&policy)
-        .paused()
-        .config("appendonly", "yes")
-        .config("appendfsync", "always");
+    let opts = ServerOpts::default().policy(&policy).paused().aof();
     let master = Server::start_in(dir.clone(), opts.clone()).expect("master");
     let replica = Server::start(ServerOpts::default().policy(&policy)).expect("replica");
     attach_replica(&master, &replica);

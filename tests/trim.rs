@@ -138,11 +138,7 @@ fn int_list(c: &mut redis::Connection, key: &[u8]) -> Vec<i64> {
 
 fn master_opts(dir: &std::path::Path, policy_json: &str) -> ServerOpts {
     let path = write_policy(dir, policy_json);
-    ServerOpts::default()
-        .paused()
-        .policy(&path)
-        .config("appendonly", "yes")
-        .config("appendfsync", "always")
+    ServerOpts::default().paused().policy(&path).aof()
 }
 
 fn plain_replica() -> Server {

@@ -109,6 +109,11 @@ impl ServerOpts {
         self.conf_file = Some(path.to_path_buf());
         self
     }
+    /// Every write in the AOF before the command returns, so a restart reloads all of it.
+    pub fn aof(self) -> Self {
+        self.config("appendonly", "yes")
+            .config("appendfsync", "always")
+    }
     /// Pause the background sweeper so a test drives passes itself.
     pub fn paused(self) -> Self {
         self.module_arg("enabled", "no")
