@@ -326,6 +326,53 @@ fn bullmq_clean_keeps_locked_jobs_and_children_a_parent_waits_for() {
     assert_eq!(zmembers(&mut c, "bull:q:waiting-children"), vec!["parent"]);
 }
 
+/// `LIMIT n` removes at most n jobs per call, the oldest first, as the library's
+/// `clean(grace, limit)`; the next call goes on from there, and `LIMIT 0` means no limit, as
+/// there (and in `XTRIM … LIMIT 0`).
+#[test]
+fn clean_with_limit_removes_at_most_that_many_oldest_first() {
+    let server = Server::start_paused(None);
+    let mut c = server.conn();
+    let base = "bull:q:";
+    bullmq_queue(&mut c, base);
+    let now = now_ms();
+    for i in 0..10i64 {
+        finished_job(
+            &mut c,
+            base,
+            "completed",
+            &(i + 1).to_string(),
+            now - 1000 * (10 - i),
+        );
+    }
+    let clean = |c: &mut Connection, limit: &str| {
+        let reply: Value = jobs(
+            c,
+            &[
+                "CLEAN",
+                "bull",
+                "q",
+                "completed",
+                "MAXAGE",
+                "0",
+                "LIMIT",
+                limit,
+            ],
+        )
+        .expect("CLEAN LIMIT");
+        jobs_removed(&reply)
+    };
+    assert_eq!(clean(&mut c, "4"), 4);
+    let left: Vec<String> = (5..=10).map(|i| i.to_string()).collect();
+    assert_eq!(zmembers(&mut c, "bull:q:completed"), left);
+    assert!(!exists(&mut c, "bull:q:4"));
+    assert!(exists(&mut c, "bull:q:5"));
+    assert_eq!(clean(&mut c, "2"), 2);
+    assert!(!exists(&mut c, "bull:q:6"));
+    assert_eq!(clean(&mut c, "0"), 4);
+    assert!(zmembers(&mut c, "bull:q:completed").is_empty());
+}
+
 #[test]
 fn clean_by_count_keeps_the_newest_and_dry_run_changes_nothing() {
     let server = Server::start_paused(None);

@@ -2,7 +2,7 @@
 //! `RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>]
 //! [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`: MAXAGE is the library's `clean(grace)`
 //! (older than; 0 = every finished job), MAXLEN keeps the newest n (`removeOnComplete:
-//! {count}`), LIMIT removes at most n in this call (`clean(grace, limit)`).
+//! {count}`), LIMIT removes at most n in this call (`clean(grace, limit)`; 0: no limit).
 //!
 //! CLEAN runs a first slice inside the command; a set too big for one slice continues in
 //! slices from the event loop while the caller is blocked (other clients are served between
@@ -120,7 +120,8 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
                 req.retention.max_age_ms = Some(args.next_duration_ms("MAXAGE", true)?);
             }
             "MAXLEN" => req.retention.max_len = Some(args.next_count("MAXLEN")?),
-            "LIMIT" => req.limit = Some(args.next_count("LIMIT")?),
+            // 0 is no limit, as in the library's clean and in XTRIM … LIMIT 0.
+            "LIMIT" => req.limit = Some(args.next_count("LIMIT")?).filter(|&n| n > 0),
             "DRYRUN" => req.dry_run = true,
             _ => req.flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?),
         }
