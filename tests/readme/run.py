@@ -76,6 +76,7 @@ this runner cannot classify fails, so new blocks are always either run or delibe
 
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -239,9 +240,23 @@ def classify(block):
 # Servers and helpers
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range: a port the kernel may hand to
+    any outgoing connection (a replica's, an exporter's) can be taken between pick and bind."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = low if low > 21000 else 32768
+    for _ in range(200):
+        port = random.randrange(20000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def wait_until(pred, timeout, step=0.05):
