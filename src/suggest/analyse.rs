@@ -33,8 +33,11 @@ pub fn analyse(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64) 
     queues(ctx, survey, now_ms, &mut found);
     runs(ctx, survey, now_ms, &mut found);
     groups(ctx, read, survey, now_ms, &mut found);
-    // Protection first, then the acting rules (each kind in the order found).
-    found.suggestions.sort_by_key(|s| s.action != "keep");
+    // Protection first, then the acting rules, by name: the walk's order differs between a
+    // master and its replica, the suggestion must not.
+    found
+        .suggestions
+        .sort_by(|a, b| (a.action != "keep", &a.name).cmp(&(b.action != "keep", &b.name)));
     dedupe_names(&mut found.suggestions);
     found
 }
@@ -260,7 +263,7 @@ fn sidekiq(ctx: &Context, survey: &Survey, found: &mut Found) {
         .map(|s| format!("{ns_glob}{s}"))
         .collect();
         keep.evidence = format!(
-            "Sidekiq{}: {} ({} queued jobs), {} retries, {} scheduled, {} dead",
+            "Sidekiq{}: {} ({} queued), {} retrying, {} scheduled, {} dead",
             match ns_text.is_empty() {
                 true => String::new(),
                 false => format!(" under {ns_text}"),
@@ -375,8 +378,8 @@ fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
     let mut keep = suggestion("rq".into(), "keep", "rq");
     keep.globs = vec!["rq:*".into()];
     keep.evidence = format!(
-        "RQ: {} job hashes{}",
-        count(jobs),
+        "RQ: {}{}",
+        plural(jobs, "job hash", "job hashes"),
         match by_registry.is_empty() {
             true => String::new(),
             false => format!(" ({})", by_registry.join(", ")),
@@ -521,8 +524,8 @@ fn groups(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64, found
                 (Some(ms), _) => {
                     let ttl = round_up_duration_ms(ms);
                     (ttl, format!(
-                        "{} of this group have a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
-                        plural(with_ttl, "key", "keys"),
+                        "{} with a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
+                        plural(with_ttl, "key of this group", "keys of this group"),
                         age_words(ms),
                         duration_text(ttl)
                     ))
@@ -622,7 +625,7 @@ fn growing_stream(
     s.key_type = Some(KeyType::Stream);
     s.value = json!({"max_age": duration_text(max_age_ms)});
     s.evidence = format!(
-        "{} that only grow (entries added = length: nothing ever removed), {} entries{}, {}{}",
+        "{} that only grows (entries added = length: nothing ever removed), {} entries{}, {}{}",
         things(group.keys, &group.types()),
         count(entries),
         match oldest {
