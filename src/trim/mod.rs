@@ -57,6 +57,7 @@ mod tests {
             approx: false,
             newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
+            max_memory_bytes: None,
         }
     }
 
