@@ -26,6 +26,59 @@ const LISTPACK_FRAME: u64 = 6 + 1;
 /// table's buckets (8 bytes each, up to two per member).
 const ZSET_MEMBER_OVERHEAD: u64 = 24 + 64 + 16;
 
+/// How the server counts allocations: depends on its allocator (`INFO memory`
+/// `mem_allocator`) and on how it measures a stream's radix tree (Redis assumes about 504
+/// bytes per node; Valkey counts what the tree really allocates, about 80).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub jemalloc: bool,
+    pub stream_tree_per_node: u64,
+}
+
+impl Accounting {
+    pub const REDIS_JEMALLOC: Accounting = Accounting {
+        jemalloc: true,
+        stream_tree_per_node: STREAM_TREE_PER_NODE,
+    };
+
+    /// From `INFO server` and `INFO memory` text.
+    pub fn from_info(info: &str) -> Accounting {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or("")
+        };
+        Accounting {
+            jemalloc: field("mem_allocator:").starts_with("jemalloc")
+                || field("mem_allocator:").is_empty(),
+            stream_tree_per_node: match field("server_name:") {
+                "valkey" => VALKEY_STREAM_TREE_PER_NODE,
+                _ => STREAM_TREE_PER_NODE,
+            },
+        }
+    }
+
+    fn allocation(&self, n: u64) -> u64 {
+        match self.jemalloc {
+            true => allocation_size(n),
+            false => libc_allocation_size(n),
+        }
+    }
+}
+
+/// Valkey's measured tree cost per stream node (it counts the tree's own allocations).
+const VALKEY_STREAM_TREE_PER_NODE: u64 = 96;
+
+/// What glibc's `malloc_usable_size` reports: 16-byte steps with an 8-byte header below the
+/// mmap threshold, whole pages above it.
+pub fn libc_allocation_size(n: u64) -> u64 {
+    if n >= 128 * 1024 {
+        return (n + 16).div_ceil(4096) * 4096 - 16;
+    }
+    ((n + 8).div_ceil(16) * 16 - 8).max(24)
+}
+
 /// The size class jemalloc rounds an allocation of `n` bytes up to: 8, 16, then multiples
 /// of 16 up to 128, then four classes per doubling.
 pub fn allocation_size(n: u64) -> u64 {
@@ -83,7 +136,7 @@ fn backlen_size(encoded: u64) -> u64 {
 }
 
 /// A stream entry given as its field/value pairs.
-pub fn stream_entry(pairs: &[(&[u8], &[u8])]) -> u64 {
+pub fn stream_entry(pairs: &[(&[u8], &[u8])], acc: &Accounting) -> u64 {
     let values: u64 = pairs.iter().map(|(_, v)| listpack_element(v)).sum();
     let fields: u64 = pairs.iter().map(|(f, _)| listpack_element(f)).sum();
     // flags, ms and seq differences, the values, the entry's element count (fields are
@@ -93,34 +146,34 @@ pub fn stream_entry(pairs: &[(&[u8], &[u8])]) -> u64 {
     let master = 2 + 2 + 2 + fields + 2;
     let alone = LISTPACK_FRAME + master + entry;
     match alone >= STREAM_NODE_BYTES {
-        true => allocation_size(alone) + STREAM_TREE_PER_NODE,
+        true => acc.allocation(alone) + acc.stream_tree_per_node,
         // Shares a preallocated node: its part of the node, the fields when they differ from
         // the node's first entry (counted always: conservative), and a share of the tree.
         false => {
             let bytes = entry + fields + 1;
-            bytes + bytes * STREAM_TREE_PER_NODE / STREAM_NODE_BYTES + bytes / 8
+            bytes + bytes * acc.stream_tree_per_node / STREAM_NODE_BYTES + bytes / 8
         }
     }
 }
 
 /// A list element.
-pub fn list_element(element: &[u8]) -> u64 {
+pub fn list_element(element: &[u8], acc: &Accounting) -> u64 {
     let bytes = listpack_element(element);
     match bytes + LISTPACK_FRAME >= LIST_NODE_BYTES {
-        true => allocation_size(bytes + LISTPACK_FRAME) + LIST_NODE_HEADER,
+        true => acc.allocation(bytes + LISTPACK_FRAME) + LIST_NODE_HEADER,
         false => bytes + bytes * LIST_NODE_HEADER / LIST_NODE_BYTES + bytes / 16,
     }
 }
 
 /// A sorted-set member (its score is in the skiplist node).
-pub fn zset_member(member: &[u8]) -> u64 {
+pub fn zset_member(member: &[u8], acc: &Accounting) -> u64 {
     let len = member.len() as u64;
     let sds_header = match len {
         0..=255 => 3,
         256..=65_535 => 5,
         _ => 9,
     };
-    allocation_size(sds_header + len + 1) + ZSET_MEMBER_OVERHEAD
+    acc.allocation(sds_header + len + 1) + ZSET_MEMBER_OVERHEAD
 }
 
 #[cfg(test)]
@@ -145,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn accounting_follows_the_allocator_and_the_server() {
+        let valkey = Accounting::from_info("server_name:valkey\r\nmem_allocator:libc\r\n");
+        assert!(!valkey.jemalloc);
+        assert_eq!(valkey.stream_tree_per_node, VALKEY_STREAM_TREE_PER_NODE);
+        let redis =
+            Accounting::from_info("redis_version:7.0.15\r\nmem_allocator:jemalloc-5.3.0\r\n");
+        assert_eq!(redis, Accounting::REDIS_JEMALLOC);
+        assert_eq!(libc_allocation_size(100_018), 100_024);
+        assert_eq!(libc_allocation_size(1), 24);
+    }
+
+    #[test]
     fn listpack_elements_follow_the_encoding() {
         assert_eq!(listpack_element(b"7"), 2);
         assert_eq!(listpack_element(b"007"), 5, "not canonical: a string");
@@ -157,12 +222,13 @@ mod tests {
     #[test]
     fn big_entries_cost_their_own_node() {
         let value = vec![b'v'; 100_000];
-        let cost = stream_entry(&[(b"payload".as_slice(), value.as_slice())]);
+        let acc = Accounting::REDIS_JEMALLOC;
+        let cost = stream_entry(&[(b"payload".as_slice(), value.as_slice())], &acc);
         assert_eq!(cost, 114_688 + 504, "measured on Redis 7.0: 115192");
-        let cost = list_element(&value);
+        let cost = list_element(&value, &acc);
         assert_eq!(cost, 114_688 + 32);
-        let small = list_element(b"hello");
+        let small = list_element(b"hello", &acc);
         assert!((7..10).contains(&small), "{small}");
-        assert_eq!(zset_member(&[b'm'; 1000]), 1024 + 104);
+        assert_eq!(zset_member(&[b'm'; 1000], &acc), 1024 + 104);
     }
 }

@@ -150,7 +150,16 @@ impl TrimWork {
             return Ok(false);
         }
         let started = Instant::now();
-        let costs = page_costs(ctx, &self.name, self.shape, self.trim.newest, walk, wanted)?;
+        let acc = accounting(ctx);
+        let costs = page_costs(
+            ctx,
+            &self.name,
+            self.shape,
+            self.trim.newest,
+            walk,
+            wanted,
+            &acc,
+        )?;
         self.chunk
             .observe(costs.len() as u64, started.elapsed().as_micros() as u64);
         for (cost, id) in &costs {
@@ -397,6 +406,25 @@ impl TrimWork {
     }
 }
 
+thread_local! {
+    static ACCOUNTING: std::cell::Cell<Option<memory::Accounting>> = const { std::cell::Cell::new(None) };
+}
+
+/// How this server counts memory, read once (neither its allocator nor its kind changes).
+fn accounting(ctx: &Context) -> memory::Accounting {
+    if let Some(acc) = ACCOUNTING.with(|a| a.get()) {
+        return acc;
+    }
+    let info = |section: &str| match read(ctx, "INFO", &[section.as_bytes()]) {
+        Ok(CallReply::String(s)) => s.to_string().unwrap_or_default(),
+        Ok(CallReply::VerbatimString(v)) => format!("{v:?}"),
+        _ => String::new(),
+    };
+    let acc = memory::Accounting::from_info(&(info("server") + &info("memory")));
+    ACCOUNTING.with(|a| a.set(Some(acc)));
+    acc
+}
+
 /// Entries read per memory-walk page at most (a page of big entries is copied whole).
 const MEMORY_PAGE_MAX: u64 = 1024;
 
@@ -409,6 +437,7 @@ fn page_costs(
     newest: ListEnd,
     walk: &MemoryWalk,
     count: u64,
+    acc: &memory::Accounting,
 ) -> Result<Vec<(u64, Option<Vec<u8>>)>, Failure> {
     let from = walk.kept_entries;
     let last = from + count - 1;
@@ -448,7 +477,7 @@ fn page_costs(
                         .chunks_exact(2)
                         .map(|p| (p[0].as_slice(), p[1].as_slice()))
                         .collect();
-                    (memory::stream_entry(&pairs), id)
+                    (memory::stream_entry(&pairs, acc), id)
                 })
                 .collect())
         }
@@ -465,7 +494,7 @@ fn page_costs(
             }
             Ok(elements
                 .iter()
-                .map(|e| (memory::list_element(e), None))
+                .map(|e| (memory::list_element(e, acc), None))
                 .collect())
         }
         Shape::ZSet => {
@@ -473,7 +502,7 @@ fn page_costs(
             let reply = read(ctx, "ZREVRANGE", &[name, start.as_bytes(), stop.as_bytes()])?;
             Ok(strings(&reply)
                 .iter()
-                .map(|m| (memory::zset_member(m), None))
+                .map(|m| (memory::zset_member(m, acc), None))
                 .collect())
         }
     }
