@@ -59,7 +59,7 @@ pub fn parse_size_bytes(text: &str) -> Result<u64, String> {
 pub fn format_size_bytes(bytes: u64) -> String {
     UNITS
         .iter()
-        .find(|(_, unit)| bytes % unit == 0)
+        .find(|(_, unit)| bytes.is_multiple_of(*unit))
         .map(|(name, unit)| format!("{}{}", bytes / unit, name))
         .unwrap_or_else(|| format!("{bytes}b"))
 }

@@ -428,6 +428,9 @@ fn accounting(ctx: &Context) -> memory::Accounting {
 /// Entries read per memory-walk page at most (a page of big entries is copied whole).
 const MEMORY_PAGE_MAX: u64 = 1024;
 
+/// One entry's memory, and for a stream entry its id.
+type EntryCost = (u64, Option<Vec<u8>>);
+
 /// The memory of up to `count` entries just older than those walked, newest first, with each
 /// stream entry's id.
 fn page_costs(
@@ -438,7 +441,7 @@ fn page_costs(
     walk: &MemoryWalk,
     count: u64,
     acc: &memory::Accounting,
-) -> Result<Vec<(u64, Option<Vec<u8>>)>, Failure> {
+) -> Result<Vec<EntryCost>, Failure> {
     let from = walk.kept_entries;
     let last = from + count - 1;
     let strings = |reply: &CallReply<'static>| -> Vec<Vec<u8>> {
