@@ -13,6 +13,9 @@ use redis::{Connection, Value};
 
 const BUDGET: u64 = 8 << 20;
 
+/// An XRANGE entry: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 fn memory_usage(c: &mut Connection, key: &str) -> u64 {
     redis::cmd("MEMORY")
         .arg("USAGE")
@@ -120,7 +123,7 @@ fn trims_keep_the_newest_entries_within_the_budget() {
         eprintln!("{key}: {} bytes after", memory_usage(&mut c, key));
     }
     assert_within_budget(kept, BUDGET, "stream");
-    let ids: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let ids: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg("s:big")
         .arg("-")
         .arg("+")
