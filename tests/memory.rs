@@ -324,6 +324,10 @@ fn finished_jobs_keep_the_newest_within_the_budget() {
     let text = format!("{explain:?}");
     assert!(text.contains("max_memory_bytes"), "{text}");
     assert!(text.contains("kept_memory_bytes"), "{text}");
+    // REPORT shows the last measurement for the queue and the rule.
+    let report: Value = call(&mut c, &["RETENTION.REPORT"]);
+    let text = format!("{report:?}");
+    assert!(text.matches("kept_memory_bytes").count() >= 2, "{text}");
 }
 
 #[test]
