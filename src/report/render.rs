@@ -778,7 +778,7 @@ mod tests {
         assert_eq!(v["total"]["group_count"], 5);
         assert_eq!(
             v["queues"]["bull:q"],
-            json!({"completed": 20_000, "failed": 0, "rule": null})
+            json!({"completed": 20_000, "failed": 0, "rule": null, "memory": null})
         );
         let kinds: Vec<&str> = v["warnings"]
             .as_array()
