@@ -433,7 +433,43 @@ pub fn cmd_explain(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         m.insert(key("now"), now_reply(&explanation.now, clock.dry_run));
     }
     m.insert(key("last"), last_reply(db, &name, &policy));
+    m.insert(key("memory"), memory_reply(db, &name, &policy));
     Ok(RedisValue::OrderedMap(m))
+}
+
+/// `memory`: what the last walk under a `max_memory` limit found in the key (a finished set,
+/// stream, list or sorted set), or nil when none measured it.
+fn memory_reply(db: i32, name: &[u8], policy: &Policy) -> RedisValue {
+    let Some(measured) = history::measured(db, name) else {
+        return RedisValue::Null;
+    };
+    let mut m = BTreeMap::new();
+    let int = |n: u64| RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    m.insert(key("kept_memory_bytes"), int(measured.kept_memory_bytes));
+    m.insert(key("max_memory_bytes"), int(measured.max_memory_bytes));
+    m.insert(key("kept_count"), int(measured.kept_within_budget));
+    m.insert(key("at_ms"), RedisValue::Integer(measured.at_ms));
+    let rule = measured
+        .rule
+        .and_then(|r| policy.rules.get(r as usize))
+        .map_or(RedisValue::Null, |r| RedisValue::BulkString(r.name.clone()));
+    m.insert(key("rule"), rule);
+    m.insert(
+        key("reason"),
+        RedisValue::BulkString(memory_reason(&measured)),
+    );
+    RedisValue::OrderedMap(m)
+}
+
+/// "kept 187.0 MB of 200.0 MB budget (the newest 1204)".
+pub fn memory_reason(measured: &history::Measured) -> String {
+    use crate::policy::size::human_size;
+    format!(
+        "kept {} of {} budget (the newest {}; memory as MEMORY USAGE counts it, measured by the last pass)",
+        human_size(measured.kept_memory_bytes),
+        human_size(measured.max_memory_bytes),
+        measured.kept_within_budget
+    )
 }
 
 #[cfg(test)]
@@ -565,6 +601,19 @@ mod tests {
         assert_eq!(none.rule, None);
         assert_eq!(none.now.action, "none");
         assert!(none.now.reason.starts_with("no rule"));
+    }
+
+    #[test]
+    fn a_memory_measurement_reads_as_kept_of_budget() {
+        let measured = history::Measured {
+            at_ms: NOW,
+            rule: Some(0),
+            kept_memory_bytes: 187 << 20,
+            max_memory_bytes: 200 << 20,
+            kept_within_budget: 1204,
+        };
+        assert!(memory_reason(&measured)
+            .starts_with("kept 187.0 MB of 200.0 MB budget (the newest 1204"));
     }
 
     #[test]

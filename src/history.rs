@@ -109,6 +109,70 @@ pub fn on_config_changed(_: &ConfigurationContext, _: &str, on: &'static AtomicB
 /// After FLUSHALL/FLUSHDB/SWAPDB the remembered names would describe other keys.
 pub fn clear() {
     LOG.with(|log| log.borrow_mut().slots = Vec::new());
+    MEASURED.with(|m| m.borrow_mut().clear());
+}
+
+/// Keys whose last memory measurement is remembered, at most: a map of this many names and
+/// their figures (a few MB at worst). Memory limits govern few keys (finished sets, big
+/// streams), so in practice every one of them is remembered.
+pub const MEASURED_MAX: usize = 10_000;
+
+/// What the last walk under a `max_memory` limit found in one key (a finished set or a
+/// trimmed collection): the newest entries kept within the budget, and their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    pub at_ms: i64,
+    pub rule: Option<u32>,
+    pub kept_memory_bytes: u64,
+    pub max_memory_bytes: u64,
+    /// Entries (or jobs) within the budget.
+    pub kept_within_budget: u64,
+}
+
+thread_local! {
+    static MEASURED: RefCell<std::collections::HashMap<(i32, Vec<u8>), Measured>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+/// Remembers a measurement (also in dry runs: it describes the key, not a change). When the
+/// table is full, a name not in it replaces the oldest measurement.
+pub fn record_measured(db: i32, name: &[u8], measured: Measured) {
+    MEASURED.with(|m| {
+        let mut m = m.borrow_mut();
+        let id = (db, name.to_vec());
+        if m.len() >= MEASURED_MAX && !m.contains_key(&id) {
+            let oldest = m
+                .iter()
+                .min_by_key(|(_, v)| v.at_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(id, measured);
+    });
+}
+
+/// The last memory measurement of `name` in `db`.
+pub fn measured(db: i32, name: &[u8]) -> Option<Measured> {
+    MEASURED.with(|m| m.borrow().get(&(db, name.to_vec())).copied())
+}
+
+/// Per rule: the kept memory summed over its measured keys, their budgets summed, and the
+/// number of keys.
+pub fn measured_by_rule() -> std::collections::BTreeMap<u32, (u64, u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    MEASURED.with(|m| {
+        for v in m.borrow().values() {
+            if let Some(rule) = v.rule {
+                let e: &mut (u64, u64, u64) = out.entry(rule).or_default();
+                e.0 = e.0.saturating_add(v.kept_memory_bytes);
+                e.1 = e.1.saturating_add(v.max_memory_bytes);
+                e.2 += 1;
+            }
+        }
+    });
+    out
 }
 
 #[cfg(test)]

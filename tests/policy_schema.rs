@@ -351,6 +351,34 @@ fn typical_mistakes_are_refused_by_both_at_the_same_path() {
         ("keep false", "/rules/0/keep", json!(false)),
         ("empty match list", "/rules/0/match", json!([])),
         ("empty name", "/rules/0/name", json!("")),
+        ("zero size", "/rules/1/trim/max_memory", json!("0mb")),
+        ("negative size", "/rules/1/trim/max_memory", json!(-1)),
+        ("fractional size", "/rules/1/trim/max_memory", json!(1.5)),
+        (
+            "fraction in a size",
+            "/rules/1/trim/max_memory",
+            json!("1.5mb"),
+        ),
+        (
+            "unknown size unit",
+            "/rules/1/trim/max_memory",
+            json!("5tb"),
+        ),
+        (
+            "size of the wrong type",
+            "/rules/1/trim/max_memory",
+            json!(true),
+        ),
+        (
+            "zero finished size",
+            "/rules/2/queue/completed/max_memory",
+            json!(0),
+        ),
+        (
+            "memory of events",
+            "/rules/2/queue/events",
+            json!({"max_memory": "1mb"}),
+        ),
     ];
     for (what, at, value) in mistakes {
         let mut doc = ok.clone();

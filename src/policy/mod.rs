@@ -7,6 +7,7 @@ pub mod glob;
 mod index;
 mod parse;
 mod render;
+pub mod size;
 
 pub use glob::Glob;
 pub use parse::{parse_policy, PolicyError};
@@ -152,6 +153,8 @@ pub struct TrimAction {
     pub newest: ListEnd,
     /// Sorted sets only: unit of the timestamp scores used by `max_age`.
     pub score_unit: ScoreUnit,
+    /// Keep the newest entries whose memory (as `MEMORY USAGE` counts it) fits this budget.
+    pub max_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +177,8 @@ pub struct FinishedRetention {
     pub max_age_ms: Option<i64>,
     /// Keep at most the newest this many.
     pub max_len: Option<u64>,
+    /// Keep the newest jobs whose memory (hash and sub-keys) fits this budget.
+    pub max_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +458,8 @@ mod tests {
         let p = policy(
             r#"{"rules":[
                 {"name":"a","match":["x:*","y:*"],"type":"hash","ttl":"86400","cap":true,"min_idle":"30d"},
-                {"name":"b","match":"s:*","type":"stream","trim":{"max_len":10,"approx":true,"max_age":"7d"}},
-                {"name":"c","match":"jobs:*","queue":{"flavor":"bull","completed":{"max_age":"24h","max_len":500}}},
+                {"name":"b","match":"s:*","type":"stream","trim":{"max_len":10,"approx":true,"max_age":"7d","max_memory":"200mb"}},
+                {"name":"c","match":"jobs:*","queue":{"flavor":"bull","completed":{"max_age":"24h","max_len":500},"failed":{"max_memory":1500}}},
                 {"name":"d","match":["runs:*","other:runs:*"],"runs":{}},
                 {"name":"e","match":"l:*","type":"list","trim":{"max_len":3,"newest":"tail"}},
                 {"name":"f","match":["one:*"],"queue":{"flavor":"auto","events":{"max_len":100},"failed":{"max_len":0}}}]}"#,

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::clipped;
 use super::duration::parse_duration_ms;
+use super::size::parse_size_bytes;
 use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,13 +297,21 @@ fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
     let obj = object(v, "trim")?;
     reject_unknown(
         obj,
-        &["max_len", "max_age", "approx", "newest", "score_unit"],
+        &[
+            "max_len",
+            "max_age",
+            "max_memory",
+            "approx",
+            "newest",
+            "score_unit",
+        ],
         "trim.",
     )?;
     let max_len = optional_count(obj, "max_len", "trim.max_len")?;
     let max_age_ms = optional_duration(obj, "max_age", "trim.max_age")?;
-    if max_len.is_none() && max_age_ms.is_none() {
-        return Err("trim: give \"max_len\" and/or \"max_age\"".into());
+    let max_memory_bytes = optional_size(obj, "max_memory", "trim.max_memory")?;
+    if max_len.is_none() && max_age_ms.is_none() && max_memory_bytes.is_none() {
+        return Err("trim: give \"max_len\", \"max_age\" and/or \"max_memory\"".into());
     }
     let only_for = |field: &str, allowed: KeyType| -> Parsed<()> {
         match obj.contains_key(field) && key_type != allowed {
@@ -341,6 +350,7 @@ fn parse_trim(v: &Value, key_type: KeyType) -> Parsed<TrimAction> {
         approx: optional_bool(obj, "approx", "trim.approx")?.unwrap_or(false),
         newest,
         score_unit,
+        max_memory_bytes,
     })
 }
 
@@ -432,13 +442,20 @@ fn parse_finished(queue: &Map<String, Value>, state: &str) -> Parsed<Option<Fini
     };
     let path = format!("queue.{state}");
     let obj = object(v, &path)?;
-    reject_unknown(obj, &["max_age", "max_len"], &format!("{path}."))?;
+    reject_unknown(
+        obj,
+        &["max_age", "max_len", "max_memory"],
+        &format!("{path}."),
+    )?;
     let r = FinishedRetention {
         max_age_ms: optional_duration(obj, "max_age", &format!("{path}.max_age"))?,
         max_len: optional_count(obj, "max_len", &format!("{path}.max_len"))?,
+        max_memory_bytes: optional_size(obj, "max_memory", &format!("{path}.max_memory"))?,
     };
-    if r.max_age_ms.is_none() && r.max_len.is_none() {
-        return Err(format!("{path}: give \"max_age\" and/or \"max_len\""));
+    if r.max_age_ms.is_none() && r.max_len.is_none() && r.max_memory_bytes.is_none() {
+        return Err(format!(
+            "{path}: give \"max_age\", \"max_len\" and/or \"max_memory\""
+        ));
     }
     Ok(Some(r))
 }
@@ -500,6 +517,25 @@ fn duration(v: &Value, path: &str) -> Parsed<i64> {
 
 fn optional_duration(obj: &Map<String, Value>, field: &str, path: &str) -> Parsed<Option<i64>> {
     obj.get(field).map(|v| duration(v, path)).transpose()
+}
+
+/// A memory size: `"200mb"` (redis.conf's units) or a whole number of bytes.
+fn size(v: &Value, path: &str) -> Parsed<u64> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        Value::Number(n) => {
+            return Err(format!(
+                "{path}: bad size {n}: must be a positive whole number of bytes or a string like \"200mb\""
+            ))
+        }
+        _ => return Err(format!("{path}: must be a size such as \"200mb\" or a number of bytes")),
+    };
+    parse_size_bytes(&text).map_err(|e| format!("{path}: {e}"))
+}
+
+fn optional_size(obj: &Map<String, Value>, field: &str, path: &str) -> Parsed<Option<u64>> {
+    obj.get(field).map(|v| size(v, path)).transpose()
 }
 
 fn optional_count(obj: &Map<String, Value>, field: &str, path: &str) -> Parsed<Option<u64>> {
@@ -630,7 +666,35 @@ mod tests {
             ),
             (
                 r#"{"rules":[{"name":"t","match":"*","type":"zset","trim":{}}]}"#,
-                "give \"max_len\" and/or \"max_age\"",
+                "give \"max_len\", \"max_age\" and/or \"max_memory\"",
+            ),
+            (
+                r#"{"rules":[{"name":"t","match":"*","type":"stream","trim":{"max_memory":"0mb"}}]}"#,
+                "rules[0] (\"t\"): trim.max_memory: bad size '0mb': must be greater than zero",
+            ),
+            (
+                r#"{"rules":[{"name":"t","match":"*","type":"list","trim":{"max_memory":-5}}]}"#,
+                "trim.max_memory: bad size -5: must be a positive whole number of bytes",
+            ),
+            (
+                r#"{"rules":[{"name":"t","match":"*","type":"zset","trim":{"max_memory":1.5}}]}"#,
+                "trim.max_memory: bad size 1.5",
+            ),
+            (
+                r#"{"rules":[{"name":"t","match":"*","type":"zset","trim":{"max_memory":"2tb"}}]}"#,
+                "trim.max_memory: bad size '2tb': unknown unit 'tb' (use b|k|kb|m|mb|g|gb)",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","completed":{"max_memory":"99999999999gb"}}}]}"#,
+                "queue.completed.max_memory: bad size '99999999999gb': number too large",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","failed":{"max_memory":true}}}]}"#,
+                "queue.failed.max_memory: must be a size",
+            ),
+            (
+                r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","events":{"max_memory":"1mb"}}}]}"#,
+                "queue.events.max_memory: unknown field",
             ),
             (
                 r#"{"rules":[{"name":"q","match":"bull:*","queue":{}}]}"#,
@@ -686,7 +750,7 @@ mod tests {
             ),
             (
                 r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","failed":{}}}]}"#,
-                "queue.failed: give \"max_age\" and/or \"max_len\"",
+                "queue.failed: give \"max_age\", \"max_len\" and/or \"max_memory\"",
             ),
             (
                 r#"{"rules":[{"name":"q","match":"bull:*","queue":{"flavor":"bull","events":{"max_len":"x"}}}]}"#,

@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::duration::format_duration_ms;
+use super::size::format_size_bytes;
 use super::*;
 
 pub fn policy_to_json(policy: &Policy) -> Value {
@@ -30,6 +31,10 @@ fn selector_json(selector: &Selector) -> Value {
 
 fn dur(ms: i64) -> Value {
     Value::String(format_duration_ms(ms))
+}
+
+fn size(bytes: u64) -> Value {
+    Value::String(format_size_bytes(bytes))
 }
 
 /// Inserts `field` only when the value is present.
@@ -77,6 +82,7 @@ fn trim_json(t: &TrimAction, key_type: Option<KeyType>) -> Value {
     let mut obj = Map::new();
     put(&mut obj, "max_len", t.max_len, |n| json!(n));
     put(&mut obj, "max_age", t.max_age_ms, dur);
+    put(&mut obj, "max_memory", t.max_memory_bytes, size);
     match key_type {
         Some(KeyType::Stream) => {
             obj.insert("approx".into(), Value::Bool(t.approx));
@@ -105,6 +111,7 @@ fn finished_json(r: &FinishedRetention) -> Value {
     let mut obj = Map::new();
     put(&mut obj, "max_age", r.max_age_ms, dur);
     put(&mut obj, "max_len", r.max_len, |n| json!(n));
+    put(&mut obj, "max_memory", r.max_memory_bytes, size);
     Value::Object(obj)
 }
 

@@ -346,6 +346,19 @@ impl<'c> Calls<'c> {
             .collect())
     }
 
+    /// `MEMORY USAGE <key> SAMPLES 0`: the key's whole memory as the server counts it; 0 for
+    /// a missing key (looked up with the key API first: most jobs lack most sub-keys).
+    pub fn memory_usage(&self, name: &[u8]) -> Result<u64, ()> {
+        if ReadKey::open(self.ctx, name).is_none() {
+            return Ok(0);
+        }
+        match self.call("MEMORY", &[b"USAGE", name, b"SAMPLES", b"0"]) {
+            Ok(CallReply::I64(n)) => Ok(n.to_i64().max(0) as u64),
+            Ok(CallReply::Null(_)) => Ok(0),
+            _ => Err(()),
+        }
+    }
+
     pub fn xlen(&self, stream: &[u8]) -> Option<i64> {
         self.int("XLEN", &[stream])
     }

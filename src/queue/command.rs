@@ -108,6 +108,7 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
         retention: FinishedRetention {
             max_age_ms: None,
             max_len: None,
+            max_memory_bytes: None,
         },
         limit: None,
         dry_run: false,

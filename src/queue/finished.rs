@@ -7,6 +7,10 @@
 //! with `offset`; everything else that goes shrinks the set, so the next batch starts at the
 //! same offset. The first member that is neither too old nor beyond the newest `max_len`
 //! ends the work: both criteria select a prefix of the set's ascending order.
+//!
+//! A `max_memory` budget becomes a count first (`MemoryWalk`): from the newest job down, each
+//! job's memory is added until the next would exceed the budget; the jobs within it are the
+//! newest to keep, and the rest goes exactly as if `max_len` had been that count.
 
 use std::time::Instant;
 
@@ -15,8 +19,9 @@ use redis_module::Context;
 use super::calls::{key, Calls};
 use super::counters;
 use super::detect::{flavor_evidence, flavor_of, Evidence};
-use super::jobs::{Batch, QueueCtx};
+use super::jobs::{job_keys, Batch, QueueCtx};
 use super::layout::{parse_score, FinishedSet, Reason, Window};
+use crate::history;
 use crate::policy::{FinishedRetention, QueueFlavor};
 use crate::stats::Tally;
 use crate::sweep::work::{Progress, Work, WorkEnv};
@@ -48,6 +53,63 @@ pub enum FlavorCheck {
     Detect,
 }
 
+/// Turns a `max_memory` budget into the number of newest jobs to keep. Only the kept jobs
+/// are measured: the walk also stops where `max_len` or the age cutoff ends the keeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryWalk {
+    budget_bytes: u64,
+    /// The set's size when the walk began: ranks count down from its top.
+    card: u64,
+    /// At most this many jobs are kept anyway (`max_len`).
+    keep_max: u64,
+    pub kept_jobs: u64,
+    pub kept_bytes: u64,
+    pub done: bool,
+}
+
+impl MemoryWalk {
+    fn new(budget_bytes: u64, card: u64, max_len: Option<u64>) -> MemoryWalk {
+        let keep_max = max_len.map_or(card, |n| n.min(card));
+        MemoryWalk {
+            budget_bytes,
+            card,
+            keep_max,
+            kept_jobs: 0,
+            kept_bytes: 0,
+            done: keep_max == 0,
+        }
+    }
+
+    /// Takes one more job of `bytes` if it fits; false ends the walk.
+    fn take(&mut self, bytes: u64) -> bool {
+        let total = self.kept_bytes.saturating_add(bytes);
+        if self.kept_jobs >= self.keep_max || total > self.budget_bytes {
+            self.done = true;
+            return false;
+        }
+        self.kept_bytes = total;
+        self.kept_jobs += 1;
+        if self.kept_jobs >= self.keep_max {
+            self.done = true;
+        }
+        true
+    }
+
+    /// The ranks of the next batch (ascending), just below those already walked.
+    fn next_ranks(&self) -> Option<(u64, u64)> {
+        let top = self.card.checked_sub(self.kept_jobs + 1)?;
+        Some((top.saturating_sub(BATCH - 1), top))
+    }
+}
+
+/// The memory of one job as the server counts it: its hash and every sub-key the library
+/// deletes with it (`MEMORY USAGE <key> SAMPLES 0` each).
+fn job_memory(calls: &Calls, flavor: QueueFlavor, job_key: &[u8]) -> Result<u64, ()> {
+    job_keys(flavor, job_key).iter().try_fold(0u64, |sum, k| {
+        Ok(sum.saturating_add(calls.memory_usage(k)?))
+    })
+}
+
 pub struct CleanFinished {
     flavor: QueueFlavor,
     base: Vec<u8>,
@@ -56,6 +118,7 @@ pub struct CleanFinished {
     check: FlavorCheck,
     events: EventMode,
     window: Option<Window>,
+    memory: Option<MemoryWalk>,
     offset: u64,
     unreported: u64,
     pub removed: u64,
@@ -83,6 +146,7 @@ impl CleanFinished {
             check,
             events,
             window: None,
+            memory: None,
             offset: 0,
             unreported: 0,
             removed: 0,
@@ -161,6 +225,69 @@ impl CleanFinished {
         Ok(ended)
     }
 
+    /// One batch of the memory walk, newest first: Ok(true) when it is done.
+    fn walk_memory(&mut self, calls: &Calls, window: &Window) -> Result<bool, ()> {
+        let set_key = self.set_key();
+        let walk = match self.memory.as_mut() {
+            Some(walk) => walk,
+            None => {
+                let Some(budget) = self.retention.max_memory_bytes else {
+                    return Ok(true);
+                };
+                let card = calls.zcard(&set_key)?;
+                self.memory
+                    .insert(MemoryWalk::new(budget, card, window.keep_newest))
+            }
+        };
+        let Some((start, stop)) = walk.next_ranks().filter(|_| !walk.done) else {
+            walk.done = true;
+            return Ok(true);
+        };
+        let members = calls.zrange_with_scores(&set_key, start, stop)?;
+        for (id, score) in members.iter().rev() {
+            let Some(score) = parse_score(score) else {
+                return Err(());
+            };
+            // Older jobs go by age whatever their size.
+            if window
+                .cutoff_ms
+                .is_some_and(|cutoff| score <= cutoff as f64)
+            {
+                walk.done = true;
+                break;
+            }
+            let bytes = job_memory(calls, self.flavor, &key(&[&self.base, id]))?;
+            if !walk.take(bytes) {
+                break;
+            }
+        }
+        // The set shrank under the walk (another client cleaned it): nothing more to read.
+        if (members.len() as u64) < stop - start + 1 {
+            walk.done = true;
+        }
+        Ok(walk.done)
+    }
+
+    /// The walk is done: the budget becomes the count of newest jobs to keep.
+    fn apply_memory_walk(&mut self, calls: &Calls, window: &mut Window, now_ms: i64) {
+        let Some(walk) = self.memory else {
+            return;
+        };
+        let keep = window
+            .keep_newest
+            .map_or(walk.kept_jobs, |n| n.min(walk.kept_jobs));
+        window.keep_newest = Some(keep);
+        self.window = Some(*window);
+        let measured = history::Measured {
+            at_ms: now_ms,
+            rule: calls.rule().and_then(|r| u32::try_from(r).ok()),
+            kept_memory_bytes: walk.kept_bytes,
+            max_memory_bytes: walk.budget_bytes,
+            kept_within_budget: walk.kept_jobs,
+        };
+        history::record_measured(calls.db(), &self.set_key(), measured);
+    }
+
     /// `XADD <base>events * event cleaned count <n>`, as `cleanJobsInSet-3.lua` does.
     fn emit_cleaned(&mut self, calls: &Calls, at_end: bool) {
         if self.flavor != QueueFlavor::BullMq {
@@ -218,7 +345,7 @@ impl Work for CleanFinished {
             return Progress::Done;
         }
         let calls = Calls::for_work(ctx, env);
-        let window = match self.window {
+        let mut window = match self.window {
             Some(w) => w,
             None => {
                 match self.check {
@@ -237,6 +364,20 @@ impl Work for CleanFinished {
                 w
             }
         };
+        if self.retention.max_memory_bytes.is_some() && !self.memory.is_some_and(|m| m.done) {
+            loop {
+                match self.walk_memory(&calls, &window) {
+                    Ok(true) => break,
+                    Ok(false) if Instant::now() < deadline => {}
+                    Ok(false) => return Progress::More,
+                    Err(()) => {
+                        tally.errors += 1;
+                        return self.finish(&calls, env.dry_run);
+                    }
+                }
+            }
+            self.apply_memory_walk(&calls, &mut window, env.now_ms);
+        }
         loop {
             let before = self.removed;
             let outcome = self.batch(&calls, &window, env.dry_run);

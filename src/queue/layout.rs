@@ -809,6 +809,7 @@ mod tests {
         let r = FinishedRetention {
             max_age_ms: Some(i64::MAX),
             max_len: None,
+            max_memory_bytes: None,
         };
         assert_eq!(Window::new(&r, -5).cutoff_ms, Some(i64::MIN));
     }

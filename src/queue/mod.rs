@@ -185,6 +185,7 @@ mod tests {
             completed: Some(FinishedRetention {
                 max_age_ms: Some(1000),
                 max_len: None,
+                max_memory_bytes: None,
             }),
             failed: None,
             events: Some(EventsRetention {

@@ -422,7 +422,8 @@ impl Report<'_> {
                 let rule = self.rule_name(f.rule);
                 (
                     queue,
-                    json!({"completed": f.completed, "failed": f.failed, "rule": rule}),
+                    json!({"completed": f.completed, "failed": f.failed, "rule": rule,
+                        "memory": self.queue_memory(base)}),
                 )
             })
             .collect();
@@ -467,16 +468,54 @@ impl Report<'_> {
         })
     }
 
+    /// What the last pass measured in a queue's finished sets under a `max_memory` limit:
+    /// `{"completed": {"kept_memory_bytes", "max_memory_bytes", "kept_count"}, ...}`, nil when
+    /// neither was measured.
+    fn queue_memory(&self, base: &[u8]) -> Value {
+        let mut out = serde_json::Map::new();
+        for set in ["completed", "failed"] {
+            let name = [base, set.as_bytes()].concat();
+            let found = self
+                .walk
+                .databases
+                .iter()
+                .find_map(|db| crate::history::measured(*db, &name));
+            if let Some(m) = found {
+                out.insert(
+                    set.into(),
+                    json!({"kept_memory_bytes": m.kept_memory_bytes,
+                        "max_memory_bytes": m.max_memory_bytes,
+                        "kept_count": m.kept_within_budget}),
+                );
+            }
+        }
+        match out.is_empty() {
+            true => Value::Null,
+            false => Value::Object(out),
+        }
+    }
+
     /// One group: `rules` maps each governing rule's name to its keys (as `rules` maps rule
     /// names to their counters in RETENTION.STATS); keys no rule governs are
     /// `keys_without_rule`.
     fn group_value(&self, g: &Group) -> Value {
         let mut rules = serde_json::Map::new();
         let mut keys_without_rule = 0;
+        let measured = crate::history::measured_by_rule();
         for (rule, n) in g.rules() {
             match self.rule_name(rule) {
                 Some(name) => {
-                    rules.insert(name.to_string(), json!({ "keys": n }));
+                    let mut entry = json!({ "keys": n });
+                    // The rule's keys under a max_memory limit, as the last pass measured them.
+                    let memory = rule
+                        .and_then(|r| u32::try_from(r).ok())
+                        .and_then(|r| measured.get(&r));
+                    if let Some((kept, budget, keys)) = memory {
+                        entry["kept_memory_bytes"] = json!(kept);
+                        entry["max_memory_bytes"] = json!(budget);
+                        entry["keys_measured_for_memory"] = json!(keys);
+                    }
+                    rules.insert(name.to_string(), entry);
                 }
                 None => keys_without_rule += n,
             }
@@ -739,7 +778,7 @@ mod tests {
         assert_eq!(v["total"]["group_count"], 5);
         assert_eq!(
             v["queues"]["bull:q"],
-            json!({"completed": 20_000, "failed": 0, "rule": null})
+            json!({"completed": 20_000, "failed": 0, "rule": null, "memory": null})
         );
         let kinds: Vec<&str> = v["warnings"]
             .as_array()

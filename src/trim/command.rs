@@ -54,6 +54,7 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
             approx: false,
             newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
+            max_memory_bytes: None,
         },
         dry_run: false,
         approx_given: false,

@@ -6,11 +6,15 @@
 //! - sorted sets: `max_len` keeps the highest scores, `max_age` removes scores (ms or s
 //!   timestamps) older than now − age.
 //!
+//! - every type: `max_memory` keeps the newest entries whose memory fits the budget (see
+//!   `memory`); it becomes a `max_len` of that many, so the tightest limit wins.
+//!
 //! `plan` only builds a work item (no server calls); `work::TrimWork` removes entries in
 //! bounded, replicated calls across as many sweep slices as it needs. `RETENTION.TRIM`
 //! runs the same work for one key.
 
 mod command;
+pub mod memory;
 pub mod plan;
 pub mod work;
 
@@ -57,6 +61,7 @@ mod tests {
             approx: false,
             newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
+            max_memory_bytes: None,
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             approx,
             newest: ListEnd::Head,
             score_unit: ScoreUnit::Milliseconds,
+            max_memory_bytes: None,
         }
     }
 

@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use redis_module::{CallOptionsBuilder, CallReply, CallResult, Context};
 
+use super::memory;
 use super::plan::{
     entries_to_remove, exclusive_score_bound, list_trim_range, stream_cutoff_ms,
     stream_step_repeats, stream_steps, xtrim_args, zset_cutoff_score, zset_step_stop_rank, Chunk,
     StreamStep,
 };
-use crate::policy::{KeyType, TrimAction};
+use crate::history;
+use crate::policy::{KeyType, ListEnd, TrimAction};
 use crate::stats::Tally;
 use crate::sweep::work::{Progress, Work, WorkEnv};
 use crate::write::Writer;
@@ -56,6 +58,18 @@ struct OlderCount {
     finished: bool,
 }
 
+/// The walk that turns a `max_memory` budget into a count of newest entries to keep: pages
+/// of entries from the newest, each entry's memory added until the next would not fit.
+#[derive(Debug)]
+struct MemoryWalk {
+    budget_bytes: u64,
+    kept_bytes: u64,
+    kept_entries: u64,
+    /// Streams: the id of the last entry walked (the next page starts below it).
+    before_id: Option<Vec<u8>>,
+    done: bool,
+}
+
 /// Trimming one key: created by `trim::plan` (sweep) or `RETENTION.TRIM`.
 pub struct TrimWork {
     name: Vec<u8>,
@@ -68,6 +82,7 @@ pub struct TrimWork {
     stream_steps: Vec<StreamStep>,
     stream_at: usize,
     older: OlderCount,
+    memory: Option<MemoryWalk>,
     failure: Option<Failure>,
 }
 
@@ -83,6 +98,13 @@ impl TrimWork {
             stream_steps: Vec::new(),
             stream_at: 0,
             older: OlderCount::default(),
+            memory: trim.max_memory_bytes.map(|budget_bytes| MemoryWalk {
+                budget_bytes,
+                kept_bytes: 0,
+                kept_entries: 0,
+                before_id: None,
+                done: false,
+            }),
             failure: None,
         }
     }
@@ -110,6 +132,71 @@ impl TrimWork {
             (Shape::Stream, Some(writer)) => self.stream_once(writer),
             (Shape::Stream, None) => self.stream_count_once(ctx, now_ms),
         }
+    }
+
+    /// One page of the memory walk: Ok(true) while there is more to walk.
+    fn walk_memory_once(&mut self, ctx: &Context) -> Result<bool, Failure> {
+        let Some(walk) = self.memory.as_mut().filter(|w| !w.done) else {
+            return Ok(false);
+        };
+        let page = self.chunk.size().min(MEMORY_PAGE_MAX);
+        // Entries beyond max_len go anyway: no need to measure them.
+        let wanted = self
+            .trim
+            .max_len
+            .map_or(page, |n| n.saturating_sub(walk.kept_entries).min(page));
+        if wanted == 0 {
+            walk.done = true;
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let acc = accounting(ctx);
+        let costs = page_costs(
+            ctx,
+            &self.name,
+            self.shape,
+            self.trim.newest,
+            walk,
+            wanted,
+            &acc,
+        )?;
+        self.chunk
+            .observe(costs.len() as u64, started.elapsed().as_micros() as u64);
+        for (cost, id) in &costs {
+            let total = walk.kept_bytes.saturating_add(*cost);
+            if total > walk.budget_bytes {
+                walk.done = true;
+                return Ok(false);
+            }
+            walk.kept_bytes = total;
+            walk.kept_entries += 1;
+            if id.is_some() {
+                walk.before_id.clone_from(id);
+            }
+        }
+        walk.done = (costs.len() as u64) < wanted;
+        Ok(!walk.done)
+    }
+
+    /// The walk is done: the budget becomes the number of newest entries to keep.
+    fn apply_memory_walk(&mut self, ctx: &Context, env: &WorkEnv, now_ms: i64) {
+        let Some(walk) = &self.memory else {
+            return;
+        };
+        let keep = self
+            .trim
+            .max_len
+            .map_or(walk.kept_entries, |n| n.min(walk.kept_entries));
+        self.trim.max_len = Some(keep);
+        self.stream_steps = stream_steps(&self.trim, now_ms);
+        let measured = history::Measured {
+            at_ms: now_ms,
+            rule: env.rule.and_then(|r| u32::try_from(r).ok()),
+            kept_memory_bytes: walk.kept_bytes,
+            max_memory_bytes: walk.budget_bytes,
+            kept_within_budget: walk.kept_entries,
+        };
+        history::record_measured(crate::keyspace::selected_db(ctx), &self.name, measured);
     }
 
     fn list_once(&mut self, ctx: &Context, writer: Option<&Writer>) -> Result<bool, Failure> {
@@ -257,6 +344,20 @@ impl Work for TrimWork {
                 env.now_ms
             }
         };
+        if self.memory.as_ref().is_some_and(|w| !w.done) {
+            loop {
+                match self.walk_memory_once(ctx) {
+                    Ok(true) if Instant::now() < deadline => {}
+                    Ok(true) => return Progress::More,
+                    Ok(false) => break,
+                    Err(failure) => {
+                        self.note_failure(ctx, failure, tally);
+                        return Progress::Done;
+                    }
+                }
+            }
+            self.apply_memory_walk(ctx, env, now_ms);
+        }
         let before = self.removed;
         let writer = match env.dry_run {
             true => None,
@@ -302,6 +403,138 @@ impl TrimWork {
             }
         }
         self.failure = Some(failure);
+    }
+}
+
+thread_local! {
+    static ACCOUNTING: std::cell::Cell<Option<memory::Accounting>> = const { std::cell::Cell::new(None) };
+}
+
+/// How this server counts memory, read once (neither its allocator nor its kind changes).
+fn accounting(ctx: &Context) -> memory::Accounting {
+    if let Some(acc) = ACCOUNTING.with(|a| a.get()) {
+        return acc;
+    }
+    let info = |section: &str| match read(ctx, "INFO", &[section.as_bytes()]) {
+        Ok(CallReply::String(s)) => s.to_string().unwrap_or_default(),
+        Ok(CallReply::VerbatimString(v)) => format!("{v:?}"),
+        _ => String::new(),
+    };
+    let acc = memory::Accounting::from_info(&(info("server") + &info("memory")));
+    ACCOUNTING.with(|a| a.set(Some(acc)));
+    acc
+}
+
+/// Entries read per memory-walk page at most (a page of big entries is copied whole).
+const MEMORY_PAGE_MAX: u64 = 1024;
+
+/// One entry's memory, and for a stream entry its id.
+type EntryCost = (u64, Option<Vec<u8>>);
+
+/// The memory of up to `count` entries just older than those walked, newest first, with each
+/// stream entry's id.
+fn page_costs(
+    ctx: &Context,
+    name: &[u8],
+    shape: Shape,
+    newest: ListEnd,
+    walk: &MemoryWalk,
+    count: u64,
+    acc: &memory::Accounting,
+) -> Result<Vec<EntryCost>, Failure> {
+    let from = walk.kept_entries;
+    let last = from + count - 1;
+    let strings = |reply: &CallReply<'static>| -> Vec<Vec<u8>> {
+        match reply {
+            CallReply::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Ok(CallReply::String(s)) => s.as_bytes().to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    match shape {
+        Shape::Stream => {
+            let end = match &walk.before_id {
+                Some(id) => [b"(".as_slice(), id].concat(),
+                None => b"+".to_vec(),
+            };
+            let n = count.to_string();
+            let reply = read(
+                ctx,
+                "XREVRANGE",
+                &[name, &end, b"-", b"COUNT", n.as_bytes()],
+            )?;
+            let CallReply::Array(entries) = &reply else {
+                return Err(Failure::Server("XREVRANGE: unexpected reply".into()));
+            };
+            Ok(entries
+                .iter()
+                .map(|entry| {
+                    let id = entry_id_ref(&entry);
+                    let fields = entry_fields(&entry);
+                    let pairs: Vec<(&[u8], &[u8])> = fields
+                        .chunks_exact(2)
+                        .map(|p| (p[0].as_slice(), p[1].as_slice()))
+                        .collect();
+                    (memory::stream_entry(&pairs, acc), id)
+                })
+                .collect())
+        }
+        Shape::List => {
+            let (start, stop) = match newest {
+                ListEnd::Head => (from as i64, last as i64),
+                ListEnd::Tail => (-(last as i64) - 1, -(from as i64) - 1),
+            };
+            let (start, stop) = (start.to_string(), stop.to_string());
+            let reply = read(ctx, "LRANGE", &[name, start.as_bytes(), stop.as_bytes()])?;
+            let mut elements = strings(&reply);
+            if newest == ListEnd::Tail {
+                elements.reverse();
+            }
+            Ok(elements
+                .iter()
+                .map(|e| (memory::list_element(e, acc), None))
+                .collect())
+        }
+        Shape::ZSet => {
+            let (start, stop) = (from.to_string(), last.to_string());
+            let reply = read(ctx, "ZREVRANGE", &[name, start.as_bytes(), stop.as_bytes()])?;
+            Ok(strings(&reply)
+                .iter()
+                .map(|m| (memory::zset_member(m, acc), None))
+                .collect())
+        }
+    }
+}
+
+fn entry_id_ref(entry: &CallResult<'_>) -> Option<Vec<u8>> {
+    match entry {
+        Ok(CallReply::Array(entry)) => match entry.get(0)? {
+            Ok(CallReply::String(id)) => Some(id.as_bytes().to_vec()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The field/value strings of one XRANGE entry.
+fn entry_fields(entry: &CallResult<'_>) -> Vec<Vec<u8>> {
+    let Ok(CallReply::Array(entry)) = entry else {
+        return Vec::new();
+    };
+    match entry.get(1) {
+        Some(Ok(CallReply::Array(fields))) => fields
+            .iter()
+            .map(|f| match f {
+                Ok(CallReply::String(s)) => s.as_bytes().to_vec(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -160,6 +160,18 @@ pub fn ttl_rule() -> impl Strategy<Value = Map<String, Value>> {
         })
 }
 
+pub const SIZE_UNITS: [&str; 11] = ["b", "k", "kb", "m", "mb", "g", "gb", "KB", "Mb", "G", ""];
+
+/// A memory size as a policy writes it (any unit, any case, or a number of bytes).
+pub fn size() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (1u64..=5000, 0usize..SIZE_UNITS.len())
+            .prop_map(|(n, u)| json!(format!("{n}{}", SIZE_UNITS[u]))),
+        (1u64..=i64::MAX as u64).prop_map(|b| json!(b)),
+        (1u64..=i64::MAX as u64).prop_map(|b| json!(b.to_string())),
+    ]
+}
+
 pub fn count() -> impl Strategy<Value = Value> {
     prop_oneof![
         (0u64..10_000).prop_map(|n| json!(n)),
@@ -175,18 +187,20 @@ pub fn trim_rule() -> impl Strategy<Value = Map<String, Value>> {
         prop::option::of(duration()),
         any::<Option<bool>>(),
         any::<Option<bool>>(),
+        prop::option::of(size()),
     )
-        .prop_map(|(m, kind, max_len, max_age, flag, other)| {
+        .prop_map(|(m, kind, max_len, max_age, flag, other, max_memory)| {
             let mut o = Map::new();
             o.insert("match".into(), m);
             let mut trim = Map::new();
             let key_type = ["stream", "list", "zset"][kind];
             o.insert("type".into(), json!(key_type));
-            let max_len = match (&max_len, &max_age, key_type) {
-                (None, None, _) | (None, Some(_), "list") => Some(json!(100)),
+            let max_len = match (&max_len, &max_age, &max_memory, key_type) {
+                (None, None, None, _) | (None, Some(_), None, "list") => Some(json!(100)),
                 _ => max_len,
             };
             put(&mut trim, "max_len", max_len);
+            put(&mut trim, "max_memory", max_memory);
             if key_type != "list" {
                 put(&mut trim, "max_age", max_age.map(|d| d.0));
             }
@@ -210,19 +224,25 @@ pub fn trim_rule() -> impl Strategy<Value = Map<String, Value>> {
 
 pub fn finished() -> impl Strategy<Value = Option<Value>> {
     prop::option::of(
-        (prop::option::of(duration()), prop::option::of(count())).prop_map(|(age, n)| {
-            let mut o = Map::new();
-            match (age, n) {
-                (None, None) => {
-                    o.insert("max_len".into(), json!(500));
+        (
+            prop::option::of(duration()),
+            prop::option::of(count()),
+            prop::option::of(size()),
+        )
+            .prop_map(|(age, n, memory)| {
+                let mut o = Map::new();
+                match (age, n, memory) {
+                    (None, None, None) => {
+                        o.insert("max_len".into(), json!(500));
+                    }
+                    (age, n, memory) => {
+                        put(&mut o, "max_age", age.map(|d| d.0));
+                        put(&mut o, "max_len", n);
+                        put(&mut o, "max_memory", memory);
+                    }
                 }
-                (age, n) => {
-                    put(&mut o, "max_age", age.map(|d| d.0));
-                    put(&mut o, "max_len", n);
-                }
-            }
-            Value::Object(o)
-        }),
+                Value::Object(o)
+            }),
     )
 }
 
@@ -335,6 +355,13 @@ pub fn nasty_value() -> impl Strategy<Value = Value> {
         json!(" 5 m"),
         json!("99999999999999999999w"),
         json!("5200w"),
+        json!("200mb"),
+        json!("1GB"),
+        json!("0kb"),
+        json!("1.5mb"),
+        json!("5tb"),
+        json!("99999999999gb"),
+        json!(" 5 mb"),
         json!("*"),
         json!("["),
         json!("[a-"),
@@ -362,6 +389,7 @@ pub fn nasty_value() -> impl Strategy<Value = Value> {
         json!({}),
         json!({"max_len": 1}),
         json!({"max_age": "1d"}),
+        json!({"max_memory": "1mb"}),
         json!({"ttl": "1h"}),
         json!({"match": "x", "max_age": "1h"}),
         json!({"flavor": "bull"}),
@@ -397,7 +425,7 @@ pub fn arbitrary_json() -> impl Strategy<Value = Value> {
 
 /// Every field name the policy format knows, and a few it does not (among them the
 /// `prefix` and `max_count` of older formats).
-pub const FIELD_NAMES: [&str; 28] = [
+pub const FIELD_NAMES: [&str; 29] = [
     "rules",
     "name",
     "match",
@@ -413,6 +441,7 @@ pub const FIELD_NAMES: [&str; 28] = [
     "comment",
     "max_len",
     "max_age",
+    "max_memory",
     "approx",
     "newest",
     "score_unit",
