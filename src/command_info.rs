@@ -15,7 +15,7 @@ use std::os::raw::{c_char, c_int};
 use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec, KeySpecFlags};
 use redis_module::{raw, Context, RedisError};
 
-use crate::commands::{Arg, ArgKind, CommandDef, COMMANDS, SINCE};
+use crate::commands::{Arg, ArgKind, CommandDef, COMMANDS};
 use crate::error::run_command;
 
 /// How a command uses the key at one argument position, as Redis' own commands declare it.
@@ -277,7 +277,7 @@ fn set_info(command: *mut raw::RedisModuleCommand, def: &CommandDef) -> Result<(
         version: &version,
         summary: arena.text(def.summary)?,
         complexity: arena.text(def.complexity)?,
-        since: arena.text(SINCE)?,
+        since: arena.text(def.since)?,
         history: std::ptr::null_mut(),
         tips: arena.optional_text(def.tips)?,
         arity: def.arity,

@@ -11,8 +11,9 @@ use crate::command_info::KeyUse;
 use crate::error::Handler;
 use crate::{admin, clients, explain, queue, report, runs, suggest, sweep, trim};
 
-/// The version every command first appeared in.
-pub const SINCE: &str = "1.0.0";
+/// Module versions that added commands (`COMMAND DOCS` `since`).
+const V1_0: &str = "1.0.0";
+const V1_1: &str = "1.1.0";
 
 /// This build's version (Cargo.toml), as `RETENTION.STATUS` names it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -54,6 +55,8 @@ pub struct CommandDef {
     pub args: &'static [Arg],
     /// Space-separated command tips for clients and proxies.
     pub tips: &'static str,
+    /// The module version that added the command.
+    pub since: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +168,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::flag("noop", "NOOP").optional(),
         ],
         tips: PER_SHARD,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.status",
@@ -177,6 +181,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: PER_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.policy",
@@ -189,6 +194,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: PER_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.reload",
@@ -201,6 +207,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: EVERY_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.stats",
@@ -213,6 +220,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.stats|get",
@@ -225,6 +233,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: PER_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.stats|reset",
@@ -237,6 +246,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: EVERY_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.stats|help",
@@ -249,6 +259,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.trim",
@@ -273,6 +284,7 @@ pub static COMMANDS: &[CommandDef] = &[
             DRYRUN,
         ],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.jobs",
@@ -285,6 +297,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.jobs|counts",
@@ -297,6 +310,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[Arg::string("prefix"), Arg::string("queue"), FLAVOR],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.jobs|clean",
@@ -325,6 +339,7 @@ pub static COMMANDS: &[CommandDef] = &[
             FLAVOR,
         ],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.jobs|help",
@@ -337,6 +352,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[],
         args: &[],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.report",
@@ -356,6 +372,7 @@ pub static COMMANDS: &[CommandDef] = &[
                 .optional(),
         ],
         tips: PER_SHARD,
+        since: V1_0,
     },
     CommandDef {
         name: "retention.suggest",
@@ -373,6 +390,7 @@ pub static COMMANDS: &[CommandDef] = &[
                 .optional(),
         ],
         tips: PER_SHARD,
+        since: V1_1,
     },
     CommandDef {
         name: "retention.explain",
@@ -385,6 +403,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::ReadMeta)],
         args: &[Arg::key("key", 0)],
         tips: "nondeterministic_output",
+        since: V1_0,
     },
     CommandDef {
         name: "retention.clients",
@@ -401,6 +420,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::pattern("glob").token("NAME").optional(),
         ],
         tips: PER_NODE,
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.add",
@@ -418,6 +438,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::integer("ms").token("SCORE").optional(),
         ],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.del",
@@ -430,6 +451,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::Delete)],
         args: &[Arg::key("base", 0), Arg::string("id").multiple()],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.get",
@@ -442,6 +464,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::ReadData)],
         args: &[Arg::key("base", 0), Arg::string("id")],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.page",
@@ -460,6 +483,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::flag("withscores", "WITHSCORES").optional(),
         ],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.after",
@@ -478,6 +502,7 @@ pub static COMMANDS: &[CommandDef] = &[
             ORDER,
         ],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.count",
@@ -490,6 +515,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::ReadData)],
         args: &[Arg::key("base", 0)],
         tips: "",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.expire",
@@ -502,6 +528,7 @@ pub static COMMANDS: &[CommandDef] = &[
         keys: &[(1, KeyUse::Delete)],
         args: &[Arg::key("base", 0), Arg::string("duration")],
         tips: "nondeterministic_output",
+        since: V1_0,
     },
     CommandDef {
         name: "activeruns.migrate",
@@ -518,6 +545,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::string("field").token("SCOREFIELD").optional(),
         ],
         tips: "",
+        since: V1_0,
     },
 ];
 
