@@ -33,7 +33,8 @@ serves every block, file after file in the order given, each file in its own ord
   redis-cli every line is a command). Lines ending in `\\` continue. By program:
     redis-cli                  run with `-p <port> -e` (and `--no-raw` unless `--raw` is given,
                                as a terminal shows it): no error reply; shown output must have
-                               the same shape (see below)
+                               the same shape (see below); `> file` writes the output to
+                               a file of the scratch directory (a policy written so must load)
     cargo                      run in the repository (e.g. `cargo build --release`)
     prometheus-redis-exporter  started with `-web.listen-address` on a free port: its /metrics
                                must show redis_up 1, no scrape error and retention_up 1
@@ -613,6 +614,11 @@ class Runner:
         path = os.path.join(self.work, f"block-{block.slug}.json")
         with open(path, "w") as f:
             json.dump(policy, f)
+        self._check_policy_loads(path, policy)
+
+    def _check_policy_loads(self, path, policy):
+        """The policy file at `path` loads (`CONFIG SET retention.policy-file`) and
+        RETENTION.POLICY then lists its rules; examples/policy.json is loaded back."""
         try:
             self.r.config_set("retention.policy-file", path)
             reply = _decode(self.r.execute_command("RETENTION.POLICY"))
@@ -783,6 +789,15 @@ class Runner:
             k, _, v = a.partition("=")
             env[k] = v
         rest = args[i + 1:]
+        # `> file`: the output goes to a file of the scratch directory (never to the path shown,
+        # which may be a placeholder for a file of the repository).
+        target = None
+        if ">" in rest:
+            k = rest.index(">")
+            if k + 2 != len(rest):
+                raise BlockFailure(f"{where}: {cmd!r}: `>` must be followed by one file name, last")
+            target = os.path.join(self.work, os.path.basename(rest[k + 1]))
+            rest = rest[:k]
         extra = ["-e"]
         if "-p" not in rest and "-u" not in rest:
             extra += ["-p", str(self.port)]
@@ -794,10 +809,29 @@ class Runner:
             raise BlockFailure(f"{where}: {cmd!r} failed (exit {p.returncode}):\n"
                                + indent((out + p.stderr).strip() or "(no output)"))
         self.show(f"{where}: {cmd}", out)
+        if target:
+            if output:
+                raise BlockFailure(f"{where}: output shown after {cmd!r}, which writes a file")
+            with open(target, "w") as f:
+                f.write(out)
+            self._check_written(target, out, where)
+            return
         if output:
             check_shape(output, out, f"{where}: {cmd}")
             if "--raw" not in rest and "-3" not in rest:
                 check_values(output, out, f"{where}: {cmd}")
+
+    def _check_written(self, path, text, where):
+        """A file a redis-cli line wrote: a policy must load; anything else must not be empty."""
+        if not text.strip():
+            raise BlockFailure(f"{where}: wrote an empty file")
+        if path.endswith(".json"):
+            try:
+                policy = json.loads(text)
+            except ValueError as e:
+                raise BlockFailure(f"{where}: wrote {os.path.basename(path)}, not JSON: {e}")
+            if isinstance(policy, dict) and "rules" in policy:
+                self._check_policy_loads(path, policy)
 
     def _exporter(self, cmd, where):
         exe = shutil.which("prometheus-redis-exporter")
