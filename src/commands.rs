@@ -9,7 +9,7 @@
 
 use crate::command_info::KeyUse;
 use crate::error::Handler;
-use crate::{admin, clients, explain, queue, report, runs, sweep, trim};
+use crate::{admin, clients, explain, queue, report, runs, suggest, sweep, trim};
 
 /// The version every command first appeared in.
 pub const SINCE: &str = "1.0.0";
@@ -352,6 +352,23 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::integer("n").token("TOP").optional(),
             Arg::pattern("glob").token("MATCH").optional(),
             Arg::one_of("format", &[Arg::flag("map", "map"), Arg::flag("text", "text")])
+                .token("FORMAT")
+                .optional(),
+        ],
+        tips: PER_SHARD,
+    },
+    CommandDef {
+        name: "retention.suggest",
+        handler: Some(suggest::cmd_suggest),
+        flags: "readonly",
+        acl: "keyspace read slow",
+        summary: "Suggests a complete policy for this keyspace: every database walked in slices, owners proven from key shapes and contents, each rule with its evidence and what a dry run of it would change now.",
+        complexity: "O(N) where N is the number of keys (a few walks), done in slices between other clients' commands.",
+        arity: -1,
+        keys: &[],
+        args: &[
+            Arg::pattern("glob").token("MATCH").optional(),
+            Arg::one_of("format", &[Arg::flag("map", "map"), Arg::flag("policy", "policy")])
                 .token("FORMAT")
                 .optional(),
         ],

@@ -25,6 +25,7 @@ pub mod runs;
 pub mod server_version;
 pub mod state;
 pub mod stats;
+pub mod suggest;
 pub mod sweep;
 pub mod time;
 pub mod trim;

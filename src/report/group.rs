@@ -276,6 +276,16 @@ impl Grouper {
 
     /// Counts one key in its group, measuring it when the group's sampling asks for it.
     pub fn add(&mut self, key: &KeyFacts, probe: &mut Probe, measure: &mut Measurer) {
+        self.add_placed(key, probe, measure);
+    }
+
+    /// `add`, telling which group took the key (its index in `groups`; None: "other").
+    pub fn add_placed(
+        &mut self,
+        key: &KeyFacts,
+        probe: &mut Probe,
+        measure: &mut Measurer,
+    ) -> Option<usize> {
         let slot = self.place(key, probe);
         let top_n = self.top_n;
         let group = match slot {
@@ -290,6 +300,7 @@ impl Grouper {
                 group.record(key, how, bytes, top_n);
             }
         }
+        slot
     }
 
     pub fn groups(&self) -> &[Group] {

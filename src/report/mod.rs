@@ -131,19 +131,34 @@ fn parse_args(mut args: Args) -> Result<ReportOptions> {
     Ok(opts)
 }
 
-/// The keys one scan step visited (names in one buffer), grouped once the step returned:
+/// The keys one scan step visited (names in one buffer), handled once the step returned:
 /// nothing but reading happens inside an `RM_Scan` callback.
 #[derive(Default)]
 struct Batch {
     names: Vec<u8>,
-    keys: Vec<(usize, usize, KeyType, bool, u64)>,
+    keys: Vec<(usize, usize, KeyType, Option<i64>, u64)>,
 }
 
-struct ReportRun {
-    opts: ReportOptions,
-    policy: Rc<Policy>,
-    rule_names: Vec<String>,
-    grouper: Grouper,
+/// One key the walk visited.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkedKey<'a> {
+    pub name: &'a [u8],
+    pub db: i32,
+    pub key_type: KeyType,
+    /// Absolute expire time in Unix ms; None without a TTL.
+    pub expire_at_ms: Option<i64>,
+    /// `RM_ValueLength`: a string's bytes, a collection's elements.
+    pub len: u64,
+}
+
+/// What a sliced walk does with each key it visited (called outside the scan callback, with
+/// the key's database selected, so it may read other keys).
+pub type KeyVisit<'a> = dyn FnMut(&Context, &WalkedKey) + 'a;
+
+/// A read-only walk over every database that has keys, in slices: REPORT and SUGGEST share
+/// it. Keys are opened NOTOUCH; keys that vanish under it are simply not visited.
+pub struct KeyspaceWalk {
+    match_glob: Option<Glob>,
     /// The database being walked; None once every database is done.
     db: Option<i32>,
     more_dbs: VecDeque<i32>,
@@ -151,46 +166,56 @@ struct ReportRun {
     cursor: ScanCursor,
     batch: Batch,
     keys: u64,
-    slices: u64,
-    started: Instant,
-    started_as_master: bool,
-    read: CallOptions,
+    command: &'static str,
 }
 
-impl ReportRun {
-    fn new(ctx: &Context, opts: ReportOptions) -> ReportRun {
+impl KeyspaceWalk {
+    pub fn new(ctx: &Context, match_glob: Option<Glob>, command: &'static str) -> KeyspaceWalk {
         let mut dbs: VecDeque<i32> = keyspace::databases_with_keys(ctx).into();
-        let policy = crate::state::policy();
-        let rule_names = policy.rules.iter().map(|r| r.name.clone()).collect();
         let db = dbs.pop_front();
-        ReportRun {
-            grouper: Grouper::new(opts.top),
-            opts,
-            policy,
-            rule_names,
+        KeyspaceWalk {
+            match_glob,
             walked: db.into_iter().collect(),
             db,
             more_dbs: dbs,
             cursor: ScanCursor::new(),
             batch: Batch::default(),
             keys: 0,
-            slices: 0,
-            started: Instant::now(),
-            started_as_master: is_master(ctx),
-            read: CallOptionsBuilder::new()
-                .errors_as_replies()
-                .no_writes()
-                .build(),
+            command,
         }
     }
 
-    /// Walks until `deadline`; true once every database is done.
-    fn walk(&mut self, ctx: &Context, deadline: Instant) -> Result<bool> {
+    /// The databases walked so far, in order.
+    pub fn databases(&self) -> &[i32] {
+        &self.walked
+    }
+
+    /// Keys visited so far.
+    pub fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    /// The database being walked (0 once done).
+    pub fn current_db(&self) -> i32 {
+        self.db.unwrap_or(0)
+    }
+
+    pub fn match_glob(&self) -> Option<&Glob> {
+        self.match_glob.as_ref()
+    }
+
+    /// Walks until `deadline`, calling `visit` for each key; true once every database is done.
+    pub fn advance(
+        &mut self,
+        ctx: &Context,
+        deadline: Instant,
+        visit: &mut KeyVisit,
+    ) -> Result<bool> {
         while let Some(db) = self.db {
             keyspace::select_db(ctx, db);
             for _ in 0..STEPS_PER_CLOCK_CHECK {
                 let more = self.step(ctx)?;
-                self.group_batch(ctx, db);
+                self.visit_batch(ctx, db, visit);
                 if !more {
                     self.db = self.more_dbs.pop_front();
                     self.walked.extend(self.db);
@@ -210,7 +235,7 @@ impl ReportRun {
         let batch = &mut self.batch;
         batch.names.clear();
         batch.keys.clear();
-        let only = self.opts.match_glob.as_ref();
+        let only = self.match_glob.as_ref();
         let step = self.cursor.step(ctx, &mut |_, name, key| {
             let bytes = name.bytes();
             if only.is_some_and(|g| !g.matches(bytes)) {
@@ -225,46 +250,91 @@ impl ReportRun {
                 start,
                 batch.names.len(),
                 key_type,
-                key.abs_expire_ms().is_some(),
+                key.abs_expire_ms(),
                 key.value_length(),
             ));
         });
+        let command = self.command;
         step.map_err(|_| {
-            ctx.log_warning("retention: a key visit panicked; RETENTION.REPORT was stopped");
-            Error::Server(
-                "RETENTION.REPORT stopped by an internal error while visiting a key (see the server log)".into(),
-            )
+            ctx.log_warning(&format!(
+                "retention: a key visit panicked; {command} was stopped"
+            ));
+            Error::Server(format!(
+                "{command} stopped by an internal error while visiting a key (see the server log)"
+            ))
         })
     }
 
-    fn group_batch(&mut self, ctx: &Context, db: i32) {
+    fn visit_batch(&mut self, ctx: &Context, db: i32, visit: &mut KeyVisit) {
         let batch = std::mem::take(&mut self.batch);
-        for &(start, end, key_type, has_ttl, len) in &batch.keys {
-            let name = &batch.names[start..end];
-            let facts = KeyFacts {
-                name,
+        for &(start, end, key_type, expire_at_ms, len) in &batch.keys {
+            let key = WalkedKey {
+                name: &batch.names[start..end],
                 db,
                 key_type,
-                has_ttl,
+                expire_at_ms,
                 len,
-                rule: self.policy.rule_for(name, key_type),
             };
-            let read = &self.read;
-            self.grouper
-                .add(&facts, &mut |other| key_type_of(ctx, other), &mut || {
-                    memory_usage(ctx, read, name, len)
-                });
+            visit(ctx, &key);
             self.keys += 1;
         }
         self.batch = batch;
+    }
+}
+
+struct ReportRun {
+    opts: ReportOptions,
+    policy: Rc<Policy>,
+    rule_names: Vec<String>,
+    grouper: Grouper,
+    walk: KeyspaceWalk,
+    slices: u64,
+    started: Instant,
+    started_as_master: bool,
+    read: CallOptions,
+}
+
+impl ReportRun {
+    fn new(ctx: &Context, opts: ReportOptions) -> ReportRun {
+        let policy = crate::state::policy();
+        let rule_names = policy.rules.iter().map(|r| r.name.clone()).collect();
+        ReportRun {
+            grouper: Grouper::new(opts.top),
+            walk: KeyspaceWalk::new(ctx, opts.match_glob.clone(), COMMAND),
+            opts,
+            policy,
+            rule_names,
+            slices: 0,
+            started: Instant::now(),
+            started_as_master: is_master(ctx),
+            read: read_options(),
+        }
+    }
+
+    /// Walks until `deadline`; true once every database is done.
+    fn walk(&mut self, ctx: &Context, deadline: Instant) -> Result<bool> {
+        let (grouper, policy, read) = (&mut self.grouper, &self.policy, &self.read);
+        self.walk.advance(ctx, deadline, &mut |ctx, key| {
+            let facts = KeyFacts {
+                name: key.name,
+                db: key.db,
+                key_type: key.key_type,
+                has_ttl: key.expire_at_ms.is_some(),
+                len: key.len,
+                rule: policy.rule_for(key.name, key.key_type),
+            };
+            grouper.add(&facts, &mut |other| key_type_of(ctx, other), &mut || {
+                memory_usage(ctx, read, key.name, key.len)
+            });
+        })
     }
 
     fn reply(&self, ctx: &Context) -> RedisValue {
         let report = Report {
             server: server_facts(ctx),
             walk: WalkFacts {
-                databases: self.walked.clone(),
-                keys: self.keys,
+                databases: self.walk.databases().to_vec(),
+                keys: self.walk.keys(),
                 duration_ms: self.started.elapsed().as_millis() as u64,
                 slices: self.slices,
                 match_glob: self.opts.match_glob.as_ref().map(|g| g.pattern().to_vec()),
@@ -283,9 +353,17 @@ impl ReportRun {
     }
 }
 
+/// Options for reads through `call_ext`: errors as replies, and never a write.
+pub fn read_options() -> CallOptions {
+    CallOptionsBuilder::new()
+        .errors_as_replies()
+        .no_writes()
+        .build()
+}
+
 /// A JSON value as a native reply: objects become maps (flat field/value pairs under RESP2),
 /// booleans 0/1 as the server's own replies give them.
-fn json_reply(value: &serde_json::Value) -> RedisValue {
+pub fn json_reply(value: &serde_json::Value) -> RedisValue {
     use serde_json::Value;
     match value {
         Value::Null => RedisValue::Null,
@@ -314,7 +392,7 @@ impl SlicedCommand for ReportRun {
         if master != self.started_as_master {
             return Some(Err(Error::Server(format!(
                 "RETENTION.REPORT stopped after {} keys: this server became a {} while it ran; run it again",
-                self.keys,
+                self.walk.keys(),
                 if master { "master" } else { "replica" }
             ))));
         }
@@ -337,7 +415,7 @@ impl SlicedCommand for ReportRun {
     }
 
     fn db(&self) -> i32 {
-        self.db.unwrap_or(0)
+        self.walk.current_db()
     }
 
     fn started_on_replica(&self) -> bool {
@@ -345,12 +423,12 @@ impl SlicedCommand for ReportRun {
     }
 }
 
-fn is_master(ctx: &Context) -> bool {
+pub fn is_master(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::MASTER)
 }
 
 /// The type of the key `name` in the selected database (read NOTOUCH), None if none.
-fn key_type_of(ctx: &Context, name: &[u8]) -> Option<KeyType> {
+pub fn key_type_of(ctx: &Context, name: &[u8]) -> Option<KeyType> {
     let owned = OwnedName::new(name)?;
     let key = OpenKey::readable(ctx, owned.name())?;
     key.view().key_type()
@@ -367,7 +445,7 @@ const SAMPLES_OF_LARGER: &[u8] = b"128";
 
 /// `MEMORY USAGE <key>`: exact for small collections, sampled for larger ones; None when the
 /// key is gone.
-fn memory_usage(ctx: &Context, read: &CallOptions, name: &[u8], elements: u64) -> Option<u64> {
+pub fn memory_usage(ctx: &Context, read: &CallOptions, name: &[u8], elements: u64) -> Option<u64> {
     let samples: &[u8] = match elements <= EXACT_UP_TO_ELEMENTS {
         true => b"0",
         false => SAMPLES_OF_LARGER,

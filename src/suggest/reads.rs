@@ -1,0 +1,244 @@
+//! Reads of key contents that leave the keys as they were: a read through `RM_Call` counts
+//! as an access (LRU/LFU), which is put back after, as the queue cleaner's reads do.
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::{raw, CallOptions, CallReply, CallResult, Context, RedisString};
+
+/// A simple value of a call's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Bytes(Vec<u8>),
+    Array(Vec<Val>),
+    Nil,
+}
+
+fn to_val(reply: &CallReply) -> Val {
+    match reply {
+        CallReply::I64(n) => Val::Int(n.to_i64()),
+        CallReply::String(s) => Val::Bytes(s.as_bytes().to_vec()),
+        CallReply::Double(d) => Val::Bytes(d.to_double().to_string().into_bytes()),
+        CallReply::Array(items) => Val::Array(
+            items
+                .iter()
+                .map(|i| i.as_ref().map(to_val).unwrap_or(Val::Nil))
+                .collect(),
+        ),
+        _ => Val::Nil,
+    }
+}
+
+/// A key's use as the eviction policy keeps it: LRU idle ms or the LFU counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    IdleMs(i64),
+    Freq(i64),
+}
+
+struct Handle(NonNull<raw::RedisModuleKey>);
+
+impl Handle {
+    fn open(ctx: &Context, name: &[u8]) -> Option<Handle> {
+        let name = RedisString::create_from_slice(ctx.ctx, name);
+        let mode = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        // SAFETY: valid ctx and name; the handle is closed in Drop.
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, mode as c_int) };
+        NonNull::new(ptr.cast::<raw::RedisModuleKey>()).map(Handle)
+    }
+
+    fn access(&self) -> Option<Access> {
+        let (mut idle_ms, mut freq) = (-1, -1);
+        // SAFETY: live handle and valid out-pointers.
+        unsafe {
+            raw::RedisModule_GetLRU.unwrap()(self.0.as_ptr(), &mut idle_ms);
+            raw::RedisModule_GetLFU.unwrap()(self.0.as_ptr(), &mut freq);
+        }
+        match (idle_ms, freq) {
+            (_, f) if f >= 0 => Some(Access::Freq(f)),
+            (ms, _) if ms >= 0 => Some(Access::IdleMs(ms)),
+            _ => None,
+        }
+    }
+
+    fn put_back(&self, before: Access) {
+        let refreshed = match (before, self.access()) {
+            (Access::IdleMs(b), Some(Access::IdleMs(n))) => n < b,
+            (Access::Freq(b), Some(Access::Freq(n))) => n > b,
+            _ => false,
+        };
+        if !refreshed {
+            return;
+        }
+        // SAFETY: live handle; writes only the object's LRU/LFU field (not replicated).
+        unsafe {
+            match before {
+                Access::IdleMs(ms) => raw::RedisModule_SetLRU.unwrap()(self.0.as_ptr(), ms),
+                Access::Freq(f) => raw::RedisModule_SetLFU.unwrap()(self.0.as_ptr(), f),
+            };
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: opened by us, closed once.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.0.as_ptr()) };
+    }
+}
+
+/// `cmd args...` reading the key `name` (args[0] is usually it), its use data put back.
+pub fn read(
+    ctx: &Context,
+    opts: &CallOptions,
+    name: &[u8],
+    cmd: &str,
+    args: &[&[u8]],
+) -> Option<Val> {
+    let before = Handle::open(ctx, name).and_then(|h| h.access());
+    let reply = match ctx.call_ext::<_, CallResult>(cmd, opts, args) {
+        Ok(reply) => Some(to_val(&reply)),
+        Err(_) => None,
+    };
+    if let (Some(before), Some(key)) = (before, Handle::open(ctx, name)) {
+        key.put_back(before);
+    }
+    reply
+}
+
+/// A command on one key: `cmd name rest...`.
+pub fn on(
+    ctx: &Context,
+    opts: &CallOptions,
+    cmd: &str,
+    name: &[u8],
+    rest: &[&[u8]],
+) -> Option<Val> {
+    let mut args: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
+    args.push(name);
+    args.extend_from_slice(rest);
+    read(ctx, opts, name, cmd, &args)
+}
+
+pub fn int(v: Option<Val>) -> Option<u64> {
+    match v? {
+        Val::Int(n) => Some(n.max(0) as u64),
+        _ => None,
+    }
+}
+
+pub fn bytes(v: Option<Val>) -> Option<Vec<u8>> {
+    match v? {
+        Val::Bytes(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// An array of bulk strings.
+pub fn strings(v: Option<Val>) -> Vec<Vec<u8>> {
+    match v {
+        Some(Val::Array(items)) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Val::Bytes(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `TYPE name`, e.g. "string", "none".
+pub fn key_type(ctx: &Context, opts: &CallOptions, name: &[u8]) -> String {
+    match ctx.call_ext::<_, CallResult>("TYPE", opts, &[name][..]) {
+        Ok(CallReply::String(s)) => s.to_string().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// `ZRANGE name start stop WITHSCORES` as (member, score) pairs.
+pub fn zrange_scores(
+    ctx: &Context,
+    opts: &CallOptions,
+    name: &[u8],
+    start: u64,
+    stop: u64,
+) -> Vec<(Vec<u8>, f64)> {
+    let (start, stop) = (start.to_string(), stop.to_string());
+    let flat = strings(on(
+        ctx,
+        opts,
+        "ZRANGE",
+        name,
+        &[start.as_bytes(), stop.as_bytes(), b"WITHSCORES"],
+    ));
+    flat.chunks_exact(2)
+        .filter_map(|pair| {
+            let score = crate::queue::layout::parse_score(&pair[1])?;
+            Some((pair[0].clone(), score))
+        })
+        .collect()
+}
+
+/// Reads used to prove owners, in the selected database.
+pub struct Reader<'c> {
+    ctx: &'c Context,
+    opts: CallOptions,
+}
+
+impl<'c> Reader<'c> {
+    pub fn new(ctx: &'c Context) -> Reader<'c> {
+        Reader {
+            ctx,
+            opts: crate::report::read_options(),
+        }
+    }
+
+    pub fn zcard(&self, name: &[u8]) -> u64 {
+        int(on(self.ctx, &self.opts, "ZCARD", name, &[])).unwrap_or(0)
+    }
+
+    pub fn llen(&self, name: &[u8]) -> u64 {
+        int(on(self.ctx, &self.opts, "LLEN", name, &[])).unwrap_or(0)
+    }
+
+    /// The lowest-scored member and its score.
+    pub fn zfirst(&self, name: &[u8]) -> Option<(Vec<u8>, f64)> {
+        zrange_scores(self.ctx, &self.opts, name, 0, 0)
+            .into_iter()
+            .next()
+    }
+
+    pub fn lfirst(&self, name: &[u8]) -> Option<Vec<u8>> {
+        bytes(on(self.ctx, &self.opts, "LINDEX", name, &[b"0"]))
+    }
+
+    pub fn key_type(&self, name: &[u8]) -> String {
+        key_type(self.ctx, &self.opts, name)
+    }
+
+    /// A string's first KB (enough to recognise its shape).
+    pub fn get_head(&self, name: &[u8]) -> Option<Vec<u8>> {
+        bytes(on(self.ctx, &self.opts, "GETRANGE", name, &[b"0", b"1023"]))
+    }
+
+    pub fn hget(&self, name: &[u8], field: &[u8]) -> Option<Vec<u8>> {
+        bytes(on(self.ctx, &self.opts, "HGET", name, &[field]))
+    }
+
+    pub fn smembers(&self, name: &[u8]) -> Vec<Vec<u8>> {
+        strings(on(self.ctx, &self.opts, "SMEMBERS", name, &[]))
+    }
+
+    /// PTTL: -1 without a TTL, -2 without the key.
+    pub fn pttl(&self, name: &[u8]) -> i64 {
+        match self
+            .ctx
+            .call_ext::<_, CallResult>("PTTL", &self.opts, &[name][..])
+        {
+            Ok(CallReply::I64(n)) => n.to_i64(),
+            _ => -2,
+        }
+    }
+}

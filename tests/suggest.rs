@@ -1,0 +1,525 @@
+//! `RETENTION.SUGGEST` on real servers: a keyspace of BullMQ queues, Celery results, Sidekiq,
+//! RQ, sessions, caches, a growing stream, a list, active-run sets and unknown keys in two
+//! databases. The suggested policy reloads as is; applying it (RELOAD + SWEEP) leaves live
+//! work, locks, counters, keys with a TTL and unknown keys exactly as they were, frees at
+//! least the `freed_bytes` it announced and gives at least `keys` TTLs. A replica suggests the
+//! same policy; MATCH restricts; bad input is refused; an empty keyspace gets an empty policy.
+
+mod common;
+
+use common::*;
+use redis::Connection;
+use serde_json::Value;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn as_json(v: &redis::Value) -> Value {
+    use redis::Value as R;
+    match v {
+        R::Nil => Value::Null,
+        R::Int(n) => Value::from(*n),
+        R::BulkString(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
+        R::SimpleString(text) => Value::from(text.clone()),
+        R::Array(items) => Value::Array(items.iter().map(as_json).collect()),
+        R::Map(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let name: String = redis::from_redis_value(k).expect("field name");
+                    (name, as_json(v))
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected in a suggestion: {other:?}"),
+    }
+}
+
+/// `RETENTION.SUGGEST <args>` read under RESP3.
+fn suggest(c: &mut Connection, args: &[&str]) -> Value {
+    let _: redis::Value = redis::cmd("HELLO").arg(3).query(c).expect("HELLO 3");
+    let reply: redis::RedisResult<redis::Value> =
+        redis::cmd("RETENTION.SUGGEST").arg(args).query(c);
+    let _: redis::Value = redis::cmd("HELLO").arg(2).query(c).expect("HELLO 2");
+    as_json(&reply.expect("RETENTION.SUGGEST"))
+}
+
+fn suggest_policy(c: &mut Connection, args: &[&str]) -> String {
+    redis::cmd("RETENTION.SUGGEST")
+        .arg(args)
+        .arg(&["FORMAT", "policy"])
+        .query(c)
+        .expect("RETENTION.SUGGEST FORMAT policy")
+}
+
+/// A BullMQ queue at `base`: `finished` completed jobs finished `age_ms` ago, one waiting, one
+/// active job holding its lock.
+fn bullmq_queue(c: &mut Connection, base: &str, finished: usize, age_ms: i64) {
+    let now = now_ms();
+    call(
+        c,
+        &["SET", &format!("{base}id"), &(finished + 2).to_string()],
+    );
+    call(
+        c,
+        &["HSET", &format!("{base}meta"), "version", "bullmq:5.1.0"],
+    );
+    call(
+        c,
+        &["XADD", &format!("{base}events"), "*", "event", "added"],
+    );
+    for i in 1..=finished {
+        let job = format!("{base}{i}");
+        call(c, &["HSET", &job, "name", "send", "data", &"x".repeat(200)]);
+        call(
+            c,
+            &["HSET", &job, "finishedOn", &(now - age_ms).to_string()],
+        );
+        let score = (now - age_ms + i as i64).to_string();
+        call(
+            c,
+            &["ZADD", &format!("{base}completed"), &score, &i.to_string()],
+        );
+    }
+    let (waiting, active) = (finished + 1, finished + 2);
+    call(
+        c,
+        &[
+            "HSET",
+            &format!("{base}{waiting}"),
+            "name",
+            "send",
+            "data",
+            "{}",
+        ],
+    );
+    call(c, &["RPUSH", &format!("{base}wait"), &waiting.to_string()]);
+    call(
+        c,
+        &[
+            "HSET",
+            &format!("{base}{active}"),
+            "name",
+            "send",
+            "data",
+            "{}",
+        ],
+    );
+    call(c, &["RPUSH", &format!("{base}active"), &active.to_string()]);
+    call(c, &["SET", &format!("{base}{active}:lock"), "token"]);
+}
+
+fn uuid(i: usize) -> String {
+    format!("8f14e45f-ceea-467f-a0e6-{:012x}", 0xabc000 + i)
+}
+
+/// The mixed keyspace; returns the keys that applying any suggestion must leave as they are.
+fn fixture(c: &mut Connection) -> Vec<(i64, String)> {
+    let now = now_ms();
+    let mut protected: Vec<(i64, String)> = Vec::new();
+    let mut keep = |db: i64, k: &str| protected.push((db, k.to_string()));
+    bullmq_queue(c, "bull:emails:", 40, 3 * DAY_MS);
+    for k in ["id", "meta", "wait", "active", "41", "42", "42:lock"] {
+        keep(0, &format!("bull:emails:{k}"));
+    }
+    for i in 0..30 {
+        let v = format!(
+            r#"{{"status": "SUCCESS", "result": {i}, "traceback": null, "children": [], "date_done": "2024-01-01T00:00:00", "task_id": "{}"}}"#,
+            uuid(i)
+        );
+        call(c, &["SET", &format!("celery-task-meta-{}", uuid(i)), &v]);
+    }
+    // Sidekiq: live queues, retries and counters; a dead set with 3 jobs older than 6 months.
+    let job = |jid: usize| {
+        format!(
+            r#"{{"class":"HardWorker","args":[{jid}],"jid":"b4a577edbccf1d8057{jid:06}","queue":"default"}}"#
+        )
+    };
+    call(c, &["SADD", "queues", "default"]);
+    call(c, &["LPUSH", "queue:default", &job(1)]);
+    call(c, &["SET", "stat:processed", "1234"]);
+    call(
+        c,
+        &["ZADD", "retry", &(now / 1000 + 60).to_string(), &job(2)],
+    );
+    for (i, age_days) in [(3, 400), (4, 300), (5, 200), (6, 10), (7, 1)] {
+        let score = (now / 1000 - age_days * 86_400).to_string();
+        call(c, &["ZADD", "dead", &score, &job(i)]);
+    }
+    for k in ["queues", "queue:default", "stat:processed", "retry"] {
+        keep(0, k);
+    }
+    // RQ: a queued job.
+    call(c, &["SADD", "rq:queues", "rq:queue:default"]);
+    call(
+        c,
+        &[
+            "HSET",
+            "rq:job:abc",
+            "status",
+            "queued",
+            "created_at",
+            "2024-01-01T00:00:00Z",
+            "origin",
+            "default",
+        ],
+    );
+    call(c, &["RPUSH", "rq:queue:default", "abc"]);
+    for k in ["rq:queues", "rq:job:abc", "rq:queue:default"] {
+        keep(0, k);
+    }
+    // Sessions: some with the application's TTL; caches without any.
+    for i in 0..12 {
+        let k = format!("session:{}", uuid(i));
+        call(c, &["SET", &k, &"s".repeat(100)]);
+        if i < 3 {
+            call(c, &["PEXPIRE", &k, &(2 * 3_600_000).to_string()]);
+            keep(0, &k);
+        }
+    }
+    for i in 0..8 {
+        call(c, &["SET", &format!("cache:page:{i}"), &"c".repeat(300)]);
+    }
+    call(c, &["SET", "session:lock", "owner"]);
+    call(c, &["SET", "cache:hits", "77"]);
+    keep(0, "session:lock");
+    keep(0, "cache:hits");
+    // A stream that only grows: 20 entries 10 days old, 5 recent; its group read them all.
+    for i in 0..20 {
+        let id = format!("{}-{i}", now - 10 * DAY_MS);
+        call(c, &["XADD", "audit:log", &id, "n", &i.to_string()]);
+    }
+    for i in 0..5 {
+        call(
+            c,
+            &[
+                "XADD",
+                "audit:log",
+                &format!("{}-{i}", now - 1000),
+                "n",
+                "new",
+            ],
+        );
+    }
+    call(c, &["XGROUP", "CREATE", "audit:log", "readers", "0"]);
+    call(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "readers",
+            "r1",
+            "COUNT",
+            "100",
+            "STREAMS",
+            "audit:log",
+            ">",
+        ],
+    );
+    let ids: Vec<String> = redis::cmd("XRANGE")
+        .arg("audit:log")
+        .arg("-")
+        .arg("+")
+        .query::<Vec<(String, Vec<String>)>>(c)
+        .expect("XRANGE")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut ack = vec!["XACK", "audit:log", "readers"];
+    ack.extend(ids.iter().map(|s| s.as_str()));
+    call(c, &ack);
+    // A list, an active-run set, unknown keys, a key with a TTL.
+    call(c, &["RPUSH", "feed:1", "a", "b"]);
+    keep(0, "feed:1");
+    call(
+        c,
+        &[
+            "ZADD",
+            "runs:active:web:index",
+            &(now - 5 * 3_600_000).to_string(),
+            "old",
+            &now.to_string(),
+            "new",
+        ],
+    );
+    call(
+        c,
+        &["HSET", "runs:active:web:data", "old", "{}", "new", "{}"],
+    );
+    for i in 0..10 {
+        call(c, &["SET", &format!("user:{i}"), "u"]);
+        keep(0, &format!("user:{i}"));
+    }
+    call(c, &["SET", "ttl:only", "x", "EX", "5000"]);
+    keep(0, "ttl:only");
+    // Database 1: Celery results and unknown keys.
+    select(c, 1);
+    for i in 100..110 {
+        let v = format!(
+            r#"{{"status": "FAILURE", "result": null, "task_id": "{}"}}"#,
+            uuid(i)
+        );
+        call(c, &["SET", &format!("celery-task-meta-{}", uuid(i)), &v]);
+    }
+    call(c, &["SET", "config:x", "1"]);
+    keep(1, "config:x");
+    select(c, 0);
+    protected
+}
+
+/// DUMP and absolute expire time of each key.
+fn snapshot(c: &mut Connection, keys: &[(i64, String)]) -> Vec<(String, Option<Vec<u8>>, i64)> {
+    keys.iter()
+        .map(|(db, k)| {
+            select(c, *db);
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(k).query(c).expect("DUMP");
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(k)
+                .query(c)
+                .expect("PEXPIRETIME");
+            select(c, 0);
+            (k.clone(), dump, at)
+        })
+        .collect()
+}
+
+/// Sum of MEMORY USAGE and keys with a TTL over databases 0 and 1.
+fn memory_and_ttls(c: &mut Connection) -> (u64, u64) {
+    let (mut memory, mut ttls) = (0u64, 0u64);
+    for db in [0, 1] {
+        select(c, db);
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("KEYS");
+        for k in keys {
+            let m: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&k)
+                .arg("SAMPLES")
+                .arg(0)
+                .query(c)
+                .expect("MEMORY");
+            memory += m.unwrap_or(0);
+            let ttl: i64 = redis::cmd("PTTL").arg(&k).query(c).expect("PTTL");
+            ttls += (ttl > 0) as u64;
+        }
+    }
+    select(c, 0);
+    (memory, ttls)
+}
+
+fn sum_effect(v: &Value, field: &str) -> u64 {
+    v["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["effect"][field].as_u64().expect("effect field"))
+        .sum()
+}
+
+fn rule<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name} in {v:#}"))
+}
+
+#[test]
+fn the_suggested_policy_reloads_and_applying_it_changes_only_what_it_announced() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    let protected = fixture(&mut c);
+    let s = suggest(&mut c, &[]);
+    let policy = s["policy"].as_str().expect("policy").to_string();
+
+    // Rules: order and names as in the policy; comments with numbers; the owners found.
+    let parsed: Value = serde_json::from_str(&policy).expect("policy JSON");
+    let names: Vec<&str> = parsed["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    let reply_names: Vec<&str> = s["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, reply_names);
+    for r in s["rules"].as_array().expect("rules") {
+        let comment = r["comment"].as_str().expect("comment");
+        assert!(comment.chars().any(|ch| ch.is_ascii_digit()), "{comment}");
+    }
+    let first_acting = s["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .position(|r| r["action"] != "keep")
+        .expect("acting rules");
+    assert!(
+        s["rules"].as_array().expect("rules")[first_acting..]
+            .iter()
+            .all(|r| r["action"] != "keep"),
+        "keep rules come first"
+    );
+    let queue = rule(&s, "queues-bull");
+    assert_eq!(
+        (
+            queue["action"].as_str(),
+            queue["owner"].as_str(),
+            queue["match"].as_str()
+        ),
+        (Some("queue"), Some("bullmq"), Some("bull:*"))
+    );
+    assert_eq!(queue["effect"]["jobs"], 40);
+    assert!(queue["effect"]["freed_bytes"].as_u64().expect("freed") > 40 * 200);
+    let celery = rule(&s, "celery-results");
+    assert_eq!(celery["effect"]["keys"], 40, "both databases");
+    assert_eq!(rule(&s, "sidekiq")["action"], "keep");
+    let dead = rule(&s, "sidekiq-dead");
+    assert_eq!(
+        (dead["action"].as_str(), dead["effect"]["entries"].as_u64()),
+        (Some("trim"), Some(3))
+    );
+    assert_eq!(rule(&s, "rq")["match"], "rq:*");
+    let session = rule(&s, "session");
+    assert_eq!(session["effect"]["keys"], 9);
+    assert!(
+        policy.contains("\"ttl\": \"2h\""),
+        "the sessions' own TTL rounded up: {policy}"
+    );
+    assert_eq!(rule(&s, "cache-page")["effect"]["keys"], 8);
+    let stream = rule(&s, "stream-audit-log");
+    assert_eq!(stream["effect"]["entries"], 20);
+    assert_eq!(rule(&s, "runs-runs-active-web")["effect"]["entries"], 1);
+    let unknown: Vec<(String, String)> = s["unknown"]
+        .as_array()
+        .expect("unknown")
+        .iter()
+        .map(|u| {
+            (
+                u["pattern"].as_str().expect("pattern").to_string(),
+                u["reason"].as_str().expect("reason").to_string(),
+            )
+        })
+        .collect();
+    for pattern in ["user:*", "feed:*", "config:x"] {
+        assert!(
+            unknown.iter().any(|(p, _)| p == pattern),
+            "{pattern} in {unknown:?}"
+        );
+    }
+    assert!(
+        unknown
+            .iter()
+            .any(|(p, r)| p == "feed:*" && r.contains("work queue")),
+        "{unknown:?}"
+    );
+    assert_eq!(s["walk"]["databases"], serde_json::json!([0, 1]));
+    assert!(s["walk"]["match"].is_null());
+
+    // Apply it: reload the file, one pass per database.
+    write_policy(&server.dir, &policy);
+    call(&mut c, &["RETENTION.RELOAD"]);
+    let before = snapshot(&mut c, &protected);
+    let (memory_before, ttls_before) = memory_and_ttls(&mut c);
+    for db in [0, 1] {
+        select(&mut c, db);
+        sweep(&mut c, &[]);
+    }
+    select(&mut c, 0);
+    let (memory_after, ttls_after) = memory_and_ttls(&mut c);
+    assert_eq!(
+        snapshot(&mut c, &protected),
+        before,
+        "live work, locks, counters, TTLs and unknown keys unchanged"
+    );
+    let freed = memory_before.saturating_sub(memory_after);
+    assert!(
+        freed >= sum_effect(&s, "freed_bytes"),
+        "freed {freed} < announced {}",
+        sum_effect(&s, "freed_bytes")
+    );
+    assert!(
+        ttls_after - ttls_before >= sum_effect(&s, "keys"),
+        "{ttls_before} -> {ttls_after}"
+    );
+    assert_eq!(
+        call(&mut c, &["ZCARD", "bull:emails:completed"]),
+        redis::Value::Int(0)
+    );
+    assert_eq!(call(&mut c, &["ZCARD", "dead"]), redis::Value::Int(2));
+    assert_eq!(call(&mut c, &["XLEN", "audit:log"]), redis::Value::Int(5));
+}
+
+#[test]
+fn a_replica_suggests_the_same_policy_and_match_restricts() {
+    let master = Server::start_paused(None);
+    let replica = Server::start_paused(None);
+    let mut m = master.conn();
+    fixture(&mut m);
+    attach_replica(&master, &replica);
+    wait_replica_caught_up(&master, &replica);
+    let mut r = replica.conn();
+    // The same rules in the same order; only the comments' memory figures may differ (a
+    // replica's copy of a value can take other allocations than the master's).
+    let rules = |text: String| -> Value {
+        let mut v: Value = serde_json::from_str(&text).expect("policy JSON");
+        for r in v["rules"].as_array_mut().expect("rules") {
+            r.as_object_mut().expect("rule").remove("comment");
+        }
+        v
+    };
+    let on_master = rules(suggest_policy(&mut m, &[]));
+    assert!(
+        on_master["rules"].as_array().expect("rules").len() >= 10,
+        "{on_master:#}"
+    );
+    assert_eq!(rules(suggest_policy(&mut r, &[])), on_master);
+
+    let only = suggest(&mut m, &["MATCH", "celery-*"]);
+    let names: Vec<&str> = only["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|x| x["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, vec!["celery-results"]);
+    assert_eq!(only["walk"]["keys"], 40);
+    assert_eq!(only["walk"]["match"], "celery-*");
+    assert_eq!(only["unknown"], serde_json::json!([]));
+}
+
+#[test]
+fn bad_input_is_refused_and_an_empty_keyspace_gets_an_empty_policy() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    let digest = dataset_digest(&mut c);
+    for (args, expect) in [
+        (vec!["FORMAT"], "FORMAT"),
+        (vec!["FORMAT", "yaml"], "FORMAT must be map or policy"),
+        (vec!["MATCH", "[abc"], "MATCH: bad glob"),
+        (vec!["NOPE"], "NOPE"),
+        (vec!["MATCH", "a", "MATCH", "b"], "MATCH"),
+    ] {
+        let err = redis::cmd("RETENTION.SUGGEST")
+            .arg(&args)
+            .query::<redis::Value>(&mut c)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert_eq!(dataset_digest(&mut c), digest);
+
+    let empty = suggest(&mut c, &[]);
+    assert_eq!(empty["rules"], serde_json::json!([]));
+    assert_eq!(empty["unknown"], serde_json::json!([]));
+    let policy = empty["policy"].as_str().expect("policy");
+    write_policy(&server.dir, policy);
+    call(&mut c, &["RETENTION.RELOAD"]);
+    let text = suggest_policy(&mut c, &[]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json"),
+        serde_json::json!({"rules": []})
+    );
+}
