@@ -199,7 +199,7 @@ async function jobCounts(server) {
 }
 
 /** `age` (ms) as the policy writes it: 24h, 7d. */
-const ageText = (ms) => (ms % DAY === 0 ? `${ms / DAY}d` : `${Math.round(ms / HOUR)}h`);
+const ageText = (ms) => (ms % DAY === 0 && ms > DAY ? `${ms / DAY}d` : `${Math.round(ms / HOUR)}h`);
 
 /**
  * The policy's limits: a job goes if older than max_age or beyond max_len, so what is left is
