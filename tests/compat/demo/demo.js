@@ -140,7 +140,7 @@ async function remembered(client, names) {
 const OWNERS = [
   [/^bull:emails:/, 'bull:emails', 'BullMQ'],
   [/^bull:thumbnails:/, 'bull:thumbnails', 'Bull'],
-  [/^bull:renders:/, 'bull:renders', 'BullMQ, only live jobs (children of waiting parents), nothing to clean'],
+  [/^bull:renders:/, 'bull:renders', 'BullMQ, only live jobs (children of waiting parents)'],
   [/^audit:/, 'audit:*', 'audit streams'],
   [/^runs:active:/, 'runs:active:*', 'active runs'],
   [/^celery-task-meta-/, 'celery-task-meta-*', 'Celery results'],
@@ -304,8 +304,8 @@ async function main() {
     await keyspace.buildChannels(c, Math.ceil(size.other / 5));
     await keyspace.buildUngoverned(c, size.other);
     built('channel:*', `${num(Math.ceil(size.other / 5))} websocket channel hashes`);
-    built('session:*, cache:product:*,', 'keys no rule governs: sessions (the app gives them a TTL),');
-    built('user:*:prefs, ...', 'a product cache and user preferences (no TTL)');
+    built('session:*, cache:product:*,', 'sessions (the app gives them a TTL), a product cache nobody expires,');
+    built('user:*:prefs, ...', 'user preferences and flags that must live forever (no TTL)');
     out(`(built in ${((Date.now() - t) / 1000).toFixed(1)} s)`);
 
     section('migrating the legacy run hashes to index + data (README: "Migrating from a legacy hash")');
@@ -385,10 +385,14 @@ async function main() {
     out('behind EXPLAIN\'s "last")');
     out();
     out('memory by owner (MEMORY USAGE <key> SAMPLES 0, summed over every key):');
+    // bull:renders holds live jobs only: the queue rule governs it and must leave it as it is.
+    const liveOnly = ['bull:renders'];
     const byBefore = [...OWNERS].sort(([, a], [, b]) => (ownersBefore[b] || 0) - (ownersBefore[a] || 0));
     for (const [, name, what] of byBefore) {
       if (ownersBefore[name] === undefined) continue;
-      row(name, human(ownersBefore[name]), human(ownersAfter[name] || 0), `${what}: ${ruleSummary(ownerRule[name])}`);
+      const rule = ownerRule[name];
+      const does = liveOnly.includes(name) && rule ? `rule ${rule.name}: live jobs are never touched` : ruleSummary(rule);
+      row(name, human(ownersBefore[name]), human(ownersAfter[name] || 0), `${what}: ${does}`);
     }
 
     section('checks (with BullMQ and Bull themselves)');
@@ -398,8 +402,6 @@ async function main() {
     };
     check(factsAfter.used < factsBefore.used, `used_memory went down (${human(factsBefore.used)} -> ${human(factsAfter.used)})`);
     const owners = OWNERS.map(([, name]) => name).filter((o) => ownersBefore[o] !== undefined);
-    // bull:renders holds live jobs only: the queue rule governs it and must leave it as it is.
-    const liveOnly = ['bull:renders'];
     const freeing = owners.filter((o) => removes(ownerRule[o]) && !liveOnly.includes(o));
     const notFreed = freeing.filter((o) => !(ownersAfter[o] < ownersBefore[o]));
     check(freeing.includes('bull:emails') && freeing.includes('bull:thumbnails') && notFreed.length === 0,
