@@ -12,6 +12,7 @@ Prints `ok`/`FAIL` lines; exits 1 when a check fails.
   RETENTION_MODULE      the module (default: target/release/libredis_retention.so)
 """
 
+import difflib
 import json
 import os
 import re
@@ -380,10 +381,12 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
           f"SUGGEST: the walk covered databases {DATABASES} and every key ({dbsize})",
           f"walk {walk}")
     print_suggestion(reply)
-    check(suggest(master, "FORMAT", "policy") == text, "SUGGEST FORMAT policy: the same JSON text as the map's policy")
+    alone = suggest(master, "FORMAT", "policy")
+    check(alone == text, "SUGGEST FORMAT policy: the same JSON text as the map's policy", diff(text, alone, "map", "FORMAT policy"))
     resp3 = suggest(master, protocol=3)
-    check(isinstance(resp3, dict) and resp3.get("policy") == text and isinstance(resp3.get("walk"), dict),
-          "SUGGEST over RESP3: a map with the same policy", f"{type(resp3).__name__}")
+    check(isinstance(resp3, dict) and isinstance(resp3.get("walk"), dict) and resp3.get("policy") == text,
+          "SUGGEST over RESP3: a map (nested maps too) with the same policy",
+          f"a {type(resp3).__name__}" if not isinstance(resp3, dict) else diff(text, resp3.get("policy"), "RESP2", "RESP3"))
     check_recognised(reply)
 
     before = snapshot(master)
@@ -429,6 +432,8 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
     check(removed_jobs >= jobs_announced and trimmed >= entries_announced,
           f"the sweep removed >= the announced jobs ({removed_jobs:,} >= {jobs_announced:,}) and trimmed >= the announced entries ({trimmed:,} >= {entries_announced:,})")
 
+    check_effects_match_sweep(reply["rules"], swept)
+
     # Keys no acting rule governs, every key that had a TTL, locks, counters: byte for byte.
     idle = [k for k, v in before.items() if not MOVING.match(k[1]) and not k[1].startswith(f"rq:job:{manifest['rq']['started']}")
             and not k[1].startswith(f"rq:results:{manifest['rq']['started']}")]
@@ -466,6 +471,30 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
         expires.append({k: v["expire"] for k, v in snapshot(s).items()})
     diff_keys = [k for k in expires[0] if expires[0][k] != expires[1].get(k)]
     check(not diff_keys, f"every key's expire time is the same on the replica ({len(expires[0]):,} keys)", show(diff_keys))
+
+
+# What each rule's effect counts, and the sweep's per-rule counter of the same thing.
+EFFECT_COUNTER = {"ttl": ("keys", "ttl_set"), "queue": ("jobs", "jobs_removed"),
+                  "trim": ("entries", "entries_trimmed"), "runs": ("entries", "runs_expired")}
+
+
+def check_effects_match_sweep(rules, swept):
+    """A rule's effect is a dry run of it now: the pass that follows does the same, per rule
+    (within 1% or 2: a job or entry may cross an age limit in the seconds between)."""
+    done = {}
+    for s in swept.values():
+        for name, counters in pairs(s.get("rules", [])).items():
+            for field, value in pairs(counters).items():
+                done[(name, field)] = done.get((name, field), 0) + value
+    off = []
+    for r in rules:
+        if r["action"] not in EFFECT_COUNTER:
+            continue
+        field, counter = EFFECT_COUNTER[r["action"]]
+        announced, did = r["effect"][field], done.get((r["name"], counter), 0)
+        if abs(announced - did) > max(2, did // 100):
+            off.append(f"{r['name']}: effect {field} {announced:,}, the sweep's {counter} {did:,}")
+    check(not off, "each rule's effect (keys, jobs, entries) is what the sweep then did under that rule", "; ".join(off))
 
 
 def check_recognised(reply):
@@ -517,11 +546,22 @@ def print_suggestion(reply):
         print(f"    {u['pattern']:<28} keys {u['keys']:>6}  no TTL {u['keys_without_ttl']:>6}  {u['memory_bytes']:>9,} B  {u['reason']}")
 
 
-def diff(a, b):
+def diff(a, b, name_a="master", name_b="replica"):
+    """The lines that differ, each cut around its first differing character (comments are long)."""
     if a == b:
         return ""
-    import difflib
-    return "\n" + "\n".join(list(difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), "master", "replica", lineterm=""))[:40])
+    a_lines, b_lines = (a or "").splitlines(), (b or "").splitlines()
+    if len(a_lines) != len(b_lines):
+        lines = difflib.unified_diff(a_lines, b_lines, name_a, name_b, lineterm="")
+        return "\n" + "\n".join(list(lines)[:40])
+    out = []
+    for n, (x, y) in enumerate(zip(a_lines, b_lines)):
+        if x != y:
+            at = next(i for i in range(min(len(x), len(y)) + 1) if i == min(len(x), len(y)) or x[i] != y[i])
+            cut = max(0, at - 70)
+            out.append(f"  line {n + 1}, {name_a}: ...{x[cut:at + 50]}...")
+            out.append(f"  line {n + 1}, {name_b}: ...{y[cut:at + 50]}...")
+    return "\n" + "\n".join(out[:20])
 
 
 if __name__ == "__main__":
