@@ -9,6 +9,7 @@
 // survived and the queues still work.
 // Exits 1 when a check fails. Env: RETENTION_SERVER_BIN, RETENTION_MODULE, DEMO_SCALE.
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { REPO, startServer } = require('./server');
@@ -253,6 +254,39 @@ async function memoryByOwner(client, samples = {}) {
   return owners;
 }
 
+/**
+ * Every owner's keys in two digests: `names` (the key names) and `keys` (names, values by
+ * DEBUG DIGEST-VALUE, and whether each has a TTL), and `noTtl`, its keys without a TTL.
+ * Memory figures can move without a change (Valkey counts an expire time inside the key's own
+ * allocation, and mixes it into DIGEST-VALUE), so "untouched" is judged by these.
+ */
+async function digestByOwner(client) {
+  const lines = {};
+  const noTtl = {};
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'COUNT', 1000);
+    cursor = next;
+    if (!keys.length) continue;
+    const digests = await client.call('DEBUG', 'DIGEST-VALUE', ...keys);
+    const p = client.pipeline();
+    for (const k of keys) p.pttl(k);
+    const ttls = await p.exec();
+    keys.forEach((k, i) => {
+      const [, owner] = OWNERS.find(([re]) => re.test(k));
+      const hasTtl = ttls[i][1] > 0;
+      (lines[owner] = lines[owner] || []).push([k, `${k} ${digests[i]} ${hasTtl ? 'ttl' : 'none'}`]);
+      noTtl[owner] = (noTtl[owner] || 0) + (hasTtl ? 0 : 1);
+    });
+  } while (cursor !== '0');
+  const sha1 = (list) => crypto.createHash('sha1').update(list.sort().join('\n')).digest('hex');
+  const out = {};
+  for (const [owner, list] of Object.entries(lines)) {
+    out[owner] = { names: sha1(list.map(([k]) => k)), keys: sha1(list.map(([, line]) => line)), noTtl: noTtl[owner] };
+  }
+  return out;
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   if (opts.help) {
@@ -334,6 +368,7 @@ async function main() {
     const factsBefore = await serverFacts(c);
     const samples = {};
     const ownersBefore = await memoryByOwner(c, samples);
+    const digestsBefore = await digestByOwner(c);
     // The rule that governs each owner's keys (EXPLAIN of one of them) and what it does.
     const ownerRule = {};
     for (const [owner, key] of Object.entries(samples)) {
@@ -375,6 +410,7 @@ async function main() {
 
     const factsAfter = await serverFacts(c);
     const ownersAfter = await memoryByOwner(c);
+    const digestsAfter = await digestByOwner(c);
     section('before / after');
     const row = (a, b, cc, d) => out(`${a.padEnd(22)}${b.padStart(12)}${cc.padStart(12)}  ${d}`.trimEnd());
     row('', 'before', 'after', '');
@@ -410,11 +446,16 @@ async function main() {
     const halved = ['bull:emails', 'bull:thumbnails'].filter((o) => !(ownersAfter[o] < ownersBefore[o] / 2));
     check(halved.length === 0, 'the queue rule freed more than half of the queues\' memory (bull:emails, bull:thumbnails)',
       halved.map((o) => `${o} ${human(ownersBefore[o])} -> ${human(ownersAfter[o])}`).join(', '));
-    const kept = owners.filter((o) => !removes(ownerRule[o]) || liveOnly.includes(o));
-    const changed = kept.filter((o) => ownersAfter[o] !== ownersBefore[o]);
+    // Untouched: the same keys, values and TTLs (DEBUG DIGEST-VALUE and PTTL of every key).
+    const kept = owners.filter((o) => (!removes(ownerRule[o]) && !(ownerRule[o] && ownerRule[o].ttl)) || liveOnly.includes(o));
+    const changed = kept.filter((o) => digestsAfter[o].keys !== digestsBefore[o].keys);
     const keptBytes = kept.reduce((sum, o) => sum + ownersBefore[o], 0);
-    check(changed.length === 0, `keys no removing rule governs, and the live-only queue, are untouched (${kept.join(', ')}: ${human(keptBytes)})`,
-      changed.map((o) => `${o} ${human(ownersBefore[o])} -> ${human(ownersAfter[o])}`).join(', '));
+    check(changed.length === 0, `keys no rule acts on, and the live-only queue, are untouched: the same keys, values and TTLs (${kept.join(', ')}: ${human(keptBytes)})`,
+      `changed: ${changed.join(', ')}`);
+    const given = owners.filter((o) => ownerRule[o] && ownerRule[o].ttl);
+    const notGiven = given.filter((o) => digestsAfter[o].names !== digestsBefore[o].names || digestsAfter[o].noTtl !== 0);
+    check(given.length > 0 && notGiven.length === 0, `keys a ttl rule governs are all still there, each with a TTL now (${given.join(', ')})`,
+      notGiven.map((o) => `${o}: ${digestsAfter[o].noTtl} without TTL${digestsAfter[o].names !== digestsBefore[o].names ? ', keys changed' : ''}`).join(', '));
     await queues.checkQueues(server, live, countsBefore, sweptAt, check, queueLimits(queueRule));
     await emails.close();
     await thumbs.close();
