@@ -360,7 +360,31 @@ def main():
 
 
 def main_checks(master, replica, manifest, worker, policy_file, state_file):
-    c = master.client()
+    suggestion = check_suggestion(master, manifest)
+    if suggestion is None:
+        return
+    reply, text, rules = suggestion
+    check_on_replica(master, replica, text, rules)
+    phase("apply: RELOAD, SWEEP in every database")
+    applied = apply_suggestion(master, policy_file, text, manifest)
+    if applied is None:
+        return
+    before, after, swept, streams_before = applied
+    check_announced_effects(reply, before, after, swept)
+    check_untouched(manifest, rules, before, after)
+    check_streams(master.port, manifest["streams"], streams_before)
+    check_celery(master.port, manifest["celery"], before, after)
+    check_rq_before_release(master.port, manifest["rq"], after, before)
+    phase("the queues, with BullMQ and Bull (queues.js check)")
+    check_queues(master, state_file)
+    phase("RQ workers")
+    check_rq_runs(master.port, manifest["rq"], worker)
+    phase("replica consistency")
+    check_replica_consistency(master, replica)
+
+
+def check_suggestion(master, manifest):
+    """The reply's shape and consistency; (reply, policy text, policy rules), None if unusable."""
     phase("RETENTION.SUGGEST")
     started = time.time()
     reply, problems = check_shape(suggest(master))
@@ -368,13 +392,13 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
     check(not problems, "SUGGEST: the reply has the interface's shape (policy, rules with effect, unknown, walk)",
           "; ".join(problems[:8]))
     if reply is None:
-        return
+        return None
     text = reply["policy"]
     try:
         policy = json.loads(text)
     except ValueError as e:
         check(False, "SUGGEST: the policy is valid JSON", e)
-        return
+        return None
     check(True, f"SUGGEST: the policy is valid JSON ({len(policy.get('rules', []))} rules, {len(text)} bytes, {took:.2f} s)")
     check(not (p := check_policy_matches_rules(policy, reply["rules"])),
           "SUGGEST: the policy's rules match `rules` (names, order, actions, globs, comments), keep rules first, each comment carries numbers",
@@ -382,8 +406,7 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
     dbsize = sum(master.client(db).dbsize() for db in DATABASES)
     walk = reply["walk"]
     check(sorted(walk["databases"]) == DATABASES and walk["keys"] == dbsize,
-          f"SUGGEST: the walk covered databases {DATABASES} and every key ({dbsize})",
-          f"walk {walk}")
+          f"SUGGEST: the walk covered databases {DATABASES} and every key ({dbsize})", f"walk {walk}")
     print_suggestion(reply)
     alone = suggest(master, "FORMAT", "policy")
     check(alone == text, "SUGGEST FORMAT policy: the same JSON text as the map's policy", diff(text, alone, "map", "FORMAT policy"))
@@ -392,11 +415,11 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
           "SUGGEST over RESP3: a map (nested maps too) with the same policy",
           f"a {type(resp3).__name__}" if not isinstance(resp3, dict) else diff(text, resp3.get("policy"), "RESP2", "RESP3"))
     check_recognised(reply)
+    check_unknown_groups(reply, policy["rules"], snapshot(master), manifest)
+    return reply, text, policy["rules"]
 
-    before = snapshot(master)
-    rules = policy["rules"]
-    check_unknown_groups(reply, rules, before, manifest)
 
+def check_on_replica(master, replica, text, rules):
     phase("SUGGEST on the replica")
     wait_replicated(master, replica)
     on_replica = suggest(replica, "FORMAT", "policy")
@@ -406,48 +429,55 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
         replica_rules = [without_comment(r) for r in json.loads(on_replica)["rules"]]
     except (ValueError, KeyError, TypeError) as e:
         replica_rules = f"not a policy: {e}"
-    check(replica_rules == [without_comment(r) for r in rules], "SUGGEST on a replica suggests the same rules (comments aside)",
-          diff(json.dumps([without_comment(r) for r in rules], indent=1), json.dumps(replica_rules, indent=1)))
+    master_rules = [without_comment(r) for r in rules]
+    check(replica_rules == master_rules, "SUGGEST on a replica suggests the same rules (comments aside)",
+          diff(json.dumps(master_rules, indent=1), json.dumps(replica_rules, indent=1)))
 
-    phase("apply: RELOAD, SWEEP in every database")
+
+def apply_suggestion(master, policy_file, text, manifest):
+    """RELOAD with the suggested policy, then a SWEEP in every database:
+    (keyspace before, after, each database's sweep reply, the consumer groups' state before)."""
     with open(policy_file, "w") as f:
         f.write(text)
     try:
-        reloaded = c.execute_command("RETENTION.RELOAD")
+        reloaded = master.client().execute_command("RETENTION.RELOAD")
         check(True, f"RETENTION.RELOAD accepts the suggested policy ({reloaded})")
     except redis.ResponseError as e:
         check(False, "RETENTION.RELOAD accepts the suggested policy", e)
-        return
+        return None
     streams_before = stream_state(master.port, manifest["streams"])
     before = snapshot(master)
-    freed_announced = sum(r["effect"]["freed_bytes"] for r in reply["rules"])
-    ttl_announced = sum(r["effect"]["keys"] for r in reply["rules"])
-    jobs_announced = sum(r["effect"]["jobs"] for r in reply["rules"])
-    entries_announced = sum(r["effect"]["entries"] for r in reply["rules"])
-    swept = {}
-    for db in DATABASES:
-        swept[db] = pairs(master.client(db).execute_command("RETENTION.SWEEP"))
+    swept = {db: pairs(master.client(db).execute_command("RETENTION.SWEEP")) for db in DATABASES}
     after = snapshot(master)
     errors = {db: s.get("errors") for db, s in swept.items() if s.get("errors")}
     check(not errors, "RETENTION.SWEEP in each database: no errors", errors)
+    return before, after, swept, streams_before
 
+
+def check_announced_effects(reply, before, after, swept):
+    """Applying frees at least the sum of freed_bytes, gives at least the sum of keys a TTL,
+    and does per rule what its effect announced."""
+    total = {f: sum(r["effect"][f] for r in reply["rules"]) for f in EFFECT_FIELDS}
     freed = total_memory(before) - total_memory(after)
-    check(freed >= freed_announced,
-          f"memory freed at once ({freed:,} bytes, MEMORY USAGE SAMPLES 0 summed) >= the sum of freed_bytes ({freed_announced:,})",
-          f"{freed:,} < {freed_announced:,}")
+    check(freed >= total["freed_bytes"],
+          f"memory freed at once ({freed:,} bytes, MEMORY USAGE SAMPLES 0 summed) >= the sum of freed_bytes ({total['freed_bytes']:,})",
+          f"{freed:,} < {total['freed_bytes']:,}")
     given = [k for k, v in before.items() if v["expire"] == -1 and k in after and after[k]["expire"] > 0]
-    check(len(given) >= ttl_announced, f"keys newly given a TTL ({len(given):,}) >= the sum of keys ({ttl_announced:,})",
-          f"{len(given):,} < {ttl_announced:,}")
-    removed_jobs = sum(s.get("jobs_removed", 0) for s in swept.values())
-    trimmed = sum(s.get("entries_trimmed", 0) for s in swept.values())
-    check(removed_jobs >= jobs_announced and trimmed >= entries_announced,
-          f"the sweep removed >= the announced jobs ({removed_jobs:,} >= {jobs_announced:,}) and trimmed >= the announced entries ({trimmed:,} >= {entries_announced:,})")
-
+    check(len(given) >= total["keys"], f"keys newly given a TTL ({len(given):,}) >= the sum of keys ({total['keys']:,})",
+          f"{len(given):,} < {total['keys']:,}")
+    removed = sum(s.get("jobs_removed", 0) for s in swept.values())
+    trimmed = sum(s.get("entries_trimmed", 0) + s.get("runs_expired", 0) for s in swept.values())
+    check(removed >= total["jobs"] and trimmed >= total["entries"],
+          f"the sweep removed >= the announced jobs ({removed:,} >= {total['jobs']:,}) and trimmed or expired >= the announced entries ({trimmed:,} >= {total['entries']:,})")
     check_effects_match_sweep(reply["rules"], swept)
 
-    # Keys no acting rule governs, every key that had a TTL, locks, counters: byte for byte.
-    idle = [k for k, v in before.items() if not MOVING.match(k[1]) and not k[1].startswith(f"rq:job:{manifest['rq']['started']}")
-            and not k[1].startswith(f"rq:results:{manifest['rq']['started']}")]
+
+def check_untouched(manifest, rules, before, after):
+    """Keys no acting rule governs, every key that had a TTL, locks, counters, keys of no
+    owner: byte for byte (DUMP) with the same expire time."""
+    started = manifest["rq"]["started"]
+    idle = [k for k in before if not MOVING.match(k[1])
+            and not k[1].startswith((f"rq:job:{started}", f"rq:results:{started}"))]
     ungoverned = [k for k in idle if rule_action(governing_rule(rules, k[1], before[k]["type"]) or {"keep": True}) == "keep"]
     check(not (bad := unchanged(before, after, ungoverned)),
           f"the {len(ungoverned):,} keys no suggested rule acts on (keep or none) are unchanged (DUMP, PEXPIRETIME)", show(bad))
@@ -457,31 +487,26 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
     for what in ["locks", "counters", "unknown"]:
         keys = [tuple(k) for k in manifest[what]]
         check(not (bad := unchanged(before, after, keys)), f"{what}: all {len(keys)} unchanged", show(bad))
-    check_streams(master.port, manifest["streams"], streams_before)
-    check_celery(master.port, manifest["celery"], before, after)
-    check_rq_before_release(master.port, manifest["rq"], after, before)
 
-    phase("the queues, with BullMQ and Bull (queues.js check)")
+
+def check_queues(master, state_file):
+    """queues.js check: its ok/FAIL lines count as this script's."""
     out = subprocess.run(["node", os.path.join(HERE, "queues.js"), "check", str(master.port), state_file],
                          capture_output=True, text=True, timeout=300)
     print(out.stdout, end="")
-    for line in out.stdout.splitlines():
-        if line.startswith("FAIL"):
-            failures.append(line)
-    if out.returncode not in (0, 1) or (out.returncode == 1 and not any(l.startswith("FAIL") for l in out.stdout.splitlines())):
+    failed = [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
+    failures.extend(failed)
+    if out.returncode not in (0, 1) or (out.returncode == 1 and not failed):
         check(False, "queues.js check ran", out.stderr[-2000:])
-    phase("RQ workers")
-    check_rq_runs(master.port, manifest["rq"], worker)
 
-    phase("replica consistency")
+
+def check_replica_consistency(master, replica):
     wait_replicated(master, replica)
     digests = [s.client().execute_command("DEBUG", "DIGEST") for s in (master, replica)]
     check(digests[0] == digests[1], "the replica's DEBUG DIGEST equals the master's after the sweep", digests)
-    expires = []
-    for s in (master, replica):
-        expires.append({k: v["expire"] for k, v in snapshot(s).items()})
-    diff_keys = [k for k in expires[0] if expires[0][k] != expires[1].get(k)]
-    check(not diff_keys, f"every key's expire time is the same on the replica ({len(expires[0]):,} keys)", show(diff_keys))
+    expires = [{k: v["expire"] for k, v in snapshot(s).items()} for s in (master, replica)]
+    differ = [k for k in expires[0] if expires[0][k] != expires[1].get(k)]
+    check(not differ, f"every key's expire time is the same on the replica ({len(expires[0]):,} keys)", show(differ))
 
 
 # What each rule's effect counts, and the sweep's per-rule counter of the same thing.
