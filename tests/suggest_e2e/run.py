@@ -370,7 +370,7 @@ def main_checks(master, replica, manifest, worker, policy_file, state_file):
     if applied is None:
         return
     before, after, swept, streams_before = applied
-    check_announced_effects(reply, before, after, swept)
+    check_announced_effects(reply, rules, before, after, swept)
     check_untouched(manifest, rules, before, after)
     check_streams(master.port, manifest["streams"], streams_before)
     check_celery(master.port, manifest["celery"], before, after)
@@ -454,14 +454,27 @@ def apply_suggestion(master, policy_file, text, manifest):
     return before, after, swept, streams_before
 
 
-def check_announced_effects(reply, before, after, swept):
+def freed_by_rule(rules, before, after):
+    """Memory freed (MEMORY USAGE SAMPLES 0, before - after) over the keys each rule governs."""
+    freed = {}
+    for k, v in before.items():
+        rule = governing_rule(rules, k[1], v["type"])
+        name = rule["name"] if rule else "(no rule)"
+        freed[name] = freed.get(name, 0) + v["memory"] - after.get(k, {"memory": 0})["memory"]
+    return freed
+
+
+def check_announced_effects(reply, rules, before, after, swept):
     """Applying frees at least the sum of freed_bytes, gives at least the sum of keys a TTL,
     and does per rule what its effect announced."""
     total = {f: sum(r["effect"][f] for r in reply["rules"]) for f in EFFECT_FIELDS}
     freed = total_memory(before) - total_memory(after)
+    by_rule = freed_by_rule(rules, before, after)
+    per_rule = "; ".join(f"{r['name']}: freed_bytes {r['effect']['freed_bytes']:,}, freed {by_rule.get(r['name'], 0):,}"
+                         for r in reply["rules"] if r["effect"]["freed_bytes"])
     check(freed >= total["freed_bytes"],
           f"memory freed at once ({freed:,} bytes, MEMORY USAGE SAMPLES 0 summed) >= the sum of freed_bytes ({total['freed_bytes']:,})",
-          f"{freed:,} < {total['freed_bytes']:,}")
+          f"{freed:,} < {total['freed_bytes']:,} (per rule, over the keys it governs: {per_rule})")
     given = [k for k, v in before.items() if v["expire"] == -1 and k in after and after[k]["expire"] > 0]
     check(len(given) >= total["keys"], f"keys newly given a TTL ({len(given):,}) >= the sum of keys ({total['keys']:,})",
           f"{len(given):,} < {total['keys']:,}")
