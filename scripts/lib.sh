@@ -135,3 +135,19 @@ ensure_redis_py() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'redis>=8,<9'
 }
+
+# Celery, RQ and redis-py as pinned in tests/suggest_e2e/requirements.txt, in target/suggest-venv,
+# installed once (again when the requirements change). Sets SUGGEST_VENV.
+SUGGEST_VENV="$ROOT/target/suggest-venv"
+ensure_suggest_venv() {
+  local requirements="$ROOT/tests/suggest_e2e/requirements.txt"
+  local stamp="$SUGGEST_VENV/.requirements.txt"
+  if [ -x "$SUGGEST_VENV/bin/python" ] && cmp -s "$requirements" "$stamp"; then return 0; fi
+  ensure_pkg python3 python3
+  python3 -m venv --help >/dev/null 2>&1 || ensure_pkg /nonexistent-venv python3-venv
+  echo "==> celery, rq, redis-py into target/suggest-venv (once)" >&2
+  rm -rf "$SUGGEST_VENV"
+  python3 -m venv "$SUGGEST_VENV"
+  "$SUGGEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+}

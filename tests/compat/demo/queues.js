@@ -162,7 +162,7 @@ async function buildBull(server, { jobs, live }) {
 
 const BULLMQ_LIVE = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children'];
 const BULL_LIVE = ['waiting', 'delayed', 'active', 'paused'];
-/** The example policy's (and the Bull clean's) limits: [max_age ms, max_len]. */
+/** The example policy's (and the Bull clean's) limits: [max_age ms, max_len] (null: none). */
 const LIMITS = { completed: [DAY, 500], failed: [7 * DAY, 1000] };
 /** Processed: some emails bounce and some images are broken, by design (`fails`). */
 const FINISHED = ['completed', 'failed'];
@@ -198,13 +198,39 @@ async function jobCounts(server) {
   return counts;
 }
 
+/** `age` (ms) as the policy writes it: 24h, 7d. */
+const ageText = (ms) => (ms % DAY === 0 && ms > DAY ? `${ms / DAY}d` : `${Math.round(ms / HOUR)}h`);
+
+/**
+ * The policy's limits: a job goes if older than max_age or beyond max_len, so what is left is
+ * within both (ages measured from before the pass: its cutoff is later).
+ */
+async function checkLimits(name, queue, limits, before, after, sweptAt, check) {
+  const over = [];
+  const ages = [];
+  for (const set of FINISHED) {
+    const [maxAgeMs, maxCount] = limits[set] || [null, null];
+    const [oldest] = await queue.getJobs([set], 0, 0, true); // asc: the oldest first (both libraries)
+    if (maxCount != null && after[set] > maxCount) over.push(`${set}: ${after[set]} jobs`);
+    if (maxAgeMs != null) {
+      ages.push(ageText(maxAgeMs));
+      if (oldest && oldest.finishedOn < sweptAt - maxAgeMs) over.push(`${set}: job ${oldest.id} finished ${Math.round((sweptAt - oldest.finishedOn) / HOUR)}h before`);
+    }
+  }
+  const age = ages.length ? `, none older than ${ages.join('/')}` : '';
+  check(over.length === 0,
+    `${name}: finished jobs cleaned to the policy's limits (completed ${before.completed} -> ${after.completed}, failed ${before.failed} -> ${after.failed}${age})`,
+    over.join(', '));
+}
+
 /**
  * The checks made with the libraries after the policy ran: every live job is still there in
- * the same state with the same data, the live counts did not change, and the queues still
- * work: a new job gets the next id and is processed, the waiting jobs run, and the parents
- * complete once their children in `renders` are processed.
+ * the same state with the same data, the live counts did not change, finished jobs are within
+ * `limits` (the policy's queue rule; null: not checked), and the queues still work: a new job
+ * gets the next id and is processed, the waiting jobs run, and the parents complete once their
+ * children in `renders` are processed.
  */
-async function checkQueues(server, before, beforeCounts, sweptAt, check) {
+async function checkQueues(server, before, beforeCounts, sweptAt, check, limits = LIMITS) {
   const connection = server.connection;
   const client = server.client;
   const emails = new Queue('emails', { connection, prefix: PREFIX });
@@ -234,18 +260,7 @@ async function checkQueues(server, before, beforeCounts, sweptAt, check) {
       const changed = states.filter((s) => after[name][s] !== beforeCounts[name][s]);
       check(changed.length === 0, `${name}: getJobCounts() of live states unchanged (${states.map((s) => `${s} ${after[name][s]}`).join(', ')})`,
         changed.map((s) => `${s}: ${beforeCounts[name][s]} -> ${after[name][s]}`).join(', '));
-      // The policy's limits: a job goes if older than max_age or beyond max_len, so what is
-      // left is within both (ages measured from before the pass: its cutoff is later).
-      const queue = name === 'emails' ? emails : thumbs;
-      const over = [];
-      for (const [set, [maxAgeMs, maxCount]] of Object.entries(LIMITS)) {
-        const [oldest] = await queue.getJobs([set], 0, 0, true); // asc: the oldest first (both libraries)
-        if (after[name][set] > maxCount) over.push(`${set}: ${after[name][set]} jobs`);
-        if (oldest && oldest.finishedOn < sweptAt - maxAgeMs) over.push(`${set}: job ${oldest.id} finished ${Math.round((sweptAt - oldest.finishedOn) / HOUR)}h before`);
-      }
-      check(over.length === 0,
-        `${name}: finished jobs cleaned to the policy's limits (completed ${beforeCounts[name].completed} -> ${after[name].completed}, failed ${beforeCounts[name].failed} -> ${after[name].failed}, none older than 24h/7d)`,
-        over.join(', '));
+      if (limits) await checkLimits(name, name === 'emails' ? emails : thumbs, limits, beforeCounts[name], after[name], sweptAt, check);
     }
 
     // BullMQ: a new job gets the next id; workers run it, the waiting jobs and the parents.
@@ -289,4 +304,4 @@ async function checkQueues(server, before, beforeCounts, sweptAt, check) {
   }
 }
 
-module.exports = { PREFIX, buildBull, buildBullmq, checkQueues, jobCounts, liveJobs };
+module.exports = { LIMITS, PREFIX, buildBull, buildBullmq, checkQueues, jobCounts, liveJobs };

@@ -1,7 +1,8 @@
 'use strict';
 // The demo's private server: redis-server (or RETENTION_SERVER_BIN) on a free loopback port
-// with a scratch directory, the module loaded with the example policy and `enabled no`, so
-// nothing is cleaned before the demo says so. Spawned in its own process group: with --keep
+// with a scratch directory, the module loaded with `enabled no` and an empty policy file in that
+// directory (the demo writes RETENTION.SUGGEST's policy there), so nothing is cleaned before
+// the demo says so. Spawned in its own process group: with --keep
 // it outlives the demo (and a Ctrl-C in the shell that ran it).
 
 const { spawn } = require('node:child_process');
@@ -15,7 +16,8 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
 const SERVER_BIN = process.env.RETENTION_SERVER_BIN || 'redis-server';
 const MODULE = process.env.RETENTION_MODULE ||
   path.join(REPO, 'target', 'release', 'libredis_retention.so');
-const POLICY = path.join(REPO, 'examples', 'policy.json');
+/** The policy the server starts with: no rules (RETENTION.SUGGEST proposes them). */
+const EMPTY_POLICY = '{ "rules": [] }\n';
 
 
 function readLog(dir) {
@@ -31,12 +33,14 @@ async function startServer({ maxmemory = '1gb' } = {}) {
     throw new Error(`module not built: ${MODULE} (run cargo build --release or set RETENTION_MODULE)`);
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retention-demo-'));
+  const policy = path.join(dir, 'policy.json');
+  fs.writeFileSync(policy, EMPTY_POLICY);
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
     '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes',
     '--maxmemory', maxmemory, '--maxmemory-policy', 'noeviction',
     '--logfile', path.join(dir, 'server.log'),
-    '--loadmodule', MODULE, 'enabled', 'no', 'policy-file', POLICY];
+    '--loadmodule', MODULE, 'enabled', 'no', 'policy-file', policy];
   const child = spawn(SERVER_BIN, args, { stdio: 'ignore', detached: true });
   let exited = false;
   let spawnError = null;
@@ -58,7 +62,7 @@ async function startServer({ maxmemory = '1gb' } = {}) {
     await sleep(20);
   }
   return {
-    port, dir, client, bin: SERVER_BIN, module: MODULE, policy: POLICY, pid: child.pid,
+    port, dir, client, bin: SERVER_BIN, module: MODULE, policy, pid: child.pid,
     connection: { host: '127.0.0.1', port, maxRetriesPerRequest: null },
     log: () => readLog(dir),
     /** Leaves the server running after the demo exits. */
@@ -82,4 +86,4 @@ async function startServer({ maxmemory = '1gb' } = {}) {
   };
 }
 
-module.exports = { MODULE, POLICY, REPO, SERVER_BIN, startServer };
+module.exports = { MODULE, REPO, SERVER_BIN, startServer };

@@ -1,7 +1,8 @@
 'use strict';
 // scripts/demo at its small size (its Node part, with the same RETENTION_SERVER_BIN and
-// RETENTION_MODULE): the tour runs end to end and its own checks pass. Those checks: used
-// memory went down, where the policy removes or trims and nowhere else; and, made with BullMQ
+// RETENTION_MODULE): the tour runs end to end, starting from RETENTION.SUGGEST's policy, and its
+// own checks pass. Those checks: used memory went down, where the suggested rules remove jobs,
+// trim or expire runs and nowhere else; and, made with BullMQ
 // and Bull themselves, every live job (waiting, prioritized, delayed, active with its lock,
 // parents waiting for children, and the children) is still there in the same state with the
 // same data, getJobCounts() of live states is unchanged, finished jobs were cleaned to the
@@ -24,8 +25,10 @@ function run(args) {
 
 const CHECKS = [
   /^ok {3}used_memory went down \(/m,
-  /^ok {3}job cleaning, trims and run expiry freed more than half of their owners' memory/m,
-  /^ok {3}keys no rule governs are untouched/m,
+  /^ok {3}job cleaning, trims and run expiry freed memory of every owner a suggested rule cleans \(bull:emails, bull:thumbnails, /m,
+  /^ok {3}the queue rule freed more than half of the queues' memory/m,
+  /^ok {3}keys no rule acts on, and the live-only queue, are untouched: the same keys, values and TTLs/m,
+  /^ok {3}keys a ttl rule governs are all still there, each with a TTL now \(celery-task-meta-\*/m,
   /^ok {3}every live job is still there, same state and data, active ones locked/m,
   /^ok {3}emails: getJobCounts\(\) of live states unchanged/m,
   /^ok {3}emails: finished jobs cleaned to the policy's limits/m,
@@ -45,18 +48,29 @@ test('scripts/demo --scale small: the tour runs and every check passes', async (
   for (const re of CHECKS) assert.match(stdout, re, tail);
   assert.match(stdout, /^=== all checks passed$/m, tail);
 
-  // The tour's steps are all there, in order.
-  const steps = ['redis> ACTIVERUNS.MIGRATE', 'redis> RETENTION.REPORT', 'redis> RETENTION.SWEEP DRYRUN',
+  // The tour's steps are all there, in order: the suggestion first, loaded as the policy.
+  const steps = ['redis> ACTIVERUNS.MIGRATE', 'redis> RETENTION.SUGGEST\n',
+    '$ redis-cli --raw RETENTION.SUGGEST FORMAT policy > ', 'redis> RETENTION.RELOAD\nOK',
+    'redis> RETENTION.REPORT', 'redis> RETENTION.SWEEP DRYRUN',
     'redis> RETENTION.EXPLAIN bull:emails:', 'redis> RETENTION.EXPLAIN celery-task-meta-',
     'redis> RETENTION.EXPLAIN bull:emails:meta', 'redis> RETENTION.SWEEP\n', 'flavor": "auto"',
     '=== where did the memory go now?', '=== before / after'];
   let at = 0;
-  for (const step of steps.slice(0, 3)) {
+  for (const step of steps.slice(0, 6)) {
     const i = stdout.indexOf(step, at);
     assert.ok(i >= 0, `${step} (in order)${tail}`);
     at = i;
   }
   for (const step of steps.slice(3)) assert.ok(stdout.includes(step), `${step}${tail}`);
+
+  // The suggestion as shown: the queues, the Celery results, the streams and the run sets each
+  // get a rule with its evidence; keys of no recognisable owner are listed, not ruled.
+  const suggestion = stdout.slice(stdout.indexOf('redis> RETENTION.SUGGEST\n'), stdout.indexOf('=== the suggestion becomes'));
+  for (const re of [/^ {2}\d+\. \S+ {2}queue {2}bull:\* {2}\(owner bull(mq)?\)$/m, /^ {2}\d+\. \S+ {2}ttl {2}celery-task-meta-\* {2}\(owner celery\)$/m,
+    /^ {2}\d+\. \S+ {2}trim {2}audit:tenant-\* {2}\(owner stream\)$/m, /^ {2}\d+\. \S+ {2}runs {2}runs:active:/m,
+    /^ {7}effect now: .*jobs [\d,]+/m, /^ {2}user:\*:prefs +500 +500 .* no owner recognised/m]) {
+    assert.match(suggestion, re, tail);
+  }
 
   // The memory really went down (the demo's own numbers).
   const used = /^ok {3}used_memory went down \(([\d.]+)M -> ([\d.]+)M\)/m.exec(stdout);
