@@ -8,7 +8,7 @@ use redis_module::{CallOptions, Context};
 use serde_json::json;
 
 use super::limits::*;
-use super::reads::{self, Reader, Val};
+use super::reads::{self, field, int_of, Reader, Val};
 use super::recognise::{self, CeleryKind, Shape};
 use super::render::{things, LIST_REASON};
 use super::{Suggestion, Survey, MAX_STREAMS_CHECKED};
@@ -661,23 +661,6 @@ fn call_val(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Opt
     match args.first() {
         Some(name) => reads::read(ctx, read, name, cmd, args),
         None => None,
-    }
-}
-
-/// A flat field/value array as pairs.
-fn field<'a>(v: &'a Val, name: &str) -> Option<&'a Val> {
-    let Val::Array(items) = v else { return None };
-    items.chunks_exact(2).find_map(|pair| match &pair[0] {
-        Val::Bytes(b) if b == name.as_bytes() => Some(&pair[1]),
-        _ => None,
-    })
-}
-
-fn int_of(v: Option<&Val>) -> Option<i64> {
-    match v? {
-        Val::Int(n) => Some(*n),
-        Val::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
     }
 }
 

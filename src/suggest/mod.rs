@@ -529,7 +529,7 @@ fn dry_run_key(
             if key.key_type != KeyType::ZSet {
                 return;
             }
-            for (db, base, _) in &suggestion.queues {
+            for (db, base, flavor) in &suggestion.queues {
                 if *db != key.db {
                     continue;
                 }
@@ -539,7 +539,7 @@ fn dry_run_key(
                 ] {
                     let set_key = [base.as_slice(), set.name().as_bytes()].concat();
                     if let (true, Some(retention)) = (set_key == key.name, retention) {
-                        let item = EffectItem::queue(&q, base.clone(), set_key, retention, now_ms);
+                        let item = EffectItem::queue(*flavor, base.clone(), set, retention);
                         d.items.push_back((rule, key.db, item));
                     }
                 }

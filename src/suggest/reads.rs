@@ -242,3 +242,26 @@ impl<'c> Reader<'c> {
         }
     }
 }
+
+/// A field's value in a flat field/value array (XINFO's replies).
+pub fn field<'a>(v: &'a Val, name: &str) -> Option<&'a Val> {
+    let Val::Array(items) = v else { return None };
+    items.chunks_exact(2).find_map(|pair| match &pair[0] {
+        Val::Bytes(b) if b == name.as_bytes() => Some(&pair[1]),
+        _ => None,
+    })
+}
+
+/// An integer, given as one or as its digits.
+pub fn int_of(v: Option<&Val>) -> Option<i64> {
+    match v? {
+        Val::Int(n) => Some(*n),
+        Val::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// An integer field of a flat field/value array.
+pub fn int_field(v: &Val, name: &str) -> Option<i64> {
+    int_of(field(v, name))
+}
