@@ -13,8 +13,9 @@ use super::recognise::{self, CeleryKind, Shape};
 use super::render::{things, LIST_REASON};
 use super::{Suggestion, Survey, MAX_STREAMS_CHECKED};
 use crate::keyspace;
-use crate::policy::{parse_policy, KeyType, QueueFlavor};
-use crate::queue::layout::is_bullmq_version;
+use crate::policy::{parse_policy, KeyType};
+use crate::queue::calls::Calls;
+use crate::queue::detect;
 use crate::report::group::{collapse, Group};
 
 pub struct Found {
@@ -29,7 +30,7 @@ pub fn analyse(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64) 
         reasons: HashMap::new(),
     };
     sidekiq(ctx, survey, &mut found);
-    rq(ctx, read, survey, &mut found);
+    rq(ctx, survey, &mut found);
     queues(ctx, survey, now_ms, &mut found);
     runs(ctx, survey, now_ms, &mut found);
     groups(ctx, read, survey, now_ms, &mut found);
@@ -80,6 +81,17 @@ fn has_glob_specials(bytes: &[u8]) -> bool {
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\'))
 }
 
+/// ", the oldest <done> <age> ago" for the oldest score (epoch ms), or nothing.
+fn oldest_ago(done: &str, now_ms: i64, oldest_ms: Option<f64>) -> String {
+    match oldest_ms {
+        Some(ms) => format!(
+            ", the oldest {done} {} ago",
+            age_words(now_ms.saturating_sub(ms as i64))
+        ),
+        None => String::new(),
+    }
+}
+
 /// Names of at most five things, then how many more.
 fn some_names(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(5).map(|s| s.as_str()).collect();
@@ -127,7 +139,7 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
         for (db, base) in &bases {
             keyspace::select_db(ctx, *db);
             let calls = Reader::new(ctx);
-            let flavor = flavor_of(&calls, base);
+            let flavor = detect::flavor_of(&Calls::new(ctx), base);
             flavors.insert(flavor.name());
             for (set, n) in [("completed", &mut completed), ("failed", &mut failed)] {
                 let set_key = [base.as_slice(), set.as_bytes()].concat();
@@ -165,13 +177,7 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             "bull" => "Bull",
             _ => "BullMQ and Bull",
         };
-        let oldest_text = match oldest {
-            Some(ms) => format!(
-                ", the oldest finished {} ago",
-                age_words(now_ms.saturating_sub(ms as i64))
-            ),
-            None => String::new(),
-        };
+        let oldest_text = oldest_ago("finished", now_ms, oldest);
         s.evidence = format!(
             "{} {library} {} under {}: ({}): {} completed and {} failed jobs{oldest_text}, {} in all",
             bases.len(),
@@ -299,8 +305,17 @@ fn sidekiq(ctx: &Context, survey: &Survey, found: &mut Found) {
     }
 }
 
+/// The keys remembered of group `i` for content checks.
+fn samples(survey: &Survey, i: usize) -> &[(i32, Vec<u8>)] {
+    survey
+        .extras
+        .get(i)
+        .map(|e| e.samples.as_slice())
+        .unwrap_or(&[])
+}
+
 /// RQ: its keys kept (RQ expires finished and failed jobs itself).
-fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
+fn rq(ctx: &Context, survey: &Survey, found: &mut Found) {
     let groups = survey.grouper.groups();
     let rq_groups: Vec<usize> = (0..groups.len())
         .filter(|&i| groups[i].pattern.starts_with(b"rq:"))
@@ -316,12 +331,7 @@ fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
             if !groups[i].pattern.starts_with(b"rq:job:") {
                 continue;
             }
-            for (sdb, name) in survey
-                .extras
-                .get(i)
-                .map(|e| e.samples.as_slice())
-                .unwrap_or(&[])
-            {
+            for (sdb, name) in samples(survey, i) {
                 if sdb != db {
                     continue;
                 }
@@ -357,18 +367,13 @@ fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
             if !groups[i].pattern.starts_with(prefix) {
                 continue;
             }
-            for (db, name) in survey
-                .extras
-                .get(i)
-                .map(|e| e.samples.as_slice())
-                .unwrap_or(&[])
-            {
+            for (db, name) in samples(survey, i) {
                 keyspace::select_db(ctx, *db);
-                let cmd = match what {
-                    "queued" => "LLEN",
-                    _ => "ZCARD",
+                let calls = Reader::new(ctx);
+                n += match what {
+                    "queued" => calls.llen(name),
+                    _ => calls.zcard(name),
                 };
-                n += super::effect::int(ctx, read, cmd, &[name]).unwrap_or(0);
             }
         }
         if n > 0 {
@@ -424,13 +429,7 @@ fn runs(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             "{} matching {glob} (a sorted-set index and its data hash each), {} runs{}",
             plural(sets, "active-run set", "active-run sets"),
             count(runs),
-            match oldest {
-                Some(ms) => format!(
-                    ", the oldest started {} ago",
-                    age_words(now_ms.saturating_sub(ms as i64))
-                ),
-                None => String::new(),
-            }
+            oldest_ago("started", now_ms, oldest)
         );
         s.reason = "the module's default for runs rules is 3h: a run still listed after that is taken as abandoned by its owner; both halves are removed together".into();
         found.suggestions.push(s);
@@ -711,18 +710,4 @@ fn stream_facts(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<Stream
         oldest_unconsumed_ms: oldest,
         groups: groups.len() as u64,
     })
-}
-
-/// BullMQ or Bull, as the queue's keys show: BullMQ writes a versioned `meta` and an events
-/// stream, Bull neither (the same evidence the cleaner's detection uses).
-fn flavor_of(calls: &Reader, base: &[u8]) -> QueueFlavor {
-    let meta = [base, b"meta"].concat();
-    let versioned = calls
-        .hget(&meta, b"version")
-        .is_some_and(|v| is_bullmq_version(&v));
-    let events = [base, b"events"].concat();
-    match versioned || calls.key_type(&events) == "stream" {
-        true => QueueFlavor::BullMq,
-        false => QueueFlavor::Bull,
-    }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use redis_module::{CallOptions, CallReply, CallResult, Context};
 
+use super::reads;
 use crate::policy::{FinishedRetention, QueueFlavor, TrimAction};
 use crate::queue::calls::Calls;
 use crate::queue::finished::{CleanFinished, EventMode, FlavorCheck};
@@ -318,8 +319,8 @@ pub fn whole_nodes(len: u64, nodes: u64, max_entries: u64, removed: u64) -> u64 
 
 /// `XINFO STREAM`'s `radix-tree-keys`: the stream's nodes.
 fn stream_nodes(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
-    let info = super::reads::read(ctx, read, name, "XINFO", &[b"STREAM", name])?;
-    super::reads::int_field(&info, "radix-tree-keys").map(|n| n.max(0) as u64)
+    let info = reads::read(ctx, read, name, "XINFO", &[b"STREAM", name])?;
+    reads::int_field(&info, "radix-tree-keys").map(|n| n.max(0) as u64)
 }
 
 /// A numeric server setting.
@@ -335,17 +336,19 @@ fn config_u64(ctx: &Context, name: &str) -> Option<u64> {
     }
 }
 
-/// An integer reply (counts are never negative), None on an error.
-pub fn int(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<u64> {
-    match ctx.call_ext::<_, CallResult>(cmd, read, args) {
-        Ok(CallReply::I64(n)) => Some(n.to_i64().max(0) as u64),
-        _ => None,
-    }
+/// An integer reply on the key `args[0]` (counts are never negative), None on an error; the
+/// key's use data left as it was.
+fn int(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<u64> {
+    reads::int(reads::read(ctx, read, args.first()?, cmd, args))
 }
 
 /// The ids of an `XRANGE` reply.
 fn stream_ids(ctx: &Context, read: &CallOptions, args: &[&[u8]]) -> Vec<Vec<u8>> {
-    let Ok(CallReply::Array(entries)) = ctx.call_ext::<_, CallResult>("XRANGE", read, args) else {
+    let name = args.first().copied().unwrap_or_default();
+    let reply = reads::untouched(ctx, name, || {
+        ctx.call_ext::<_, CallResult>("XRANGE", read, args)
+    });
+    let Ok(CallReply::Array(entries)) = reply else {
         return Vec::new();
     };
     entries

@@ -20,20 +20,22 @@ pub mod recognise;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis_module::{CallOptions, Context, ContextFlags, RedisString, RedisValue};
+use redis_module::{CallOptions, Context, RedisString, RedisValue};
 
-use crate::acl::{self, KeyAccess};
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
+use crate::keyspace;
 use crate::policy::{parse_policy, Action, Glob, KeyType, Policy};
 use crate::queue::layout::FinishedSet;
 use crate::report::group::{collapse, is_queue, Grouper, KeyFacts};
-use crate::report::{is_master, key_type_of, memory_usage, read_options, KeyspaceWalk, WalkedKey};
+use crate::report::{
+    check_sliced_walk, format_arg, is_master, key_type_of, match_arg, memory_usage, read_options,
+    walk_slice, KeyspaceWalk, WalkedKey,
+};
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::plan::{plan_ttl, TtlPlan};
-use crate::{keyspace, stats};
 use effect::{Effect, EffectItem};
 
 const COMMAND: &str = "RETENTION.SUGGEST";
@@ -65,20 +67,7 @@ pub struct SuggestOptions {
 
 pub fn cmd_suggest(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let opts = parse_args(Args::new(args, COMMAND)?)?;
-    let prefix = opts
-        .match_glob
-        .as_ref()
-        .map(|g| g.literal_prefix().to_vec())
-        .unwrap_or_default();
-    acl::require_keys_under(ctx, &prefix, KeyAccess::Read)?;
-    if ctx
-        .get_flags()
-        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA)
-    {
-        return Err(Error::arg(
-            "RETENTION.SUGGEST cannot run inside MULTI or a script: it walks the keyspace in slices between other clients' commands; call it directly",
-        ));
-    }
+    check_sliced_walk(ctx, COMMAND, opts.match_glob.as_ref())?;
     let run = SuggestRun::new(ctx, opts);
     Ok(blocked::block(ctx, Box::new(run)))
 }
@@ -91,24 +80,12 @@ fn parse_args(mut args: Args) -> Result<SuggestOptions> {
     let mut seen = OptionSet::default();
     while let Some(option) = args.next_option(&mut seen, &["MATCH", "FORMAT"])? {
         match option {
-            "MATCH" => {
-                let pattern = args.next_bytes("MATCH <glob>")?;
-                opts.match_glob = Some(
-                    Glob::new(&pattern).map_err(|e| Error::arg(format!("MATCH: bad glob: {e}")))?,
-                );
-            }
+            "MATCH" => opts.match_glob = Some(match_arg(&mut args)?),
             "FORMAT" => {
-                let text = args.next_str("FORMAT <map|policy>")?;
-                opts.format = match text.to_ascii_lowercase().as_str() {
-                    "map" => Format::Map,
-                    "policy" => Format::Policy,
-                    _ => {
-                        return Err(Error::arg(format!(
-                            "FORMAT must be map or policy (got '{}')",
-                            crate::args::shown(text.as_bytes())
-                        )))
-                    }
-                };
+                opts.format = format_arg(
+                    &mut args,
+                    &[("map", Format::Map), ("policy", Format::Policy)],
+                )?
             }
             _ => unreachable!("next_option returns only listed options"),
         }
@@ -571,25 +548,13 @@ fn internal(what: &str) -> Error {
 
 impl SlicedCommand for SuggestRun {
     fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
-        let master = is_master(ctx);
-        if master != self.started_as_master {
-            return Some(Err(Error::Server(format!(
-                "RETENTION.SUGGEST stopped: this server became a {} while it ran; run it again",
-                if master { "master" } else { "replica" }
-            ))));
-        }
-        let started = Instant::now();
-        let outcome = self.advance(ctx, started + Duration::from_micros(budget_us));
-        self.slices += 1;
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        if stats::record_slice(elapsed_us, budget_us) {
-            keyspace::latency_sample("retention-suggest", (elapsed_us / 1000) as i64);
-        }
-        match outcome {
-            Ok(None) => None,
-            Ok(Some(reply)) => Some(Ok(reply)),
-            Err(e) => Some(Err(e)),
-        }
+        let stopped = || format!("{COMMAND} stopped");
+        let budget = (budget_us, "retention-suggest");
+        let outcome = walk_slice(ctx, self.started_as_master, stopped, budget, |deadline| {
+            self.slices += 1;
+            self.advance(ctx, deadline)
+        });
+        outcome.transpose()
     }
 
     fn name(&self) -> &'static str {
