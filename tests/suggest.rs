@@ -583,3 +583,55 @@ fn a_stream_trim_announces_the_whole_nodes_it_frees() {
         "announced {said} is far below freed {freed}"
     );
 }
+
+/// A name segment of letters that no grouping reads as an id: `i` in base 20 over g..z.
+fn word(mut i: usize) -> String {
+    let mut w = String::new();
+    for _ in 0..4 {
+        w.push((b'g' + (i % 20) as u8) as char);
+        i /= 20;
+    }
+    w
+}
+
+#[test]
+fn thousands_of_groups_are_proven_and_ruled_in_short_slices() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    // 5,000 streams of their own pattern, each only grown, its entries 10 days old: 5,000
+    // owners to prove (XINFO each) and 5,000 trim rules.
+    let old = now_ms() - 10 * DAY_MS;
+    let mut pipe = redis::pipe();
+    for i in 0..5_000 {
+        let name = format!("log-{}", word(i));
+        for n in 0..2 {
+            pipe.cmd("XADD")
+                .arg(&name)
+                .arg(format!("{old}-{n}"))
+                .arg("n")
+                .arg(n)
+                .ignore();
+        }
+    }
+    let _: () = pipe.query(&mut c).expect("streams");
+    call(&mut c, &["RETENTION.STATS", "RESET"]);
+    let s = suggest(&mut c, &[]);
+    let rules = s["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 5_000, "one trim per stream group");
+    assert!(rules.iter().all(|r| r["action"] == "trim"));
+    let entries = sum_effect(&s, "entries");
+    let stats = stats(&mut c);
+    let (max_slice_us, over) = (
+        map_int(&stats, "max_slice_us"),
+        map_int(&stats, "slices_over_budget"),
+    );
+    eprintln!(
+        "5,000 groups: {} slices, max slice {max_slice_us} us, {over} over budget; {entries} entries",
+        s["walk"]["slices"]
+    );
+    assert_eq!(entries, 10_000);
+    assert!(
+        max_slice_us < 20_000,
+        "a slice took {max_slice_us} us (budget 1 ms)"
+    );
+}

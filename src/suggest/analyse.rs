@@ -3,6 +3,7 @@
 //! with their evidence. Reads only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use redis_module::{CallOptions, Context};
 use serde_json::json;
@@ -13,7 +14,7 @@ use super::recognise::{self, CeleryKind, Shape};
 use super::render::{things, LIST_REASON};
 use super::{Suggestion, Survey, MAX_STREAMS_CHECKED};
 use crate::keyspace;
-use crate::policy::{parse_policy, KeyType};
+use crate::policy::{parse_policy, KeyType, Policy};
 use crate::queue::calls::Calls;
 use crate::queue::detect;
 use crate::report::group::{collapse, Group};
@@ -24,23 +25,129 @@ pub struct Found {
     pub reasons: HashMap<Vec<u8>, String>,
 }
 
-pub fn analyse(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64) -> Found {
-    let mut found = Found {
-        suggestions: Vec::new(),
-        reasons: HashMap::new(),
-    };
-    sidekiq(ctx, survey, &mut found);
-    rq(ctx, survey, &mut found);
-    queues(ctx, survey, now_ms, &mut found);
-    runs(ctx, survey, now_ms, &mut found);
-    groups(ctx, read, survey, now_ms, &mut found);
-    // Protection first, then the acting rules, by name: the walk's order differs between a
-    // master and its replica, the suggestion must not.
-    found
-        .suggestions
-        .sort_by(|a, b| (a.action != "keep", &a.name).cmp(&(b.action != "keep", &b.name)));
-    dedupe_names(&mut found.suggestions);
-    found
+/// Owners proven step by step, so that a keyspace of thousands of groups and queues is
+/// analysed across slices: each step (a queue, a group, the other owners at once) is a few
+/// reads.
+pub struct Analysis {
+    found: Found,
+    step: Step,
+    /// Queue bases by prefix (a prefix inside another's moved to the outer one).
+    prefixes: Vec<(Vec<u8>, QueueBases)>,
+    queue: Option<QueueTally>,
+    /// The rules found before the groups are looked at: a group they govern gets none.
+    claimed: Option<Policy>,
+    cursor: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Owners,
+    Queues,
+    Runs,
+    Groups,
+    Done,
+}
+
+impl Analysis {
+    pub fn new(survey: &Survey) -> Analysis {
+        Analysis {
+            found: Found {
+                suggestions: Vec::new(),
+                reasons: HashMap::new(),
+            },
+            step: Step::Owners,
+            prefixes: queue_prefixes(survey),
+            queue: None,
+            claimed: None,
+            cursor: 0,
+        }
+    }
+
+    /// Works until `deadline`; true when every owner was looked at.
+    pub fn advance(
+        &mut self,
+        ctx: &Context,
+        read: &CallOptions,
+        survey: &Survey,
+        now_ms: i64,
+        deadline: Instant,
+    ) -> bool {
+        while self.step != Step::Done {
+            match self.step {
+                Step::Owners => {
+                    sidekiq(ctx, survey, &mut self.found);
+                    rq(ctx, survey, &mut self.found);
+                    self.step = Step::Queues;
+                }
+                Step::Queues => self.queue_step(ctx, survey, now_ms),
+                Step::Runs => {
+                    runs(ctx, survey, now_ms, &mut self.found);
+                    let text = super::render::policy_text(&self.found.suggestions, false);
+                    self.claimed = parse_policy(&text).ok();
+                    self.step = Step::Groups;
+                }
+                Step::Groups => match survey.grouper.groups().get(self.cursor) {
+                    Some(group) => {
+                        let claimed = self.claimed.as_ref();
+                        let i = self.cursor;
+                        self.cursor += 1;
+                        one_group(
+                            ctx,
+                            read,
+                            survey,
+                            i,
+                            group,
+                            claimed,
+                            now_ms,
+                            &mut self.found,
+                        );
+                    }
+                    None => self.step = Step::Done,
+                },
+                Step::Done => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.step == Step::Done
+    }
+
+    /// One queue of the current prefix; the prefix's rule once its last queue was read.
+    fn queue_step(&mut self, ctx: &Context, survey: &Survey, now_ms: i64) {
+        let Some((prefix, bases)) = self.prefixes.get(self.cursor) else {
+            self.step = Step::Runs;
+            self.cursor = 0;
+            return;
+        };
+        if std::str::from_utf8(prefix).is_err() || has_glob_specials(prefix) {
+            self.cursor += 1;
+            return;
+        }
+        let tally = self.queue.get_or_insert_with(|| QueueTally::new(prefix));
+        let (db, base) = &bases[tally.read];
+        tally.add(ctx, survey, prefix, *db, base);
+        if tally.read == bases.len() {
+            if let Some(tally) = self.queue.take() {
+                let memory = prefix_memory(survey, prefix);
+                self.found
+                    .suggestions
+                    .push(tally.into_rule(prefix, now_ms, memory));
+            }
+            self.cursor += 1;
+        }
+    }
+
+    /// The rules, protection first, and why groups got none.
+    pub fn finish(mut self) -> Found {
+        // Protection first, then the acting rules, by name: the walk's order differs between
+        // a master and its replica, the suggestion must not.
+        self.found
+            .suggestions
+            .sort_by(|a, b| (a.action != "keep", &a.name).cmp(&(b.action != "keep", &b.name)));
+        dedupe_names(&mut self.found.suggestions);
+        self.found
+    }
 }
 
 fn dedupe_names(suggestions: &mut [Suggestion]) {
@@ -101,8 +208,11 @@ fn some_names(names: &[String]) -> String {
     }
 }
 
-/// BullMQ/Bull: one queue rule per prefix.
-fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
+/// Queue bases (`<prefix>:<queue>:`) with their databases.
+type QueueBases = Vec<(i32, Vec<u8>)>;
+
+/// BullMQ/Bull queue bases by prefix: one queue rule per prefix.
+fn queue_prefixes(survey: &Survey) -> Vec<(Vec<u8>, QueueBases)> {
     let mut by_prefix: BTreeMap<Vec<u8>, Vec<(i32, Vec<u8>)>> = BTreeMap::new();
     for (db, base) in &survey.queues {
         if let Some(prefix) = recognise::queue_prefix_of(base) {
@@ -124,39 +234,79 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             by_prefix.entry(outer.clone()).or_default().extend(moved);
         }
     }
-    for (prefix, bases) in by_prefix {
-        if std::str::from_utf8(&prefix).is_err() || has_glob_specials(&prefix) {
-            continue;
+    by_prefix.into_iter().collect()
+}
+
+/// The memory of the queues' keys under `prefix`.
+fn prefix_memory(survey: &Survey, prefix: &[u8]) -> u64 {
+    let collapsed = [collapse(prefix), b":".to_vec()].concat();
+    survey
+        .grouper
+        .groups()
+        .iter()
+        .filter(|g| g.queue.is_some() && g.pattern.starts_with(&collapsed))
+        .map(Group::memory)
+        .sum()
+}
+
+/// What the queues of one prefix read so far show.
+struct QueueTally {
+    rule: Suggestion,
+    read: usize,
+    completed: u64,
+    failed: u64,
+    oldest: Option<f64>,
+    flavors: BTreeSet<&'static str>,
+    names: Vec<String>,
+}
+
+impl QueueTally {
+    fn new(prefix: &[u8]) -> QueueTally {
+        QueueTally {
+            rule: suggestion(
+                format!("queues-{}", recognise::rule_name("", prefix)),
+                "queue",
+                "bullmq",
+            ),
+            read: 0,
+            completed: 0,
+            failed: 0,
+            oldest: None,
+            flavors: BTreeSet::new(),
+            names: Vec::new(),
         }
-        let mut s = suggestion(
-            format!("queues-{}", recognise::rule_name("", &prefix)),
-            "queue",
-            "bullmq",
-        );
-        let (mut completed, mut failed, mut oldest) = (0u64, 0u64, None::<f64>);
-        let mut flavors = BTreeSet::new();
-        let mut names = Vec::new();
-        for (db, base) in &bases {
-            keyspace::select_db(ctx, *db);
-            let calls = Reader::new(ctx);
-            let flavor = detect::flavor_of(&Calls::new(ctx), base);
-            flavors.insert(flavor.name());
-            for (set, n) in [("completed", &mut completed), ("failed", &mut failed)] {
-                let set_key = [base.as_slice(), set.as_bytes()].concat();
-                *n += calls.zcard(&set_key);
-                if let Some((_, score)) = calls.zfirst(&set_key) {
-                    oldest = Some(oldest.map_or(score, |o| o.min(score)));
-                }
+    }
+
+    /// Reads the queue at `base`: its library, its finished sets.
+    fn add(&mut self, ctx: &Context, survey: &Survey, prefix: &[u8], db: i32, base: &[u8]) {
+        keyspace::select_db(ctx, db);
+        let calls = Reader::new(ctx);
+        let flavor = detect::flavor_of(&Calls::new(ctx), base);
+        self.flavors.insert(flavor.name());
+        for (set, n) in [
+            ("completed", &mut self.completed),
+            ("failed", &mut self.failed),
+        ] {
+            let set_key = [base, set.as_bytes()].concat();
+            *n += calls.zcard(&set_key);
+            if let Some((_, score)) = calls.zfirst(&set_key) {
+                self.oldest = Some(self.oldest.map_or(score, |o| o.min(score)));
             }
-            let queue = &base[prefix.len() + 1..base.len() - 1];
-            let shown = match survey.queues.iter().filter(|(_, b)| b == base).count() > 1 {
-                true => format!("{} (db {db})", text(queue)),
-                false => text(queue),
-            };
-            names.push(shown);
-            s.queues.push((*db, base.clone(), flavor));
         }
-        let flavor = match (flavors.len(), flavors.iter().next()) {
+        let queue = &base[prefix.len() + 1..base.len() - 1];
+        let shown = match survey.queues.iter().filter(|(_, b)| b == base).count() > 1 {
+            true => format!("{} (db {db})", text(queue)),
+            false => text(queue),
+        };
+        self.names.push(shown);
+        self.rule.queues.push((db, base.to_vec(), flavor));
+        self.read += 1;
+    }
+
+    /// The prefix's queue rule.
+    fn into_rule(self, prefix: &[u8], now_ms: i64, memory: u64) -> Suggestion {
+        let mut s = self.rule;
+        let flavor = match (self.flavors.len(), self.flavors.iter().next()) {
             (1, Some(one)) => *one,
             _ => "auto",
         };
@@ -164,41 +314,33 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             "bull" => "bull",
             _ => "bullmq",
         };
-        let collapsed = [collapse(&prefix), b":".to_vec()].concat();
-        let memory: u64 = survey
-            .grouper
-            .groups()
-            .iter()
-            .filter(|g| g.queue.is_some() && g.pattern.starts_with(&collapsed))
-            .map(Group::memory)
-            .sum();
         let library = match flavor {
             "bullmq" => "BullMQ",
             "bull" => "Bull",
             _ => "BullMQ and Bull",
         };
-        let oldest_text = oldest_ago("finished", now_ms, oldest);
+        let queues = s.queues.len();
         s.evidence = format!(
-            "{} {library} {} under {}: ({}): {} completed and {} failed jobs{oldest_text}, {} in all",
-            bases.len(),
-            match bases.len() {
+            "{queues} {library} {} under {}: ({}): {} completed and {} failed jobs{}, {} in all",
+            match queues {
                 1 => "queue",
                 _ => "queues",
             },
-            text(&prefix),
-            some_names(&names),
-            count(completed),
-            count(failed),
+            text(prefix),
+            some_names(&self.names),
+            count(self.completed),
+            count(self.failed),
+            oldest_ago("finished", now_ms, self.oldest),
             bytes(memory)
         );
         s.reason = QUEUE_REASON.into();
-        s.globs = vec![format!("{}:*", text(&prefix))];
+        s.globs = vec![format!("{}:*", text(prefix))];
         s.value = json!({
             "flavor": flavor,
             "completed": {"max_age": QUEUE_COMPLETED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
             "failed": {"max_age": QUEUE_FAILED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
         });
-        found.suggestions.push(s);
+        s
     }
 }
 
@@ -436,134 +578,136 @@ fn runs(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
     }
 }
 
-/// Celery results, sessions, caches and streams, by group; reasons for the rest.
-fn groups(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64, found: &mut Found) {
-    let claimed = parse_policy(&super::render::policy_text(&found.suggestions, false)).ok();
-    for (i, group) in survey.grouper.groups().iter().enumerate() {
-        let Some(extra) = survey.extras.get(i) else {
-            continue;
-        };
-        if group.queue.is_some() || group.no_ttl == 0 && !is_stream_group(group) {
-            continue;
-        }
-        let types = group.types();
-        let first = extra.samples.first();
-        let governed = first.is_some_and(|(_, name)| {
-            let t = types.first().map(|t| t.0).unwrap_or(KeyType::String);
-            claimed
-                .as_ref()
-                .is_some_and(|p| p.rule_for(name, t).is_some())
-        });
-        if governed {
-            continue;
-        }
-        let pattern = &group.pattern;
-        let reason = |why: &str| (pattern.clone(), why.to_string());
-        let Ok(pattern_text) = std::str::from_utf8(pattern) else {
-            found.reasons.insert(
-                pattern.clone(),
-                "names are not UTF-8: a policy file cannot name them; no rule suggested".into(),
-            );
-            continue;
-        };
-        let only = |t: KeyType| types.iter().all(|(x, _)| *x == t);
-        if recognise::looks_like_lock_or_counter(pattern) {
-            let (p, r) = reason(
-                "the names look like locks or counters: never given a TTL; no rule suggested",
-            );
-            found.reasons.insert(p, r);
-            continue;
-        }
-        if only(KeyType::List) {
-            let (p, r) = reason(LIST_REASON);
-            found.reasons.insert(p, r);
-            continue;
-        }
-        let glob = text(&recognise::glob_of_pattern(pattern));
-        let memory = group.memory();
-        if let Some(kind) = recognise::celery_kind(pattern).filter(|_| only(KeyType::String)) {
-            let proven = kind == CeleryKind::Taskset
-                || extra.samples.iter().any(|(db, name)| {
-                    keyspace::select_db(ctx, *db);
-                    Reader::new(ctx)
-                        .get_head(name)
-                        .is_some_and(|v| recognise::is_celery_result(&v))
-                });
-            if proven {
-                let name = match kind {
-                    CeleryKind::Task => "celery-results",
-                    CeleryKind::Taskset => "celery-group-results",
-                };
-                let mut s = suggestion(name.into(), "ttl", "celery");
-                s.globs = vec![glob.clone()];
-                s.key_type = Some(KeyType::String);
-                s.value = json!(CELERY_TTL);
-                s.evidence = format!(
-                    "{} without TTL matching {glob} (of {}), {}",
-                    things(group.no_ttl, &types),
-                    count(group.keys),
-                    bytes(memory)
-                );
-                s.reason = CELERY_REASON.into();
-                s.sources = Some([pattern.clone()].into());
-                found.suggestions.push(s);
-                continue;
-            }
-        }
-        let strings_or_hashes = types
-            .iter()
-            .all(|(t, _)| matches!(t, KeyType::String | KeyType::Hash));
-        if let Some(shape) = recognise::shape_of(pattern).filter(|_| strings_or_hashes) {
-            let with_ttl = group.keys - group.no_ttl;
-            let longest = extra
-                .max_expire_at_ms
-                .map(|at| at.saturating_sub(now_ms))
-                .filter(|ms| *ms > 0);
-            let (ttl_ms, why) = match (longest, shape) {
-                (Some(ms), _) => {
-                    let ttl = round_up_duration_ms(ms);
-                    (ttl, format!(
-                        "{} with a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
-                        plural(with_ttl, "key of this group", "keys of this group"),
-                        age_words(ms),
-                        duration_text(ttl)
-                    ))
-                }
-                (None, Shape::Session) => (SESSION_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 14d, the longest common framework default for sessions (Django's is 2 weeks)".to_string()),
-                (None, Shape::Cache) => (CACHE_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 1d, a conservative default for cached data that can be recomputed".to_string()),
+/// Celery results, sessions, caches and streams: group `i`'s rule, or why it gets none.
+#[allow(clippy::too_many_arguments)]
+fn one_group(
+    ctx: &Context,
+    read: &CallOptions,
+    survey: &Survey,
+    i: usize,
+    group: &Group,
+    claimed: Option<&Policy>,
+    now_ms: i64,
+    found: &mut Found,
+) {
+    let Some(extra) = survey.extras.get(i) else {
+        return;
+    };
+    if group.queue.is_some() || group.no_ttl == 0 && !is_stream_group(group) {
+        return;
+    }
+    let types = group.types();
+    let first = extra.samples.first();
+    let governed = first.is_some_and(|(_, name)| {
+        let t = types.first().map(|t| t.0).unwrap_or(KeyType::String);
+        claimed.is_some_and(|p| p.rule_for(name, t).is_some())
+    });
+    if governed {
+        return;
+    }
+    let pattern = &group.pattern;
+    let reason = |why: &str| (pattern.clone(), why.to_string());
+    if std::str::from_utf8(pattern).is_err() {
+        found.reasons.insert(
+            pattern.clone(),
+            "names are not UTF-8: a policy file cannot name them; no rule suggested".into(),
+        );
+        return;
+    }
+    let only = |t: KeyType| types.iter().all(|(x, _)| *x == t);
+    if recognise::looks_like_lock_or_counter(pattern) {
+        let (p, r) =
+            reason("the names look like locks or counters: never given a TTL; no rule suggested");
+        found.reasons.insert(p, r);
+        return;
+    }
+    if only(KeyType::List) {
+        let (p, r) = reason(LIST_REASON);
+        found.reasons.insert(p, r);
+        return;
+    }
+    let glob = text(&recognise::glob_of_pattern(pattern));
+    let memory = group.memory();
+    if let Some(kind) = recognise::celery_kind(pattern).filter(|_| only(KeyType::String)) {
+        let proven = kind == CeleryKind::Taskset
+            || extra.samples.iter().any(|(db, name)| {
+                keyspace::select_db(ctx, *db);
+                Reader::new(ctx)
+                    .get_head(name)
+                    .is_some_and(|v| recognise::is_celery_result(&v))
+            });
+        if proven {
+            let name = match kind {
+                CeleryKind::Task => "celery-results",
+                CeleryKind::Taskset => "celery-group-results",
             };
-            let mut s = suggestion(recognise::rule_name("", pattern), "ttl", shape.owner());
+            let mut s = suggestion(name.into(), "ttl", "celery");
             s.globs = vec![glob.clone()];
-            s.key_type = match types.as_slice() {
-                [(t, _)] => Some(*t),
-                _ => None,
-            };
-            s.value = json!(duration_text(ttl_ms));
+            s.key_type = Some(KeyType::String);
+            s.value = json!(CELERY_TTL);
             s.evidence = format!(
                 "{} without TTL matching {glob} (of {}), {}",
                 things(group.no_ttl, &types),
                 count(group.keys),
                 bytes(memory)
             );
-            s.reason = why;
+            s.reason = CELERY_REASON.into();
             s.sources = Some([pattern.clone()].into());
             found.suggestions.push(s);
-            continue;
+            return;
         }
-        if only(KeyType::Stream) {
-            match growing_stream(ctx, read, group, &extra.streams, now_ms) {
-                Ok(s) => found.suggestions.push(Suggestion {
-                    globs: vec![glob.clone()],
-                    sources: Some([pattern.clone()].into()),
-                    ..s
-                }),
-                Err(why) => {
-                    found.reasons.insert(pattern.clone(), why);
-                }
+    }
+    let strings_or_hashes = types
+        .iter()
+        .all(|(t, _)| matches!(t, KeyType::String | KeyType::Hash));
+    if let Some(shape) = recognise::shape_of(pattern).filter(|_| strings_or_hashes) {
+        let with_ttl = group.keys - group.no_ttl;
+        let longest = extra
+            .max_expire_at_ms
+            .map(|at| at.saturating_sub(now_ms))
+            .filter(|ms| *ms > 0);
+        let (ttl_ms, why) = match (longest, shape) {
+            (Some(ms), _) => {
+                let ttl = round_up_duration_ms(ms);
+                (ttl, format!(
+                    "{} with a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
+                    plural(with_ttl, "key of this group", "keys of this group"),
+                    age_words(ms),
+                    duration_text(ttl)
+                ))
             }
-            continue;
+            (None, Shape::Session) => (SESSION_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 14d, the longest common framework default for sessions (Django's is 2 weeks)".to_string()),
+            (None, Shape::Cache) => (CACHE_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 1d, a conservative default for cached data that can be recomputed".to_string()),
+        };
+        let mut s = suggestion(recognise::rule_name("", pattern), "ttl", shape.owner());
+        s.globs = vec![glob.clone()];
+        s.key_type = match types.as_slice() {
+            [(t, _)] => Some(*t),
+            _ => None,
+        };
+        s.value = json!(duration_text(ttl_ms));
+        s.evidence = format!(
+            "{} without TTL matching {glob} (of {}), {}",
+            things(group.no_ttl, &types),
+            count(group.keys),
+            bytes(memory)
+        );
+        s.reason = why;
+        s.sources = Some([pattern.clone()].into());
+        found.suggestions.push(s);
+        return;
+    }
+    if only(KeyType::Stream) {
+        match growing_stream(ctx, read, group, &extra.streams, now_ms) {
+            Ok(s) => found.suggestions.push(Suggestion {
+                globs: vec![glob.clone()],
+                sources: Some([pattern.clone()].into()),
+                ..s
+            }),
+            Err(why) => {
+                found.reasons.insert(pattern.clone(), why);
+            }
         }
-        let _ = pattern_text;
     }
 }
 

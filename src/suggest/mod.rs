@@ -5,12 +5,14 @@
 //!
 //! Like `RETENTION.REPORT` it walks every database in slices from the before-sleep hook (only
 //! the caller waits) and only reads, so it runs on replicas too; a change of role stops it.
-//! Phases: a survey walk groups the keys (`report::group`) and notes what owners need
-//! (`Survey`); `analyse` proves owners and writes the candidate rules; a dry-run walk applies
-//! the candidate policy to every key as the sweep would (`plan_ttl`) and finds keys a rule's
-//! glob would reach beyond the groups it was suggested for (they get a keep rule, and the
-//! dry run is repeated); `effect` then runs the cleaner's and the trims' dry runs. The policy
-//! is parsed with the module's own parser before the reply.
+//! Phases, each advancing in slices: a survey walk groups the keys (`report::group`) and
+//! notes what owners need (`Survey`); `analyse` proves owners and writes the candidate rules,
+//! a queue or a group at a time; the candidate policy is parsed a few rules at a time; a
+//! dry-run walk applies it to every key as the sweep would (`plan_ttl`) and finds keys a
+//! rule's glob would reach beyond the groups it was suggested for (they get a keep rule, and
+//! the dry run is repeated); `effect` then runs the cleaner's and the trims' dry runs; last,
+//! the policy with its comments is written and parsed with the module's own parser, and the
+//! reply's rule maps built, a few rules at a time.
 
 mod analyse;
 pub mod effect;
@@ -26,16 +28,17 @@ use redis_module::{CallOptions, Context, RedisString, RedisValue};
 
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
-use crate::keyspace;
-use crate::policy::{parse_policy, Action, Glob, KeyType, Policy};
+use crate::policy::{parse_policy, Action, Glob, KeyType, Policy, Rule};
 use crate::queue::layout::FinishedSet;
 use crate::report::group::{collapse, is_queue, Grouper, KeyFacts};
+use crate::report::json_reply;
 use crate::report::{
     check_sliced_walk, format_arg, is_master, key_type_of, match_arg, memory_usage, read_options,
     walk_slice, KeyspaceWalk, WalkedKey,
 };
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::plan::{plan_ttl, TtlPlan};
+use crate::{keyspace, stats};
 use effect::{Effect, EffectItem};
 
 const COMMAND: &str = "RETENTION.SUGGEST";
@@ -243,9 +246,13 @@ struct DryState {
 
 enum Phase {
     Survey,
+    Analyse(Box<analyse::Analysis>),
     DryRun(Box<DryRun>),
+    /// The candidate rules parsed, a few at a time.
+    Plan(Box<PolicyBuild>),
     Effects(Box<DryRun>),
-    Done(Box<DryRun>),
+    /// The policy with comments and the reply's rule maps, a few rules at a time.
+    Render(Box<PolicyBuild>, Box<DryRun>),
 }
 
 struct SuggestRun {
@@ -297,10 +304,25 @@ impl SuggestRun {
                         return Ok(None);
                     }
                     self.now_ms = crate::time::now_ms();
-                    let found = analyse::analyse(ctx, &self.read, &self.survey, self.now_ms);
+                    Phase::Analyse(Box::new(analyse::Analysis::new(&self.survey)))
+                }
+                Phase::Analyse(mut analysis) => {
+                    let (read, survey) = (&self.read, &self.survey);
+                    if !analysis.advance(ctx, read, survey, self.now_ms, deadline) {
+                        self.phase = Some(Phase::Analyse(analysis));
+                        return Ok(None);
+                    }
+                    let found = analysis.finish();
                     self.suggestions = found.suggestions;
                     self.reasons = found.reasons;
-                    Phase::DryRun(Box::new(self.dry_run(ctx)?))
+                    Phase::Plan(Box::new(PolicyBuild::new(false)))
+                }
+                Phase::Plan(mut plan) => {
+                    if !plan.advance(&self.suggestions, deadline)? {
+                        self.phase = Some(Phase::Plan(plan));
+                        return Ok(None);
+                    }
+                    Phase::DryRun(Box::new(self.dry_run(ctx, plan.policy())))
                 }
                 Phase::DryRun(mut dry) => {
                     let now_ms = self.now_ms;
@@ -317,18 +339,27 @@ impl SuggestRun {
                         Phase::Effects(dry)
                     } else {
                         self.protect_strays(&dry.state.strays);
-                        Phase::DryRun(Box::new(self.dry_run(ctx)?))
+                        Phase::Plan(Box::new(PolicyBuild::new(false)))
                     }
                 }
                 Phase::Effects(mut dry) => {
                     if self.run_effects(ctx, &mut dry, deadline) {
-                        Phase::Done(dry)
+                        for (s, e) in self.suggestions.iter_mut().zip(&dry.state.effects) {
+                            s.effect = *e;
+                        }
+                        Phase::Render(Box::new(PolicyBuild::new(true)), dry)
                     } else {
                         self.phase = Some(Phase::Effects(dry));
                         return Ok(None);
                     }
                 }
-                Phase::Done(dry) => return self.reply(&dry).map(Some),
+                Phase::Render(mut text, dry) => {
+                    if !text.advance(&self.suggestions, deadline)? {
+                        self.phase = Some(Phase::Render(text, dry));
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.reply(&dry, *text)));
+                }
             };
             self.phase = Some(next);
             if Instant::now() >= deadline {
@@ -337,12 +368,10 @@ impl SuggestRun {
         }
     }
 
-    /// A new dry-run walk of the current suggestions.
-    fn dry_run(&mut self, ctx: &Context) -> Result<DryRun> {
+    /// A new dry-run walk of the current suggestions (`policy`, parsed from them).
+    fn dry_run(&mut self, ctx: &Context, policy: Policy) -> DryRun {
         self.dry_runs += 1;
-        let policy = parse_policy(&render::policy_text(&self.suggestions, false))
-            .map_err(|e| internal(&format!("a suggested rule does not parse: {e}")))?;
-        Ok(DryRun {
+        DryRun {
             walk: KeyspaceWalk::new(ctx, self.opts.match_glob.clone(), COMMAND),
             state: DryState {
                 effects: vec![Effect::default(); self.suggestions.len()],
@@ -351,7 +380,7 @@ impl SuggestRun {
                 unknown: HashMap::new(),
                 items: VecDeque::new(),
             },
-        })
+        }
     }
 
     /// Keys a rule would change outside its groups get a keep rule by name (first); with too
@@ -407,15 +436,11 @@ impl SuggestRun {
         true
     }
 
-    fn reply(&mut self, dry: &DryRun) -> Result<RedisValue> {
-        for (s, e) in self.suggestions.iter_mut().zip(&dry.state.effects) {
-            s.effect = *e;
-        }
-        let text = render::policy_text(&self.suggestions, true);
-        parse_policy(&text)
-            .map_err(|e| internal(&format!("the suggested policy does not parse: {e}")))?;
+    fn reply(&mut self, dry: &DryRun, mut built: PolicyBuild) -> RedisValue {
+        let maps = std::mem::take(&mut built.maps);
+        let text = built.text();
         if self.opts.format == Format::Policy {
-            return Ok(RedisValue::BulkString(text));
+            return RedisValue::BulkString(text);
         }
         let unknown = render::unknown(&dry.state.unknown, &self.reasons, MAX_UNKNOWN);
         let walk = serde_json::json!({
@@ -425,13 +450,93 @@ impl SuggestRun {
             "slices": self.slices,
             "match": self.opts.match_glob.as_ref().map(|g| String::from_utf8_lossy(g.pattern()).into_owned()),
         });
-        let reply = serde_json::json!({
-            "policy": text,
-            "rules": render::rules(&self.suggestions),
-            "unknown": unknown,
-            "walk": walk,
-        });
-        Ok(crate::report::json_reply(&reply))
+        RedisValue::OrderedMap(
+            [
+                (stats::key("policy"), RedisValue::BulkString(text)),
+                (stats::key("rules"), RedisValue::Array(maps)),
+                (stats::key("unknown"), json_reply(&unknown)),
+                (stats::key("walk"), json_reply(&walk)),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+}
+
+/// Rules rendered and parsed per step: a few milliseconds of work at most.
+const RULES_PER_STEP: usize = 32;
+
+/// The suggested policy rendered and parsed with the module's own parser a few rules at a
+/// time, so that thousands of rules fit in short slices.
+struct PolicyBuild {
+    with_comments: bool,
+    next: usize,
+    rules: Vec<Rule>,
+    names: HashSet<String>,
+    /// The policy's text so far (with comments only): its head and the rules done.
+    text: String,
+    /// The reply's map of each rule (with comments only).
+    maps: Vec<RedisValue>,
+}
+
+impl PolicyBuild {
+    fn new(with_comments: bool) -> PolicyBuild {
+        PolicyBuild {
+            with_comments,
+            next: 0,
+            rules: Vec::new(),
+            names: HashSet::new(),
+            text: String::new(),
+            maps: Vec::new(),
+        }
+    }
+
+    /// Works until `deadline`; true when every rule is done.
+    fn advance(&mut self, suggestions: &[Suggestion], deadline: Instant) -> Result<bool> {
+        while self.next < suggestions.len() {
+            let end = (self.next + RULES_PER_STEP).min(suggestions.len());
+            let chunk = &suggestions[self.next..end];
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|s| render::rule_text(s, self.with_comments))
+                .collect();
+            let mut parsed = parse_policy(&render::document(&texts))
+                .map_err(|e| internal(&format!("a suggested rule does not parse: {e}")))?;
+            for rule in &parsed.rules {
+                if !self.names.insert(rule.name.clone()) {
+                    return Err(internal(&format!("two rules are named {}", rule.name)));
+                }
+            }
+            self.rules.append(&mut parsed.rules);
+            if self.with_comments {
+                for rule in texts {
+                    self.text.push_str(match self.text.is_empty() {
+                        true => render::DOCUMENT_HEAD,
+                        false => render::RULE_SEPARATOR,
+                    });
+                    self.text.push_str(&rule);
+                }
+                let maps = chunk.iter().map(|s| json_reply(&render::rule_map(s)));
+                self.maps.extend(maps);
+            }
+            self.next = end;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(self.next >= suggestions.len())
+    }
+
+    /// The policy's text, once every rule is done.
+    fn text(self) -> String {
+        match self.text.is_empty() {
+            true => render::document(&[]),
+            false => self.text + render::DOCUMENT_TAIL,
+        }
+    }
+
+    fn policy(self) -> Policy {
+        Policy::new(self.rules)
     }
 }
 
