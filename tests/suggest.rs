@@ -635,3 +635,33 @@ fn thousands_of_groups_are_proven_and_ruled_in_short_slices() {
         "a slice took {max_slice_us} us (budget 1 ms)"
     );
 }
+
+#[test]
+fn a_stream_whose_consumer_group_read_nothing_gets_no_trim() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    // Entries near epoch 0 and a group created before them that has read nothing: the age
+    // that spares them is over 20,000 days.
+    for i in 1..=5 {
+        call(
+            &mut c,
+            &["XADD", "orders:stream", &format!("{i}000-0"), "n", "1"],
+        );
+    }
+    call(
+        &mut c,
+        &["XGROUP", "CREATE", "orders:stream", "billing", "0"],
+    );
+    let s = suggest(&mut c, &[]);
+    assert_eq!(s["rules"], serde_json::json!([]), "{s:#}");
+    let unknown = s["unknown"].as_array().expect("unknown");
+    let listed = unknown
+        .iter()
+        .find(|u| u["pattern"] == "orders:stream")
+        .unwrap_or_else(|| panic!("orders:stream in {unknown:?}"));
+    let reason = listed["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("consumer group") && reason.contains("would remove nothing"),
+        "{reason}"
+    );
+}

@@ -759,6 +759,9 @@ fn growing_stream(
         unconsumed = min_opt(unconsumed, facts.oldest_unconsumed_ms);
         consumer_groups += facts.groups;
     }
+    if let Some(why) = recognise::stream_trim_refused(now_ms, oldest, unconsumed) {
+        return Err(why);
+    }
     let (max_age_ms, by_consumers) = recognise::stream_max_age_ms(now_ms, unconsumed);
     let mut s = suggestion(
         format!("stream-{}", recognise::rule_name("", &group.pattern)),

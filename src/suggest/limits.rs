@@ -39,6 +39,10 @@ pub const CACHE_DEFAULT_TTL_MS: i64 = DAY_MS;
 
 /// Streams that only grow keep a week of entries when older ones exist.
 pub const STREAM_MAX_AGE_MS: i64 = 7 * DAY_MS;
+/// The longest `max_age` suggested to spare what a consumer group has not read: a group that
+/// has not read for longer is no reader to plan around (a trim kept beyond it would be no
+/// bound), so the stream gets no rule and the reason says so.
+pub const STREAM_MAX_SPARING_AGE_MS: i64 = 90 * DAY_MS;
 
 /// Durations people write, in order: a TTL seen in the data is rounded up to the next one.
 const READABLE_MS: [i64; 22] = [
