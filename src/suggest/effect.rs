@@ -27,9 +27,7 @@ use crate::queue::layout::FinishedSet;
 use crate::report::memory_usage;
 use crate::stats::Tally;
 use crate::sweep::work::{Progress, Work, WorkEnv};
-use crate::trim::plan::{
-    entries_to_remove, exclusive_score_bound, stream_cutoff_ms, zset_cutoff_score,
-};
+use crate::trim::work::{Shape, TrimWork};
 use crate::write::Asker;
 
 /// What applying one rule would change now.
@@ -50,24 +48,19 @@ const STREAM_TREE_PER_NODE: u64 = 512;
 /// A stream's own allocations beside its nodes, as `MEMORY USAGE` counts them (object,
 /// stream and radix-tree headers), rounded up.
 const STREAM_HEADER: u64 = 256;
-/// Stream entries read per XRANGE call when counting old entries.
-const XRANGE_PAGE: usize = 1_000;
 
 /// One piece of dry-run work, in its database.
 pub enum EffectItem {
     /// A queue's finished set, cleaned by the cleaner's own dry run, which lists the jobs
     /// that would go; then those jobs are measured (hash and sub-keys).
     Queue(Box<QueueEffect>),
-    /// A stream trimmed by age and/or length: entries below the age cutoff are counted.
-    Stream {
+    /// A stream or sorted set trimmed: the trim's own dry run (the work the sweep plans for
+    /// the key) counts the entries that go, by age, length and memory.
+    Trim {
         name: Vec<u8>,
-        trim: TrimAction,
-        /// XRANGE's next start (`-` or an exclusive id).
-        from: Vec<u8>,
-        older: u64,
+        shape: Shape,
+        work: Box<TrimWork>,
     },
-    /// A sorted set trimmed by score age and/or length.
-    ZSet { name: Vec<u8>, trim: TrimAction },
     /// An active-run set: runs older than `max_age`.
     Runs { index: Vec<u8>, max_age_ms: i64 },
 }
@@ -107,12 +100,12 @@ impl EffectItem {
         }))
     }
 
-    pub fn stream(name: Vec<u8>, trim: TrimAction) -> EffectItem {
-        EffectItem::Stream {
+    /// The dry run of `trim` on the stream or sorted set `name`.
+    pub fn trim(name: Vec<u8>, shape: Shape, trim: TrimAction) -> EffectItem {
+        EffectItem::Trim {
+            work: Box::new(TrimWork::new(name.clone(), shape, trim)),
             name,
-            trim,
-            from: b"-".to_vec(),
-            older: 0,
+            shape,
         }
     }
 
@@ -127,54 +120,23 @@ impl EffectItem {
     ) -> bool {
         match self {
             EffectItem::Queue(q) => q.step(ctx, env, deadline, effect),
-            EffectItem::Stream {
-                name,
-                trim,
-                from,
-                older,
-            } => {
-                let Some(len) = int(ctx, read, "XLEN", &[name]) else {
-                    return true;
-                };
-                if let Some(age) = trim.max_age_ms {
-                    let below = format!("({}-0", stream_cutoff_ms(env.now_ms, age));
-                    loop {
-                        let page = XRANGE_PAGE.to_string();
-                        let args: [&[u8]; 5] =
-                            [name, from, below.as_bytes(), b"COUNT", page.as_bytes()];
-                        let ids = stream_ids(ctx, read, &args);
-                        *older += ids.len() as u64;
-                        match ids.last() {
-                            Some(last) if ids.len() == XRANGE_PAGE => {
-                                *from = [b"(".as_slice(), last].concat();
-                            }
-                            _ => break,
-                        }
-                        if Instant::now() >= deadline {
-                            return false;
-                        }
-                    }
+            EffectItem::Trim { name, shape, work } => {
+                let mut tally = Tally::default();
+                if work.step(ctx, env, deadline, &mut tally) == Progress::More {
+                    return false;
                 }
-                let removed = entries_to_remove(len, trim.max_len, *older);
+                let removed = work.removed();
                 effect.entries += removed;
-                effect.freed_bytes += stream_freed(ctx, read, name, len, removed);
-                true
-            }
-            EffectItem::ZSet { name, trim } => {
-                let Some(len) = int(ctx, read, "ZCARD", &[name]) else {
-                    return true;
-                };
-                let older = match trim.max_age_ms {
-                    Some(age) => {
-                        let cutoff = zset_cutoff_score(env.now_ms, age, trim.score_unit);
-                        let below = exclusive_score_bound(cutoff);
-                        int(ctx, read, "ZCOUNT", &[name, b"-inf", below.as_bytes()]).unwrap_or(0)
+                effect.freed_bytes += match shape {
+                    Shape::Stream => {
+                        let len = int(ctx, read, "XLEN", &[name]).unwrap_or(0);
+                        stream_freed(ctx, read, name, len, removed)
                     }
-                    None => 0,
+                    _ => {
+                        let len = int(ctx, read, "ZCARD", &[name]).unwrap_or(0);
+                        zset_freed(ctx, read, name, len, removed)
+                    }
                 };
-                let removed = entries_to_remove(len, trim.max_len, older);
-                effect.entries += removed;
-                effect.freed_bytes += zset_freed(ctx, read, name, len, removed);
                 true
             }
             EffectItem::Runs { index, max_age_ms } => {
@@ -340,27 +302,6 @@ fn config_u64(ctx: &Context, name: &str) -> Option<u64> {
 /// key's use data left as it was.
 fn int(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<u64> {
     reads::int(reads::read(ctx, read, args.first()?, cmd, args))
-}
-
-/// The ids of an `XRANGE` reply.
-fn stream_ids(ctx: &Context, read: &CallOptions, args: &[&[u8]]) -> Vec<Vec<u8>> {
-    let name = args.first().copied().unwrap_or_default();
-    let reply = reads::untouched(ctx, name, || {
-        ctx.call_ext::<_, CallResult>("XRANGE", read, args)
-    });
-    let Ok(CallReply::Array(entries)) = reply else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Ok(CallReply::Array(pair)) => match pair.iter().next() {
-                Some(Ok(CallReply::String(id))) => Some(id.as_bytes().to_vec()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use crate::report::{
 };
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::plan::{plan_ttl, TtlPlan};
+use crate::trim::work::Shape;
 use crate::{keyspace, stats};
 use effect::{Effect, EffectItem};
 
@@ -586,14 +587,10 @@ fn dry_run_key(
                 d.strays.push((rule, key.name.to_vec()));
                 return;
             }
-            let item = match key.key_type {
-                KeyType::Stream => EffectItem::stream(key.name.to_vec(), trim),
-                _ => EffectItem::ZSet {
-                    name: key.name.to_vec(),
-                    trim,
-                },
-            };
-            d.items.push_back((rule, key.db, item));
+            if let Some(shape) = Shape::of(key.key_type) {
+                let item = EffectItem::trim(key.name.to_vec(), shape, trim);
+                d.items.push_back((rule, key.db, item));
+            }
         }
         Action::Runs(runs) => {
             if key.key_type == KeyType::ZSet {
