@@ -665,3 +665,63 @@ fn a_stream_whose_consumer_group_read_nothing_gets_no_trim() {
         "{reason}"
     );
 }
+
+#[test]
+fn big_finished_jobs_get_a_memory_limit_from_maxmemory_and_its_effect() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    config_set(&mut c, "maxmemory", "104857600");
+    // 100 completed jobs of 70 KB each, finished a minute ago: only a memory limit removes any.
+    bullmq_queue(&mut c, "bull:media:", 0, 0);
+    let now = now_ms();
+    let payload = "p".repeat(70_000);
+    for i in 3..103 {
+        let job = format!("bull:media:{i}");
+        call(&mut c, &["HSET", &job, "name", "render", "data", &payload]);
+        call(
+            &mut c,
+            &[
+                "ZADD",
+                "bull:media:completed",
+                &(now - 60_000 + i).to_string(),
+                &i.to_string(),
+            ],
+        );
+    }
+    let s = suggest(&mut c, &["MATCH", "bull:*"]);
+    let queue = rule(&s, "queues-bull");
+    let policy: Value = serde_json::from_str(s["policy"].as_str().expect("policy")).expect("json");
+    let value = &policy["rules"][0]["queue"];
+    // A tenth of maxmemory (100 MB) shared by the queue's two finished sets.
+    assert_eq!(value["completed"]["max_memory"], "5mb", "{value}");
+    assert_eq!(value["failed"]["max_memory"], "5mb", "{value}");
+    let comment = queue["comment"].as_str().expect("comment");
+    assert!(
+        comment.contains("max_memory 5mb") && comment.contains("maxmemory"),
+        "{comment}"
+    );
+    let jobs = queue["effect"]["jobs"].as_i64().expect("jobs");
+    assert!(
+        (20..40).contains(&jobs),
+        "about 100 - 5 MB / 70 KB jobs go: {jobs}"
+    );
+    let said = queue["effect"]["freed_bytes"]
+        .as_i64()
+        .expect("freed_bytes");
+
+    write_policy(&server.dir, s["policy"].as_str().expect("policy"));
+    call(&mut c, &["RETENTION.RELOAD"]);
+    let before = memory_and_ttls(&mut c);
+    sweep(&mut c, &[]);
+    let (freed, _) = freed_and_ttls_given(&before, &memory_and_ttls(&mut c));
+    eprintln!("max_memory: {jobs} jobs, freed {freed} bytes, said {said}");
+    assert_eq!(
+        call(&mut c, &["ZCARD", "bull:media:completed"]),
+        redis::Value::Int(100 - jobs)
+    );
+    assert!(freed >= said, "freed {freed} < announced {said}");
+    assert!(
+        said * 2 > freed,
+        "announced {said} is far below freed {freed}"
+    );
+}

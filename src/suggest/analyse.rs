@@ -16,7 +16,7 @@ use super::{Suggestion, Survey, MAX_STREAMS_CHECKED};
 use crate::keyspace;
 use crate::policy::{parse_policy, KeyType, Policy};
 use crate::queue::calls::Calls;
-use crate::queue::detect;
+use crate::queue::{detect, jobs};
 use crate::report::group::{collapse, Group};
 
 pub struct Found {
@@ -37,6 +37,8 @@ pub struct Analysis {
     /// The rules found before the groups are looked at: a group they govern gets none.
     claimed: Option<Policy>,
     cursor: usize,
+    /// The server's `maxmemory` (0: none): memory limits are a share of it.
+    maxmemory: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,7 @@ impl Analysis {
             queue: None,
             claimed: None,
             cursor: 0,
+            maxmemory: 0,
         }
     }
 
@@ -75,6 +78,7 @@ impl Analysis {
         while self.step != Step::Done {
             match self.step {
                 Step::Owners => {
+                    self.maxmemory = super::effect::config_u64(ctx, "maxmemory").unwrap_or(0);
                     sidekiq(ctx, survey, &mut self.found);
                     rq(ctx, survey, &mut self.found);
                     self.step = Step::Queues;
@@ -98,7 +102,7 @@ impl Analysis {
                             i,
                             group,
                             claimed,
-                            now_ms,
+                            (now_ms, self.maxmemory),
                             &mut self.found,
                         );
                     }
@@ -130,9 +134,12 @@ impl Analysis {
         if tally.read == bases.len() {
             if let Some(tally) = self.queue.take() {
                 let memory = prefix_memory(survey, prefix);
-                self.found
-                    .suggestions
-                    .push(tally.into_rule(prefix, now_ms, memory));
+                self.found.suggestions.push(tally.into_rule(
+                    prefix,
+                    now_ms,
+                    memory,
+                    self.maxmemory,
+                ));
             }
             self.cursor += 1;
         }
@@ -258,6 +265,9 @@ struct QueueTally {
     oldest: Option<f64>,
     flavors: BTreeSet<&'static str>,
     names: Vec<String>,
+    /// Finished jobs measured (the newest of each set) and their memory.
+    sampled_jobs: u64,
+    sampled_bytes: u64,
 }
 
 impl QueueTally {
@@ -274,6 +284,8 @@ impl QueueTally {
             oldest: None,
             flavors: BTreeSet::new(),
             names: Vec::new(),
+            sampled_jobs: 0,
+            sampled_bytes: 0,
         }
     }
 
@@ -288,9 +300,16 @@ impl QueueTally {
             ("failed", &mut self.failed),
         ] {
             let set_key = [base, set.as_bytes()].concat();
-            *n += calls.zcard(&set_key);
+            let card = calls.zcard(&set_key);
+            *n += card;
             if let Some((_, score)) = calls.zfirst(&set_key) {
                 self.oldest = Some(self.oldest.map_or(score, |o| o.min(score)));
+            }
+            let newest = calls.zrange(&set_key, card.saturating_sub(JOBS_SAMPLED), card);
+            for id in newest {
+                let job = [base, id.as_slice()].concat();
+                self.sampled_bytes += job_memory(ctx, flavor, &job);
+                self.sampled_jobs += 1;
             }
         }
         let queue = &base[prefix.len() + 1..base.len() - 1];
@@ -304,7 +323,7 @@ impl QueueTally {
     }
 
     /// The prefix's queue rule.
-    fn into_rule(self, prefix: &[u8], now_ms: i64, memory: u64) -> Suggestion {
+    fn into_rule(self, prefix: &[u8], now_ms: i64, memory: u64, maxmemory: u64) -> Suggestion {
         let mut s = self.rule;
         let flavor = match (self.flavors.len(), self.flavors.iter().next()) {
             (1, Some(one)) => *one,
@@ -335,13 +354,36 @@ impl QueueTally {
         );
         s.reason = QUEUE_REASON.into();
         s.globs = vec![format!("{}:*", text(prefix))];
-        s.value = json!({
-            "flavor": flavor,
-            "completed": {"max_age": QUEUE_COMPLETED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
-            "failed": {"max_age": QUEUE_FAILED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
-        });
+        let mut completed = json!({"max_age": QUEUE_COMPLETED_MAX_AGE, "max_len": QUEUE_MAX_LEN});
+        let mut failed = json!({"max_age": QUEUE_FAILED_MAX_AGE, "max_len": QUEUE_MAX_LEN});
+        let mean = self.sampled_bytes / self.sampled_jobs.max(1);
+        if mean > BIG_JOB_BYTES {
+            let (budget, why) = memory_budget(maxmemory, 2 * queues as u64);
+            completed["max_memory"] = json!(size_text(budget));
+            failed["max_memory"] = json!(size_text(budget));
+            s.reason = format!(
+                "{}; the newest finished jobs take {} each on average (over 64 KB: 1,000 of them would take {}), so each finished set is also kept within max_memory {} ({why})",
+                s.reason,
+                bytes(mean),
+                bytes(mean * QUEUE_MAX_LEN),
+                size_text(budget)
+            );
+        }
+        s.value = json!({"flavor": flavor, "completed": completed, "failed": failed});
         s
     }
+}
+
+/// Finished jobs measured per set (its newest: those a memory limit keeps).
+const JOBS_SAMPLED: u64 = 4;
+
+/// A job's memory: its hash and the sub-keys the library deletes with it.
+fn job_memory(ctx: &Context, flavor: crate::policy::QueueFlavor, job: &[u8]) -> u64 {
+    let calls = Calls::new(ctx);
+    jobs::job_keys(flavor, job)
+        .iter()
+        .map(|k| calls.memory_usage(k).unwrap_or(0))
+        .sum()
 }
 
 /// Sidekiq: its structures kept, its dead set trimmed to Sidekiq's own limits.
@@ -587,7 +629,7 @@ fn one_group(
     i: usize,
     group: &Group,
     claimed: Option<&Policy>,
-    now_ms: i64,
+    (now_ms, maxmemory): (i64, u64),
     found: &mut Found,
 ) {
     let Some(extra) = survey.extras.get(i) else {
@@ -698,7 +740,7 @@ fn one_group(
         return;
     }
     if only(KeyType::Stream) {
-        match growing_stream(ctx, read, group, &extra.streams, now_ms) {
+        match growing_stream(ctx, read, group, &extra.streams, (now_ms, maxmemory)) {
             Ok(s) => found.suggestions.push(Suggestion {
                 globs: vec![glob.clone()],
                 sources: Some([pattern.clone()].into()),
@@ -731,7 +773,7 @@ fn growing_stream(
     read: &CallOptions,
     group: &Group,
     streams: &[(i32, Vec<u8>)],
-    now_ms: i64,
+    (now_ms, maxmemory): (i64, u64),
 ) -> Result<Suggestion, String> {
     if group.no_ttl < group.keys {
         return Err(
@@ -792,6 +834,16 @@ fn growing_stream(
         ),
         false => "a week of entries is kept; no consumer group has an unread or pending entry older than that".into(),
     };
+    // A memory limit could drop what a consumer group has not read: only for a log.
+    if consumer_groups == 0 && group.memory() > BIG_STREAM_BYTES {
+        let (budget, why) = memory_budget(maxmemory, group.keys);
+        s.value["max_memory"] = json!(size_text(budget));
+        s.reason = format!(
+            "{}; over 64 MB and read by no consumer group, so each stream is also kept within max_memory {} ({why})",
+            s.reason,
+            size_text(budget)
+        );
+    }
     Ok(s)
 }
 

@@ -286,7 +286,7 @@ fn stream_nodes(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
 }
 
 /// A numeric server setting.
-fn config_u64(ctx: &Context, name: &str) -> Option<u64> {
+pub fn config_u64(ctx: &Context, name: &str) -> Option<u64> {
     let args: [&[u8]; 2] = [b"GET", name.as_bytes()];
     let read = crate::report::read_options();
     match ctx.call_ext::<_, CallResult>("CONFIG", &read, &args[..]) {

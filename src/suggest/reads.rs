@@ -215,6 +215,17 @@ impl<'c> Reader<'c> {
             .next()
     }
 
+    /// The members of ranks `start..stop` (lowest score first).
+    pub fn zrange(&self, name: &[u8], start: u64, stop: u64) -> Vec<Vec<u8>> {
+        if stop <= start {
+            return Vec::new();
+        }
+        zrange_scores(self.ctx, &self.opts, name, start, stop - 1)
+            .into_iter()
+            .map(|(member, _)| member)
+            .collect()
+    }
+
     pub fn lfirst(&self, name: &[u8]) -> Option<Vec<u8>> {
         bytes(on(self.ctx, &self.opts, "LINDEX", name, &[b"0"]))
     }
