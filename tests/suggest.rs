@@ -725,3 +725,255 @@ fn big_finished_jobs_get_a_memory_limit_from_maxmemory_and_its_effect() {
         "announced {said} is far below freed {freed}"
     );
 }
+
+/// A Bull queue at `base`: `finished` completed jobs finished `age_ms` ago (Bull's hash
+/// fields, no meta version, no events stream) and one waiting job.
+fn bull_queue(c: &mut Connection, base: &str, finished: usize, age_ms: i64) {
+    let done_at = now_ms() - age_ms;
+    call(
+        c,
+        &["SET", &format!("{base}id"), &(finished + 1).to_string()],
+    );
+    for i in 1..=finished {
+        let job = format!("{base}{i}");
+        call(
+            c,
+            &[
+                "HSET",
+                &job,
+                "name",
+                "__default__",
+                "data",
+                &"x".repeat(300),
+                "opts",
+                "{}",
+                "timestamp",
+                &(done_at - 1000).to_string(),
+                "processedOn",
+                &(done_at - 500).to_string(),
+                "finishedOn",
+                &done_at.to_string(),
+            ],
+        );
+        let score = (done_at + i as i64).to_string();
+        call(
+            c,
+            &["ZADD", &format!("{base}completed"), &score, &i.to_string()],
+        );
+    }
+    let waiting = (finished + 1).to_string();
+    call(
+        c,
+        &[
+            "HSET",
+            &format!("{base}{waiting}"),
+            "name",
+            "__default__",
+            "data",
+            "{}",
+        ],
+    );
+    call(c, &["LPUSH", &format!("{base}wait"), &waiting]);
+}
+
+#[test]
+fn bull_queues_a_prefix_of_both_libraries_and_several_databases() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    // Database 0: a Bull and a BullMQ queue under one prefix (auto); database 2: Bull alone.
+    bull_queue(&mut c, "bull:pdf:", 10, 3 * DAY_MS);
+    bullmq_queue(&mut c, "bull:mail:", 10, 3 * DAY_MS);
+    select(&mut c, 2);
+    bull_queue(&mut c, "jobs:resize:", 12, 3 * DAY_MS);
+    select(&mut c, 0);
+    let s = suggest(&mut c, &[]);
+    assert_eq!(s["walk"]["databases"], serde_json::json!([0, 2]));
+    let policy: Value = serde_json::from_str(s["policy"].as_str().expect("policy")).expect("json");
+    let flavor_of = |name: &str| -> Value {
+        policy["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["queue"]["flavor"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(flavor_of("queues-bull"), "auto", "{policy:#}");
+    assert_eq!(flavor_of("queues-jobs"), "bull", "{policy:#}");
+    let both = rule(&s, "queues-bull");
+    assert_eq!(both["effect"]["jobs"], 20);
+    assert!(
+        both["comment"]
+            .as_str()
+            .is_some_and(|t| t.contains("BullMQ and Bull")),
+        "{both}"
+    );
+    let bull = rule(&s, "queues-jobs");
+    assert_eq!(
+        (bull["owner"].as_str(), bull["effect"]["jobs"].as_i64()),
+        (Some("bull"), Some(12))
+    );
+
+    write_policy(&server.dir, s["policy"].as_str().expect("policy"));
+    call(&mut c, &["RETENTION.RELOAD"]);
+    let waiting = snapshot(
+        &mut c,
+        &[
+            (0, "bull:pdf:11".into()),
+            (0, "bull:pdf:wait".into()),
+            (0, "bull:mail:wait".into()),
+            (2, "jobs:resize:13".into()),
+            (2, "jobs:resize:wait".into()),
+        ],
+    );
+    let before = memory_and_ttls(&mut c);
+    for db in [0, 2] {
+        select(&mut c, db);
+        sweep(&mut c, &[]);
+    }
+    select(&mut c, 0);
+    assert_eq!(
+        call(&mut c, &["ZCARD", "bull:pdf:completed"]),
+        redis::Value::Int(0)
+    );
+    assert_eq!(
+        call(&mut c, &["ZCARD", "bull:mail:completed"]),
+        redis::Value::Int(0)
+    );
+    select(&mut c, 2);
+    assert_eq!(
+        call(&mut c, &["EXISTS", "jobs:resize:1"]),
+        redis::Value::Int(0)
+    );
+    select(&mut c, 0);
+    let after = snapshot(
+        &mut c,
+        &[
+            (0, "bull:pdf:11".into()),
+            (0, "bull:pdf:wait".into()),
+            (0, "bull:mail:wait".into()),
+            (2, "jobs:resize:13".into()),
+            (2, "jobs:resize:wait".into()),
+        ],
+    );
+    assert_eq!(after, waiting, "waiting jobs untouched");
+    // Database 2 is not in memory_and_ttls' databases: compare database 0's.
+    let (freed, _) = freed_and_ttls_given(&before, &memory_and_ttls(&mut c));
+    assert!(freed > 0);
+}
+
+#[test]
+fn multi_and_scripts_are_refused_and_acl_read_rights_are_required() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    bullmq_queue(&mut c, "bull:emails:", 5, 3 * DAY_MS);
+    let digest = dataset_digest(&mut c);
+    call(&mut c, &["MULTI"]);
+    call(&mut c, &["RETENTION.SUGGEST"]);
+    let exec = format!("{:?}", try_call(&mut c, &["EXEC"]));
+    assert!(exec.contains("cannot run inside MULTI"), "{exec}");
+    let eval = try_call(
+        &mut c,
+        &["EVAL", "return redis.call('RETENTION.SUGGEST')", "0"],
+    )
+    .expect_err("refused in a script")
+    .to_string();
+    assert!(
+        eval.contains("cannot run inside MULTI or a script") || eval.contains("not allowed"),
+        "{eval}"
+    );
+    assert_eq!(dataset_digest(&mut c), digest);
+
+    // Only the command and read rights on every key: it runs.
+    call(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "advisor",
+            "on",
+            ">pw",
+            "-@all",
+            "+retention.suggest",
+            "%R~*",
+        ],
+    );
+    let mut advisor = server.conn();
+    call(&mut advisor, &["AUTH", "advisor", "pw"]);
+    let policy = suggest_policy(&mut advisor, &[]);
+    assert!(policy.contains("queues-bull"), "{policy}");
+    // The command without read rights on the keys it would see: refused.
+    call(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "blind",
+            "on",
+            ">pw",
+            "-@all",
+            "+retention.suggest",
+            "resetkeys",
+        ],
+    );
+    let mut blind = server.conn();
+    call(&mut blind, &["AUTH", "blind", "pw"]);
+    let err = try_call(&mut blind, &["RETENTION.SUGGEST"])
+        .expect_err("NOPERM")
+        .to_string();
+    assert!(err.contains("NOPERM"), "{err}");
+    assert_eq!(dataset_digest(&mut c), digest);
+}
+
+fn suggesting(c: &mut Connection, id: i64) -> bool {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("ID")
+        .arg(id)
+        .query(c)
+        .expect("CLIENT LIST");
+    list.contains("cmd=retention.suggest") && list.contains("flags=b")
+}
+
+#[test]
+fn a_role_change_stops_suggest_with_an_error_and_changes_nothing() {
+    let master = Server::start_paused(None);
+    let replica = Server::start_paused(None);
+    let mut m = master.conn();
+    fixture(&mut m);
+    attach_replica(&master, &replica);
+    wait_replica_caught_up(&master, &replica);
+    let mut r = replica.conn();
+    // A bigger keyspace (DEBUG POPULATE is not replicated), walked in small slices.
+    call(&mut r, &["DEBUG", "POPULATE", "200000", "big", "10"]);
+    config_set(&mut r, "retention.sweep-budget-us", "50");
+    let digest = dataset_digest(&mut r);
+    let mut conn = replica.conn();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut conn)
+        .expect("CLIENT ID");
+    let suggester = std::thread::spawn(move || {
+        redis::cmd("RETENTION.SUGGEST").query::<redis::Value>(&mut conn)
+    });
+    if !wait_until(std::time::Duration::from_secs(30), || {
+        suggesting(&mut r, id)
+    }) {
+        panic!("not running: {:?}", suggester.join());
+    }
+    call(&mut r, &["REPLICAOF", "NO", "ONE"]);
+    let err = suggester
+        .join()
+        .expect("suggester")
+        .expect_err("stopped")
+        .to_string();
+    assert!(
+        err.contains("RETENTION.SUGGEST stopped") && err.contains("became a master"),
+        "{err}"
+    );
+    assert_eq!(dataset_digest(&mut r), digest, "nothing changed");
+    assert_eq!(
+        call(&mut r, &["PING"]),
+        redis::Value::SimpleString("PONG".into())
+    );
+}
