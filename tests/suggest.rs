@@ -323,6 +323,25 @@ fn freed_and_ttls_given(before: &KeyFacts, after: &KeyFacts) -> (i64, u64) {
     (sum(before) - sum(after), ttls)
 }
 
+/// Applies the suggested policy (RELOAD, one pass on database 0); the memory it freed.
+fn apply_in_db0(server: &Server, c: &mut Connection, s: &Value) -> i64 {
+    write_policy(&server.dir, s["policy"].as_str().expect("policy"));
+    call(c, &["RETENTION.RELOAD"]);
+    let before = memory_and_ttls(c);
+    sweep(c, &[]);
+    freed_and_ttls_given(&before, &memory_and_ttls(c)).0
+}
+
+/// A master with the fixture and its replica, caught up.
+fn fixture_on_master_and_replica() -> (Server, Server) {
+    let master = Server::start_paused(None);
+    let replica = Server::start_paused(None);
+    fixture(&mut master.conn());
+    attach_replica(&master, &replica);
+    wait_replica_caught_up(&master, &replica);
+    (master, replica)
+}
+
 fn sum_effect(v: &Value, field: &str) -> u64 {
     v["rules"]
         .as_array()
@@ -474,13 +493,8 @@ fn the_suggested_policy_reloads_and_applying_it_changes_only_what_it_announced()
 
 #[test]
 fn a_replica_suggests_the_same_policy_and_match_restricts() {
-    let master = Server::start_paused(None);
-    let replica = Server::start_paused(None);
-    let mut m = master.conn();
-    fixture(&mut m);
-    attach_replica(&master, &replica);
-    wait_replica_caught_up(&master, &replica);
-    let mut r = replica.conn();
+    let (master, replica) = fixture_on_master_and_replica();
+    let (mut m, mut r) = (master.conn(), replica.conn());
     // The same rules in the same order; only the comments' memory figures may differ (a
     // replica's copy of a value can take other allocations than the master's).
     let rules = |text: String| -> Value {
@@ -567,11 +581,7 @@ fn a_stream_trim_announces_the_whole_nodes_it_frees() {
     let said = stream["effect"]["freed_bytes"]
         .as_i64()
         .expect("freed_bytes");
-    write_policy(&server.dir, s["policy"].as_str().expect("policy"));
-    call(&mut c, &["RETENTION.RELOAD"]);
-    let before = memory_and_ttls(&mut c);
-    sweep(&mut c, &[]);
-    let (freed, _) = freed_and_ttls_given(&before, &memory_and_ttls(&mut c));
+    let freed = apply_in_db0(&server, &mut c, &s);
     eprintln!("stream: freed {freed} bytes, said {said}");
     assert_eq!(call(&mut c, &["XLEN", "clicks:log"]), redis::Value::Int(50));
     assert!(
@@ -709,11 +719,7 @@ fn big_finished_jobs_get_a_memory_limit_from_maxmemory_and_its_effect() {
         .as_i64()
         .expect("freed_bytes");
 
-    write_policy(&server.dir, s["policy"].as_str().expect("policy"));
-    call(&mut c, &["RETENTION.RELOAD"]);
-    let before = memory_and_ttls(&mut c);
-    sweep(&mut c, &[]);
-    let (freed, _) = freed_and_ttls_given(&before, &memory_and_ttls(&mut c));
+    let freed = apply_in_db0(&server, &mut c, &s);
     eprintln!("max_memory: {jobs} jobs, freed {freed} bytes, said {said}");
     assert_eq!(
         call(&mut c, &["ZCARD", "bull:media:completed"]),
@@ -816,16 +822,17 @@ fn bull_queues_a_prefix_of_both_libraries_and_several_databases() {
 
     write_policy(&server.dir, s["policy"].as_str().expect("policy"));
     call(&mut c, &["RETENTION.RELOAD"]);
-    let waiting = snapshot(
-        &mut c,
-        &[
-            (0, "bull:pdf:11".into()),
-            (0, "bull:pdf:wait".into()),
-            (0, "bull:mail:wait".into()),
-            (2, "jobs:resize:13".into()),
-            (2, "jobs:resize:wait".into()),
-        ],
-    );
+    let live: Vec<(i64, String)> = [
+        (0, "bull:pdf:11"),
+        (0, "bull:pdf:wait"),
+        (0, "bull:mail:wait"),
+        (2, "jobs:resize:13"),
+        (2, "jobs:resize:wait"),
+    ]
+    .iter()
+    .map(|(db, k)| (*db, k.to_string()))
+    .collect();
+    let waiting = snapshot(&mut c, &live);
     let before = memory_and_ttls(&mut c);
     for db in [0, 2] {
         select(&mut c, db);
@@ -846,17 +853,7 @@ fn bull_queues_a_prefix_of_both_libraries_and_several_databases() {
         redis::Value::Int(0)
     );
     select(&mut c, 0);
-    let after = snapshot(
-        &mut c,
-        &[
-            (0, "bull:pdf:11".into()),
-            (0, "bull:pdf:wait".into()),
-            (0, "bull:mail:wait".into()),
-            (2, "jobs:resize:13".into()),
-            (2, "jobs:resize:wait".into()),
-        ],
-    );
-    assert_eq!(after, waiting, "waiting jobs untouched");
+    assert_eq!(snapshot(&mut c, &live), waiting, "waiting jobs untouched");
     // Database 2 is not in memory_and_ttls' databases: compare database 0's.
     let (freed, _) = freed_and_ttls_given(&before, &memory_and_ttls(&mut c));
     assert!(freed > 0);
@@ -937,12 +934,7 @@ fn suggesting(c: &mut Connection, id: i64) -> bool {
 
 #[test]
 fn a_role_change_stops_suggest_with_an_error_and_changes_nothing() {
-    let master = Server::start_paused(None);
-    let replica = Server::start_paused(None);
-    let mut m = master.conn();
-    fixture(&mut m);
-    attach_replica(&master, &replica);
-    wait_replica_caught_up(&master, &replica);
+    let (_master, replica) = fixture_on_master_and_replica();
     let mut r = replica.conn();
     // A bigger keyspace (DEBUG POPULATE is not replicated), walked in small slices.
     call(&mut r, &["DEBUG", "POPULATE", "200000", "big", "10"]);
