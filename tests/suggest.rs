@@ -973,3 +973,59 @@ fn a_role_change_stops_suggest_with_an_error_and_changes_nothing() {
         redis::Value::SimpleString("PONG".into())
     );
 }
+
+#[test]
+fn a_big_log_stream_gets_a_memory_limit_and_its_effect() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    // 1,100 recent entries of 64 KB (about 70 MB), no consumer group: only memory bounds it.
+    let now = now_ms();
+    let payload = "e".repeat(64 * 1024);
+    for chunk in 0..11 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            let n = chunk * 100 + i;
+            pipe.cmd("XADD")
+                .arg("uploads:log")
+                .arg(format!("{}-{n}", now - 60_000))
+                .arg("body")
+                .arg(&payload)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut c).expect("XADD");
+    }
+    let s = suggest(&mut c, &["MATCH", "uploads:*"]);
+    let stream = rule(&s, "stream-uploads-log");
+    let policy: Value = serde_json::from_str(s["policy"].as_str().expect("policy")).expect("json");
+    assert_eq!(
+        policy["rules"][0]["trim"]["max_memory"], "64mb",
+        "{policy:#}"
+    );
+    let comment = stream["comment"].as_str().expect("comment");
+    assert!(
+        comment.contains("max_memory 64mb") && comment.contains("no maxmemory"),
+        "{comment}"
+    );
+    let entries = stream["effect"]["entries"].as_i64().expect("entries");
+    assert!(
+        (50..400).contains(&entries),
+        "an entry counts 64 to 80 KB as the server counts it (bytes or allocation): 1,100 - 64 MB / that go: {entries}"
+    );
+    let said = stream["effect"]["freed_bytes"]
+        .as_i64()
+        .expect("freed_bytes");
+    let freed = apply_in_db0(&server, &mut c, &s);
+    eprintln!("stream max_memory: {entries} entries, freed {freed} bytes, said {said}");
+    assert_eq!(
+        call(&mut c, &["XLEN", "uploads:log"]),
+        redis::Value::Int(1_100 - entries)
+    );
+    assert!(
+        said > 0 && freed >= said,
+        "freed {freed} < announced {said}"
+    );
+    assert!(
+        said * 2 > freed,
+        "announced {said} is far below freed {freed}"
+    );
+}

@@ -243,9 +243,10 @@ fn zset_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, removed:
 }
 
 /// A stream frees memory per node only: entries of a node that is partly trimmed are flagged
-/// deleted, not freed. The `removed` oldest entries free `whole_nodes` of its nodes, each an
-/// even share of the closed nodes' memory: the stream's, less its header and its open last
-/// node (allocated at `stream-node-max-bytes` with its tree share), which is never freed.
+/// deleted, not freed. The `removed` oldest entries free `whole_nodes` of its nodes, each the
+/// smaller of an even share of all nodes' memory and of the closed ones' (the stream's less
+/// its header and its open last node, allocated at `stream-node-max-bytes` at least), less
+/// the part of its tree share that may stay.
 fn stream_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, removed: u64) -> u64 {
     if removed == 0 || len == 0 {
         return 0;
@@ -259,9 +260,15 @@ fn stream_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, remove
         return 0;
     }
     let memory = memory_usage(ctx, read, name, len).unwrap_or(0);
-    let closed = memory.saturating_sub(STREAM_HEADER + event_allowance(ctx));
-    closed / (nodes - 1) * freed_nodes
+    let nodes_memory = memory.saturating_sub(STREAM_HEADER);
+    let closed = nodes_memory.saturating_sub(event_allowance(ctx)) / (nodes - 1);
+    let per_node = closed.min(nodes_memory / nodes);
+    per_node.saturating_sub(STREAM_TREE_KEPT) * freed_nodes
 }
+
+/// Of a removed node's radix-tree share as `MEMORY USAGE` counts it, what may stay: tree
+/// nodes that other ids still share.
+const STREAM_TREE_KEPT: u64 = 128;
 
 /// Nodes wholly inside the `removed` oldest of `len` entries in `nodes` nodes, for a stream
 /// that was only appended to: every node but the last is full, so a node holds at most
