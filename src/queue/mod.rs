@@ -17,14 +17,14 @@
 //! writes), `jobs` (removing one job like the library), `finished`, `events`, `orphans`
 //! (the work items), `detect` (BullMQ or Bull), `command` (RETENTION.JOBS), `counters`.
 
-mod calls;
+pub(crate) mod calls;
 mod command;
 pub mod counters;
 mod describe;
-mod detect;
+pub(crate) mod detect;
 mod events;
-mod finished;
-mod jobs;
+pub(crate) mod finished;
+pub(crate) mod jobs;
 pub mod layout;
 pub mod orphans;
 

@@ -59,10 +59,16 @@ pub struct ReportOptions {
 
 pub fn cmd_report(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let opts = parse_args(Args::new(args, COMMAND)?)?;
-    // The reply names keys: the caller must be allowed to read every key it may name.
-    let prefix = opts
-        .match_glob
-        .as_ref()
+    check_sliced_walk(ctx, COMMAND, opts.match_glob.as_ref())?;
+    let run = ReportRun::new(ctx, opts);
+    Ok(blocked::block(ctx, Box::new(run)))
+}
+
+/// What a command that walks the keyspace in slices checks first. Its reply names keys: the
+/// caller must be allowed to read every key it may name. It cannot run inside MULTI or a
+/// script: it walks between other clients' commands.
+pub fn check_sliced_walk(ctx: &Context, command: &str, match_glob: Option<&Glob>) -> Result<()> {
+    let prefix = match_glob
         .map(|g| g.literal_prefix().to_vec())
         .unwrap_or_default();
     acl::require_keys_under(ctx, &prefix, KeyAccess::Read)?;
@@ -70,12 +76,63 @@ pub fn cmd_report(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
         .get_flags()
         .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA)
     {
-        return Err(Error::arg(
-            "RETENTION.REPORT cannot run inside MULTI or a script: it walks the keyspace in slices between other clients' commands; call it directly",
-        ));
+        return Err(Error::arg(format!(
+            "{command} cannot run inside MULTI or a script: it walks the keyspace in slices between other clients' commands; call it directly"
+        )));
     }
-    let run = ReportRun::new(ctx, opts);
-    Ok(blocked::block(ctx, Box::new(run)))
+    Ok(())
+}
+
+/// `FORMAT <name>`'s value: one of `formats` (lower-case names), in any case.
+pub fn format_arg<F: Copy>(args: &mut Args, formats: &[(&str, F)]) -> Result<F> {
+    let names: Vec<&str> = formats.iter().map(|(n, _)| *n).collect();
+    let text = args.next_str(&format!("FORMAT <{}>", names.join("|")))?;
+    let lower = text.to_ascii_lowercase();
+    formats
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            Error::arg(format!(
+                "FORMAT must be {} (got '{}')",
+                names.join(" or "),
+                crate::args::shown(text.as_bytes())
+            ))
+        })
+}
+
+/// `MATCH <glob>`'s value.
+pub fn match_arg(args: &mut Args) -> Result<Glob> {
+    let pattern = args.next_bytes("MATCH <glob>")?;
+    Glob::new(&pattern).map_err(|e| Error::arg(format!("MATCH: bad glob: {e}")))
+}
+
+/// One slice of a walking command, given its deadline, unless the server's role changed
+/// since the command started (then the error that stops it; `stopped` says what stopped and
+/// where). The slice statistics count it; when it overran, the latency monitor gets a
+/// sample named `event`.
+pub fn walk_slice<T>(
+    ctx: &Context,
+    started_as_master: bool,
+    stopped: impl FnOnce() -> String,
+    (budget_us, event): (u64, &str),
+    slice: impl FnOnce(Instant) -> Result<T>,
+) -> Result<T> {
+    let master = is_master(ctx);
+    if master != started_as_master {
+        return Err(Error::Server(format!(
+            "{}: this server became a {} while it ran; run it again",
+            stopped(),
+            if master { "master" } else { "replica" }
+        )));
+    }
+    let started = Instant::now();
+    let outcome = slice(started + Duration::from_micros(budget_us));
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    if stats::record_slice(elapsed_us, budget_us) {
+        keyspace::latency_sample(event, (elapsed_us / 1000) as i64);
+    }
+    outcome
 }
 
 fn parse_args(mut args: Args) -> Result<ReportOptions> {
@@ -106,24 +163,10 @@ fn parse_args(mut args: Args) -> Result<ReportOptions> {
                 }
                 opts.top = n as usize;
             }
-            "MATCH" => {
-                let pattern = args.next_bytes("MATCH <glob>")?;
-                opts.match_glob = Some(
-                    Glob::new(&pattern).map_err(|e| Error::arg(format!("MATCH: bad glob: {e}")))?,
-                );
-            }
+            "MATCH" => opts.match_glob = Some(match_arg(&mut args)?),
             "FORMAT" => {
-                let text = args.next_str("FORMAT <map|text>")?;
-                opts.format = match text.to_ascii_lowercase().as_str() {
-                    "map" => Format::Map,
-                    "text" => Format::Text,
-                    _ => {
-                        return Err(Error::arg(format!(
-                            "FORMAT must be map or text (got '{}')",
-                            crate::args::shown(text.as_bytes())
-                        )))
-                    }
-                };
+                opts.format =
+                    format_arg(&mut args, &[("map", Format::Map), ("text", Format::Text)])?
             }
             _ => unreachable!("next_option returns only listed options"),
         }
@@ -388,21 +431,13 @@ pub fn json_reply(value: &serde_json::Value) -> RedisValue {
 
 impl SlicedCommand for ReportRun {
     fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
-        let master = is_master(ctx);
-        if master != self.started_as_master {
-            return Some(Err(Error::Server(format!(
-                "RETENTION.REPORT stopped after {} keys: this server became a {} while it ran; run it again",
-                self.walk.keys(),
-                if master { "master" } else { "replica" }
-            ))));
-        }
-        let started = Instant::now();
-        let walked = self.walk(ctx, started + Duration::from_micros(budget_us));
-        self.slices += 1;
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        if stats::record_slice(elapsed_us, budget_us) {
-            keyspace::latency_sample("retention-report", (elapsed_us / 1000) as i64);
-        }
+        let keys = self.walk.keys();
+        let stopped = || format!("{COMMAND} stopped after {keys} keys");
+        let budget = (budget_us, "retention-report");
+        let walked = walk_slice(ctx, self.started_as_master, stopped, budget, |deadline| {
+            self.slices += 1;
+            self.walk(ctx, deadline)
+        });
         match walked {
             Ok(false) => None,
             Ok(true) => Some(Ok(self.reply(ctx))),

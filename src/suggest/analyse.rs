@@ -3,18 +3,20 @@
 //! with their evidence. Reads only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use redis_module::{CallOptions, Context};
 use serde_json::json;
 
 use super::limits::*;
-use super::reads::{self, Reader, Val};
+use super::reads::{self, field, int_of, Reader, Val};
 use super::recognise::{self, CeleryKind, Shape};
 use super::render::{things, LIST_REASON};
 use super::{Suggestion, Survey, MAX_STREAMS_CHECKED};
 use crate::keyspace;
-use crate::policy::{parse_policy, KeyType, QueueFlavor};
-use crate::queue::layout::is_bullmq_version;
+use crate::policy::{parse_policy, KeyType, Policy};
+use crate::queue::calls::Calls;
+use crate::queue::{detect, jobs};
 use crate::report::group::{collapse, Group};
 
 pub struct Found {
@@ -23,23 +25,136 @@ pub struct Found {
     pub reasons: HashMap<Vec<u8>, String>,
 }
 
-pub fn analyse(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64) -> Found {
-    let mut found = Found {
-        suggestions: Vec::new(),
-        reasons: HashMap::new(),
-    };
-    sidekiq(ctx, survey, &mut found);
-    rq(ctx, read, survey, &mut found);
-    queues(ctx, survey, now_ms, &mut found);
-    runs(ctx, survey, now_ms, &mut found);
-    groups(ctx, read, survey, now_ms, &mut found);
-    // Protection first, then the acting rules, by name: the walk's order differs between a
-    // master and its replica, the suggestion must not.
-    found
-        .suggestions
-        .sort_by(|a, b| (a.action != "keep", &a.name).cmp(&(b.action != "keep", &b.name)));
-    dedupe_names(&mut found.suggestions);
-    found
+/// Owners proven step by step, so that a keyspace of thousands of groups and queues is
+/// analysed across slices: each step (a queue, a group, the other owners at once) is a few
+/// reads.
+pub struct Analysis {
+    found: Found,
+    step: Step,
+    /// Queue bases by prefix (a prefix inside another's moved to the outer one).
+    prefixes: Vec<(Vec<u8>, QueueBases)>,
+    queue: Option<QueueTally>,
+    /// The rules found before the groups are looked at: a group they govern gets none.
+    claimed: Option<Policy>,
+    cursor: usize,
+    /// The server's `maxmemory` (0: none): memory limits are a share of it.
+    maxmemory: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Owners,
+    Queues,
+    Runs,
+    Groups,
+    Done,
+}
+
+impl Analysis {
+    pub fn new(survey: &Survey) -> Analysis {
+        Analysis {
+            found: Found {
+                suggestions: Vec::new(),
+                reasons: HashMap::new(),
+            },
+            step: Step::Owners,
+            prefixes: queue_prefixes(survey),
+            queue: None,
+            claimed: None,
+            cursor: 0,
+            maxmemory: 0,
+        }
+    }
+
+    /// Works until `deadline`; true when every owner was looked at.
+    pub fn advance(
+        &mut self,
+        ctx: &Context,
+        read: &CallOptions,
+        survey: &Survey,
+        now_ms: i64,
+        deadline: Instant,
+    ) -> bool {
+        while self.step != Step::Done {
+            match self.step {
+                Step::Owners => {
+                    self.maxmemory = super::effect::config_u64(ctx, "maxmemory").unwrap_or(0);
+                    sidekiq(ctx, survey, &mut self.found);
+                    rq(ctx, survey, &mut self.found);
+                    self.step = Step::Queues;
+                }
+                Step::Queues => self.queue_step(ctx, survey, now_ms),
+                Step::Runs => {
+                    runs(ctx, survey, now_ms, &mut self.found);
+                    let text = super::render::policy_text(&self.found.suggestions, false);
+                    self.claimed = parse_policy(&text).ok();
+                    self.step = Step::Groups;
+                }
+                Step::Groups => match survey.grouper.groups().get(self.cursor) {
+                    Some(group) => {
+                        let claimed = self.claimed.as_ref();
+                        let i = self.cursor;
+                        self.cursor += 1;
+                        one_group(
+                            ctx,
+                            read,
+                            survey,
+                            i,
+                            group,
+                            claimed,
+                            (now_ms, self.maxmemory),
+                            &mut self.found,
+                        );
+                    }
+                    None => self.step = Step::Done,
+                },
+                Step::Done => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.step == Step::Done
+    }
+
+    /// One queue of the current prefix; the prefix's rule once its last queue was read.
+    fn queue_step(&mut self, ctx: &Context, survey: &Survey, now_ms: i64) {
+        let Some((prefix, bases)) = self.prefixes.get(self.cursor) else {
+            self.step = Step::Runs;
+            self.cursor = 0;
+            return;
+        };
+        if std::str::from_utf8(prefix).is_err() || has_glob_specials(prefix) {
+            self.cursor += 1;
+            return;
+        }
+        let tally = self.queue.get_or_insert_with(|| QueueTally::new(prefix));
+        let (db, base) = &bases[tally.read];
+        tally.add(ctx, survey, prefix, *db, base);
+        if tally.read == bases.len() {
+            if let Some(tally) = self.queue.take() {
+                let memory = prefix_memory(survey, prefix);
+                self.found.suggestions.push(tally.into_rule(
+                    prefix,
+                    now_ms,
+                    memory,
+                    self.maxmemory,
+                ));
+            }
+            self.cursor += 1;
+        }
+    }
+
+    /// The rules, protection first, and why groups got none.
+    pub fn finish(mut self) -> Found {
+        // Protection first, then the acting rules, by name: the walk's order differs between
+        // a master and its replica, the suggestion must not.
+        self.found
+            .suggestions
+            .sort_by(|a, b| (a.action != "keep", &a.name).cmp(&(b.action != "keep", &b.name)));
+        dedupe_names(&mut self.found.suggestions);
+        self.found
+    }
 }
 
 fn dedupe_names(suggestions: &mut [Suggestion]) {
@@ -80,6 +195,17 @@ fn has_glob_specials(bytes: &[u8]) -> bool {
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\'))
 }
 
+/// ", the oldest <done> <age> ago" for the oldest score (epoch ms), or nothing.
+fn oldest_ago(done: &str, now_ms: i64, oldest_ms: Option<f64>) -> String {
+    match oldest_ms {
+        Some(ms) => format!(
+            ", the oldest {done} {} ago",
+            age_words(now_ms.saturating_sub(ms as i64))
+        ),
+        None => String::new(),
+    }
+}
+
 /// Names of at most five things, then how many more.
 fn some_names(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(5).map(|s| s.as_str()).collect();
@@ -89,8 +215,11 @@ fn some_names(names: &[String]) -> String {
     }
 }
 
-/// BullMQ/Bull: one queue rule per prefix.
-fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
+/// Queue bases (`<prefix>:<queue>:`) with their databases.
+type QueueBases = Vec<(i32, Vec<u8>)>;
+
+/// BullMQ/Bull queue bases by prefix: one queue rule per prefix.
+fn queue_prefixes(survey: &Survey) -> Vec<(Vec<u8>, QueueBases)> {
     let mut by_prefix: BTreeMap<Vec<u8>, Vec<(i32, Vec<u8>)>> = BTreeMap::new();
     for (db, base) in &survey.queues {
         if let Some(prefix) = recognise::queue_prefix_of(base) {
@@ -112,39 +241,91 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             by_prefix.entry(outer.clone()).or_default().extend(moved);
         }
     }
-    for (prefix, bases) in by_prefix {
-        if std::str::from_utf8(&prefix).is_err() || has_glob_specials(&prefix) {
-            continue;
+    by_prefix.into_iter().collect()
+}
+
+/// The memory of the queues' keys under `prefix`.
+fn prefix_memory(survey: &Survey, prefix: &[u8]) -> u64 {
+    let collapsed = [collapse(prefix), b":".to_vec()].concat();
+    survey
+        .grouper
+        .groups()
+        .iter()
+        .filter(|g| g.queue.is_some() && g.pattern.starts_with(&collapsed))
+        .map(Group::memory)
+        .sum()
+}
+
+/// What the queues of one prefix read so far show.
+struct QueueTally {
+    rule: Suggestion,
+    read: usize,
+    completed: u64,
+    failed: u64,
+    oldest: Option<f64>,
+    flavors: BTreeSet<&'static str>,
+    names: Vec<String>,
+    /// Finished jobs measured (the newest of each set) and their memory.
+    sampled_jobs: u64,
+    sampled_bytes: u64,
+}
+
+impl QueueTally {
+    fn new(prefix: &[u8]) -> QueueTally {
+        QueueTally {
+            rule: suggestion(
+                format!("queues-{}", recognise::rule_name("", prefix)),
+                "queue",
+                "bullmq",
+            ),
+            read: 0,
+            completed: 0,
+            failed: 0,
+            oldest: None,
+            flavors: BTreeSet::new(),
+            names: Vec::new(),
+            sampled_jobs: 0,
+            sampled_bytes: 0,
         }
-        let mut s = suggestion(
-            format!("queues-{}", recognise::rule_name("", &prefix)),
-            "queue",
-            "bullmq",
-        );
-        let (mut completed, mut failed, mut oldest) = (0u64, 0u64, None::<f64>);
-        let mut flavors = BTreeSet::new();
-        let mut names = Vec::new();
-        for (db, base) in &bases {
-            keyspace::select_db(ctx, *db);
-            let calls = Reader::new(ctx);
-            let flavor = flavor_of(&calls, base);
-            flavors.insert(flavor.name());
-            for (set, n) in [("completed", &mut completed), ("failed", &mut failed)] {
-                let set_key = [base.as_slice(), set.as_bytes()].concat();
-                *n += calls.zcard(&set_key);
-                if let Some((_, score)) = calls.zfirst(&set_key) {
-                    oldest = Some(oldest.map_or(score, |o| o.min(score)));
-                }
+    }
+
+    /// Reads the queue at `base`: its library, its finished sets.
+    fn add(&mut self, ctx: &Context, survey: &Survey, prefix: &[u8], db: i32, base: &[u8]) {
+        keyspace::select_db(ctx, db);
+        let calls = Reader::new(ctx);
+        let flavor = detect::flavor_of(&Calls::new(ctx), base);
+        self.flavors.insert(flavor.name());
+        for (set, n) in [
+            ("completed", &mut self.completed),
+            ("failed", &mut self.failed),
+        ] {
+            let set_key = [base, set.as_bytes()].concat();
+            let card = calls.zcard(&set_key);
+            *n += card;
+            if let Some((_, score)) = calls.zfirst(&set_key) {
+                self.oldest = Some(self.oldest.map_or(score, |o| o.min(score)));
             }
-            let queue = &base[prefix.len() + 1..base.len() - 1];
-            let shown = match survey.queues.iter().filter(|(_, b)| b == base).count() > 1 {
-                true => format!("{} (db {db})", text(queue)),
-                false => text(queue),
-            };
-            names.push(shown);
-            s.queues.push((*db, base.clone(), flavor));
+            let newest = calls.zrange(&set_key, card.saturating_sub(JOBS_SAMPLED), card);
+            for id in newest {
+                let job = [base, id.as_slice()].concat();
+                self.sampled_bytes += job_memory(ctx, flavor, &job);
+                self.sampled_jobs += 1;
+            }
         }
-        let flavor = match (flavors.len(), flavors.iter().next()) {
+        let queue = &base[prefix.len() + 1..base.len() - 1];
+        let shown = match survey.queues.iter().filter(|(_, b)| b == base).count() > 1 {
+            true => format!("{} (db {db})", text(queue)),
+            false => text(queue),
+        };
+        self.names.push(shown);
+        self.rule.queues.push((db, base.to_vec(), flavor));
+        self.read += 1;
+    }
+
+    /// The prefix's queue rule.
+    fn into_rule(self, prefix: &[u8], now_ms: i64, memory: u64, maxmemory: u64) -> Suggestion {
+        let mut s = self.rule;
+        let flavor = match (self.flavors.len(), self.flavors.iter().next()) {
             (1, Some(one)) => *one,
             _ => "auto",
         };
@@ -152,48 +333,57 @@ fn queues(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             "bull" => "bull",
             _ => "bullmq",
         };
-        let collapsed = [collapse(&prefix), b":".to_vec()].concat();
-        let memory: u64 = survey
-            .grouper
-            .groups()
-            .iter()
-            .filter(|g| g.queue.is_some() && g.pattern.starts_with(&collapsed))
-            .map(Group::memory)
-            .sum();
         let library = match flavor {
             "bullmq" => "BullMQ",
             "bull" => "Bull",
             _ => "BullMQ and Bull",
         };
-        let oldest_text = match oldest {
-            Some(ms) => format!(
-                ", the oldest finished {} ago",
-                age_words(now_ms.saturating_sub(ms as i64))
-            ),
-            None => String::new(),
-        };
+        let queues = s.queues.len();
         s.evidence = format!(
-            "{} {library} {} under {}: ({}): {} completed and {} failed jobs{oldest_text}, {} in all",
-            bases.len(),
-            match bases.len() {
+            "{queues} {library} {} under {}: ({}): {} completed and {} failed jobs{}, {} in all",
+            match queues {
                 1 => "queue",
                 _ => "queues",
             },
-            text(&prefix),
-            some_names(&names),
-            count(completed),
-            count(failed),
+            text(prefix),
+            some_names(&self.names),
+            count(self.completed),
+            count(self.failed),
+            oldest_ago("finished", now_ms, self.oldest),
             bytes(memory)
         );
         s.reason = QUEUE_REASON.into();
-        s.globs = vec![format!("{}:*", text(&prefix))];
-        s.value = json!({
-            "flavor": flavor,
-            "completed": {"max_age": QUEUE_COMPLETED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
-            "failed": {"max_age": QUEUE_FAILED_MAX_AGE, "max_len": QUEUE_MAX_LEN},
-        });
-        found.suggestions.push(s);
+        s.globs = vec![format!("{}:*", text(prefix))];
+        let mut completed = json!({"max_age": QUEUE_COMPLETED_MAX_AGE, "max_len": QUEUE_MAX_LEN});
+        let mut failed = json!({"max_age": QUEUE_FAILED_MAX_AGE, "max_len": QUEUE_MAX_LEN});
+        let mean = self.sampled_bytes / self.sampled_jobs.max(1);
+        if mean > BIG_JOB_BYTES {
+            let (budget, why) = memory_budget(maxmemory, 2 * queues as u64);
+            completed["max_memory"] = json!(size_text(budget));
+            failed["max_memory"] = json!(size_text(budget));
+            s.reason = format!(
+                "{}; the newest finished jobs take {} each on average (over 64 KB: 1,000 of them would take {}), so each finished set is also kept within max_memory {} ({why})",
+                s.reason,
+                bytes(mean),
+                bytes(mean * QUEUE_MAX_LEN),
+                size_text(budget)
+            );
+        }
+        s.value = json!({"flavor": flavor, "completed": completed, "failed": failed});
+        s
     }
+}
+
+/// Finished jobs measured per set (its newest: those a memory limit keeps).
+const JOBS_SAMPLED: u64 = 4;
+
+/// A job's memory: its hash and the sub-keys the library deletes with it.
+fn job_memory(ctx: &Context, flavor: crate::policy::QueueFlavor, job: &[u8]) -> u64 {
+    let calls = Calls::new(ctx);
+    jobs::job_keys(flavor, job)
+        .iter()
+        .map(|k| calls.memory_usage(k).unwrap_or(0))
+        .sum()
 }
 
 /// Sidekiq: its structures kept, its dead set trimmed to Sidekiq's own limits.
@@ -299,8 +489,17 @@ fn sidekiq(ctx: &Context, survey: &Survey, found: &mut Found) {
     }
 }
 
+/// The keys remembered of group `i` for content checks.
+fn samples(survey: &Survey, i: usize) -> &[(i32, Vec<u8>)] {
+    survey
+        .extras
+        .get(i)
+        .map(|e| e.samples.as_slice())
+        .unwrap_or(&[])
+}
+
 /// RQ: its keys kept (RQ expires finished and failed jobs itself).
-fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
+fn rq(ctx: &Context, survey: &Survey, found: &mut Found) {
     let groups = survey.grouper.groups();
     let rq_groups: Vec<usize> = (0..groups.len())
         .filter(|&i| groups[i].pattern.starts_with(b"rq:"))
@@ -316,12 +515,7 @@ fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
             if !groups[i].pattern.starts_with(b"rq:job:") {
                 continue;
             }
-            for (sdb, name) in survey
-                .extras
-                .get(i)
-                .map(|e| e.samples.as_slice())
-                .unwrap_or(&[])
-            {
+            for (sdb, name) in samples(survey, i) {
                 if sdb != db {
                     continue;
                 }
@@ -357,18 +551,13 @@ fn rq(ctx: &Context, read: &CallOptions, survey: &Survey, found: &mut Found) {
             if !groups[i].pattern.starts_with(prefix) {
                 continue;
             }
-            for (db, name) in survey
-                .extras
-                .get(i)
-                .map(|e| e.samples.as_slice())
-                .unwrap_or(&[])
-            {
+            for (db, name) in samples(survey, i) {
                 keyspace::select_db(ctx, *db);
-                let cmd = match what {
-                    "queued" => "LLEN",
-                    _ => "ZCARD",
+                let calls = Reader::new(ctx);
+                n += match what {
+                    "queued" => calls.llen(name),
+                    _ => calls.zcard(name),
                 };
-                n += super::effect::int(ctx, read, cmd, &[name]).unwrap_or(0);
             }
         }
         if n > 0 {
@@ -424,147 +613,143 @@ fn runs(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
             "{} matching {glob} (a sorted-set index and its data hash each), {} runs{}",
             plural(sets, "active-run set", "active-run sets"),
             count(runs),
-            match oldest {
-                Some(ms) => format!(
-                    ", the oldest started {} ago",
-                    age_words(now_ms.saturating_sub(ms as i64))
-                ),
-                None => String::new(),
-            }
+            oldest_ago("started", now_ms, oldest)
         );
         s.reason = "the module's default for runs rules is 3h: a run still listed after that is taken as abandoned by its owner; both halves are removed together".into();
         found.suggestions.push(s);
     }
 }
 
-/// Celery results, sessions, caches and streams, by group; reasons for the rest.
-fn groups(ctx: &Context, read: &CallOptions, survey: &Survey, now_ms: i64, found: &mut Found) {
-    let claimed = parse_policy(&super::render::policy_text(&found.suggestions, false)).ok();
-    for (i, group) in survey.grouper.groups().iter().enumerate() {
-        let Some(extra) = survey.extras.get(i) else {
-            continue;
-        };
-        if group.queue.is_some() || group.no_ttl == 0 && !is_stream_group(group) {
-            continue;
-        }
-        let types = group.types();
-        let first = extra.samples.first();
-        let governed = first.is_some_and(|(_, name)| {
-            let t = types.first().map(|t| t.0).unwrap_or(KeyType::String);
-            claimed
-                .as_ref()
-                .is_some_and(|p| p.rule_for(name, t).is_some())
-        });
-        if governed {
-            continue;
-        }
-        let pattern = &group.pattern;
-        let reason = |why: &str| (pattern.clone(), why.to_string());
-        let Ok(pattern_text) = std::str::from_utf8(pattern) else {
-            found.reasons.insert(
-                pattern.clone(),
-                "names are not UTF-8: a policy file cannot name them; no rule suggested".into(),
-            );
-            continue;
-        };
-        let only = |t: KeyType| types.iter().all(|(x, _)| *x == t);
-        if recognise::looks_like_lock_or_counter(pattern) {
-            let (p, r) = reason(
-                "the names look like locks or counters: never given a TTL; no rule suggested",
-            );
-            found.reasons.insert(p, r);
-            continue;
-        }
-        if only(KeyType::List) {
-            let (p, r) = reason(LIST_REASON);
-            found.reasons.insert(p, r);
-            continue;
-        }
-        let glob = text(&recognise::glob_of_pattern(pattern));
-        let memory = group.memory();
-        if let Some(kind) = recognise::celery_kind(pattern).filter(|_| only(KeyType::String)) {
-            let proven = kind == CeleryKind::Taskset
-                || extra.samples.iter().any(|(db, name)| {
-                    keyspace::select_db(ctx, *db);
-                    Reader::new(ctx)
-                        .get_head(name)
-                        .is_some_and(|v| recognise::is_celery_result(&v))
-                });
-            if proven {
-                let name = match kind {
-                    CeleryKind::Task => "celery-results",
-                    CeleryKind::Taskset => "celery-group-results",
-                };
-                let mut s = suggestion(name.into(), "ttl", "celery");
-                s.globs = vec![glob.clone()];
-                s.key_type = Some(KeyType::String);
-                s.value = json!(CELERY_TTL);
-                s.evidence = format!(
-                    "{} without TTL matching {glob} (of {}), {}",
-                    things(group.no_ttl, &types),
-                    count(group.keys),
-                    bytes(memory)
-                );
-                s.reason = CELERY_REASON.into();
-                s.sources = Some([pattern.clone()].into());
-                found.suggestions.push(s);
-                continue;
-            }
-        }
-        let strings_or_hashes = types
-            .iter()
-            .all(|(t, _)| matches!(t, KeyType::String | KeyType::Hash));
-        if let Some(shape) = recognise::shape_of(pattern).filter(|_| strings_or_hashes) {
-            let with_ttl = group.keys - group.no_ttl;
-            let longest = extra
-                .max_expire_at_ms
-                .map(|at| at.saturating_sub(now_ms))
-                .filter(|ms| *ms > 0);
-            let (ttl_ms, why) = match (longest, shape) {
-                (Some(ms), _) => {
-                    let ttl = round_up_duration_ms(ms);
-                    (ttl, format!(
-                        "{} with a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
-                        plural(with_ttl, "key of this group", "keys of this group"),
-                        age_words(ms),
-                        duration_text(ttl)
-                    ))
-                }
-                (None, Shape::Session) => (SESSION_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 14d, the longest common framework default for sessions (Django's is 2 weeks)".to_string()),
-                (None, Shape::Cache) => (CACHE_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 1d, a conservative default for cached data that can be recomputed".to_string()),
+/// Celery results, sessions, caches and streams: group `i`'s rule, or why it gets none.
+#[allow(clippy::too_many_arguments)]
+fn one_group(
+    ctx: &Context,
+    read: &CallOptions,
+    survey: &Survey,
+    i: usize,
+    group: &Group,
+    claimed: Option<&Policy>,
+    (now_ms, maxmemory): (i64, u64),
+    found: &mut Found,
+) {
+    let Some(extra) = survey.extras.get(i) else {
+        return;
+    };
+    if group.queue.is_some() || group.no_ttl == 0 && !is_stream_group(group) {
+        return;
+    }
+    let types = group.types();
+    let first = extra.samples.first();
+    let governed = first.is_some_and(|(_, name)| {
+        let t = types.first().map(|t| t.0).unwrap_or(KeyType::String);
+        claimed.is_some_and(|p| p.rule_for(name, t).is_some())
+    });
+    if governed {
+        return;
+    }
+    let pattern = &group.pattern;
+    let reason = |why: &str| (pattern.clone(), why.to_string());
+    if std::str::from_utf8(pattern).is_err() {
+        found.reasons.insert(
+            pattern.clone(),
+            "names are not UTF-8: a policy file cannot name them; no rule suggested".into(),
+        );
+        return;
+    }
+    let only = |t: KeyType| types.iter().all(|(x, _)| *x == t);
+    if recognise::looks_like_lock_or_counter(pattern) {
+        let (p, r) =
+            reason("the names look like locks or counters: never given a TTL; no rule suggested");
+        found.reasons.insert(p, r);
+        return;
+    }
+    if only(KeyType::List) {
+        let (p, r) = reason(LIST_REASON);
+        found.reasons.insert(p, r);
+        return;
+    }
+    let glob = text(&recognise::glob_of_pattern(pattern));
+    let memory = group.memory();
+    if let Some(kind) = recognise::celery_kind(pattern).filter(|_| only(KeyType::String)) {
+        let proven = kind == CeleryKind::Taskset
+            || extra.samples.iter().any(|(db, name)| {
+                keyspace::select_db(ctx, *db);
+                Reader::new(ctx)
+                    .get_head(name)
+                    .is_some_and(|v| recognise::is_celery_result(&v))
+            });
+        if proven {
+            let name = match kind {
+                CeleryKind::Task => "celery-results",
+                CeleryKind::Taskset => "celery-group-results",
             };
-            let mut s = suggestion(recognise::rule_name("", pattern), "ttl", shape.owner());
+            let mut s = suggestion(name.into(), "ttl", "celery");
             s.globs = vec![glob.clone()];
-            s.key_type = match types.as_slice() {
-                [(t, _)] => Some(*t),
-                _ => None,
-            };
-            s.value = json!(duration_text(ttl_ms));
+            s.key_type = Some(KeyType::String);
+            s.value = json!(CELERY_TTL);
             s.evidence = format!(
                 "{} without TTL matching {glob} (of {}), {}",
                 things(group.no_ttl, &types),
                 count(group.keys),
                 bytes(memory)
             );
-            s.reason = why;
+            s.reason = CELERY_REASON.into();
             s.sources = Some([pattern.clone()].into());
             found.suggestions.push(s);
-            continue;
+            return;
         }
-        if only(KeyType::Stream) {
-            match growing_stream(ctx, read, group, &extra.streams, now_ms) {
-                Ok(s) => found.suggestions.push(Suggestion {
-                    globs: vec![glob.clone()],
-                    sources: Some([pattern.clone()].into()),
-                    ..s
-                }),
-                Err(why) => {
-                    found.reasons.insert(pattern.clone(), why);
-                }
+    }
+    let strings_or_hashes = types
+        .iter()
+        .all(|(t, _)| matches!(t, KeyType::String | KeyType::Hash));
+    if let Some(shape) = recognise::shape_of(pattern).filter(|_| strings_or_hashes) {
+        let with_ttl = group.keys - group.no_ttl;
+        let longest = extra
+            .max_expire_at_ms
+            .map(|at| at.saturating_sub(now_ms))
+            .filter(|ms| *ms > 0);
+        let (ttl_ms, why) = match (longest, shape) {
+            (Some(ms), _) => {
+                let ttl = round_up_duration_ms(ms);
+                (ttl, format!(
+                    "{} with a TTL, the longest {} left: the application's own lifetime, rounded up to {}",
+                    plural(with_ttl, "key of this group", "keys of this group"),
+                    age_words(ms),
+                    duration_text(ttl)
+                ))
             }
-            continue;
+            (None, Shape::Session) => (SESSION_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 14d, the longest common framework default for sessions (Django's is 2 weeks)".to_string()),
+            (None, Shape::Cache) => (CACHE_DEFAULT_TTL_MS, "no key of this group has a TTL to learn from: 1d, a conservative default for cached data that can be recomputed".to_string()),
+        };
+        let mut s = suggestion(recognise::rule_name("", pattern), "ttl", shape.owner());
+        s.globs = vec![glob.clone()];
+        s.key_type = match types.as_slice() {
+            [(t, _)] => Some(*t),
+            _ => None,
+        };
+        s.value = json!(duration_text(ttl_ms));
+        s.evidence = format!(
+            "{} without TTL matching {glob} (of {}), {}",
+            things(group.no_ttl, &types),
+            count(group.keys),
+            bytes(memory)
+        );
+        s.reason = why;
+        s.sources = Some([pattern.clone()].into());
+        found.suggestions.push(s);
+        return;
+    }
+    if only(KeyType::Stream) {
+        match growing_stream(ctx, read, group, &extra.streams, (now_ms, maxmemory)) {
+            Ok(s) => found.suggestions.push(Suggestion {
+                globs: vec![glob.clone()],
+                sources: Some([pattern.clone()].into()),
+                ..s
+            }),
+            Err(why) => {
+                found.reasons.insert(pattern.clone(), why);
+            }
         }
-        let _ = pattern_text;
     }
 }
 
@@ -588,7 +773,7 @@ fn growing_stream(
     read: &CallOptions,
     group: &Group,
     streams: &[(i32, Vec<u8>)],
-    now_ms: i64,
+    (now_ms, maxmemory): (i64, u64),
 ) -> Result<Suggestion, String> {
     if group.no_ttl < group.keys {
         return Err(
@@ -615,6 +800,9 @@ fn growing_stream(
         oldest = min_opt(oldest, facts.first_ms);
         unconsumed = min_opt(unconsumed, facts.oldest_unconsumed_ms);
         consumer_groups += facts.groups;
+    }
+    if let Some(why) = recognise::stream_trim_refused(now_ms, oldest, unconsumed) {
+        return Err(why);
     }
     let (max_age_ms, by_consumers) = recognise::stream_max_age_ms(now_ms, unconsumed);
     let mut s = suggestion(
@@ -646,6 +834,16 @@ fn growing_stream(
         ),
         false => "a week of entries is kept; no consumer group has an unread or pending entry older than that".into(),
     };
+    // A memory limit could drop what a consumer group has not read: only for a log.
+    if consumer_groups == 0 && group.memory() > BIG_STREAM_BYTES {
+        let (budget, why) = memory_budget(maxmemory, group.keys);
+        s.value["max_memory"] = json!(size_text(budget));
+        s.reason = format!(
+            "{}; over 64 MB and read by no consumer group, so each stream is also kept within max_memory {} ({why})",
+            s.reason,
+            size_text(budget)
+        );
+    }
     Ok(s)
 }
 
@@ -661,23 +859,6 @@ fn call_val(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Opt
     match args.first() {
         Some(name) => reads::read(ctx, read, name, cmd, args),
         None => None,
-    }
-}
-
-/// A flat field/value array as pairs.
-fn field<'a>(v: &'a Val, name: &str) -> Option<&'a Val> {
-    let Val::Array(items) = v else { return None };
-    items.chunks_exact(2).find_map(|pair| match &pair[0] {
-        Val::Bytes(b) if b == name.as_bytes() => Some(&pair[1]),
-        _ => None,
-    })
-}
-
-fn int_of(v: Option<&Val>) -> Option<i64> {
-    match v? {
-        Val::Int(n) => Some(*n),
-        Val::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
     }
 }
 
@@ -728,18 +909,4 @@ fn stream_facts(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<Stream
         oldest_unconsumed_ms: oldest,
         groups: groups.len() as u64,
     })
-}
-
-/// BullMQ or Bull, as the queue's keys show: BullMQ writes a versioned `meta` and an events
-/// stream, Bull neither (the same evidence the cleaner's detection uses).
-fn flavor_of(calls: &Reader, base: &[u8]) -> QueueFlavor {
-    let meta = [base, b"meta"].concat();
-    let versioned = calls
-        .hget(&meta, b"version")
-        .is_some_and(|v| is_bullmq_version(&v));
-    let events = [base, b"events"].concat();
-    match versioned || calls.key_type(&events) == "stream" {
-        true => QueueFlavor::BullMq,
-        false => QueueFlavor::Bull,
-    }
 }

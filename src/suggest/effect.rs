@@ -2,24 +2,32 @@
 //! the sweep and the cleaner use (`plan_ttl`, the cleaner's own dry run, `trim::plan`), by
 //! reads only: it runs inside SUGGEST's slices, on a replica too.
 //!
-//! `freed_bytes` must never exceed what applying the policy frees: half the memory of the
-//! removed job hashes (`MEMORY USAGE`; their sub-keys and set entries are not counted), and
-//! half a trim's share of its collection, for a stream less one node (entries of a node that
-//! is only partly trimmed are flagged, not freed). Half, because applying also adds: the
-//! library's `cleaned` event, and on Redis 8 each TTL given is stored in its key.
+//! `freed_bytes` must never exceed what applying the policy frees at once, and should come
+//! close to it:
+//! - a queue rule: the memory (`MEMORY USAGE … SAMPLES 0`) of each job the cleaner's dry run
+//!   would remove, its hash and the sub-keys the library deletes with it (the first
+//!   `MAX_MEASURED`; each further one counted as the smallest measured), less what applying
+//!   adds: a BullMQ `cleaned` event per 10,000 jobs of a set, each at most a new stream node;
+//! - a stream trim: only the whole nodes the removed entries fill (a partly trimmed node's
+//!   entries are flagged deleted, not freed);
+//! - a sorted-set trim: its share of the set, less a quarter.
+//!
+//! A TTL given is not memory freed: that memory is `expiring_bytes`.
 
 use std::time::Instant;
 
 use redis_module::{CallOptions, CallReply, CallResult, Context};
 
-use crate::policy::{FinishedRetention, KeyType, QueueAction, TrimAction};
-use crate::queue::layout::Window;
+use super::reads;
+use crate::policy::{FinishedRetention, QueueFlavor, TrimAction};
+use crate::queue::calls::Calls;
+use crate::queue::finished::{CleanFinished, EventMode, FlavorCheck};
+use crate::queue::jobs;
+use crate::queue::layout::FinishedSet;
 use crate::report::memory_usage;
 use crate::stats::Tally;
-use crate::sweep::work::{Planned, Progress, Work, WorkEnv};
-use crate::trim::plan::{
-    entries_to_remove, exclusive_score_bound, stream_cutoff_ms, zset_cutoff_score,
-};
+use crate::sweep::work::{Progress, Work, WorkEnv};
+use crate::trim::work::{Shape, TrimWork};
 use crate::write::Asker;
 
 /// What applying one rule would change now.
@@ -32,76 +40,72 @@ pub struct Effect {
     pub expiring_bytes: u64,
 }
 
-/// Stream entries per radix-tree node unless the server says otherwise.
-const DEFAULT_NODE_ENTRIES: u64 = 100;
-/// Stream entries read per XRANGE call when counting old entries.
-const XRANGE_PAGE: usize = 1_000;
+/// `stream-node-max-bytes` unless the server says otherwise.
+const DEFAULT_NODE_BYTES: u64 = 4_096;
+/// The most `MEMORY USAGE` counts per stream node for its radix tree (Redis assumes about
+/// 504 bytes; Valkey counts what it allocates, less).
+const STREAM_TREE_PER_NODE: u64 = 512;
+/// A stream's own allocations beside its nodes, as `MEMORY USAGE` counts them (object,
+/// stream and radix-tree headers), rounded up.
+const STREAM_HEADER: u64 = 256;
 
 /// One piece of dry-run work, in its database.
 pub enum EffectItem {
-    /// A queue's finished set, cleaned by the cleaner's own dry run (the work the sweep
-    /// plans for the set), which counts the jobs that go; then the jobs the set's window
-    /// selects are measured, and the smallest that many of them count as freed (the cleaner
-    /// keeps some the window selects: locked ones, ones a parent waits for).
-    Queue {
-        base: Vec<u8>,
-        set_key: Vec<u8>,
-        work: Option<Box<dyn Work>>,
-        window: Window,
-        removed: Option<u64>,
-        /// Memory of the job hashes the window selects (at most `MAX_MEASURED`).
-        sizes: Vec<u64>,
-        /// Selected jobs beyond `MAX_MEASURED`.
-        unmeasured: u64,
-        offset: u64,
-        scanned: bool,
-    },
-    /// A stream trimmed by age and/or length: entries below the age cutoff are counted.
-    Stream {
+    /// A queue's finished set, cleaned by the cleaner's own dry run, which lists the jobs
+    /// that would go; then those jobs are measured (hash and sub-keys).
+    Queue(Box<QueueEffect>),
+    /// A stream or sorted set trimmed: the trim's own dry run (the work the sweep plans for
+    /// the key) counts the entries that go, by age, length and memory.
+    Trim {
         name: Vec<u8>,
-        trim: TrimAction,
-        /// XRANGE's next start (`-` or an exclusive id).
-        from: Vec<u8>,
-        older: u64,
+        shape: Shape,
+        work: Box<TrimWork>,
     },
-    /// A sorted set trimmed by score age and/or length.
-    ZSet { name: Vec<u8>, trim: TrimAction },
     /// An active-run set: runs older than `max_age`.
     Runs { index: Vec<u8>, max_age_ms: i64 },
 }
 
+/// The dry run of one finished set and the measuring of the jobs it would remove.
+pub struct QueueEffect {
+    flavor: QueueFlavor,
+    base: Vec<u8>,
+    clean: CleanFinished,
+    cleaned: bool,
+    /// Memory of each job measured so far (hash and sub-keys), in the dry run's order.
+    sizes: Vec<u64>,
+}
+
 impl EffectItem {
-    /// The dry run of queue rule `queue` on the finished set `set_key` of the queue at `base`.
+    /// The dry run of the finished set `set` of the queue at `base` (its library known).
     pub fn queue(
-        queue: &QueueAction,
+        flavor: QueueFlavor,
         base: Vec<u8>,
-        set_key: Vec<u8>,
+        set: FinishedSet,
         retention: FinishedRetention,
-        now_ms: i64,
     ) -> EffectItem {
-        let work = match crate::queue::plan(queue, &set_key, KeyType::ZSet) {
-            Planned::Work(work) => Some(work),
-            Planned::Nothing | Planned::WrongType => None,
-        };
-        EffectItem::Queue {
+        let clean = CleanFinished::new(
+            flavor,
+            base.clone(),
+            set,
+            retention,
+            FlavorCheck::Trust,
+            EventMode::WhenRemoved,
+        );
+        EffectItem::Queue(Box::new(QueueEffect {
+            flavor,
             base,
-            set_key,
-            work,
-            window: Window::new(&retention, now_ms),
-            removed: None,
+            clean,
+            cleaned: false,
             sizes: Vec::new(),
-            unmeasured: 0,
-            offset: 0,
-            scanned: false,
-        }
+        }))
     }
 
-    pub fn stream(name: Vec<u8>, trim: TrimAction) -> EffectItem {
-        EffectItem::Stream {
+    /// The dry run of `trim` on the stream or sorted set `name`.
+    pub fn trim(name: Vec<u8>, shape: Shape, trim: TrimAction) -> EffectItem {
+        EffectItem::Trim {
+            work: Box::new(TrimWork::new(name.clone(), shape, trim)),
             name,
-            trim,
-            from: b"-".to_vec(),
-            older: 0,
+            shape,
         }
     }
 
@@ -115,109 +119,24 @@ impl EffectItem {
         effect: &mut Effect,
     ) -> bool {
         match self {
-            EffectItem::Queue {
-                base,
-                set_key,
-                work,
-                window,
-                removed,
-                sizes,
-                unmeasured,
-                offset,
-                scanned,
-            } => {
-                if removed.is_none() {
-                    let mut tally = Tally::default();
-                    if let Some(work) = work.as_mut() {
-                        if work.step(ctx, env, deadline, &mut tally) == Progress::More {
-                            return false;
-                        }
-                    }
-                    *removed = Some(tally.jobs_removed);
-                    *work = None;
+            EffectItem::Queue(q) => q.step(ctx, env, deadline, effect),
+            EffectItem::Trim { name, shape, work } => {
+                let mut tally = Tally::default();
+                if work.step(ctx, env, deadline, &mut tally) == Progress::More {
+                    return false;
                 }
-                while !*scanned {
-                    let card =
-                        super::reads::int(super::reads::on(ctx, read, "ZCARD", set_key, &[]))
-                            .unwrap_or(0);
-                    let page =
-                        super::reads::zrange_scores(ctx, read, set_key, *offset, *offset + 255);
-                    for (i, (id, score)) in page.iter().enumerate() {
-                        if window.reason(card, *offset + i as u64, *score).is_none() {
-                            *scanned = true;
-                            break;
-                        }
-                        match sizes.len() < MAX_MEASURED {
-                            true => {
-                                let job = [base.as_slice(), id].concat();
-                                sizes.push(memory_usage(ctx, read, &job, 0).unwrap_or(0));
-                            }
-                            false => *unmeasured += 1,
-                        }
-                    }
-                    *offset += page.len() as u64;
-                    *scanned |= page.len() < 256;
-                    if !*scanned && Instant::now() >= deadline {
-                        return false;
-                    }
-                }
-                let removed = removed.unwrap_or(0);
-                effect.jobs += removed;
-                // Half: applying the policy also adds (the library's `cleaned` event, and on
-                // Redis 8 every TTL given is stored in its key), and the total must still
-                // free at least the sum announced.
-                effect.freed_bytes += smallest_sum(sizes, removed.saturating_sub(*unmeasured)) / 2;
-                true
-            }
-            EffectItem::Stream {
-                name,
-                trim,
-                from,
-                older,
-            } => {
-                let Some(len) = int(ctx, read, "XLEN", &[name]) else {
-                    return true;
-                };
-                if let Some(age) = trim.max_age_ms {
-                    let below = format!("({}-0", stream_cutoff_ms(env.now_ms, age));
-                    loop {
-                        let page = XRANGE_PAGE.to_string();
-                        let args: [&[u8]; 5] =
-                            [name, from, below.as_bytes(), b"COUNT", page.as_bytes()];
-                        let ids = stream_ids(ctx, read, &args);
-                        *older += ids.len() as u64;
-                        match ids.last() {
-                            Some(last) if ids.len() == XRANGE_PAGE => {
-                                *from = [b"(".as_slice(), last].concat();
-                            }
-                            _ => break,
-                        }
-                        if Instant::now() >= deadline {
-                            return false;
-                        }
-                    }
-                }
-                let removed = entries_to_remove(len, trim.max_len, *older);
+                let removed = work.removed();
                 effect.entries += removed;
-                let whole_nodes = removed.saturating_sub(node_entries(ctx, read));
-                effect.freed_bytes += share(ctx, read, name, len, whole_nodes);
-                true
-            }
-            EffectItem::ZSet { name, trim } => {
-                let Some(len) = int(ctx, read, "ZCARD", &[name]) else {
-                    return true;
-                };
-                let older = match trim.max_age_ms {
-                    Some(age) => {
-                        let cutoff = zset_cutoff_score(env.now_ms, age, trim.score_unit);
-                        let below = exclusive_score_bound(cutoff);
-                        int(ctx, read, "ZCOUNT", &[name, b"-inf", below.as_bytes()]).unwrap_or(0)
+                effect.freed_bytes += match shape {
+                    Shape::Stream => {
+                        let len = int(ctx, read, "XLEN", &[name]).unwrap_or(0);
+                        stream_freed(ctx, read, name, len, removed)
                     }
-                    None => 0,
+                    _ => {
+                        let len = int(ctx, read, "ZCARD", &[name]).unwrap_or(0);
+                        zset_freed(ctx, read, name, len, removed)
+                    }
                 };
-                let removed = entries_to_remove(len, trim.max_len, older);
-                effect.entries += removed;
-                effect.freed_bytes += share(ctx, read, name, len, removed);
                 true
             }
             EffectItem::Runs { index, max_age_ms } => {
@@ -230,14 +149,75 @@ impl EffectItem {
     }
 }
 
-/// Job hashes measured per finished set at most.
-const MAX_MEASURED: usize = 200_000;
+impl QueueEffect {
+    /// The cleaner's dry run, then the measuring of the jobs it lists; true when done.
+    fn step(
+        &mut self,
+        ctx: &Context,
+        env: &WorkEnv,
+        deadline: Instant,
+        effect: &mut Effect,
+    ) -> bool {
+        if !self.cleaned {
+            let mut tally = Tally::default();
+            if self.clean.step(ctx, env, deadline, &mut tally) == Progress::More {
+                return false;
+            }
+            self.cleaned = true;
+        }
+        let calls = Calls::new(ctx);
+        let listed = self.clean.ids.len().min(MAX_MEASURED);
+        while self.sizes.len() < listed {
+            let id = &self.clean.ids[self.sizes.len()];
+            let job = [self.base.as_slice(), id].concat();
+            let size = jobs::job_keys(self.flavor, &job)
+                .iter()
+                .map(|k| calls.memory_usage(k).unwrap_or(0))
+                .sum();
+            self.sizes.push(size);
+            if self.sizes.len().is_multiple_of(64) && Instant::now() >= deadline {
+                return false;
+            }
+        }
+        let removed = self.clean.removed;
+        effect.jobs += removed;
+        let freed = extrapolated_sum(&mut self.sizes, removed);
+        let added = match (self.flavor, removed) {
+            (QueueFlavor::BullMq, 1..) => cleaned_events(removed) * event_allowance(ctx),
+            _ => 0,
+        };
+        effect.freed_bytes += freed.saturating_sub(added);
+        true
+    }
+}
 
-/// The sum of the `n` smallest sizes: the jobs that go are `n` of those measured (or more of
-/// them, when some were not measured), whichever they are.
-pub fn smallest_sum(sizes: &mut [u64], n: u64) -> u64 {
-    sizes.sort_unstable();
-    sizes.iter().take(n as usize).sum()
+/// Jobs measured per finished set at most; the rest are extrapolated.
+const MAX_MEASURED: usize = 20_000;
+
+/// The memory of `removed` jobs of which `sizes` were measured: the measured ones as they
+/// are, each one not measured as the smallest measured (a lower bound, not a mean).
+pub fn extrapolated_sum(sizes: &mut [u64], removed: u64) -> u64 {
+    let measured = (sizes.len() as u64).min(removed);
+    let smallest = sizes.iter().copied().min().unwrap_or(0);
+    let known: u64 = sizes.iter().take(measured as usize).sum();
+    known + (removed - measured) * smallest
+}
+
+/// The `cleaned` events applying appends for `removed` jobs of one set: one per call of the
+/// library's clean (at most 10,000 jobs each, as the cleaner batches them).
+pub fn cleaned_events(removed: u64) -> u64 {
+    removed.div_ceil(CLEANED_EVENT_EVERY)
+}
+
+const CLEANED_EVENT_EVERY: u64 = 10_000;
+
+/// What one appended stream entry may add at most: a new node (its listpack is first
+/// allocated at `stream-node-max-bytes`) and its radix-tree share as `MEMORY USAGE` counts it.
+fn event_allowance(ctx: &Context) -> u64 {
+    config_u64(ctx, "stream-node-max-bytes")
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_NODE_BYTES)
+        + STREAM_TREE_PER_NODE
 }
 
 /// The environment of the cleaner's dry run: nothing is written (its writer refuses).
@@ -251,53 +231,110 @@ pub fn dry_env(now_ms: i64, db: i32) -> WorkEnv {
     }
 }
 
-/// Half of `removed / len` of the key's memory: a trim frees about its share, and halving
-/// keeps the figure below what the allocator really returns.
-fn share(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, removed: u64) -> u64 {
+/// A trim of a sorted set frees its share of the set's memory, less a quarter: the removed
+/// members may be smaller than the mean, and an allocation shrinks by size classes a
+/// quarter apart (jemalloc).
+fn zset_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, removed: u64) -> u64 {
     if removed == 0 || len == 0 {
         return 0;
     }
     let memory = memory_usage(ctx, read, name, len).unwrap_or(0);
-    (memory as u128 * removed.min(len) as u128 / len as u128 / 2) as u64
+    (memory as u128 * removed.min(len) as u128 / len as u128 * 3 / 4) as u64
 }
 
-fn node_entries(ctx: &Context, read: &CallOptions) -> u64 {
-    let args: [&[u8]; 2] = [b"GET", b"stream-node-max-entries"];
-    match ctx.call_ext::<_, CallResult>("CONFIG", read, &args[..]) {
-        Ok(CallReply::Array(items)) => items
-            .iter()
-            .nth(1)
-            .and_then(|v| match v {
-                Ok(CallReply::String(s)) => s.to_string().and_then(|t| t.parse().ok()),
-                _ => None,
-            })
-            .filter(|n: &u64| *n > 0)
-            .unwrap_or(DEFAULT_NODE_ENTRIES),
-        _ => DEFAULT_NODE_ENTRIES,
+/// A stream frees memory per node only: entries of a node that is partly trimmed are flagged
+/// deleted, not freed. The `removed` oldest entries free `whole_nodes` of its nodes, each the
+/// smaller of an even share of all nodes' memory and of the closed ones' (the stream's less
+/// its header and its open last node, allocated at `stream-node-max-bytes` at least), less
+/// the part of its tree share that may stay.
+fn stream_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, removed: u64) -> u64 {
+    if removed == 0 || len == 0 {
+        return 0;
     }
+    let Some(nodes) = stream_nodes(ctx, read, name).filter(|n| *n > 0) else {
+        return 0;
+    };
+    let max_entries = config_u64(ctx, "stream-node-max-entries").unwrap_or(0);
+    let freed_nodes = whole_nodes(len, nodes, max_entries, removed);
+    if freed_nodes == 0 {
+        return 0;
+    }
+    let memory = memory_usage(ctx, read, name, len).unwrap_or(0);
+    let nodes_memory = memory.saturating_sub(STREAM_HEADER);
+    let closed = nodes_memory.saturating_sub(event_allowance(ctx)) / (nodes - 1);
+    let per_node = closed.min(nodes_memory / nodes);
+    per_node.saturating_sub(STREAM_TREE_KEPT) * freed_nodes
 }
 
-/// An integer reply (counts are never negative), None on an error.
-pub fn int(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<u64> {
-    match ctx.call_ext::<_, CallResult>(cmd, read, args) {
-        Ok(CallReply::I64(n)) => Some(n.to_i64().max(0) as u64),
+/// Of a removed node's radix-tree share as `MEMORY USAGE` counts it, what may stay: tree
+/// nodes that other ids still share.
+const STREAM_TREE_KEPT: u64 = 128;
+
+/// Nodes wholly inside the `removed` oldest of `len` entries in `nodes` nodes, for a stream
+/// that was only appended to: every node but the last is full, so a node holds at most
+/// `(len - 1) / (nodes - 1)` entries, and never more than `stream-node-max-entries` (0: no
+/// such limit). The last node is never counted (the stream keeps it).
+pub fn whole_nodes(len: u64, nodes: u64, max_entries: u64, removed: u64) -> u64 {
+    if nodes < 2 || removed == 0 {
+        return 0;
+    }
+    let by_fill = (removed as u128 * (nodes - 1) as u128 / (len.max(2) - 1) as u128) as u64;
+    let by_limit = match max_entries {
+        0 => 0,
+        n => removed / n,
+    };
+    by_fill.max(by_limit).min(nodes - 1)
+}
+
+/// `XINFO STREAM`'s `radix-tree-keys`: the stream's nodes.
+fn stream_nodes(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
+    let info = reads::read(ctx, read, name, "XINFO", &[b"STREAM", name])?;
+    reads::int_field(&info, "radix-tree-keys").map(|n| n.max(0) as u64)
+}
+
+/// A numeric server setting.
+pub fn config_u64(ctx: &Context, name: &str) -> Option<u64> {
+    let args: [&[u8]; 2] = [b"GET", name.as_bytes()];
+    let read = crate::report::read_options();
+    match ctx.call_ext::<_, CallResult>("CONFIG", &read, &args[..]) {
+        Ok(CallReply::Array(items)) => items.iter().nth(1).and_then(|v| match v {
+            Ok(CallReply::String(s)) => s.to_string().and_then(|t| t.parse().ok()),
+            _ => None,
+        }),
         _ => None,
     }
 }
 
-/// The ids of an `XRANGE` reply.
-fn stream_ids(ctx: &Context, read: &CallOptions, args: &[&[u8]]) -> Vec<Vec<u8>> {
-    let Ok(CallReply::Array(entries)) = ctx.call_ext::<_, CallResult>("XRANGE", read, args) else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Ok(CallReply::Array(pair)) => match pair.iter().next() {
-                Some(Ok(CallReply::String(id))) => Some(id.as_bytes().to_vec()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
+/// An integer reply on the key `args[0]` (counts are never negative), None on an error; the
+/// key's use data left as it was.
+fn int(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<u64> {
+    reads::int(reads::read(ctx, read, args.first()?, cmd, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_not_measured_count_as_the_smallest_measured() {
+        assert_eq!(extrapolated_sum(&mut [300, 100, 200], 3), 600);
+        assert_eq!(extrapolated_sum(&mut [300, 100, 200], 5), 800);
+        assert_eq!(extrapolated_sum(&mut [], 5), 0);
+        assert_eq!(cleaned_events(0), 0);
+        assert_eq!(cleaned_events(1), 1);
+        assert_eq!(cleaned_events(10_001), 2);
+    }
+
+    #[test]
+    fn only_whole_nodes_of_the_oldest_entries_are_freed() {
+        // 10 nodes of 100: 950 removed free 9 (the tenth is partly trimmed).
+        assert_eq!(whole_nodes(1_000, 10, 100, 950), 9);
+        assert_eq!(whole_nodes(1_000, 10, 100, 99), 0);
+        // One node: never freed (the stream keeps its last node).
+        assert_eq!(whole_nodes(25, 1, 100, 20), 0);
+        // Nodes closed by size (40 entries each): the fill counts them.
+        assert_eq!(whole_nodes(1_000, 25, 100, 400), 9);
+        // All removed: every node but the last.
+        assert_eq!(whole_nodes(1_000, 10, 100, 1_000), 9);
+    }
 }

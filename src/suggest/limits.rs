@@ -39,6 +39,48 @@ pub const CACHE_DEFAULT_TTL_MS: i64 = DAY_MS;
 
 /// Streams that only grow keep a week of entries when older ones exist.
 pub const STREAM_MAX_AGE_MS: i64 = 7 * DAY_MS;
+/// The longest `max_age` suggested to spare what a consumer group has not read: a group that
+/// has not read for longer is no reader to plan around (a trim kept beyond it would be no
+/// bound), so the stream gets no rule and the reason says so.
+pub const STREAM_MAX_SPARING_AGE_MS: i64 = 90 * DAY_MS;
+
+/// Finished jobs whose mean memory is over this are big: their sets also get `max_memory`
+/// (a count limit alone lets 1,000 of them take 64 MB and more).
+pub const BIG_JOB_BYTES: u64 = 64 * 1024;
+/// A stream group over this much memory also gets `max_memory`.
+pub const BIG_STREAM_BYTES: u64 = 64 * MB;
+/// Without `maxmemory`, each big collection is bounded to this much.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 64 * MB;
+/// The share of `maxmemory` that the big collections of one rule may take together.
+const MAXMEMORY_SHARE_DIVISOR: u64 = 10;
+const MB: u64 = 1024 * 1024;
+
+/// A `max_memory` for each of `holders` big collections of one rule, and the reason in words:
+/// a tenth of `maxmemory` shared among them, or 64mb each when no `maxmemory` is set; whole
+/// megabytes (2^20), at least 1mb.
+pub fn memory_budget(maxmemory: u64, holders: u64) -> (u64, String) {
+    let holders = holders.max(1);
+    let (budget, why) = match maxmemory {
+        0 => (
+            DEFAULT_MEMORY_BUDGET,
+            "no maxmemory is set: 64mb each".to_string(),
+        ),
+        m => (
+            m / MAXMEMORY_SHARE_DIVISOR / holders,
+            format!(
+                "a tenth of maxmemory ({}) shared among {}",
+                bytes(m),
+                plural(holders, "of them", "of them")
+            ),
+        ),
+    };
+    ((budget / MB).max(1) * MB, why)
+}
+
+/// A size as the policy file takes it, in whole megabytes: `"64mb"`.
+pub fn size_text(bytes: u64) -> String {
+    format!("{}mb", (bytes / MB).max(1))
+}
 
 /// Durations people write, in order: a TTL seen in the data is rounded up to the next one.
 const READABLE_MS: [i64; 22] = [
@@ -190,5 +232,16 @@ mod tests {
         assert_eq!(age_words(0), "0 seconds");
         assert_eq!(plural(1, "key", "keys"), "1 key");
         assert_eq!(plural(2_000, "key", "keys"), "2,000 keys");
+    }
+
+    #[test]
+    fn memory_budgets_share_maxmemory_in_whole_megabytes() {
+        assert_eq!(memory_budget(0, 4).0, 64 * MB);
+        assert_eq!(memory_budget(1000 * MB, 2).0, 50 * MB);
+        assert_eq!(memory_budget(10 * MB, 40).0, MB, "at least 1mb");
+        assert_eq!(size_text(memory_budget(100 * MB, 2).0), "5mb");
+        assert!(memory_budget(100 * MB, 2)
+            .1
+            .contains("a tenth of maxmemory"));
     }
 }

@@ -5,12 +5,14 @@
 //!
 //! Like `RETENTION.REPORT` it walks every database in slices from the before-sleep hook (only
 //! the caller waits) and only reads, so it runs on replicas too; a change of role stops it.
-//! Phases: a survey walk groups the keys (`report::group`) and notes what owners need
-//! (`Survey`); `analyse` proves owners and writes the candidate rules; a dry-run walk applies
-//! the candidate policy to every key as the sweep would (`plan_ttl`) and finds keys a rule's
-//! glob would reach beyond the groups it was suggested for (they get a keep rule, and the
-//! dry run is repeated); `effect` then runs the cleaner's and the trims' dry runs. The policy
-//! is parsed with the module's own parser before the reply.
+//! Phases, each advancing in slices: a survey walk groups the keys (`report::group`) and
+//! notes what owners need (`Survey`); `analyse` proves owners and writes the candidate rules,
+//! a queue or a group at a time; the candidate policy is parsed a few rules at a time; a
+//! dry-run walk applies it to every key as the sweep would (`plan_ttl`) and finds keys a
+//! rule's glob would reach beyond the groups it was suggested for (they get a keep rule, and
+//! the dry run is repeated); `effect` then runs the cleaner's and the trims' dry runs; last,
+//! the policy with its comments is written and parsed with the module's own parser, and the
+//! reply's rule maps built, a few rules at a time.
 
 mod analyse;
 pub mod effect;
@@ -20,19 +22,23 @@ pub mod recognise;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis_module::{CallOptions, Context, ContextFlags, RedisString, RedisValue};
+use redis_module::{CallOptions, Context, RedisString, RedisValue};
 
-use crate::acl::{self, KeyAccess};
 use crate::args::{Args, OptionSet};
 use crate::error::{Error, Result};
-use crate::policy::{parse_policy, Action, Glob, KeyType, Policy};
+use crate::policy::{parse_policy, Action, Glob, KeyType, Policy, Rule};
 use crate::queue::layout::FinishedSet;
 use crate::report::group::{collapse, is_queue, Grouper, KeyFacts};
-use crate::report::{is_master, key_type_of, memory_usage, read_options, KeyspaceWalk, WalkedKey};
+use crate::report::json_reply;
+use crate::report::{
+    check_sliced_walk, format_arg, is_master, key_type_of, match_arg, memory_usage, read_options,
+    walk_slice, KeyspaceWalk, WalkedKey,
+};
 use crate::sweep::blocked::{self, SlicedCommand};
 use crate::sweep::plan::{plan_ttl, TtlPlan};
+use crate::trim::work::Shape;
 use crate::{keyspace, stats};
 use effect::{Effect, EffectItem};
 
@@ -65,20 +71,7 @@ pub struct SuggestOptions {
 
 pub fn cmd_suggest(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let opts = parse_args(Args::new(args, COMMAND)?)?;
-    let prefix = opts
-        .match_glob
-        .as_ref()
-        .map(|g| g.literal_prefix().to_vec())
-        .unwrap_or_default();
-    acl::require_keys_under(ctx, &prefix, KeyAccess::Read)?;
-    if ctx
-        .get_flags()
-        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA)
-    {
-        return Err(Error::arg(
-            "RETENTION.SUGGEST cannot run inside MULTI or a script: it walks the keyspace in slices between other clients' commands; call it directly",
-        ));
-    }
+    check_sliced_walk(ctx, COMMAND, opts.match_glob.as_ref())?;
     let run = SuggestRun::new(ctx, opts);
     Ok(blocked::block(ctx, Box::new(run)))
 }
@@ -91,24 +84,12 @@ fn parse_args(mut args: Args) -> Result<SuggestOptions> {
     let mut seen = OptionSet::default();
     while let Some(option) = args.next_option(&mut seen, &["MATCH", "FORMAT"])? {
         match option {
-            "MATCH" => {
-                let pattern = args.next_bytes("MATCH <glob>")?;
-                opts.match_glob = Some(
-                    Glob::new(&pattern).map_err(|e| Error::arg(format!("MATCH: bad glob: {e}")))?,
-                );
-            }
+            "MATCH" => opts.match_glob = Some(match_arg(&mut args)?),
             "FORMAT" => {
-                let text = args.next_str("FORMAT <map|policy>")?;
-                opts.format = match text.to_ascii_lowercase().as_str() {
-                    "map" => Format::Map,
-                    "policy" => Format::Policy,
-                    _ => {
-                        return Err(Error::arg(format!(
-                            "FORMAT must be map or policy (got '{}')",
-                            crate::args::shown(text.as_bytes())
-                        )))
-                    }
-                };
+                opts.format = format_arg(
+                    &mut args,
+                    &[("map", Format::Map), ("policy", Format::Policy)],
+                )?
             }
             _ => unreachable!("next_option returns only listed options"),
         }
@@ -266,9 +247,13 @@ struct DryState {
 
 enum Phase {
     Survey,
+    Analyse(Box<analyse::Analysis>),
     DryRun(Box<DryRun>),
+    /// The candidate rules parsed, a few at a time.
+    Plan(Box<PolicyBuild>),
     Effects(Box<DryRun>),
-    Done(Box<DryRun>),
+    /// The policy with comments and the reply's rule maps, a few rules at a time.
+    Render(Box<PolicyBuild>, Box<DryRun>),
 }
 
 struct SuggestRun {
@@ -320,10 +305,25 @@ impl SuggestRun {
                         return Ok(None);
                     }
                     self.now_ms = crate::time::now_ms();
-                    let found = analyse::analyse(ctx, &self.read, &self.survey, self.now_ms);
+                    Phase::Analyse(Box::new(analyse::Analysis::new(&self.survey)))
+                }
+                Phase::Analyse(mut analysis) => {
+                    let (read, survey) = (&self.read, &self.survey);
+                    if !analysis.advance(ctx, read, survey, self.now_ms, deadline) {
+                        self.phase = Some(Phase::Analyse(analysis));
+                        return Ok(None);
+                    }
+                    let found = analysis.finish();
                     self.suggestions = found.suggestions;
                     self.reasons = found.reasons;
-                    Phase::DryRun(Box::new(self.dry_run(ctx)?))
+                    Phase::Plan(Box::new(PolicyBuild::new(false)))
+                }
+                Phase::Plan(mut plan) => {
+                    if !plan.advance(&self.suggestions, deadline)? {
+                        self.phase = Some(Phase::Plan(plan));
+                        return Ok(None);
+                    }
+                    Phase::DryRun(Box::new(self.dry_run(ctx, plan.policy())))
                 }
                 Phase::DryRun(mut dry) => {
                     let now_ms = self.now_ms;
@@ -340,18 +340,27 @@ impl SuggestRun {
                         Phase::Effects(dry)
                     } else {
                         self.protect_strays(&dry.state.strays);
-                        Phase::DryRun(Box::new(self.dry_run(ctx)?))
+                        Phase::Plan(Box::new(PolicyBuild::new(false)))
                     }
                 }
                 Phase::Effects(mut dry) => {
                     if self.run_effects(ctx, &mut dry, deadline) {
-                        Phase::Done(dry)
+                        for (s, e) in self.suggestions.iter_mut().zip(&dry.state.effects) {
+                            s.effect = *e;
+                        }
+                        Phase::Render(Box::new(PolicyBuild::new(true)), dry)
                     } else {
                         self.phase = Some(Phase::Effects(dry));
                         return Ok(None);
                     }
                 }
-                Phase::Done(dry) => return self.reply(&dry).map(Some),
+                Phase::Render(mut text, dry) => {
+                    if !text.advance(&self.suggestions, deadline)? {
+                        self.phase = Some(Phase::Render(text, dry));
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.reply(&dry, *text)));
+                }
             };
             self.phase = Some(next);
             if Instant::now() >= deadline {
@@ -360,12 +369,10 @@ impl SuggestRun {
         }
     }
 
-    /// A new dry-run walk of the current suggestions.
-    fn dry_run(&mut self, ctx: &Context) -> Result<DryRun> {
+    /// A new dry-run walk of the current suggestions (`policy`, parsed from them).
+    fn dry_run(&mut self, ctx: &Context, policy: Policy) -> DryRun {
         self.dry_runs += 1;
-        let policy = parse_policy(&render::policy_text(&self.suggestions, false))
-            .map_err(|e| internal(&format!("a suggested rule does not parse: {e}")))?;
-        Ok(DryRun {
+        DryRun {
             walk: KeyspaceWalk::new(ctx, self.opts.match_glob.clone(), COMMAND),
             state: DryState {
                 effects: vec![Effect::default(); self.suggestions.len()],
@@ -374,7 +381,7 @@ impl SuggestRun {
                 unknown: HashMap::new(),
                 items: VecDeque::new(),
             },
-        })
+        }
     }
 
     /// Keys a rule would change outside its groups get a keep rule by name (first); with too
@@ -430,15 +437,11 @@ impl SuggestRun {
         true
     }
 
-    fn reply(&mut self, dry: &DryRun) -> Result<RedisValue> {
-        for (s, e) in self.suggestions.iter_mut().zip(&dry.state.effects) {
-            s.effect = *e;
-        }
-        let text = render::policy_text(&self.suggestions, true);
-        parse_policy(&text)
-            .map_err(|e| internal(&format!("the suggested policy does not parse: {e}")))?;
+    fn reply(&mut self, dry: &DryRun, mut built: PolicyBuild) -> RedisValue {
+        let maps = std::mem::take(&mut built.maps);
+        let text = built.text();
         if self.opts.format == Format::Policy {
-            return Ok(RedisValue::BulkString(text));
+            return RedisValue::BulkString(text);
         }
         let unknown = render::unknown(&dry.state.unknown, &self.reasons, MAX_UNKNOWN);
         let walk = serde_json::json!({
@@ -448,13 +451,93 @@ impl SuggestRun {
             "slices": self.slices,
             "match": self.opts.match_glob.as_ref().map(|g| String::from_utf8_lossy(g.pattern()).into_owned()),
         });
-        let reply = serde_json::json!({
-            "policy": text,
-            "rules": render::rules(&self.suggestions),
-            "unknown": unknown,
-            "walk": walk,
-        });
-        Ok(crate::report::json_reply(&reply))
+        RedisValue::OrderedMap(
+            [
+                (stats::key("policy"), RedisValue::BulkString(text)),
+                (stats::key("rules"), RedisValue::Array(maps)),
+                (stats::key("unknown"), json_reply(&unknown)),
+                (stats::key("walk"), json_reply(&walk)),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+}
+
+/// Rules rendered and parsed per step: a few milliseconds of work at most.
+const RULES_PER_STEP: usize = 32;
+
+/// The suggested policy rendered and parsed with the module's own parser a few rules at a
+/// time, so that thousands of rules fit in short slices.
+struct PolicyBuild {
+    with_comments: bool,
+    next: usize,
+    rules: Vec<Rule>,
+    names: HashSet<String>,
+    /// The policy's text so far (with comments only): its head and the rules done.
+    text: String,
+    /// The reply's map of each rule (with comments only).
+    maps: Vec<RedisValue>,
+}
+
+impl PolicyBuild {
+    fn new(with_comments: bool) -> PolicyBuild {
+        PolicyBuild {
+            with_comments,
+            next: 0,
+            rules: Vec::new(),
+            names: HashSet::new(),
+            text: String::new(),
+            maps: Vec::new(),
+        }
+    }
+
+    /// Works until `deadline`; true when every rule is done.
+    fn advance(&mut self, suggestions: &[Suggestion], deadline: Instant) -> Result<bool> {
+        while self.next < suggestions.len() {
+            let end = (self.next + RULES_PER_STEP).min(suggestions.len());
+            let chunk = &suggestions[self.next..end];
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|s| render::rule_text(s, self.with_comments))
+                .collect();
+            let mut parsed = parse_policy(&render::document(&texts))
+                .map_err(|e| internal(&format!("a suggested rule does not parse: {e}")))?;
+            for rule in &parsed.rules {
+                if !self.names.insert(rule.name.clone()) {
+                    return Err(internal(&format!("two rules are named {}", rule.name)));
+                }
+            }
+            self.rules.append(&mut parsed.rules);
+            if self.with_comments {
+                for rule in texts {
+                    self.text.push_str(match self.text.is_empty() {
+                        true => render::DOCUMENT_HEAD,
+                        false => render::RULE_SEPARATOR,
+                    });
+                    self.text.push_str(&rule);
+                }
+                let maps = chunk.iter().map(|s| json_reply(&render::rule_map(s)));
+                self.maps.extend(maps);
+            }
+            self.next = end;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(self.next >= suggestions.len())
+    }
+
+    /// The policy's text, once every rule is done.
+    fn text(self) -> String {
+        match self.text.is_empty() {
+            true => render::document(&[]),
+            false => self.text + render::DOCUMENT_TAIL,
+        }
+    }
+
+    fn policy(self) -> Policy {
+        Policy::new(self.rules)
     }
 }
 
@@ -504,14 +587,10 @@ fn dry_run_key(
                 d.strays.push((rule, key.name.to_vec()));
                 return;
             }
-            let item = match key.key_type {
-                KeyType::Stream => EffectItem::stream(key.name.to_vec(), trim),
-                _ => EffectItem::ZSet {
-                    name: key.name.to_vec(),
-                    trim,
-                },
-            };
-            d.items.push_back((rule, key.db, item));
+            if let Some(shape) = Shape::of(key.key_type) {
+                let item = EffectItem::trim(key.name.to_vec(), shape, trim);
+                d.items.push_back((rule, key.db, item));
+            }
         }
         Action::Runs(runs) => {
             if key.key_type == KeyType::ZSet {
@@ -529,7 +608,7 @@ fn dry_run_key(
             if key.key_type != KeyType::ZSet {
                 return;
             }
-            for (db, base, _) in &suggestion.queues {
+            for (db, base, flavor) in &suggestion.queues {
                 if *db != key.db {
                     continue;
                 }
@@ -539,7 +618,7 @@ fn dry_run_key(
                 ] {
                     let set_key = [base.as_slice(), set.name().as_bytes()].concat();
                     if let (true, Some(retention)) = (set_key == key.name, retention) {
-                        let item = EffectItem::queue(&q, base.clone(), set_key, retention, now_ms);
+                        let item = EffectItem::queue(*flavor, base.clone(), set, retention);
                         d.items.push_back((rule, key.db, item));
                     }
                 }
@@ -571,25 +650,13 @@ fn internal(what: &str) -> Error {
 
 impl SlicedCommand for SuggestRun {
     fn slice(&mut self, ctx: &Context, budget_us: u64) -> Option<Result<RedisValue>> {
-        let master = is_master(ctx);
-        if master != self.started_as_master {
-            return Some(Err(Error::Server(format!(
-                "RETENTION.SUGGEST stopped: this server became a {} while it ran; run it again",
-                if master { "master" } else { "replica" }
-            ))));
-        }
-        let started = Instant::now();
-        let outcome = self.advance(ctx, started + Duration::from_micros(budget_us));
-        self.slices += 1;
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        if stats::record_slice(elapsed_us, budget_us) {
-            keyspace::latency_sample("retention-suggest", (elapsed_us / 1000) as i64);
-        }
-        match outcome {
-            Ok(None) => None,
-            Ok(Some(reply)) => Some(Ok(reply)),
-            Err(e) => Some(Err(e)),
-        }
+        let stopped = || format!("{COMMAND} stopped");
+        let budget = (budget_us, "retention-suggest");
+        let outcome = walk_slice(ctx, self.started_as_master, stopped, budget, |deadline| {
+            self.slices += 1;
+            self.advance(ctx, deadline)
+        });
+        outcome.transpose()
     }
 
     fn name(&self) -> &'static str {

@@ -6,6 +6,8 @@ use std::ptr::NonNull;
 
 use redis_module::{raw, CallOptions, CallReply, CallResult, Context, RedisString};
 
+use crate::queue::calls::Calls;
+
 /// A simple value of a call's reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
@@ -88,6 +90,17 @@ impl Drop for Handle {
     }
 }
 
+/// Runs `read_key`, which reads the key `name`, and puts back the key's use data (LRU/LFU)
+/// the read refreshed.
+pub fn untouched<T>(ctx: &Context, name: &[u8], read_key: impl FnOnce() -> T) -> T {
+    let before = Handle::open(ctx, name).and_then(|h| h.access());
+    let value = read_key();
+    if let (Some(before), Some(key)) = (before, Handle::open(ctx, name)) {
+        key.put_back(before);
+    }
+    value
+}
+
 /// `cmd args...` reading the key `name` (args[0] is usually it), its use data put back.
 pub fn read(
     ctx: &Context,
@@ -96,15 +109,11 @@ pub fn read(
     cmd: &str,
     args: &[&[u8]],
 ) -> Option<Val> {
-    let before = Handle::open(ctx, name).and_then(|h| h.access());
-    let reply = match ctx.call_ext::<_, CallResult>(cmd, opts, args) {
-        Ok(reply) => Some(to_val(&reply)),
-        Err(_) => None,
-    };
-    if let (Some(before), Some(key)) = (before, Handle::open(ctx, name)) {
-        key.put_back(before);
-    }
-    reply
+    untouched(ctx, name, || {
+        ctx.call_ext::<_, CallResult>(cmd, opts, args)
+            .ok()
+            .map(|reply| to_val(&reply))
+    })
 }
 
 /// A command on one key: `cmd name rest...`.
@@ -149,14 +158,6 @@ pub fn strings(v: Option<Val>) -> Vec<Vec<u8>> {
     }
 }
 
-/// `TYPE name`, e.g. "string", "none".
-pub fn key_type(ctx: &Context, opts: &CallOptions, name: &[u8]) -> String {
-    match ctx.call_ext::<_, CallResult>("TYPE", opts, &[name][..]) {
-        Ok(CallReply::String(s)) => s.to_string().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
 /// `ZRANGE name start stop WITHSCORES` as (member, score) pairs.
 pub fn zrange_scores(
     ctx: &Context,
@@ -181,10 +182,13 @@ pub fn zrange_scores(
         .collect()
 }
 
-/// Reads used to prove owners, in the selected database.
+/// Reads used to prove owners, in the selected database: the queue module's reads where
+/// they leave a key untouched (hash fields and types through the key API, NOTOUCH), the
+/// reads above for the rest.
 pub struct Reader<'c> {
     ctx: &'c Context,
     opts: CallOptions,
+    calls: Calls<'c>,
 }
 
 impl<'c> Reader<'c> {
@@ -192,6 +196,7 @@ impl<'c> Reader<'c> {
         Reader {
             ctx,
             opts: crate::report::read_options(),
+            calls: Calls::new(ctx),
         }
     }
 
@@ -210,12 +215,24 @@ impl<'c> Reader<'c> {
             .next()
     }
 
+    /// The members of ranks `start..stop` (lowest score first).
+    pub fn zrange(&self, name: &[u8], start: u64, stop: u64) -> Vec<Vec<u8>> {
+        if stop <= start {
+            return Vec::new();
+        }
+        zrange_scores(self.ctx, &self.opts, name, start, stop - 1)
+            .into_iter()
+            .map(|(member, _)| member)
+            .collect()
+    }
+
     pub fn lfirst(&self, name: &[u8]) -> Option<Vec<u8>> {
         bytes(on(self.ctx, &self.opts, "LINDEX", name, &[b"0"]))
     }
 
+    /// `TYPE name`: "string", ... "none".
     pub fn key_type(&self, name: &[u8]) -> String {
-        key_type(self.ctx, &self.opts, name)
+        self.calls.key_type(name).unwrap_or_default()
     }
 
     /// A string's first KB (enough to recognise its shape).
@@ -224,7 +241,7 @@ impl<'c> Reader<'c> {
     }
 
     pub fn hget(&self, name: &[u8], field: &[u8]) -> Option<Vec<u8>> {
-        bytes(on(self.ctx, &self.opts, "HGET", name, &[field]))
+        self.calls.hget(name, field).ok().flatten()
     }
 
     pub fn smembers(&self, name: &[u8]) -> Vec<Vec<u8>> {
@@ -241,4 +258,27 @@ impl<'c> Reader<'c> {
             _ => -2,
         }
     }
+}
+
+/// A field's value in a flat field/value array (XINFO's replies).
+pub fn field<'a>(v: &'a Val, name: &str) -> Option<&'a Val> {
+    let Val::Array(items) = v else { return None };
+    items.chunks_exact(2).find_map(|pair| match &pair[0] {
+        Val::Bytes(b) if b == name.as_bytes() => Some(&pair[1]),
+        _ => None,
+    })
+}
+
+/// An integer, given as one or as its digits.
+pub fn int_of(v: Option<&Val>) -> Option<i64> {
+    match v? {
+        Val::Int(n) => Some(*n),
+        Val::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// An integer field of a flat field/value array.
+pub fn int_field(v: &Val, name: &str) -> Option<i64> {
+    int_of(field(v, name))
 }

@@ -1,7 +1,10 @@
 //! Recognising owners from key shapes and contents (pure: the facts come in as values, so
 //! every decision is unit-tested without a server).
 
-use super::limits::{round_up_duration_ms, HOUR_MS, STREAM_MAX_AGE_MS};
+use super::limits::{
+    age_words, duration_text, round_up_duration_ms, HOUR_MS, STREAM_MAX_AGE_MS,
+    STREAM_MAX_SPARING_AGE_MS,
+};
 
 /// Separators inside a name segment (as the grouping cuts them).
 const WORD_SEPARATORS: &[u8] = b":-_./|@=,#+ \t{}";
@@ -217,6 +220,33 @@ pub fn stream_max_age_ms(now_ms: i64, oldest_unconsumed_ms: Option<i64>) -> (i64
     }
 }
 
+/// Why a stream gets no trim: the age that spares what its consumer groups still need would
+/// remove nothing (the oldest entry is younger than it), or is beyond
+/// `STREAM_MAX_SPARING_AGE_MS`. None when a trim is worth suggesting.
+pub fn stream_trim_refused(
+    now_ms: i64,
+    oldest_entry_ms: Option<i64>,
+    oldest_unconsumed_ms: Option<i64>,
+) -> Option<String> {
+    let (max_age_ms, by_consumers) = stream_max_age_ms(now_ms, oldest_unconsumed_ms);
+    if !by_consumers {
+        return None;
+    }
+    let unread = age_words(now_ms.saturating_sub(oldest_unconsumed_ms.unwrap_or(now_ms)));
+    let removes_nothing = oldest_entry_ms.is_none_or(|at| now_ms.saturating_sub(at) < max_age_ms);
+    if removes_nothing {
+        return Some(format!(
+            "a consumer group has not read, or still has pending, entries {unread} old: a trim that spares them would remove nothing; no rule suggested"
+        ));
+    }
+    (max_age_ms > STREAM_MAX_SPARING_AGE_MS).then(|| {
+        format!(
+            "a consumer group has not read, or still has pending, entries {unread} old: a trim that spares them needs a limit beyond {}; no rule suggested (read or delete the consumer group, then run SUGGEST again)",
+            duration_text(STREAM_MAX_SPARING_AGE_MS)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::limits::DAY_MS;
@@ -294,5 +324,27 @@ mod tests {
         let (age, by_consumers) = stream_max_age_ms(now, Some(now - 10 * DAY_MS));
         assert!(by_consumers && age > 10 * DAY_MS, "{age}");
         assert_eq!(age, 14 * DAY_MS);
+    }
+
+    #[test]
+    fn a_trim_that_would_spare_everything_or_need_years_is_not_suggested() {
+        let now = 1_700_000_000_000;
+        // Nothing unread: a week.
+        assert_eq!(
+            stream_trim_refused(now, Some(now - 30 * DAY_MS), None),
+            None
+        );
+        // Unread for 10 days, entries 30 days old: a trim of 14d removes some.
+        assert_eq!(
+            stream_trim_refused(now, Some(now - 30 * DAY_MS), Some(now - 10 * DAY_MS)),
+            None
+        );
+        // A group that read nothing of a stream whose entries go back to the epoch.
+        let why = stream_trim_refused(now, Some(1_000), Some(1_000)).expect("refused");
+        assert!(why.contains("would remove nothing"), "{why}");
+        // Unread for 200 days, entries 400 days old: beyond the bound.
+        let why = stream_trim_refused(now, Some(now - 400 * DAY_MS), Some(now - 200 * DAY_MS))
+            .expect("refused");
+        assert!(why.contains("beyond 90d"), "{why}");
     }
 }

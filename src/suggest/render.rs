@@ -10,17 +10,28 @@ use super::{Suggestion, Unknown};
 
 /// The policy JSON, pretty-printed; comments only when `with_comments`.
 pub fn policy_text(suggestions: &[Suggestion], with_comments: bool) -> String {
-    if suggestions.is_empty() {
-        return "{\n  \"rules\": []\n}\n".into();
-    }
     let rules: Vec<String> = suggestions
         .iter()
         .map(|s| rule_text(s, with_comments))
         .collect();
-    format!("{{\n  \"rules\": [\n{}\n  ]\n}}\n", rules.join(",\n"))
+    document(&rules)
 }
 
-fn rule_text(s: &Suggestion, with_comment: bool) -> String {
+/// The policy document of rules already rendered (`rule_text`).
+pub fn document(rules: &[String]) -> String {
+    if rules.is_empty() {
+        return "{\n  \"rules\": []\n}\n".into();
+    }
+    [DOCUMENT_HEAD, &rules.join(RULE_SEPARATOR), DOCUMENT_TAIL].concat()
+}
+
+/// What comes before the first rule, between two, and after the last.
+pub const DOCUMENT_HEAD: &str = "{\n  \"rules\": [\n";
+pub const RULE_SEPARATOR: &str = ",\n";
+pub const DOCUMENT_TAIL: &str = "\n  ]\n}\n";
+
+/// One rule as the policy file takes it, indented for `document`.
+pub fn rule_text(s: &Suggestion, with_comment: bool) -> String {
     let quote = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
     let mut fields = vec![
         format!("\"name\": {}", quote(&json!(s.name))),
@@ -103,29 +114,22 @@ pub fn protect_strays(
     }
 }
 
-/// The reply's `rules`: one map per rule, in the policy's order.
-pub fn rules(suggestions: &[Suggestion]) -> Value {
-    Value::Array(
-        suggestions
-            .iter()
-            .map(|s| {
-                json!({
-                    "name": s.name,
-                    "action": s.action,
-                    "match": match_value(s),
-                    "owner": s.owner,
-                    "comment": comment(s),
-                    "effect": {
-                        "keys": s.effect.keys,
-                        "jobs": s.effect.jobs,
-                        "entries": s.effect.entries,
-                        "freed_bytes": s.effect.freed_bytes,
-                        "expiring_bytes": s.effect.expiring_bytes,
-                    },
-                })
-            })
-            .collect(),
-    )
+/// The reply's map of one rule (`rules`, in the policy's order).
+pub fn rule_map(s: &Suggestion) -> Value {
+    json!({
+        "name": s.name,
+        "action": s.action,
+        "match": match_value(s),
+        "owner": s.owner,
+        "comment": comment(s),
+        "effect": {
+            "keys": s.effect.keys,
+            "jobs": s.effect.jobs,
+            "entries": s.effect.entries,
+            "freed_bytes": s.effect.freed_bytes,
+            "expiring_bytes": s.effect.expiring_bytes,
+        },
+    })
 }
 
 pub const NO_OWNER: &str = "no owner recognised: no rule suggested";
