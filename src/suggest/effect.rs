@@ -251,19 +251,74 @@ fn stream_freed(ctx: &Context, read: &CallOptions, name: &[u8], len: u64, remove
     if removed == 0 || len == 0 {
         return 0;
     }
-    let Some(nodes) = stream_nodes(ctx, read, name).filter(|n| *n > 0) else {
+    let Some(info) = reads::read(ctx, read, name, "XINFO", &[b"STREAM", name]) else {
         return 0;
     };
+    let Some(nodes) = reads::int_field(&info, "radix-tree-keys").filter(|n| *n > 0) else {
+        return 0;
+    };
+    let nodes = nodes as u64;
     let max_entries = config_u64(ctx, "stream-node-max-entries").unwrap_or(0);
     let freed_nodes = whole_nodes(len, nodes, max_entries, removed);
     if freed_nodes == 0 {
         return 0;
+    }
+    if reads::int_field(&info, "groups").is_some_and(|g| g > 0) {
+        // MEMORY USAGE also counts the groups' pending lists and consumers, which a trim
+        // leaves: only what the entries of the freed nodes hold for certain counts.
+        let in_nodes = freed_nodes * (len - 1) / (nodes - 1);
+        return entries_lower_bound(ctx, read, name, in_nodes.min(removed));
     }
     let memory = memory_usage(ctx, read, name, len).unwrap_or(0);
     let nodes_memory = memory.saturating_sub(STREAM_HEADER);
     let closed = nodes_memory.saturating_sub(event_allowance(ctx)) / (nodes - 1);
     let per_node = closed.min(nodes_memory / nodes);
     per_node.saturating_sub(STREAM_TREE_KEPT) * freed_nodes
+}
+
+/// Entries read to bound what the oldest ones hold; further ones count as the smallest read.
+const MAX_ENTRIES_READ: u64 = 10_000;
+
+/// A lower bound of what the `count` oldest entries of stream `name` occupy: one byte per
+/// value the listpack may store as an integer, the length of every other value (field names
+/// may be shared with the node's master entry, so they count nothing).
+fn entries_lower_bound(ctx: &Context, read: &CallOptions, name: &[u8], count: u64) -> u64 {
+    let page = count.min(MAX_ENTRIES_READ).to_string();
+    let args: [&[u8]; 5] = [name, b"-", b"+", b"COUNT", page.as_bytes()];
+    let Some(reads::Val::Array(entries)) = reads::read(ctx, read, name, "XRANGE", &args) else {
+        return 0;
+    };
+    let mut sizes: Vec<u64> = entries.iter().map(entry_values_lower_bound).collect();
+    extrapolated_sum(&mut sizes, count)
+}
+
+/// Whether a listpack stores `value` as an integer: the canonical text of an i64, as the
+/// server's `string2ll` accepts it (no sign before 0, no leading zeros, no spaces).
+fn stored_as_integer(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|n| n.to_string().as_bytes() == value)
+}
+
+/// One XRANGE entry (`[id, [field, value, ...]]`): its values' bytes, at least.
+fn entry_values_lower_bound(entry: &reads::Val) -> u64 {
+    let reads::Val::Array(parts) = entry else {
+        return 0;
+    };
+    let Some(reads::Val::Array(pairs)) = parts.get(1) else {
+        return 0;
+    };
+    pairs
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|v| match v {
+            reads::Val::Bytes(b) if stored_as_integer(b) => 1,
+            reads::Val::Bytes(b) => b.len() as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Of a removed node's radix-tree share as `MEMORY USAGE` counts it, what may stay: tree
@@ -284,12 +339,6 @@ pub fn whole_nodes(len: u64, nodes: u64, max_entries: u64, removed: u64) -> u64 
         n => removed / n,
     };
     by_fill.max(by_limit).min(nodes - 1)
-}
-
-/// `XINFO STREAM`'s `radix-tree-keys`: the stream's nodes.
-fn stream_nodes(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<u64> {
-    let info = reads::read(ctx, read, name, "XINFO", &[b"STREAM", name])?;
-    reads::int_field(&info, "radix-tree-keys").map(|n| n.max(0) as u64)
 }
 
 /// A numeric server setting.
@@ -323,6 +372,23 @@ mod tests {
         assert_eq!(cleaned_events(0), 0);
         assert_eq!(cleaned_events(1), 1);
         assert_eq!(cleaned_events(10_001), 2);
+    }
+
+    #[test]
+    fn an_entry_counts_its_values_at_least() {
+        let bytes = |b: &[u8]| reads::Val::Bytes(b.to_vec());
+        let entry = reads::Val::Array(vec![
+            bytes(b"1-0"),
+            reads::Val::Array(vec![
+                bytes(b"payload"),
+                bytes(b"0123456789"),
+                bytes(b"n"),
+                bytes(b"12345"),
+            ]),
+        ]);
+        // The field names may be the master entry's: only the values count, an integer as 1.
+        assert_eq!(entry_values_lower_bound(&entry), 11);
+        assert_eq!(entry_values_lower_bound(&reads::Val::Nil), 0);
     }
 
     #[test]
