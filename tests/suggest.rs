@@ -428,7 +428,7 @@ fn the_suggested_policy_reloads_and_applying_it_changes_only_what_it_announced()
     assert_eq!(rule(&s, "cache-page")["effect"]["keys"], 8);
     let stream = rule(&s, "stream-audit-log");
     assert_eq!(stream["effect"]["entries"], 20);
-    assert_eq!(rule(&s, "runs-runs-active-web")["effect"]["entries"], 1);
+    assert_eq!(rule(&s, "runs-active-web")["effect"]["entries"], 1);
     let unknown: Vec<(String, String)> = s["unknown"]
         .as_array()
         .expect("unknown")

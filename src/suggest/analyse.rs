@@ -603,7 +603,11 @@ fn runs(ctx: &Context, survey: &Survey, now_ms: i64, found: &mut Found) {
         }
         let glob = text(&recognise::glob_of_pattern(&pattern));
         let mut s = suggestion(
-            format!("runs-{}", recognise::rule_name("", &pattern)),
+            match recognise::rule_name("", &pattern) {
+                // `runs:active:{*}:web` is named `runs-active-web`, not `runs-runs-active-web`.
+                name if name == "runs" || name.starts_with("runs-") => name,
+                name => format!("runs-{name}"),
+            },
             "runs",
             "runs",
         );
@@ -813,8 +817,9 @@ fn growing_stream(
     s.key_type = Some(KeyType::Stream);
     s.value = json!({"max_age": duration_text(max_age_ms)});
     s.evidence = format!(
-        "{} that only grows (entries added = length: nothing ever removed), {} entries{}, {}{}",
+        "{} that only {} (entries added = length: nothing ever removed), {} entries{}, {}{}",
         things(group.keys, &group.types()),
+        if group.keys == 1 { "grows" } else { "grow" },
         count(entries),
         match oldest {
             Some(ms) => format!(", the oldest {} old", age_words(now_ms.saturating_sub(ms))),
