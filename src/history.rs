@@ -119,10 +119,13 @@ pub const MEASURED_MAX: usize = 10_000;
 
 /// What the last walk under a `max_memory` limit found in one key (a finished set or a
 /// trimmed collection): the newest entries kept within the budget, and their memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measured {
     pub at_ms: i64,
-    pub rule: Option<u32>,
+    /// The name of the rule that measured (None for a command's own work). A name, not the
+    /// rule's place in the policy: a reloaded policy may put another rule at that place, and
+    /// the measurement must not be shown under that rule.
+    pub rule: Option<String>,
     pub kept_memory_bytes: u64,
     pub max_memory_bytes: u64,
     /// Entries (or jobs) within the budget.
@@ -153,19 +156,28 @@ pub fn record_measured(db: i32, name: &[u8], measured: Measured) {
     });
 }
 
-/// The last memory measurement of `name` in `db`.
-pub fn measured(db: i32, name: &[u8]) -> Option<Measured> {
-    MEASURED.with(|m| m.borrow().get(&(db, name.to_vec())).copied())
+/// The name of the rule at `index` in the policy in force: work runs only under the policy
+/// in force (a pass stops when another is loaded, queued work is planned again).
+pub fn rule_name(index: Option<usize>) -> Option<String> {
+    let policy = crate::state::policy();
+    index
+        .and_then(|i| policy.rules.get(i))
+        .map(|r| r.name.clone())
 }
 
-/// Per rule: the kept memory summed over its measured keys, their budgets summed, and the
-/// number of keys.
-pub fn measured_by_rule() -> std::collections::BTreeMap<u32, (u64, u64, u64)> {
+/// The last memory measurement of `name` in `db`.
+pub fn measured(db: i32, name: &[u8]) -> Option<Measured> {
+    MEASURED.with(|m| m.borrow().get(&(db, name.to_vec())).cloned())
+}
+
+/// Per rule name: the kept memory summed over its measured keys, their budgets summed, and
+/// the number of keys.
+pub fn measured_by_rule() -> std::collections::BTreeMap<String, (u64, u64, u64)> {
     let mut out = std::collections::BTreeMap::new();
     MEASURED.with(|m| {
         for v in m.borrow().values() {
-            if let Some(rule) = v.rule {
-                let e: &mut (u64, u64, u64) = out.entry(rule).or_default();
+            if let Some(rule) = &v.rule {
+                let e: &mut (u64, u64, u64) = out.entry(rule.clone()).or_default();
                 e.0 = e.0.saturating_add(v.kept_memory_bytes);
                 e.1 = e.1.saturating_add(v.max_memory_bytes);
                 e.2 += 1;

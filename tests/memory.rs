@@ -408,3 +408,78 @@ fn bad_sizes_are_refused_and_the_old_policy_stays() {
         "the old policy stays"
     );
 }
+
+/// The value under `name` anywhere in a reply (maps, or RESP2 flat pairs), depth first.
+fn find_field(v: &Value, name: &str) -> Option<Value> {
+    let items: Vec<(Value, Value)> = match v {
+        Value::Map(pairs) => pairs.clone(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect(),
+        _ => return None,
+    };
+    let is_name = |k: &Value| matches!(k, Value::BulkString(b) if b == name.as_bytes());
+    if let Some((_, found)) = items.iter().find(|(k, _)| is_name(k)) {
+        return Some(found.clone());
+    }
+    let nested: Vec<&Value> = match v {
+        Value::Array(all) => all.iter().collect(),
+        _ => items.iter().map(|(_, value)| value).collect(),
+    };
+    nested.into_iter().find_map(|n| find_field(n, name))
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_measurement_keeps_its_rule_name_when_a_reload_reorders_the_rules() {
+    let rules = |first: &str, second: &str| format!(r#"{{"rules":[{first},{second}]}}"#);
+    let a = r#"{"name":"streams-a","match":"a:*","type":"stream","trim":{"max_memory":"1mb"}}"#;
+    let b = r#"{"name":"streams-b","match":"b:*","type":"stream","trim":{"max_memory":"2mb"}}"#;
+    let dir = common::scratch_dir("memory-reorder");
+    let path = write_policy(&dir, &rules(a, b));
+    let server = Server::start_in(dir, ServerOpts::default().paused().policy(&path)).expect("up");
+    let mut c = server.conn();
+    for i in 0..60 {
+        let value = payload(i, 40_000);
+        let _: () = redis::cmd("XADD")
+            .arg("a:s")
+            .arg("*")
+            .arg("payload")
+            .arg(value)
+            .query(&mut c)
+            .expect("XADD");
+    }
+    let report = sweep(&mut c, &[]);
+    assert!(map_int(&report, "entries_trimmed") > 0, "{report:?}");
+    let measured_rule = |c: &mut Connection| {
+        let explain = call(c, &["RETENTION.EXPLAIN", "a:s"]);
+        let memory = find_field(&explain, "memory").expect("EXPLAIN memory");
+        find_field(&memory, "rule").and_then(|r| as_text(&r))
+    };
+    let report_rule_memory = |c: &mut Connection, rule: &str| {
+        let report = call(c, &["RETENTION.REPORT", "MATCH", "a:*"]);
+        let entry = find_field(&report, rule)?;
+        find_field(&entry, "kept_memory_bytes")
+    };
+    assert_eq!(measured_rule(&mut c).as_deref(), Some("streams-a"));
+    let kept_before = report_rule_memory(&mut c, "streams-a").expect("REPORT streams-a memory");
+
+    // Rule b now comes first: the measurement must stay with rule a, not move to b.
+    std::fs::write(&path, rules(b, a)).expect("write");
+    call(&mut c, &["RETENTION.RELOAD"]);
+    assert_eq!(measured_rule(&mut c).as_deref(), Some("streams-a"));
+    assert_eq!(
+        report_rule_memory(&mut c, "streams-a"),
+        Some(kept_before),
+        "REPORT shows rule a's measurement under rule a"
+    );
+}
