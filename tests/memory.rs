@@ -483,3 +483,152 @@ fn a_measurement_keeps_its_rule_name_when_a_reload_reorders_the_rules() {
         "REPORT shows rule a's measurement under rule a"
     );
 }
+
+fn stream_ids(c: &mut Connection, key: &str) -> Vec<String> {
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .expect("XRANGE");
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
+fn int_reply(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+#[test]
+fn trim_maxmemory_keeps_what_a_max_memory_rule_keeps() {
+    // s:big is trimmed by the rule, s:twin (the same entries) by RETENTION.TRIM MAXMEMORY.
+    let server = start(TRIM_POLICY);
+    let mut c = server.conn();
+    let n = fill_collections(&mut c, 13).len();
+    call(&mut c, &["COPY", "s:big", "s:twin"]);
+    call(&mut c, &["COPY", "t:big", "list:twin"]);
+    let stream_empty = empty_stream_overhead(&mut c);
+    let before = server.digest();
+
+    let dry = call(
+        &mut c,
+        &["RETENTION.TRIM", "s:twin", "MAXMEMORY", "8mb", "DRYRUN"],
+    );
+    assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let removed = call(&mut c, &["RETENTION.TRIM", "s:twin", "maxmemory", "8MB"]);
+    assert_eq!(
+        int_reply(&removed),
+        int_reply(&dry),
+        "DRYRUN counts the same"
+    );
+    assert!(int_reply(&removed) > 0);
+    let kept = memory_usage(&mut c, "s:twin") - stream_empty;
+    assert_within_budget(kept, BUDGET, "RETENTION.TRIM MAXMEMORY stream");
+    assert_eq!(
+        stream_ids(&mut c, "s:twin").len() as i64,
+        n as i64 - int_reply(&removed)
+    );
+    let list_removed = call(
+        &mut c,
+        &[
+            "RETENTION.TRIM",
+            "list:twin",
+            "MAXMEMORY",
+            "8388608",
+            "NEWEST",
+            "TAIL",
+        ],
+    );
+    assert!(int_reply(&list_removed) > 0);
+
+    sweep(&mut c, &["MATCH", "[st]:big"]);
+    assert_eq!(
+        stream_ids(&mut c, "s:twin"),
+        stream_ids(&mut c, "s:big"),
+        "the command keeps what the rule keeps"
+    );
+    let list = |c: &mut Connection, key: &str| -> Vec<Vec<u8>> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(c)
+            .expect("LRANGE")
+    };
+    assert_eq!(list(&mut c, "list:twin"), list(&mut c, "t:big"));
+    // With MAXLEN tighter, MAXLEN decides.
+    let again = call(
+        &mut c,
+        &[
+            "RETENTION.TRIM",
+            "s:twin",
+            "MAXMEMORY",
+            "8mb",
+            "MAXLEN",
+            "3",
+        ],
+    );
+    assert!(int_reply(&again) > 0);
+    assert_eq!(stream_ids(&mut c, "s:twin").len(), 3);
+    // EXPLAIN shows what the command measured (no rule did).
+    let explain = call(&mut c, &["RETENTION.EXPLAIN", "s:twin"]);
+    let memory = find_field(&explain, "memory").expect("EXPLAIN memory");
+    assert_eq!(
+        find_field(&memory, "max_memory_bytes"),
+        Some(Value::Int(8 << 20))
+    );
+    assert_eq!(find_field(&memory, "rule"), Some(Value::Nil));
+}
+
+#[test]
+fn jobs_clean_maxmemory_keeps_what_a_max_memory_rule_keeps() {
+    // bull:q: is cleaned by the rule (8mb), twin:q: (the same jobs) by RETENTION.JOBS CLEAN.
+    let server = start(
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+            "completed":{"max_memory":"8mb"}}}]}"#,
+    );
+    let mut c = server.conn();
+    finished_jobs(&mut c, "bull:q:", 150, 21);
+    finished_jobs(&mut c, "twin:q:", 150, 21);
+    let before = server.digest();
+    let clean = |c: &mut Connection, extra: &[&str]| {
+        let mut args = vec!["RETENTION.JOBS", "CLEAN", "twin", "q", "completed"];
+        args.extend_from_slice(extra);
+        map_int(&call(c, &args), "jobs_removed")
+    };
+    let would = clean(&mut c, &["MAXMEMORY", "8mb", "DRYRUN"]);
+    assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let removed = clean(&mut c, &["MAXMEMORY", "8mb"]);
+    assert_eq!(removed, would, "DRYRUN counts the same");
+    assert!(removed > 0);
+    let kept = zmembers(&mut c, "twin:q:completed");
+    let kept_bytes: u64 = kept
+        .iter()
+        .map(|id| job_memory(&mut c, "twin:q:", id))
+        .sum();
+    assert_within_budget(kept_bytes, BUDGET, "RETENTION.JOBS CLEAN MAXMEMORY");
+    let report = sweep(&mut c, &[]);
+    assert_eq!(map_int(&report, "jobs_removed"), removed);
+    assert_eq!(
+        kept,
+        zmembers(&mut c, "bull:q:completed"),
+        "the command keeps what the rule keeps"
+    );
+    // Every removed job went with its sub-keys.
+    let oldest_kept: usize = kept[0].parse().expect("id");
+    for id in 1..oldest_kept {
+        assert_eq!(
+            job_memory(&mut c, "twin:q:", &id.to_string()),
+            0,
+            "job {id}"
+        );
+    }
+    // With MAXLEN tighter, MAXLEN decides; LIMIT still bounds one call.
+    assert_eq!(
+        clean(&mut c, &["MAXMEMORY", "1gb", "MAXLEN", "10", "LIMIT", "5"]),
+        5
+    );
+    assert_eq!(zmembers(&mut c, "twin:q:completed").len(), kept.len() - 5);
+}
