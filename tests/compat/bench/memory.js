@@ -10,7 +10,8 @@
 // ~600 bytes of data and return value, every tenth job with a :logs list), finish times 1 ms
 // apart. The max_memory budget is P% (default 10) of the jobs' memory as MEMORY USAGE counts it
 // (summed over a sample), so the newest ~P% stay; the max_len run keeps exactly the number the
-// max_memory run kept. --smoke checks the end states only (no timing claims).
+// last max_memory run kept (rounds alternate which goes first; the first round starts with
+// max_memory). --smoke checks the end states only (no timing claims).
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -116,7 +117,7 @@ async function main() {
   const c = server.client;
   try {
     const info = await c.info('server');
-    const version = (info.match(/(?:valkey|redis)_version:(\S+)/) || [])[1];
+    const version = (info.match(/valkey_version:(\S+)/) || info.match(/redis_version:(\S+)/) || [])[1];
     const kind = /server_name:valkey/.test(info) ? 'Valkey' : 'Redis';
     console.log(`# max_memory vs max_len: one pass over ${o.jobs} finished BullMQ jobs, keeping ~${o.keepPercent}% (${kind} ${version}, ${o.rounds} round(s))`);
     const rows = { memory: [], len: [] };
@@ -133,8 +134,9 @@ async function main() {
         await setPolicy(server, which === 'memory' ? { max_memory: String(budget) } : { max_len: kept });
         const r = await pass(c);
         if (which === 'memory') {
-          if (kept === undefined) kept = o.jobs - r.removed;
-          assert.equal(o.jobs - r.removed, kept, 'every max_memory run keeps the same jobs');
+          // Allocation sizes can differ a little between runs (glibc malloc especially): each
+          // max_memory run sets the count the following max_len run keeps.
+          kept = o.jobs - r.removed;
         } else {
           assert.equal(r.removed, o.jobs - kept, 'max_len removes as many as max_memory did');
         }
