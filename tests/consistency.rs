@@ -199,7 +199,8 @@ const MEM_ENTRY_BYTES: usize = 8_000;
 /// Completed jobs of a `max_memory` queue, each with ~6 KB of data.
 const MEM_JOBS: i64 = 10;
 
-/// 20 entries of ~8 KB (a 64 KB budget keeps 5 to 7 of them), with `expire_at` if given.
+/// 20 entries of ~8 KB (a 64 KB budget keeps 5 to 8 of them: glibc malloc's allocations are
+/// closer to the size asked than jemalloc's, so Valkey keeps one more), with `expire_at` if given.
 fn memory_stream(c: &mut Connection, key: &str, db: i64, expire_at: Option<i64>) {
     let mut p = redis::pipe();
     for k in 0..MEM_ENTRIES {
@@ -252,7 +253,7 @@ fn memory_queue(c: &mut Connection, base: &str, m: &Matrix) {
     }
 }
 
-/// What a 64 KB budget leaves of a `memory_stream`: its newest 5 to 7 entries, and its
+/// What a 64 KB budget leaves of a `memory_stream`: its newest 5 to 8 entries, and its
 /// expire time as it was.
 fn memory_stream_mismatch(
     c: &mut Connection,
@@ -264,10 +265,10 @@ fn memory_stream_mismatch(
     let kept = got.len() as i64;
     let newest = values(db, MEM_ENTRIES - kept..MEM_ENTRIES);
     let at = expire_time(c, key);
-    match (5..=7).contains(&kept) && got == newest && at == expire_at {
+    match (5..=8).contains(&kept) && got == newest && at == expire_at {
         true => None,
         false => Some(format!(
-            "{key}: {got:?} (expire time {at}, want {expire_at}): want the newest 5 to 7"
+            "{key}: {got:?} (expire time {at}, want {expire_at}): want the newest 5 to 8"
         )),
     }
 }
