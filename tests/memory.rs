@@ -470,8 +470,24 @@ fn a_measurement_keeps_its_rule_name_when_a_reload_reorders_the_rules() {
         let entry = find_field(&report, rule)?;
         find_field(&entry, "kept_memory_bytes")
     };
+    let last_rule = |c: &mut Connection| {
+        let explain = call(c, &["RETENTION.EXPLAIN", "a:s"]);
+        let last = find_field(&explain, "last").expect("EXPLAIN last");
+        find_field(&last, "rule")
+    };
     assert_eq!(measured_rule(&mut c).as_deref(), Some("streams-a"));
+    assert_eq!(
+        last_rule(&mut c).and_then(|r| as_text(&r)).as_deref(),
+        Some("streams-a")
+    );
     let kept_before = report_rule_memory(&mut c, "streams-a").expect("REPORT streams-a memory");
+
+    // The same rules reloaded: the last action keeps its rule.
+    call(&mut c, &["RETENTION.RELOAD"]);
+    assert_eq!(
+        last_rule(&mut c).and_then(|r| as_text(&r)).as_deref(),
+        Some("streams-a")
+    );
 
     // Rule b now comes first: the measurement must stay with rule a, not move to b.
     std::fs::write(&path, rules(b, a)).expect("write");
@@ -482,6 +498,9 @@ fn a_measurement_keeps_its_rule_name_when_a_reload_reorders_the_rules() {
         Some(kept_before),
         "REPORT shows rule a's measurement under rule a"
     );
+    // The last action's rule is remembered by its place in the policy: after the reload it
+    // is not named at all rather than named wrongly.
+    assert_eq!(last_rule(&mut c), Some(Value::Nil));
 }
 
 fn stream_ids(c: &mut Connection, key: &str) -> Vec<String> {
