@@ -8,6 +8,7 @@ use redis_module::RedisString;
 
 use crate::error::{Error, Result};
 use crate::policy::duration::{parse_age_ms, parse_duration_ms};
+use crate::policy::size::parse_size_bytes;
 
 pub struct Args {
     command: &'static str,
@@ -72,6 +73,14 @@ impl Args {
             false => parse_duration_ms(text),
         };
         parsed.map_err(|e| Error::arg(format!("{what}: {e}")))
+    }
+
+    /// A memory size (> 0) written as in a policy: `200mb`, `1g`, or a whole number of bytes.
+    pub fn next_size_bytes(&mut self, what: &str) -> Result<u64> {
+        let raw = self.next_raw(what)?;
+        let text = std::str::from_utf8(raw.as_slice())
+            .map_err(|_| Error::arg(format!("{what}: not a size")))?;
+        parse_size_bytes(text).map_err(|e| Error::arg(format!("{what}: {e}")))
     }
 
     /// A whole number >= 0.

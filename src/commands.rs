@@ -274,6 +274,7 @@ pub static COMMANDS: &[CommandDef] = &[
             Arg::key("key", 0),
             Arg::integer("n").token("MAXLEN").optional(),
             Arg::string("duration").token("MAXAGE").optional(),
+            Arg::string("size").token("MAXMEMORY").optional(),
             Arg::flag("approx", "APPROX").optional(),
             Arg::one_of("end", &[Arg::flag("head", "HEAD"), Arg::flag("tail", "TAIL")])
                 .token("NEWEST")
@@ -334,6 +335,7 @@ pub static COMMANDS: &[CommandDef] = &[
             ),
             Arg::string("duration").token("MAXAGE").optional(),
             Arg::integer("n").token("MAXLEN").optional(),
+            Arg::string("size").token("MAXMEMORY").optional(),
             Arg::integer("n").token("LIMIT").optional(),
             DRYRUN,
             FLAVOR,
@@ -640,7 +642,7 @@ mod tests {
         let clean = find("RETENTION.JOBS|CLEAN").expect("defined");
         assert_eq!(
             syntax(clean),
-            "RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]"
+            "RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>] [MAXMEMORY <size>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]"
         );
         let del = find("activeruns.del").expect("defined");
         assert_eq!(syntax(del), "ACTIVERUNS.DEL <base> <id> [<id> ...]");

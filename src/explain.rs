@@ -433,13 +433,13 @@ pub fn cmd_explain(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> 
         m.insert(key("now"), now_reply(&explanation.now, clock.dry_run));
     }
     m.insert(key("last"), last_reply(db, &name, &policy));
-    m.insert(key("memory"), memory_reply(db, &name, &policy));
+    m.insert(key("memory"), memory_reply(db, &name));
     Ok(RedisValue::OrderedMap(m))
 }
 
 /// `memory`: what the last walk under a `max_memory` limit found in the key (a finished set,
 /// stream, list or sorted set), or nil when none measured it.
-fn memory_reply(db: i32, name: &[u8], policy: &Policy) -> RedisValue {
+fn memory_reply(db: i32, name: &[u8]) -> RedisValue {
     let Some(measured) = history::measured(db, name) else {
         return RedisValue::Null;
     };
@@ -451,8 +451,8 @@ fn memory_reply(db: i32, name: &[u8], policy: &Policy) -> RedisValue {
     m.insert(key("at_ms"), RedisValue::Integer(measured.at_ms));
     let rule = measured
         .rule
-        .and_then(|r| policy.rules.get(r as usize))
-        .map_or(RedisValue::Null, |r| RedisValue::BulkString(r.name.clone()));
+        .clone()
+        .map_or(RedisValue::Null, RedisValue::BulkString);
     m.insert(key("rule"), rule);
     m.insert(
         key("reason"),
@@ -607,7 +607,7 @@ mod tests {
     fn a_memory_measurement_reads_as_kept_of_budget() {
         let measured = history::Measured {
             at_ms: NOW,
-            rule: Some(0),
+            rule: Some("jobs".into()),
             kept_memory_bytes: 187 << 20,
             max_memory_bytes: 200 << 20,
             kept_within_budget: 1204,

@@ -268,3 +268,141 @@ fn reload_and_config_set_keep_the_old_policy_on_error() {
         "reload did not install the fixed file: {text}"
     );
 }
+
+#[test]
+fn bad_maxmemory_sizes_are_errors_and_change_nothing() {
+    let mut server = Server::start_paused(Some(POLICY));
+    let mut c = server.conn();
+    for i in 0..50 {
+        let _: String = redis::cmd("XADD")
+            .arg("s:1")
+            .arg("*")
+            .arg("f")
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+        let _: i64 = redis::cmd("ZADD")
+            .arg("bull:q:completed")
+            .arg(i)
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(format!("bull:q:{i}"))
+            .arg("finishedOn")
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("bull:q:id")
+        .arg(50)
+        .query(&mut c)
+        .unwrap();
+    let before = server.digest();
+    let sizes: &[(&[u8], &str)] = &[
+        (b"0", "must be greater than zero"),
+        (b"0mb", "must be greater than zero"),
+        (b"-5", "bad size '-5'"),
+        (b"1.5mb", "unknown unit '.5mb'"),
+        (b"1tb", "unknown unit 'tb' (use b|k|kb|m|mb|g|gb)"),
+        (b"1mib", "unknown unit 'mib'"),
+        (b"mb", "bad size 'mb'"),
+        (b"99999999999gb", "number too large"),
+        (b"99999999999999999999", "number too large"),
+        // Not UTF-8: refused (TRIM shows it as a bad size, CLEAN as not a size).
+        (b"\xff", "MAXMEMORY: "),
+    ];
+    for (size, expected) in sizes {
+        let trim: &[&[u8]] = &[b"RETENTION.TRIM", b"s:1", b"MAXMEMORY", size];
+        let clean: &[&[u8]] = &[
+            b"RETENTION.JOBS",
+            b"CLEAN",
+            b"bull",
+            b"q",
+            b"completed",
+            b"MAXMEMORY",
+            size,
+        ];
+        for args in [trim, clean] {
+            let err = error_of(&mut c, args);
+            assert!(
+                err.contains(expected) && err.contains("MAXMEMORY"),
+                "{}: got {err}, want {expected}",
+                String::from_utf8_lossy(&args.join(&b' '))
+            );
+        }
+    }
+    let cases: &[(&[&[u8]], &str)] = &[
+        (
+            &[b"RETENTION.TRIM", b"s:1", b"DRYRUN", b"MAXMEMORY"],
+            "MAXMEMORY needs a size",
+        ),
+        (
+            &[
+                b"RETENTION.TRIM",
+                b"s:1",
+                b"MAXMEMORY",
+                b"1mb",
+                b"maxmemory",
+                b"2mb",
+            ],
+            "given twice",
+        ),
+        (
+            &[b"RETENTION.TRIM", b"s:1", b"DRYRUN", b"APPROX"],
+            "needs MAXLEN <n>, MAXAGE <duration> and/or MAXMEMORY <size>",
+        ),
+        (
+            &[
+                b"RETENTION.JOBS",
+                b"CLEAN",
+                b"bull",
+                b"q",
+                b"completed",
+                b"MAXMEMORY",
+            ],
+            "MAXMEMORY",
+        ),
+        (
+            &[
+                b"RETENTION.JOBS",
+                b"CLEAN",
+                b"bull",
+                b"q",
+                b"completed",
+                b"MAXMEMORY",
+                b"1mb",
+                b"MAXMEMORY",
+                b"1mb",
+            ],
+            "given twice",
+        ),
+        (
+            &[
+                b"RETENTION.JOBS",
+                b"CLEAN",
+                b"bull",
+                b"q",
+                b"completed",
+                b"LIMIT",
+                b"5",
+            ],
+            "needs MAXAGE <duration>, MAXLEN <n> and/or MAXMEMORY <size>",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = error_of(&mut c, args);
+        assert!(
+            err.contains(expected),
+            "{:?}: got {err}, want {expected}",
+            args
+        );
+    }
+    assert_eq!(
+        server.digest(),
+        before,
+        "a rejected command changed the dataset"
+    );
+    assert!(server.alive());
+}

@@ -30,6 +30,7 @@ const QUEUES: usize = 3;
 
 /// One rule per mutating path. `ar:*` (ACTIVERUNS commands), `xt:*` (RETENTION.TRIM) and
 /// `jq:*` (RETENTION.JOBS) are governed by no rule: only their commands change them.
+/// `s:mem:*` and `mqm:*` are trimmed and cleaned by memory (`max_memory`).
 const POLICY: &str = r#"{"rules":[
   {"name":"keep","match":"keep:*","keep":true},
   {"name":"ttl","match":"ttl:*","ttl":"1d"},
@@ -45,7 +46,9 @@ const POLICY: &str = r#"{"rules":[
       "completed":{"max_age":"1h","max_len":3},"failed":{"max_age":"1d"},
       "events":{"max_len":100},"orphan_age":"1h"}},
   {"name":"b3","match":"b3:*","queue":{"flavor":"bull","completed":{"max_age":"1h","max_len":2}}},
-  {"name":"runs","match":"runs:*","runs":{"max_age":"1h"}}
+  {"name":"runs","match":"runs:*","runs":{"max_age":"1h"}},
+  {"name":"s-mem","match":"s:mem:*","type":"stream","trim":{"max_memory":"64kb"}},
+  {"name":"mq-mem","match":"mqm:*","queue":{"flavor":"bullmq","completed":{"max_memory":"24kb"}}}
 ]}"#;
 
 /// The clock the data was built against: entries "old" and "new" are hours away from
@@ -177,6 +180,122 @@ fn populate(c: &mut Connection, db: i64, m: &Matrix) {
         bull_queue(c, &format!("b3:q{i}:"), m);
         runs_set(c, &format!("runs:{{w{i}}}"), m);
     }
+    for i in 0..N {
+        memory_stream(
+            c,
+            &format!("s:mem:{i}"),
+            db,
+            (i % 2 == 0).then_some(m.long_at),
+        );
+    }
+    for i in 0..QUEUES {
+        memory_queue(c, &format!("mqm:q{i}:"), m);
+    }
+}
+
+/// Entries in a `max_memory` stream: each of ~8 KB, in a node of its own.
+const MEM_ENTRIES: i64 = 20;
+const MEM_ENTRY_BYTES: usize = 8_000;
+/// Completed jobs of a `max_memory` queue, each with ~6 KB of data.
+const MEM_JOBS: i64 = 10;
+
+/// 20 entries of ~8 KB (a 64 KB budget keeps 5 to 8 of them: glibc malloc's allocations are
+/// closer to the size asked than jemalloc's, so Valkey keeps one more), with `expire_at` if given.
+fn memory_stream(c: &mut Connection, key: &str, db: i64, expire_at: Option<i64>) {
+    let mut p = redis::pipe();
+    for k in 0..MEM_ENTRIES {
+        p.cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("n")
+            .arg(format!("{db}-{k}"))
+            .arg("p")
+            .arg("x".repeat(MEM_ENTRY_BYTES))
+            .ignore();
+    }
+    if let Some(at) = expire_at {
+        p.cmd("PEXPIREAT").arg(key).arg(at).ignore();
+    }
+    atomic(c, &mut p);
+}
+
+/// A BullMQ queue of 10 completed jobs `m0`..`m9` (newest last) of ~6 KB each, every one
+/// written whole in one transaction (a 24 KB budget keeps 2 to 4), and a waiting job.
+fn memory_queue(c: &mut Connection, base: &str, m: &Matrix) {
+    q(
+        c,
+        &["HSET", &format!("{base}meta"), "version", "bullmq:5.81.5"],
+    );
+    q(c, &["SET", &format!("{base}id"), "100"]);
+    q(c, &["RPUSH", &format!("{base}wait"), "w1"]);
+    for k in 0..MEM_JOBS {
+        let finished_on = m.t0 - (MEM_JOBS - k) * MIN;
+        let id = format!("m{k}");
+        let mut p = redis::pipe();
+        p.cmd("HSET")
+            .arg(format!("{base}{id}"))
+            .arg(&[
+                ("name", "n".to_string()),
+                ("data", format!("{{\"p\":\"{}\"}}", "d".repeat(6_000))),
+                ("finishedOn", finished_on.to_string()),
+            ])
+            .ignore();
+        p.cmd("RPUSH")
+            .arg(format!("{base}{id}:logs"))
+            .arg("line")
+            .ignore();
+        p.cmd("ZADD")
+            .arg(format!("{base}completed"))
+            .arg(finished_on)
+            .arg(&id)
+            .ignore();
+        atomic(c, &mut p);
+    }
+}
+
+/// What a 64 KB budget leaves of a `memory_stream`: its newest 5 to 8 entries, and its
+/// expire time as it was.
+fn memory_stream_mismatch(
+    c: &mut Connection,
+    key: &str,
+    db: i64,
+    expire_at: i64,
+) -> Option<String> {
+    let got = stream_values(c, key);
+    let kept = got.len() as i64;
+    let newest = values(db, MEM_ENTRIES - kept..MEM_ENTRIES);
+    let at = expire_time(c, key);
+    match (5..=8).contains(&kept) && got == newest && at == expire_at {
+        true => None,
+        false => Some(format!(
+            "{key}: {got:?} (expire time {at}, want {expire_at}): want the newest 5 to 8"
+        )),
+    }
+}
+
+/// What a 24 KB budget leaves of a `memory_queue`: its newest 2 to 4 jobs, the others gone
+/// with their logs, the waiting job untouched.
+fn memory_queue_mismatches(c: &mut Connection, base: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let kept = zmembers(c, &format!("{base}completed"));
+    let n = kept.len() as i64;
+    let newest: Vec<String> = (MEM_JOBS - n..MEM_JOBS).map(|k| format!("m{k}")).collect();
+    if !(2..=4).contains(&n) || set_of(&kept) != set_of(&newest) {
+        out.push(format!("{base}completed: {kept:?}, want the newest 2 to 4"));
+    }
+    for k in 0..MEM_JOBS {
+        let id = format!("m{k}");
+        let want = newest.contains(&id);
+        for key in [format!("{base}{id}"), format!("{base}{id}:logs")] {
+            if exists(c, &key) != want {
+                out.push(format!("{key}: exists {}, want {want}", !want));
+            }
+        }
+    }
+    if lrange(c, &format!("{base}wait")) != ["w1"] {
+        out.push(format!("{base}wait changed"));
+    }
+    out
 }
 
 /// A job hash as the library leaves a finished job, its `:logs`, and its entry in `set`
@@ -301,6 +420,17 @@ fn runs_set(c: &mut Connection, base: &str, m: &Matrix) {
 fn populate_command_keys(c: &mut Connection, db: i64, m: &Matrix) {
     select(c, db);
     for i in 0..N {
+        memory_stream(
+            c,
+            &format!("xt:mem:{i}"),
+            db,
+            (i % 2 == 1).then_some(m.long_at),
+        );
+    }
+    for i in 0..QUEUES {
+        memory_queue(c, &format!("jq:mm{i}:"), m);
+    }
+    for i in 0..N {
         let mut p = redis::pipe();
         for k in 0..30 {
             p.cmd("XADD")
@@ -402,6 +532,27 @@ fn run_commands(c: &mut Connection, db: i64, m: &Matrix) {
             ],
         );
         q(c, &["RETENTION.TRIM", &format!("xt:z:{i}"), "MAXAGE", "1h"]);
+        q(
+            c,
+            &[
+                "RETENTION.TRIM",
+                &format!("xt:mem:{i}"),
+                "MAXMEMORY",
+                "64kb",
+            ],
+        );
+    }
+    for i in 0..QUEUES {
+        let args = [
+            "CLEAN",
+            "jq",
+            &format!("mm{i}"),
+            "completed",
+            "MAXMEMORY",
+            "24kb",
+        ];
+        let removed = q(c, &[&["RETENTION.JOBS"][..], &args[..]].concat());
+        assert!(jobs_removed(&removed) >= 6, "db {db}: CLEAN of jq:mm{i}");
     }
     for i in 0..QUEUES {
         let removed = q(
@@ -727,7 +878,35 @@ fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<St
             format!("{base}: index {index:?}, data {data:?}"),
         );
     }
+    for i in 0..N {
+        let at = match i % 2 == 0 {
+            true => m.long_at,
+            false => -1,
+        };
+        if let Some(what) = memory_stream_mismatch(c, &format!("s:mem:{i}"), db, at) {
+            expect(false, what);
+        }
+    }
+    for i in 0..QUEUES {
+        for what in memory_queue_mismatches(c, &format!("mqm:q{i}:")) {
+            expect(false, what);
+        }
+    }
     if commands {
+        for i in 0..N {
+            let at = match i % 2 == 1 {
+                true => m.long_at,
+                false => -1,
+            };
+            if let Some(what) = memory_stream_mismatch(c, &format!("xt:mem:{i}"), db, at) {
+                expect(false, what);
+            }
+        }
+        for i in 0..QUEUES {
+            for what in memory_queue_mismatches(c, &format!("jq:mm{i}:")) {
+                expect(false, what);
+            }
+        }
         for i in 0..N {
             for (key, want) in [
                 (format!("xt:s:{i}"), values(db, 20..30)),

@@ -408,3 +408,246 @@ fn bad_sizes_are_refused_and_the_old_policy_stays() {
         "the old policy stays"
     );
 }
+
+/// The value under `name` anywhere in a reply (maps, or RESP2 flat pairs), depth first.
+fn find_field(v: &Value, name: &str) -> Option<Value> {
+    let items: Vec<(Value, Value)> = match v {
+        Value::Map(pairs) => pairs.clone(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect(),
+        _ => return None,
+    };
+    let is_name = |k: &Value| matches!(k, Value::BulkString(b) if b == name.as_bytes());
+    if let Some((_, found)) = items.iter().find(|(k, _)| is_name(k)) {
+        return Some(found.clone());
+    }
+    let nested: Vec<&Value> = match v {
+        Value::Array(all) => all.iter().collect(),
+        _ => items.iter().map(|(_, value)| value).collect(),
+    };
+    nested.into_iter().find_map(|n| find_field(n, name))
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_measurement_keeps_its_rule_name_when_a_reload_reorders_the_rules() {
+    let rules = |first: &str, second: &str| format!(r#"{{"rules":[{first},{second}]}}"#);
+    let a = r#"{"name":"streams-a","match":"a:*","type":"stream","trim":{"max_memory":"1mb"}}"#;
+    let b = r#"{"name":"streams-b","match":"b:*","type":"stream","trim":{"max_memory":"2mb"}}"#;
+    let dir = common::scratch_dir("memory-reorder");
+    let path = write_policy(&dir, &rules(a, b));
+    let server = Server::start_in(dir, ServerOpts::default().paused().policy(&path)).expect("up");
+    let mut c = server.conn();
+    for i in 0..60 {
+        let value = payload(i, 40_000);
+        let _: () = redis::cmd("XADD")
+            .arg("a:s")
+            .arg("*")
+            .arg("payload")
+            .arg(value)
+            .query(&mut c)
+            .expect("XADD");
+    }
+    let report = sweep(&mut c, &[]);
+    assert!(map_int(&report, "entries_trimmed") > 0, "{report:?}");
+    let measured_rule = |c: &mut Connection| {
+        let explain = call(c, &["RETENTION.EXPLAIN", "a:s"]);
+        let memory = find_field(&explain, "memory").expect("EXPLAIN memory");
+        find_field(&memory, "rule").and_then(|r| as_text(&r))
+    };
+    let report_rule_memory = |c: &mut Connection, rule: &str| {
+        let report = call(c, &["RETENTION.REPORT", "MATCH", "a:*"]);
+        let entry = find_field(&report, rule)?;
+        find_field(&entry, "kept_memory_bytes")
+    };
+    let last_rule = |c: &mut Connection| {
+        let explain = call(c, &["RETENTION.EXPLAIN", "a:s"]);
+        let last = find_field(&explain, "last").expect("EXPLAIN last");
+        find_field(&last, "rule")
+    };
+    assert_eq!(measured_rule(&mut c).as_deref(), Some("streams-a"));
+    assert_eq!(
+        last_rule(&mut c).and_then(|r| as_text(&r)).as_deref(),
+        Some("streams-a")
+    );
+    let kept_before = report_rule_memory(&mut c, "streams-a").expect("REPORT streams-a memory");
+
+    // The same rules reloaded: the last action keeps its rule.
+    call(&mut c, &["RETENTION.RELOAD"]);
+    assert_eq!(
+        last_rule(&mut c).and_then(|r| as_text(&r)).as_deref(),
+        Some("streams-a")
+    );
+
+    // Rule b now comes first: the measurement must stay with rule a, not move to b.
+    std::fs::write(&path, rules(b, a)).expect("write");
+    call(&mut c, &["RETENTION.RELOAD"]);
+    assert_eq!(measured_rule(&mut c).as_deref(), Some("streams-a"));
+    assert_eq!(
+        report_rule_memory(&mut c, "streams-a"),
+        Some(kept_before),
+        "REPORT shows rule a's measurement under rule a"
+    );
+    // The last action's rule is remembered by its place in the policy: after the reload it
+    // is not named at all rather than named wrongly.
+    assert_eq!(last_rule(&mut c), Some(Value::Nil));
+}
+
+fn stream_ids(c: &mut Connection, key: &str) -> Vec<String> {
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .expect("XRANGE");
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
+fn int_reply(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+#[test]
+fn trim_maxmemory_keeps_what_a_max_memory_rule_keeps() {
+    // s:big is trimmed by the rule, s:twin (the same entries) by RETENTION.TRIM MAXMEMORY.
+    let server = start(TRIM_POLICY);
+    let mut c = server.conn();
+    let n = fill_collections(&mut c, 13).len();
+    call(&mut c, &["COPY", "s:big", "s:twin"]);
+    call(&mut c, &["COPY", "t:big", "list:twin"]);
+    let stream_empty = empty_stream_overhead(&mut c);
+    let before = server.digest();
+
+    let dry = call(
+        &mut c,
+        &["RETENTION.TRIM", "s:twin", "MAXMEMORY", "8mb", "DRYRUN"],
+    );
+    assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let removed = call(&mut c, &["RETENTION.TRIM", "s:twin", "maxmemory", "8MB"]);
+    assert_eq!(
+        int_reply(&removed),
+        int_reply(&dry),
+        "DRYRUN counts the same"
+    );
+    assert!(int_reply(&removed) > 0);
+    let kept = memory_usage(&mut c, "s:twin") - stream_empty;
+    assert_within_budget(kept, BUDGET, "RETENTION.TRIM MAXMEMORY stream");
+    assert_eq!(
+        stream_ids(&mut c, "s:twin").len() as i64,
+        n as i64 - int_reply(&removed)
+    );
+    let list_removed = call(
+        &mut c,
+        &[
+            "RETENTION.TRIM",
+            "list:twin",
+            "MAXMEMORY",
+            "8388608",
+            "NEWEST",
+            "TAIL",
+        ],
+    );
+    assert!(int_reply(&list_removed) > 0);
+
+    sweep(&mut c, &["MATCH", "[st]:big"]);
+    assert_eq!(
+        stream_ids(&mut c, "s:twin"),
+        stream_ids(&mut c, "s:big"),
+        "the command keeps what the rule keeps"
+    );
+    let list = |c: &mut Connection, key: &str| -> Vec<Vec<u8>> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(c)
+            .expect("LRANGE")
+    };
+    assert_eq!(list(&mut c, "list:twin"), list(&mut c, "t:big"));
+    // With MAXLEN tighter, MAXLEN decides.
+    let again = call(
+        &mut c,
+        &[
+            "RETENTION.TRIM",
+            "s:twin",
+            "MAXMEMORY",
+            "8mb",
+            "MAXLEN",
+            "3",
+        ],
+    );
+    assert!(int_reply(&again) > 0);
+    assert_eq!(stream_ids(&mut c, "s:twin").len(), 3);
+    // EXPLAIN shows what the command measured (no rule did).
+    let explain = call(&mut c, &["RETENTION.EXPLAIN", "s:twin"]);
+    let memory = find_field(&explain, "memory").expect("EXPLAIN memory");
+    assert_eq!(
+        find_field(&memory, "max_memory_bytes"),
+        Some(Value::Int(8 << 20))
+    );
+    assert_eq!(find_field(&memory, "rule"), Some(Value::Nil));
+}
+
+#[test]
+fn jobs_clean_maxmemory_keeps_what_a_max_memory_rule_keeps() {
+    // bull:q: is cleaned by the rule (8mb), twin:q: (the same jobs) by RETENTION.JOBS CLEAN.
+    let server = start(
+        r#"{"rules":[{"name":"jobs","match":"bull:*","queue":{"flavor":"bullmq",
+            "completed":{"max_memory":"8mb"}}}]}"#,
+    );
+    let mut c = server.conn();
+    finished_jobs(&mut c, "bull:q:", 150, 21);
+    finished_jobs(&mut c, "twin:q:", 150, 21);
+    let before = server.digest();
+    let clean = |c: &mut Connection, extra: &[&str]| {
+        let mut args = vec!["RETENTION.JOBS", "CLEAN", "twin", "q", "completed"];
+        args.extend_from_slice(extra);
+        map_int(&call(c, &args), "jobs_removed")
+    };
+    let would = clean(&mut c, &["MAXMEMORY", "8mb", "DRYRUN"]);
+    assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let removed = clean(&mut c, &["MAXMEMORY", "8mb"]);
+    assert_eq!(removed, would, "DRYRUN counts the same");
+    assert!(removed > 0);
+    let kept = zmembers(&mut c, "twin:q:completed");
+    let kept_bytes: u64 = kept
+        .iter()
+        .map(|id| job_memory(&mut c, "twin:q:", id))
+        .sum();
+    assert_within_budget(kept_bytes, BUDGET, "RETENTION.JOBS CLEAN MAXMEMORY");
+    let report = sweep(&mut c, &[]);
+    assert_eq!(map_int(&report, "jobs_removed"), removed);
+    assert_eq!(
+        kept,
+        zmembers(&mut c, "bull:q:completed"),
+        "the command keeps what the rule keeps"
+    );
+    // Every removed job went with its sub-keys.
+    let oldest_kept: usize = kept[0].parse().expect("id");
+    for id in 1..oldest_kept {
+        assert_eq!(
+            job_memory(&mut c, "twin:q:", &id.to_string()),
+            0,
+            "job {id}"
+        );
+    }
+    // With MAXLEN tighter, MAXLEN decides; LIMIT still bounds one call.
+    assert_eq!(
+        clean(&mut c, &["MAXMEMORY", "1gb", "MAXLEN", "10", "LIMIT", "5"]),
+        5
+    );
+    assert_eq!(zmembers(&mut c, "twin:q:completed").len(), kept.len() - 5);
+}

@@ -1,8 +1,10 @@
 //! `RETENTION.JOBS COUNTS <prefix> <queue> [FLAVOR bullmq|bull]`
 //! `RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>] [MAXLEN <n>]
-//! [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`: MAXAGE is the library's `clean(grace)`
-//! (older than; 0 = every finished job), MAXLEN keeps the newest n (`removeOnComplete:
-//! {count}`), LIMIT removes at most n in this call (`clean(grace, limit)`; 0: no limit).
+//! [MAXMEMORY <size>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`: MAXAGE is the library's
+//! `clean(grace)` (older than; 0 = every finished job), MAXLEN keeps the newest n
+//! (`removeOnComplete: {count}`), MAXMEMORY keeps the newest whose memory fits the size (a
+//! rule's `max_memory`), LIMIT removes at most n in this call (`clean(grace, limit)`; 0: no
+//! limit).
 //!
 //! CLEAN runs a first slice inside the command; a set too big for one slice continues in
 //! slices from the event loop while the caller is blocked (other clients are served between
@@ -51,7 +53,7 @@ pub fn cmd_jobs_counts(ctx: &Context, args: Vec<RedisString>) -> Result<RedisVal
 }
 
 /// `RETENTION.JOBS CLEAN <prefix> <queue> <completed|failed> [MAXAGE <duration>]
-/// [MAXLEN <n>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`
+/// [MAXLEN <n>] [MAXMEMORY <size>] [LIMIT <n>] [DRYRUN] [FLAVOR bullmq|bull]`
 pub fn cmd_jobs_clean(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let mut args = subcommand_args(args, "RETENTION.JOBS CLEAN")?;
     let base = queue_base(&mut args)?;
@@ -93,7 +95,7 @@ struct CleanRequest {
     flavor: Option<QueueFlavor>,
 }
 
-const CLEAN_OPTIONS: [&str; 5] = ["MAXAGE", "MAXLEN", "LIMIT", "DRYRUN", "FLAVOR"];
+const CLEAN_OPTIONS: [&str; 6] = ["MAXAGE", "MAXLEN", "MAXMEMORY", "LIMIT", "DRYRUN", "FLAVOR"];
 
 fn parse_clean(mut args: Args) -> Result<CleanRequest> {
     let set_name = args.next_str("<completed|failed>")?;
@@ -121,15 +123,19 @@ fn parse_clean(mut args: Args) -> Result<CleanRequest> {
                 req.retention.max_age_ms = Some(args.next_duration_ms("MAXAGE", true)?);
             }
             "MAXLEN" => req.retention.max_len = Some(args.next_count("MAXLEN")?),
+            "MAXMEMORY" => {
+                req.retention.max_memory_bytes = Some(args.next_size_bytes("MAXMEMORY")?);
+            }
             // 0 is no limit, as in the library's clean and in XTRIM … LIMIT 0.
             "LIMIT" => req.limit = Some(args.next_count("LIMIT")?).filter(|&n| n > 0),
             "DRYRUN" => req.dry_run = true,
             _ => req.flavor = Some(parse_flavor(&args.next_str("FLAVOR <bullmq|bull>")?)?),
         }
     }
-    if req.retention.max_age_ms.is_none() && req.retention.max_len.is_none() {
+    let r = &req.retention;
+    if r.max_age_ms.is_none() && r.max_len.is_none() && r.max_memory_bytes.is_none() {
         return Err(Error::arg(
-            "RETENTION.JOBS CLEAN needs MAXAGE <duration> and/or MAXLEN <n> (MAXAGE 0 cleans every finished job)",
+            "RETENTION.JOBS CLEAN needs MAXAGE <duration>, MAXLEN <n> and/or MAXMEMORY <size> (MAXAGE 0 cleans every finished job)",
         ));
     }
     Ok(req)

@@ -280,7 +280,7 @@ impl CleanFinished {
         self.window = Some(*window);
         let measured = history::Measured {
             at_ms: now_ms,
-            rule: calls.rule().and_then(|r| u32::try_from(r).ok()),
+            rule: history::rule_name(calls.rule()),
             kept_memory_bytes: walk.kept_bytes,
             max_memory_bytes: walk.budget_bytes,
             kept_within_budget: walk.kept_jobs,

@@ -507,9 +507,7 @@ impl Report<'_> {
                 Some(name) => {
                     let mut entry = json!({ "keys": n });
                     // The rule's keys under a max_memory limit, as the last pass measured them.
-                    let memory = rule
-                        .and_then(|r| u32::try_from(r).ok())
-                        .and_then(|r| measured.get(&r));
+                    let memory = measured.get(name);
                     if let Some((kept, budget, keys)) = memory {
                         entry["kept_memory_bytes"] = json!(kept);
                         entry["max_memory_bytes"] = json!(budget);

@@ -1,7 +1,8 @@
-//! `RETENTION.TRIM <key> [MAXLEN <n>] [MAXAGE <duration>] [APPROX] [NEWEST HEAD|TAIL]
-//! [SCOREUNIT MS|S] [DRYRUN]`: trims one key now with the same code as the sweep and
-//! replies with the number of entries removed (or, with DRYRUN, that would be). NEWEST says
-//! which end of a list holds the newest entries (the ones kept).
+//! `RETENTION.TRIM <key> [MAXLEN <n>] [MAXAGE <duration>] [MAXMEMORY <size>] [APPROX]
+//! [NEWEST HEAD|TAIL] [SCOREUNIT MS|S] [DRYRUN]`: trims one key now with the same code as the
+//! sweep and replies with the number of entries removed (or, with DRYRUN, that would be).
+//! MAXMEMORY keeps the newest entries whose memory fits the size, as a rule's `max_memory`
+//! does. NEWEST says which end of a list holds the newest entries (the ones kept).
 //!
 //! Small trims finish inside the command. A trim that does not fit in one sweep budget
 //! blocks the caller and continues in slices from the event loop (`sweep::blocked`), so
@@ -17,6 +18,7 @@ use super::work::{Failure, Shape, TrimWork};
 use crate::args::{parse_i64, shown};
 use crate::error::{Error, Result};
 use crate::policy::duration::parse_duration_ms;
+use crate::policy::size::parse_size_bytes;
 use crate::policy::{ListEnd, ScoreUnit, TrimAction};
 use crate::stats::{self, Tally};
 use crate::sweep::blocked::{self, SlicedCommand};
@@ -25,9 +27,10 @@ use crate::time::now_ms;
 use crate::write::Asker;
 use crate::{config, keyspace};
 
-const OPTIONS: [&str; 6] = [
+const OPTIONS: [&str; 7] = [
     "MAXLEN",
     "MAXAGE",
+    "MAXMEMORY",
     "APPROX",
     "NEWEST",
     "SCOREUNIT",
@@ -101,6 +104,12 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
                     parse_duration_ms(&text).map_err(|e| Error::arg(format!("MAXAGE: {e}")))?;
                 req.action.max_age_ms = Some(ms);
             }
+            "MAXMEMORY" => {
+                let text = value("a size such as 200mb or 1048576 (bytes)")?;
+                let bytes =
+                    parse_size_bytes(&text).map_err(|e| Error::arg(format!("MAXMEMORY: {e}")))?;
+                req.action.max_memory_bytes = Some(bytes);
+            }
             "APPROX" => {
                 req.action.approx = true;
                 req.approx_given = true;
@@ -134,9 +143,11 @@ fn parse_options(words: &[&[u8]]) -> Result<TrimRequest> {
             _ => req.dry_run = true,
         }
     }
-    if req.action.max_len.is_none() && req.action.max_age_ms.is_none() {
+    let action = &req.action;
+    if action.max_len.is_none() && action.max_age_ms.is_none() && action.max_memory_bytes.is_none()
+    {
         return Err(Error::arg(
-            "RETENTION.TRIM needs MAXLEN <n> and/or MAXAGE <duration>",
+            "RETENTION.TRIM needs MAXLEN <n>, MAXAGE <duration> and/or MAXMEMORY <size>",
         ));
     }
     Ok(req)
@@ -284,6 +295,18 @@ mod tests {
 
     fn err(words: &[&str]) -> String {
         parse(words).expect_err("should fail").to_string()
+    }
+
+    #[test]
+    fn maxmemory_takes_the_policy_sizes() {
+        let r = parse(&["maxmemory", "200MB"]).expect("valid");
+        assert_eq!(r.action.max_memory_bytes, Some(200 << 20));
+        assert_eq!((r.action.max_len, r.action.max_age_ms), (None, None));
+        let r = parse(&["MAXMEMORY", "1048576", "MAXLEN", "5"]).expect("valid");
+        assert_eq!(r.action.max_memory_bytes, Some(1 << 20));
+        assert!(err(&["MAXMEMORY", "0"]).contains("MAXMEMORY: bad size '0'"));
+        assert!(err(&["MAXMEMORY", "1.5mb"]).contains("unknown unit"));
+        assert!(err(&["DRYRUN", "MAXMEMORY"]).contains("MAXMEMORY needs a size"));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl TrimWork {
         self.stream_steps = stream_steps(&self.trim, now_ms);
         let measured = history::Measured {
             at_ms: now_ms,
-            rule: env.rule.and_then(|r| u32::try_from(r).ok()),
+            rule: history::rule_name(env.rule),
             kept_memory_bytes: walk.kept_bytes,
             max_memory_bytes: walk.budget_bytes,
             kept_within_budget: walk.kept_entries,
