@@ -536,6 +536,12 @@ fn trim_maxmemory_keeps_what_a_max_memory_rule_keeps() {
         &["RETENTION.TRIM", "s:twin", "MAXMEMORY", "8mb", "DRYRUN"],
     );
     assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let explain = call(&mut c, &["RETENTION.EXPLAIN", "s:twin"]);
+    assert_eq!(
+        find_field(&explain, "memory"),
+        Some(Value::Nil),
+        "a dry run's measurement is not what the key holds: EXPLAIN has none"
+    );
     let removed = call(&mut c, &["RETENTION.TRIM", "s:twin", "maxmemory", "8MB"]);
     assert_eq!(
         int_reply(&removed),
@@ -619,6 +625,12 @@ fn jobs_clean_maxmemory_keeps_what_a_max_memory_rule_keeps() {
     };
     let would = clean(&mut c, &["MAXMEMORY", "8mb", "DRYRUN"]);
     assert_eq!(server.digest(), before, "DRYRUN changed nothing");
+    let explain = call(&mut c, &["RETENTION.EXPLAIN", "twin:q:completed"]);
+    assert_eq!(
+        find_field(&explain, "memory"),
+        Some(Value::Nil),
+        "a dry run's measurement is not what the set holds: EXPLAIN has none"
+    );
     let removed = clean(&mut c, &["MAXMEMORY", "8mb"]);
     assert_eq!(removed, would, "DRYRUN counts the same");
     assert!(removed > 0);

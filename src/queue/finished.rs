@@ -29,7 +29,7 @@ use crate::sweep::work::{Progress, Work, WorkEnv};
 /// Members read per batch: small enough that one batch stays well under a 1 ms budget.
 const BATCH: u64 = 64;
 /// The library's clean emits one `cleaned` event per call of at most this many jobs.
-const EVENT_EVERY: u64 = 10_000;
+pub const EVENT_EVERY: u64 = 10_000;
 /// Ids kept for a DRYRUN reply.
 pub const DRYRUN_IDS_MAX: usize = 100_000;
 
@@ -268,8 +268,10 @@ impl CleanFinished {
         Ok(walk.done)
     }
 
-    /// The walk is done: the budget becomes the count of newest jobs to keep.
-    fn apply_memory_walk(&mut self, calls: &Calls, window: &mut Window, now_ms: i64) {
+    /// The walk is done: the budget becomes the count of newest jobs to keep. What was kept is
+    /// remembered for EXPLAIN and REPORT, unless nothing is removed (a dry run's window, or a
+    /// policy that is only a candidate, is not what the keyspace holds).
+    fn apply_memory_walk(&mut self, calls: &Calls, window: &mut Window, env: &WorkEnv) {
         let Some(walk) = self.memory else {
             return;
         };
@@ -278,8 +280,11 @@ impl CleanFinished {
             .map_or(walk.kept_jobs, |n| n.min(walk.kept_jobs));
         window.keep_newest = Some(keep);
         self.window = Some(*window);
+        if env.dry_run {
+            return;
+        }
         let measured = history::Measured {
-            at_ms: now_ms,
+            at_ms: env.now_ms,
             rule: history::rule_name(calls.rule()),
             kept_memory_bytes: walk.kept_bytes,
             max_memory_bytes: walk.budget_bytes,
@@ -376,7 +381,7 @@ impl Work for CleanFinished {
                     }
                 }
             }
-            self.apply_memory_walk(&calls, &mut window, env.now_ms);
+            self.apply_memory_walk(&calls, &mut window, env);
         }
         loop {
             let before = self.removed;

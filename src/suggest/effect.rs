@@ -206,10 +206,8 @@ pub fn extrapolated_sum(sizes: &mut [u64], removed: u64) -> u64 {
 /// The `cleaned` events applying appends for `removed` jobs of one set: one per call of the
 /// library's clean (at most 10,000 jobs each, as the cleaner batches them).
 pub fn cleaned_events(removed: u64) -> u64 {
-    removed.div_ceil(CLEANED_EVENT_EVERY)
+    removed.div_ceil(crate::queue::finished::EVENT_EVERY)
 }
-
-const CLEANED_EVENT_EVERY: u64 = 10_000;
 
 /// What one appended stream entry may add at most: a new node (its listpack is first
 /// allocated at `stream-node-max-bytes`) and its radix-tree share as `MEMORY USAGE` counts it.

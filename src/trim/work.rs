@@ -189,6 +189,10 @@ impl TrimWork {
             .map_or(walk.kept_entries, |n| n.min(walk.kept_entries));
         self.trim.max_len = Some(keep);
         self.stream_steps = stream_steps(&self.trim, now_ms);
+        // A dry run (or a candidate policy's) removes nothing: EXPLAIN keeps what is real.
+        if env.dry_run {
+            return;
+        }
         let measured = history::Measured {
             at_ms: now_ms,
             rule: history::rule_name(env.rule),
