@@ -10,37 +10,13 @@ use common::*;
 use redis::Connection;
 use serde_json::Value;
 
-/// A RESP3 reply as JSON, to read nested maps by path (RESP2 flattens maps into arrays
-/// that cannot be told from the report's own arrays).
-fn as_json(v: &redis::Value) -> Value {
-    use redis::Value as R;
-    match v {
-        R::Nil => Value::Null,
-        R::Int(n) => Value::from(*n),
-        R::Double(x) => Value::from(*x),
-        R::Boolean(b) => panic!("booleans are 0/1 in replies, got {b}"),
-        R::BulkString(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
-        R::SimpleString(text) => Value::from(text.clone()),
-        R::Array(items) => Value::Array(items.iter().map(as_json).collect()),
-        R::Map(pairs) => Value::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| {
-                    let name: String = redis::from_redis_value(k).expect("field name");
-                    (name, as_json(v))
-                })
-                .collect(),
-        ),
-        other => panic!("unexpected in a report: {other:?}"),
-    }
-}
-
-/// `RETENTION.REPORT <args>` read under RESP3; the connection is back on RESP2 after.
+/// `RETENTION.REPORT <args>` read under RESP3 (RESP2 flattens maps into arrays that cannot be
+/// told from the report's own arrays); the connection is back on RESP2 after.
 fn report_map(c: &mut Connection, args: &[&str]) -> Value {
     let _: redis::Value = redis::cmd("HELLO").arg(3).query(c).expect("HELLO 3");
     let reply: redis::RedisResult<redis::Value> = redis::cmd("RETENTION.REPORT").arg(args).query(c);
     let _: redis::Value = redis::cmd("HELLO").arg(2).query(c).expect("HELLO 2");
-    as_json(&reply.expect("RETENTION.REPORT"))
+    reply_json(&reply.expect("RETENTION.REPORT"))
 }
 
 fn groups(report: &Value) -> BTreeMap<String, Value> {
@@ -415,7 +391,7 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
     }
     let reply = reporter.join().expect("reporter").expect("REPORT");
     assert!(served_during, "no PING was answered while the report ran");
-    let report = as_json(&reply);
+    let report = reply_json(&reply);
     assert_eq!(server.digest(), digest, "REPORT changed the dataset");
 
     assert_eq!(report["databases"], serde_json::json!([0, 1, 3]));
@@ -726,7 +702,7 @@ fn keys_vanishing_mid_walk_end_the_report_normally() {
             .join()
             .expect("reporter")
             .unwrap_or_else(|e| panic!("{flush}: {e}"));
-        let report = as_json(&reply);
+        let report = reply_json(&reply);
         let keys = report["keys"].as_u64().expect("keys");
         assert!(keys < 200_000, "{flush}: {keys} keys");
         call(&mut c, &["FLUSHALL"]);

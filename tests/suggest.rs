@@ -13,34 +13,13 @@ use serde_json::Value;
 
 const DAY_MS: i64 = 86_400_000;
 
-fn as_json(v: &redis::Value) -> Value {
-    use redis::Value as R;
-    match v {
-        R::Nil => Value::Null,
-        R::Int(n) => Value::from(*n),
-        R::BulkString(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
-        R::SimpleString(text) => Value::from(text.clone()),
-        R::Array(items) => Value::Array(items.iter().map(as_json).collect()),
-        R::Map(pairs) => Value::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| {
-                    let name: String = redis::from_redis_value(k).expect("field name");
-                    (name, as_json(v))
-                })
-                .collect(),
-        ),
-        other => panic!("unexpected in a suggestion: {other:?}"),
-    }
-}
-
 /// `RETENTION.SUGGEST <args>` read under RESP3.
 fn suggest(c: &mut Connection, args: &[&str]) -> Value {
     let _: redis::Value = redis::cmd("HELLO").arg(3).query(c).expect("HELLO 3");
     let reply: redis::RedisResult<redis::Value> =
         redis::cmd("RETENTION.SUGGEST").arg(args).query(c);
     let _: redis::Value = redis::cmd("HELLO").arg(2).query(c).expect("HELLO 2");
-    as_json(&reply.expect("RETENTION.SUGGEST"))
+    reply_json(&reply.expect("RETENTION.SUGGEST"))
 }
 
 fn suggest_policy(c: &mut Connection, args: &[&str]) -> String {

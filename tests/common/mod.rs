@@ -350,6 +350,32 @@ pub fn map_str(v: &redis::Value, name: &str) -> Option<String> {
     Some(redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not a string")))
 }
 
+/// A RESP3 reply as JSON, to read a nested map reply (REPORT's, SUGGEST's) by path. Booleans
+/// fail: the module's flags are 0/1.
+pub fn reply_json(v: &redis::Value) -> serde_json::Value {
+    use redis::Value as R;
+    use serde_json::Value;
+    match v {
+        R::Nil => Value::Null,
+        R::Int(n) => Value::from(*n),
+        R::Double(x) => Value::from(*x),
+        R::Boolean(b) => panic!("booleans are 0/1 in replies, got {b}"),
+        R::BulkString(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
+        R::SimpleString(text) => Value::from(text.clone()),
+        R::Array(items) => Value::Array(items.iter().map(reply_json).collect()),
+        R::Map(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let name: String = redis::from_redis_value(k).expect("field name");
+                    (name, reply_json(v))
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected in a reply: {other:?}"),
+    }
+}
+
 /// The field `name` of a map reply, None when it is missing or nil (a nested map that is
 /// absent, such as STATUS's `pass` while no pass runs).
 pub fn map_field(v: &redis::Value, name: &str) -> Option<redis::Value> {
