@@ -27,6 +27,28 @@ fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
     }
 }
 
+/// Each command errs with its expected text, and together they leave the dataset as `before`.
+fn assert_each_refused(
+    server: &Server,
+    c: &mut Connection,
+    cases: &[(&[&[u8]], &str)],
+    before: &str,
+) {
+    for (args, expected) in cases {
+        let err = error_of(c, args);
+        assert!(
+            err.contains(expected),
+            "{:?}: got {err}, want {expected}",
+            args
+        );
+    }
+    assert_eq!(
+        server.digest(),
+        before,
+        "a rejected command changed the dataset"
+    );
+}
+
 #[test]
 fn every_bad_command_is_an_error_and_changes_nothing() {
     let mut server = Server::start_paused(Some(POLICY));
@@ -93,19 +115,7 @@ fn every_bad_command_is_an_error_and_changes_nothing() {
             "wrong number of arguments",
         ),
     ];
-    for (args, expected) in cases {
-        let err = error_of(&mut c, args);
-        assert!(
-            err.contains(expected),
-            "{:?}: got {err}, want {expected}",
-            args
-        );
-    }
-    assert_eq!(
-        server.digest(),
-        before,
-        "a rejected command changed the dataset"
-    );
+    assert_each_refused(&server, &mut c, cases, &before);
     let stats: Value = redis::cmd("RETENTION.STATS")
         .arg("GET")
         .query(&mut c)
@@ -391,18 +401,6 @@ fn bad_maxmemory_sizes_are_errors_and_change_nothing() {
             "needs MAXAGE <duration>, MAXLEN <n> and/or MAXMEMORY <size>",
         ),
     ];
-    for (args, expected) in cases {
-        let err = error_of(&mut c, args);
-        assert!(
-            err.contains(expected),
-            "{:?}: got {err}, want {expected}",
-            args
-        );
-    }
-    assert_eq!(
-        server.digest(),
-        before,
-        "a rejected command changed the dataset"
-    );
+    assert_each_refused(&server, &mut c, cases, &before);
     assert!(server.alive());
 }
