@@ -573,6 +573,38 @@ fn a_stream_trim_announces_the_whole_nodes_it_frees() {
     );
 }
 
+#[test]
+fn suggest_leaves_the_use_data_of_what_its_dry_runs_read() {
+    let server = Server::start_paused(Some(r#"{"rules": []}"#));
+    let mut c = server.conn();
+    bullmq_queue(&mut c, "bull:mail:", 50, 10 * DAY_MS);
+    let old = now_ms() - 10 * DAY_MS;
+    for i in 0..300i64 {
+        let id = format!("{}-{i}", old + i);
+        call(&mut c, &["XADD", "clicks:log", &id, "page", "/p"]);
+    }
+    call(&mut c, &["XADD", "clicks:log", "*", "page", "/new"]);
+    let read_keys = ["bull:mail:completed", "clicks:log"];
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let s = suggest(&mut c, &[]);
+    // Both rules' dry runs read their key: the cleaner's ZRANGE, the trim's XRANGE.
+    assert!(
+        rule(&s, "queues-bull")["effect"]["jobs"].as_i64() > Some(0),
+        "{s:#}"
+    );
+    assert!(
+        rule(&s, "stream-clicks-log")["effect"]["entries"].as_i64() > Some(0),
+        "{s:#}"
+    );
+    for key in read_keys {
+        let idle = call(&mut c, &["OBJECT", "IDLETIME", key]);
+        assert!(
+            matches!(idle, redis::Value::Int(n) if n >= 2),
+            "{key}: idle {idle:?} after SUGGEST, it was 2 s"
+        );
+    }
+}
+
 /// A name segment of letters that no grouping reads as an id: `i` in base 20 over g..z.
 fn word(mut i: usize) -> String {
     let mut w = String::new();

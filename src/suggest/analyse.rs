@@ -860,13 +860,6 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-fn call_val(ctx: &Context, read: &CallOptions, cmd: &str, args: &[&[u8]]) -> Option<Val> {
-    match args.first() {
-        Some(name) => reads::read(ctx, read, name, cmd, args),
-        None => None,
-    }
-}
-
 fn id_ms(v: Option<&Val>) -> Option<i64> {
     match v? {
         Val::Bytes(b) => recognise::stream_id_ms(b),
@@ -875,14 +868,14 @@ fn id_ms(v: Option<&Val>) -> Option<i64> {
 }
 
 fn stream_facts(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<StreamFacts> {
-    let info = call_val(ctx, read, "XINFO", &[b"STREAM", name])?;
+    let info = reads::read(ctx, read, name, "XINFO", &[b"STREAM", name])?;
     let length = int_of(field(&info, "length"))?.max(0) as u64;
     let entries_added = int_of(field(&info, "entries-added")).map(|n| n.max(0) as u64);
     let first_ms = match field(&info, "first-entry") {
         Some(Val::Array(entry)) => id_ms(entry.first()),
         _ => None,
     };
-    let groups = call_val(ctx, read, "XINFO", &[b"GROUPS", name])?;
+    let groups = reads::read(ctx, read, name, "XINFO", &[b"GROUPS", name])?;
     let Val::Array(groups) = groups else {
         return None;
     };
@@ -899,7 +892,7 @@ fn stream_facts(ctx: &Context, read: &CallOptions, name: &[u8]) -> Option<Stream
             (_, Some(ms)) => Some(ms.max(first_ms.unwrap_or(0))),
             (_, None) => first_ms,
         };
-        let pending_from = match call_val(ctx, read, "XPENDING", &[name, &group_name]) {
+        let pending_from = match reads::read(ctx, read, name, "XPENDING", &[name, &group_name]) {
             Some(Val::Array(summary)) if int_of(summary.first()).unwrap_or(0) > 0 => {
                 id_ms(summary.get(1))
             }

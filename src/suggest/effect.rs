@@ -69,6 +69,8 @@ pub enum EffectItem {
 pub struct QueueEffect {
     flavor: QueueFlavor,
     base: Vec<u8>,
+    /// The finished set the dry run reads.
+    set_key: Vec<u8>,
     clean: CleanFinished,
     cleaned: bool,
     /// Memory of each job measured so far (hash and sub-keys), in the dry run's order.
@@ -93,6 +95,7 @@ impl EffectItem {
         );
         EffectItem::Queue(Box::new(QueueEffect {
             flavor,
+            set_key: [base.as_slice(), set.name().as_bytes()].concat(),
             base,
             clean,
             cleaned: false,
@@ -122,7 +125,10 @@ impl EffectItem {
             EffectItem::Queue(q) => q.step(ctx, env, deadline, effect),
             EffectItem::Trim { name, shape, work } => {
                 let mut tally = Tally::default();
-                if work.step(ctx, env, deadline, &mut tally) == Progress::More {
+                // The trim's dry run reads the key through the server (an access): put it back.
+                let progress =
+                    reads::untouched(ctx, name, || work.step(ctx, env, deadline, &mut tally));
+                if progress == Progress::More {
                     return false;
                 }
                 let removed = work.removed();
@@ -160,7 +166,11 @@ impl QueueEffect {
     ) -> bool {
         if !self.cleaned {
             let mut tally = Tally::default();
-            if self.clean.step(ctx, env, deadline, &mut tally) == Progress::More {
+            // The cleaner reads its set through the server (an access): SUGGEST only looks.
+            let (clean, set_key) = (&mut self.clean, &self.set_key);
+            let progress =
+                reads::untouched(ctx, set_key, || clean.step(ctx, env, deadline, &mut tally));
+            if progress == Progress::More {
                 return false;
             }
             self.cleaned = true;
