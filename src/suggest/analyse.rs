@@ -661,7 +661,8 @@ fn one_group(
         return;
     }
     let only = |t: KeyType| types.iter().all(|(x, _)| *x == t);
-    if recognise::looks_like_lock_or_counter(pattern) {
+    // A stream is neither a lock nor a counter, whatever its name (`metrics:cpu` is a log).
+    if !only(KeyType::Stream) && recognise::looks_like_lock_or_counter(pattern) {
         let (p, r) =
             reason("the names look like locks or counters: never given a TTL; no rule suggested");
         found.reasons.insert(p, r);
