@@ -314,7 +314,7 @@ fn bad_maxmemory_sizes_are_errors_and_change_nothing() {
         (b"0", "must be greater than zero"),
         (b"0mb", "must be greater than zero"),
         (b"-5", "bad size '-5'"),
-        (b"1.5mb", "unknown unit '.5mb'"),
+        (b"1.5mb", "a size is a whole number; use a smaller unit"),
         (b"1tb", "unknown unit 'tb' (use b|k|kb|m|mb|g|gb)"),
         (b"1mib", "unknown unit 'mib'"),
         (b"mb", "bad size 'mb'"),

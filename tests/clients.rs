@@ -399,7 +399,7 @@ fn bad_input_gets_a_clear_error_and_kills_nothing() {
             "number too large",
         ),
         (&["IDLE", "ten", "KILL"], "IDLE: bad duration 'ten'"),
-        (&["IDLE", "1.5", "KILL"], "unknown unit '.5'"),
+        (&["IDLE", "1.5", "KILL"], "a duration is a whole number"),
         (&["IDLE", "1", "KILL", "NOW"], "unknown option 'NOW'"),
         (&["IDLE", "1", "KILL", "KILL"], "KILL given twice"),
         (&["IDLE", "1", "IDLE", "2", "KILL"], "IDLE given twice"),

@@ -318,6 +318,7 @@ fn every_command_gives_a_clear_answer_to_the_nasty_corpus() {
         "RETENTION.STATS",
         "RETENTION.TRIM",
         "RETENTION.JOBS",
+        "RETENTION.SUGGEST",
         "ACTIVERUNS.ADD",
         "ACTIVERUNS.DEL",
         "ACTIVERUNS.GET",

@@ -384,7 +384,7 @@ fn bad_sizes_are_refused_and_the_old_policy_stays() {
             "bad size -5: must be a positive whole number of bytes",
         ),
         ("1.5", "bad size 1.5"),
-        (r#""1.5mb""#, "unknown unit '.5mb'"),
+        (r#""1.5mb""#, "a size is a whole number"),
         (r#""5tb""#, "unknown unit 'tb' (use b|k|kb|m|mb|g|gb)"),
         (r#""99999999999gb""#, "number too large"),
         ("true", "must be a size such as \"200mb\""),

@@ -12,6 +12,12 @@ const UNITS: [(&str, i64); 6] = [
 /// Longer than any retention anyone means; keeps `now + ttl` far from i64 overflow.
 pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 
+/// Whether what follows a number's digits is its fractional part (`.5h`, `.25`).
+pub fn is_fraction(rest: &str) -> bool {
+    rest.strip_prefix('.')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 /// Parses `"90s"`, `"24h"`, `"7d"`, `"500ms"` or `"3600"` (seconds) into milliseconds (> 0).
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -21,6 +27,11 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     if number.is_empty() {
         return Err(format!(
             "bad duration '{shown}': expected an integer with a unit ms|s|m|h|d|w, e.g. \"90s\", \"24h\", \"7d\""
+        ));
+    }
+    if is_fraction(unit) {
+        return Err(format!(
+            "bad duration '{shown}': a duration is a whole number; use a smaller unit (90m, not 1.5h)"
         ));
     }
     let unit_ms = match unit {

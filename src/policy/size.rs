@@ -30,6 +30,11 @@ pub fn parse_size_bytes(text: &str) -> Result<u64, String> {
             "bad size '{shown}': expected a whole number of bytes or one with a unit {UNIT_LIST}, e.g. \"200mb\""
         ));
     }
+    if super::duration::is_fraction(unit) {
+        return Err(format!(
+            "bad size '{shown}': a size is a whole number; use a smaller unit (1536mb, not 1.5gb)"
+        ));
+    }
     let unit_bytes = match unit {
         "" => 1,
         u => UNITS
@@ -106,7 +111,7 @@ mod tests {
             ("", "expected a whole number"),
             ("mb", "expected a whole number"),
             ("-5mb", "expected a whole number"),
-            ("1.5mb", "unknown unit '.5mb'"),
+            ("1.5mb", "a size is a whole number; use a smaller unit"),
             ("5 mb", "unknown unit ' mb'"),
             ("5tb", "unknown unit 'tb'"),
             ("5kib", "unknown unit 'kib'"),

@@ -305,7 +305,7 @@ mod tests {
         let r = parse(&["MAXMEMORY", "1048576", "MAXLEN", "5"]).expect("valid");
         assert_eq!(r.action.max_memory_bytes, Some(1 << 20));
         assert!(err(&["MAXMEMORY", "0"]).contains("MAXMEMORY: bad size '0'"));
-        assert!(err(&["MAXMEMORY", "1.5mb"]).contains("unknown unit"));
+        assert!(err(&["MAXMEMORY", "1.5mb"]).contains("a size is a whole number"));
         assert!(err(&["DRYRUN", "MAXMEMORY"]).contains("MAXMEMORY needs a size"));
     }
 
