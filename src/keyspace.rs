@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use redis_module::{raw, Context};
 
@@ -100,6 +101,112 @@ impl KeyView {
         self.key.as_ptr()
     }
 }
+
+/// A key's use as the eviction policy keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// LRU: ms since the last access (second resolution).
+    IdleMs(i64),
+    /// LFU: the logarithmic access counter.
+    Freq(i64),
+}
+
+/// What the eviction policy keeps of a key's use: its LRU idle time or its LFU counter.
+///
+/// # Safety
+/// `key` is a live key handle.
+pub unsafe fn key_access(key: *mut raw::RedisModuleKey) -> Option<Access> {
+    let (mut idle_ms, mut freq) = (-1, -1);
+    // SAFETY: live handle (the caller's promise) and valid out-pointers; each sets -1 when the
+    // policy keeps the other kind of data.
+    unsafe {
+        raw::RedisModule_GetLRU.unwrap()(key, &mut idle_ms);
+        raw::RedisModule_GetLFU.unwrap()(key, &mut freq);
+    }
+    match (idle_ms, freq) {
+        (_, f) if f >= 0 => Some(Access::Freq(f)),
+        (ms, _) if ms >= 0 => Some(Access::IdleMs(ms)),
+        _ => None,
+    }
+}
+
+/// Puts back the use data `before` a read refreshed it (only then: a key not refreshed, e.g.
+/// while a fork child saves, is left as it is). Writes only the object's LRU/LFU field, which
+/// is neither replicated nor seen by WATCH.
+///
+/// # Safety
+/// `key` is a live key handle.
+pub unsafe fn put_back_access(key: *mut raw::RedisModuleKey, before: Access) {
+    // SAFETY: the caller's promise.
+    let now = unsafe { key_access(key) };
+    if !now.is_some_and(|now| refreshed(before, now)) {
+        return;
+    }
+    match before {
+        // SAFETY: the caller's promise.
+        Access::IdleMs(ms) => unsafe { set_idle_ms(key, ms) },
+        // SAFETY: the caller's promise.
+        Access::Freq(f) => unsafe {
+            raw::RedisModule_SetLFU.unwrap()(key, f);
+        },
+    }
+}
+
+/// Whether a read between `before` and `now` counted as an access: the idle time went down,
+/// or the counter up (it only decays otherwise).
+pub fn refreshed(before: Access, now: Access) -> bool {
+    match (before, now) {
+        (Access::IdleMs(b), Access::IdleMs(n)) => n < b,
+        (Access::Freq(b), Access::Freq(n)) => n > b,
+        _ => false,
+    }
+}
+
+/// What one unit of `RM_SetLRU`'s idle time is, in the ms `RM_GetLRU` gives; 0 until known.
+/// Redis takes ms, as it documents. Valkey 9 takes a unit of 1,000,000 ms: an idle time of
+/// 2,000 "ms" set there came back as 2,000,000,000 ms (and longer ones wrapped the LRU clock),
+/// which made every key the module read look idle for weeks, the first to be evicted.
+static SET_LRU_UNIT_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Sets the key's LRU idle time as near `ms` as the server's `RM_SetLRU` can: on Valkey, to
+/// the nearest 1,000 s (0 below 500 s: the key then looks just read, as the read made it).
+///
+/// # Safety
+/// `key` is a live key handle.
+unsafe fn set_idle_ms(key: *mut raw::RedisModuleKey, ms: i64) {
+    let unit = match SET_LRU_UNIT_MS.load(Ordering::Relaxed) {
+        // SAFETY: the caller's promise.
+        0 => unsafe { learn_set_lru_unit(key) },
+        unit => unit,
+    };
+    // SAFETY: the caller's promise.
+    unsafe { raw::RedisModule_SetLRU.unwrap()(key, (ms + unit / 2) / unit) };
+}
+
+/// Sets an idle time of one unit and reads back what that is in ms (rounded to the LRU
+/// clock's one-second resolution; under a second means ms).
+///
+/// # Safety
+/// `key` is a live key handle.
+unsafe fn learn_set_lru_unit(key: *mut raw::RedisModuleKey) -> i64 {
+    // SAFETY: the caller's promise.
+    let back = unsafe {
+        raw::RedisModule_SetLRU.unwrap()(key, 1);
+        key_access(key)
+    };
+    let unit = match back {
+        Some(Access::IdleMs(ms)) if ms >= LRU_RESOLUTION_MS => {
+            (ms + LRU_RESOLUTION_MS / 2) / LRU_RESOLUTION_MS * LRU_RESOLUTION_MS
+        }
+        Some(Access::IdleMs(_)) => 1,
+        // The policy moved to LFU meanwhile: learn next time.
+        _ => return 1,
+    };
+    SET_LRU_UNIT_MS.store(unit, Ordering::Relaxed);
+    unit
+}
+
+const LRU_RESOLUTION_MS: i64 = 1000;
 
 /// A key opened by us; closed on drop.
 pub struct OpenKey {
@@ -379,6 +486,22 @@ pub fn db_size(ctx: &Context) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_fresher_use_counts_as_a_read() {
+        use Access::{Freq, IdleMs};
+        assert!(refreshed(IdleMs(5000), IdleMs(0)));
+        // The clock ticked between the two looks; nothing read the key.
+        assert!(!refreshed(IdleMs(5000), IdleMs(6000)));
+        assert!(!refreshed(IdleMs(5000), IdleMs(5000)));
+        assert!(refreshed(Freq(5), Freq(6)));
+        // The counter decayed (a minute passed); nothing read the key.
+        assert!(!refreshed(Freq(5), Freq(4)));
+        assert!(!refreshed(Freq(5), Freq(5)));
+        // The policy changed between the two looks: nothing to put back.
+        assert!(!refreshed(IdleMs(5000), Freq(9)));
+        assert!(!refreshed(Freq(5), IdleMs(0)));
+    }
 
     #[test]
     fn keyspace_counts_are_read_from_the_info_line() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     attach_replica, call, exists, jobs_removed, map_field, map_int, now_ms, sweep, write_policy,
-    zmembers, Server, ServerOpts,
+    zmembers, Server, ServerKind, ServerOpts,
 };
 use redis::{Connection, Value};
 
@@ -216,6 +216,19 @@ fn encoding_and_idle_s(c: &mut Connection, key: &str) -> (String, i64) {
     (encoding, idle)
 }
 
+/// A key idle for 2 s that the module read: its idle time put back where the server can
+/// (Redis), and never made longer than it was (Valkey, which can only set whole 1,000 s: an
+/// earlier build set it a million times too long there, the key's first in line for eviction).
+fn assert_idle_put_back(kind: ServerKind, key: &str, idle_s: i64) {
+    match kind.restores_short_idle_times() {
+        true => assert!(
+            idle_s >= 2,
+            "{key}: the read reset its idle time ({idle_s} s)"
+        ),
+        false => assert!(idle_s < 60, "{key}: its idle time was made {idle_s} s"),
+    }
+}
+
 #[test]
 fn reading_a_deduplication_key_changes_neither_its_encoding_nor_its_idle_time() {
     // LRU eviction reads the idle time the cleaner must not reset. Ids from 10000 up are
@@ -227,6 +240,7 @@ fn reading_a_deduplication_key_changes_neither_its_encoding_nor_its_idle_time() 
     )
     .expect("server");
     let mut c = server.conn();
+    let kind = ServerKind::of(&mut c);
     let base = "bull:q:";
     bullmq_queue(&mut c, base);
     let old = now_ms() - 2 * DAY_MS;
@@ -258,10 +272,7 @@ fn reading_a_deduplication_key_changes_neither_its_encoding_nor_its_idle_time() 
     assert!(!exists(&mut c, "bull:q:de:d3"), "its own job's key goes");
     for (key, (encoding, _)) in dedup.iter().zip(&before) {
         let (after, idle_s) = encoding_and_idle_s(&mut c, key);
-        assert!(
-            idle_s >= 2,
-            "{key}: the read reset its idle time ({idle_s} s)"
-        );
+        assert_idle_put_back(kind, key, idle_s);
         assert_eq!(&after, encoding, "{key}: the read re-encoded it");
     }
     let values: Vec<String> = dedup

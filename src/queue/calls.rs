@@ -19,6 +19,7 @@ use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString,
 };
 
+use crate::keyspace::{self, Access};
 use crate::sweep::work::WorkEnv;
 use crate::write::Writer;
 
@@ -50,53 +51,14 @@ impl ReadKey {
 
     /// What the eviction policy keeps of the key's use: its LRU idle time or LFU counter.
     fn access(&self) -> Option<Access> {
-        let (mut idle_ms, mut freq) = (-1, -1);
-        // SAFETY: live handle and valid out-pointers; each sets -1 when the policy keeps the
-        // other kind of data.
-        unsafe {
-            raw::RedisModule_GetLRU.unwrap()(self.key.as_ptr(), &mut idle_ms);
-            raw::RedisModule_GetLFU.unwrap()(self.key.as_ptr(), &mut freq);
-        }
-        match (idle_ms, freq) {
-            (_, f) if f >= 0 => Some(Access::Freq(f)),
-            (ms, _) if ms >= 0 => Some(Access::IdleMs(ms)),
-            _ => None,
-        }
+        // SAFETY: live handle.
+        unsafe { keyspace::key_access(self.key.as_ptr()) }
     }
 
-    /// Puts back the use data `before` a read refreshed it (only then: a key not refreshed,
-    /// e.g. while a fork child saves, is left as it is).
+    /// Puts back the use data `before` a read refreshed it.
     fn put_back(&self, before: Access) {
-        if !self.access().is_some_and(|now| refreshed(before, now)) {
-            return;
-        }
-        // SAFETY: live handle; these write only the object's LRU/LFU field, which is neither
-        // replicated nor seen by WATCH.
-        unsafe {
-            match before {
-                Access::IdleMs(ms) => raw::RedisModule_SetLRU.unwrap()(self.key.as_ptr(), ms),
-                Access::Freq(f) => raw::RedisModule_SetLFU.unwrap()(self.key.as_ptr(), f),
-            };
-        }
-    }
-}
-
-/// A key's use as the eviction policy keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// LRU: ms since the last access (second resolution).
-    IdleMs(i64),
-    /// LFU: the logarithmic access counter.
-    Freq(i64),
-}
-
-/// Whether a read between `before` and `now` counted as an access: the idle time went down,
-/// or the counter up (it only decays otherwise).
-fn refreshed(before: Access, now: Access) -> bool {
-    match (before, now) {
-        (Access::IdleMs(b), Access::IdleMs(n)) => n < b,
-        (Access::Freq(b), Access::Freq(n)) => n > b,
-        _ => false,
+        // SAFETY: live handle.
+        unsafe { keyspace::put_back_access(self.key.as_ptr(), before) }
     }
 }
 
@@ -361,26 +323,5 @@ impl<'c> Calls<'c> {
 
     pub fn xlen(&self, stream: &[u8]) -> Option<i64> {
         self.int("XLEN", &[stream])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_fresher_use_counts_as_a_read() {
-        use Access::{Freq, IdleMs};
-        assert!(refreshed(IdleMs(5000), IdleMs(0)));
-        // The clock ticked between the two looks; nothing read the key.
-        assert!(!refreshed(IdleMs(5000), IdleMs(6000)));
-        assert!(!refreshed(IdleMs(5000), IdleMs(5000)));
-        assert!(refreshed(Freq(5), Freq(6)));
-        // The counter decayed (a minute passed); nothing read the key.
-        assert!(!refreshed(Freq(5), Freq(4)));
-        assert!(!refreshed(Freq(5), Freq(5)));
-        // The policy changed between the two looks: nothing to put back.
-        assert!(!refreshed(IdleMs(5000), Freq(9)));
-        assert!(!refreshed(Freq(5), IdleMs(0)));
     }
 }

@@ -6,6 +6,7 @@ use std::ptr::NonNull;
 
 use redis_module::{raw, CallOptions, CallReply, CallResult, Context, RedisString};
 
+use crate::keyspace::{self, Access};
 use crate::queue::calls::Calls;
 
 /// A simple value of a call's reply.
@@ -32,13 +33,6 @@ fn to_val(reply: &CallReply) -> Val {
     }
 }
 
-/// A key's use as the eviction policy keeps it: LRU idle ms or the LFU counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    IdleMs(i64),
-    Freq(i64),
-}
-
 struct Handle(NonNull<raw::RedisModuleKey>);
 
 impl Handle {
@@ -51,35 +45,13 @@ impl Handle {
     }
 
     fn access(&self) -> Option<Access> {
-        let (mut idle_ms, mut freq) = (-1, -1);
-        // SAFETY: live handle and valid out-pointers.
-        unsafe {
-            raw::RedisModule_GetLRU.unwrap()(self.0.as_ptr(), &mut idle_ms);
-            raw::RedisModule_GetLFU.unwrap()(self.0.as_ptr(), &mut freq);
-        }
-        match (idle_ms, freq) {
-            (_, f) if f >= 0 => Some(Access::Freq(f)),
-            (ms, _) if ms >= 0 => Some(Access::IdleMs(ms)),
-            _ => None,
-        }
+        // SAFETY: live handle.
+        unsafe { keyspace::key_access(self.0.as_ptr()) }
     }
 
     fn put_back(&self, before: Access) {
-        let refreshed = match (before, self.access()) {
-            (Access::IdleMs(b), Some(Access::IdleMs(n))) => n < b,
-            (Access::Freq(b), Some(Access::Freq(n))) => n > b,
-            _ => false,
-        };
-        if !refreshed {
-            return;
-        }
-        // SAFETY: live handle; writes only the object's LRU/LFU field (not replicated).
-        unsafe {
-            match before {
-                Access::IdleMs(ms) => raw::RedisModule_SetLRU.unwrap()(self.0.as_ptr(), ms),
-                Access::Freq(f) => raw::RedisModule_SetLFU.unwrap()(self.0.as_ptr(), f),
-            };
-        }
+        // SAFETY: live handle.
+        unsafe { keyspace::put_back_access(self.0.as_ptr(), before) }
     }
 }
 

@@ -633,6 +633,13 @@ impl ServerKind {
         !self.valkey && (self.major, self.minor) >= (major, minor)
     }
 
+    /// `RM_SetLRU` sets an idle time to the second (Redis). Valkey 9 takes its argument in
+    /// units of 1,000 s, so the module puts back only idle times of 500 s or more there; a
+    /// key it read sooner looks just read.
+    pub fn restores_short_idle_times(self) -> bool {
+        !self.valkey
+    }
+
     /// Module commands carry ACL categories (`RM_SetCommandACLCategories`): Redis 7.2+,
     /// every Valkey.
     pub fn takes_module_acl_categories(self) -> bool {
