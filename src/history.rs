@@ -182,8 +182,8 @@ thread_local! {
         RefCell::new(std::collections::HashMap::new());
 }
 
-/// Remembers a measurement (also in dry runs: it describes the key, not a change). When the
-/// table is full, a name not in it replaces the oldest measurement.
+/// Remembers a measurement (only of work that removed what lay beyond it: a dry run's is not
+/// what the key holds). When the table is full, a name not in it replaces the oldest one.
 pub fn record_measured(db: i32, name: &[u8], measured: Measured) {
     MEASURED.with(|m| {
         let mut m = m.borrow_mut();
