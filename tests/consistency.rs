@@ -253,6 +253,29 @@ fn memory_queue(c: &mut Connection, base: &str, m: &Matrix) {
     }
 }
 
+/// What the memory limits left of the `N` streams `<streams><i>` (those whose `i % 2` is
+/// `with_ttl` keep the matrix's long expire time) and the `QUEUES` queues `<queues><i>:`.
+fn memory_mismatches(
+    c: &mut Connection,
+    db: i64,
+    m: &Matrix,
+    (streams, with_ttl): (&str, usize),
+    queues: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..N {
+        let at = match i % 2 == with_ttl {
+            true => m.long_at,
+            false => -1,
+        };
+        out.extend(memory_stream_mismatch(c, &format!("{streams}{i}"), db, at));
+    }
+    for i in 0..QUEUES {
+        out.extend(memory_queue_mismatches(c, &format!("{queues}{i}:")));
+    }
+    out
+}
+
 /// What a 64 KB budget leaves of a `memory_stream`: its newest 5 to 8 entries, and its
 /// expire time as it was.
 fn memory_stream_mismatch(
@@ -878,34 +901,12 @@ fn mismatches(c: &mut Connection, db: i64, m: &Matrix, commands: bool) -> Vec<St
             format!("{base}: index {index:?}, data {data:?}"),
         );
     }
-    for i in 0..N {
-        let at = match i % 2 == 0 {
-            true => m.long_at,
-            false => -1,
-        };
-        if let Some(what) = memory_stream_mismatch(c, &format!("s:mem:{i}"), db, at) {
-            expect(false, what);
-        }
-    }
-    for i in 0..QUEUES {
-        for what in memory_queue_mismatches(c, &format!("mqm:q{i}:")) {
-            expect(false, what);
-        }
+    for what in memory_mismatches(c, db, m, ("s:mem:", 0), "mqm:q") {
+        expect(false, what);
     }
     if commands {
-        for i in 0..N {
-            let at = match i % 2 == 1 {
-                true => m.long_at,
-                false => -1,
-            };
-            if let Some(what) = memory_stream_mismatch(c, &format!("xt:mem:{i}"), db, at) {
-                expect(false, what);
-            }
-        }
-        for i in 0..QUEUES {
-            for what in memory_queue_mismatches(c, &format!("jq:mm{i}:")) {
-                expect(false, what);
-            }
+        for what in memory_mismatches(c, db, m, ("xt:mem:", 1), "jq:mm") {
+            expect(false, what);
         }
         for i in 0..N {
             for (key, want) in [

@@ -616,16 +616,7 @@ fn start_blocked(
     let waiter =
         std::thread::spawn(move || redis::cmd(&owned[0]).arg(&owned[1..]).query(&mut conn));
     let mut c = server.conn();
-    let shown = format!("cmd={}", args[0].to_lowercase());
-    let blocked = wait_until(Duration::from_secs(10), || {
-        let line: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .arg("ID")
-            .arg(id)
-            .query(&mut c)
-            .expect("CLIENT LIST");
-        line.contains(&shown) && line.contains("flags=b")
-    });
+    let blocked = wait_until(Duration::from_secs(10), || blocked_in(&mut c, id, args[0]));
     assert!(blocked, "{} never showed as blocked", args[0]);
     (id, waiter)
 }

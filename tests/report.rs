@@ -324,17 +324,6 @@ fn exact_count(c: &mut Connection) -> BTreeMap<String, Exact> {
     out
 }
 
-/// Whether client `id` is blocked in RETENTION.REPORT now.
-fn reporting(c: &mut Connection, id: i64) -> bool {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .arg("ID")
-        .arg(id)
-        .query(c)
-        .expect("CLIENT LIST");
-    list.contains("cmd=retention.report") && list.contains("flags=b")
-}
-
 /// Starts `RETENTION.REPORT <args>` on its own RESP3 connection; returns its client id and
 /// the thread that waits for the reply.
 fn start_report(
@@ -384,7 +373,7 @@ fn group_counts_equal_an_exact_scan_and_memory_is_within_ten_percent() {
     while !reporter.is_finished() {
         let pong: String = redis::cmd("PING").query(&mut pinger).expect("PING");
         assert_eq!(pong, "PONG");
-        if reporting(&mut pinger, id) {
+        if blocked_in(&mut pinger, id, "RETENTION.REPORT") {
             served_during = true;
             break;
         }
@@ -644,7 +633,9 @@ fn a_read_only_replica_reports_and_a_role_change_stops_the_report() {
     }
     // Promoted: the report begun on the replica stops.
     let (id, reporter) = start_report(&replica, &[]);
-    if !wait_until(std::time::Duration::from_secs(30), || reporting(&mut r, id)) {
+    if !wait_until(std::time::Duration::from_secs(30), || {
+        blocked_in(&mut r, id, "RETENTION.REPORT")
+    }) {
         panic!("not running: {:?}", reporter.join());
     }
     call(&mut r, &["REPLICAOF", "NO", "ONE"]);
@@ -661,7 +652,9 @@ fn a_read_only_replica_reports_and_a_role_change_stops_the_report() {
     // itself may answer first: Redis unblocks blocked clients when a master becomes a replica).
     let other = Server::start_paused(None);
     let (id, reporter) = start_report(&master, &[]);
-    if !wait_until(std::time::Duration::from_secs(30), || reporting(&mut m, id)) {
+    if !wait_until(std::time::Duration::from_secs(30), || {
+        blocked_in(&mut m, id, "RETENTION.REPORT")
+    }) {
         panic!("not running: {:?}", reporter.join());
     }
     call(&mut m, &["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
@@ -675,7 +668,7 @@ fn a_read_only_replica_reports_and_a_role_change_stops_the_report() {
             || err.contains("UNBLOCKED"),
         "{err}"
     );
-    assert!(!reporting(&mut m, id));
+    assert!(!blocked_in(&mut m, id, "RETENTION.REPORT"));
     assert_eq!(
         call(&mut m, &["PING"]),
         redis::Value::SimpleString("PONG".into())
@@ -693,10 +686,9 @@ fn keys_vanishing_mid_walk_end_the_report_normally() {
     ] {
         call(&mut c, &["DEBUG", "POPULATE", "200000", "k", "10"]);
         let (id, reporter) = start_report(&server, &[]);
-        assert!(wait_until(
-            std::time::Duration::from_secs(30),
-            || reporting(&mut c, id)
-        ));
+        assert!(wait_until(std::time::Duration::from_secs(30), || {
+            blocked_in(&mut c, id, "RETENTION.REPORT")
+        }));
         call(&mut c, args);
         let reply = reporter
             .join()

@@ -942,16 +942,6 @@ fn multi_and_scripts_are_refused_and_acl_read_rights_are_required() {
     assert_eq!(dataset_digest(&mut c), digest);
 }
 
-fn suggesting(c: &mut Connection, id: i64) -> bool {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .arg("ID")
-        .arg(id)
-        .query(c)
-        .expect("CLIENT LIST");
-    list.contains("cmd=retention.suggest") && list.contains("flags=b")
-}
-
 #[test]
 fn a_role_change_stops_suggest_with_an_error_and_changes_nothing() {
     let (_master, replica) = fixture_on_master_and_replica();
@@ -969,7 +959,7 @@ fn a_role_change_stops_suggest_with_an_error_and_changes_nothing() {
         redis::cmd("RETENTION.SUGGEST").query::<redis::Value>(&mut conn)
     });
     if !wait_until(std::time::Duration::from_secs(30), || {
-        suggesting(&mut r, id)
+        blocked_in(&mut r, id, "RETENTION.SUGGEST")
     }) {
         panic!("not running: {:?}", suggester.join());
     }

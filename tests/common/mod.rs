@@ -350,6 +350,18 @@ pub fn map_str(v: &redis::Value, name: &str) -> Option<String> {
     Some(redis::from_redis_value(value).unwrap_or_else(|_| panic!("field {name} not a string")))
 }
 
+/// Whether client `id` is blocked in `command` (a sliced command waiting for its reply), as
+/// `CLIENT LIST` shows it.
+pub fn blocked_in(c: &mut redis::Connection, id: i64, command: &str) -> bool {
+    let line: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("ID")
+        .arg(id)
+        .query(c)
+        .expect("CLIENT LIST");
+    line.contains(&format!("cmd={}", command.to_lowercase())) && line.contains("flags=b")
+}
+
 /// A RESP3 reply as JSON, to read a nested map reply (REPORT's, SUGGEST's) by path. Booleans
 /// fail: the module's flags are 0/1.
 pub fn reply_json(v: &redis::Value) -> serde_json::Value {
